@@ -1,0 +1,90 @@
+//! zoark-api: the HTTP API. Handlers authenticate, write domain rows and enqueue jobs in one
+//! transaction, and answer; they never call external services.
+//!
+//! - [`app`] builds the whole endpoint (OpenAPI operations, Swagger UI, the spec);
+//! - [`serve`] binds `$PORT` and shuts down gracefully;
+//! - [`error`] is the single error mapping to problem+json.
+
+pub mod error;
+pub mod json;
+pub mod middleware;
+pub mod routes;
+pub mod state;
+
+use std::{future::Future, sync::Arc};
+
+use poem::{Endpoint, EndpointExt, Route, Server, listener::TcpListener};
+use poem_openapi::OpenApiService;
+use zoark_core::Settings;
+
+pub use crate::state::AppState;
+
+/// All operations, in the order they appear in the spec.
+pub type Api = routes::health::HealthApi;
+
+fn api() -> Api {
+    routes::health::HealthApi
+}
+
+/// The OpenAPI service; `server_url` is where Swagger UI sends requests.
+pub fn openapi(server_url: &str) -> OpenApiService<Api, ()> {
+    OpenApiService::new(api(), "Zoark API", env!("CARGO_PKG_VERSION"))
+        .description(
+            "The ZOARK OS backend: projects, tasks, approvals, broadcasts and agents on a durable \
+             Postgres job queue. Errors are RFC 9457 `application/problem+json` documents with a \
+             stable `code`; every response carries `x-request-id`.",
+        )
+        .server(server_url)
+}
+
+/// The spec as committed in `docs/openapi.json` (server URL independent of the deployment).
+pub fn spec_json() -> String {
+    openapi("/").spec()
+}
+
+/// The complete HTTP application.
+pub fn app(state: AppState) -> impl Endpoint + 'static {
+    let service = openapi("/");
+    let docs = service.swagger_ui();
+    let spec = service.spec_endpoint();
+    Route::new()
+        .nest("/", service)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .data(state)
+        .with(middleware::RequestContext)
+}
+
+/// Serves the API on `$PORT` until `shutdown` resolves, then drains in-flight requests for at
+/// most `ZOARK_HTTP_SHUTDOWN_TIMEOUT_SECS` (30 s by default).
+///
+/// # Errors
+/// When the port cannot be bound.
+pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let pool = zoark_core::db::pool(&settings)?;
+    let addr = std::net::SocketAddr::new(settings.http.host, settings.http.port);
+    let timeout = settings.http.shutdown_timeout;
+    let state = AppState { pool: pool.clone(), settings: Arc::new(settings) };
+    let listener = TcpListener::bind(addr);
+    tracing::info!(%addr, "zoark-api listening");
+    Server::new(listener).run_with_graceful_shutdown(app(state), shutdown, Some(timeout)).await?;
+    pool.close().await;
+    tracing::info!("zoark-api stopped");
+    Ok(())
+}
+
+/// Serves on an already-bound listener (tests bind port 0 and read the address first).
+///
+/// # Errors
+/// When serving fails.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let timeout = state.settings.http.shutdown_timeout;
+    let std_listener = listener.into_std()?;
+    let acceptor = poem::listener::TcpAcceptor::from_std(std_listener)?;
+    Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(app(state), shutdown, Some(timeout)).await?;
+    Ok(())
+}

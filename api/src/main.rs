@@ -1,0 +1,82 @@
+//! `zoark-api`: `serve` (the `web` process), `migrate` (the `release` phase), `openapi` (prints
+//! the spec), and `dev-seed` (the development organization; refused in production).
+
+use clap::{Parser, Subcommand};
+use zoark_core::{Settings, telemetry};
+
+#[derive(Parser)]
+#[command(name = "zoark-api", version, about = "The Zoark HTTP API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API on $PORT (the default).
+    Serve,
+    /// Apply every migration (Zoark's and the job queue's) and exit.
+    Migrate,
+    /// Print the OpenAPI spec as JSON.
+    Openapi,
+    /// Create the development organization and admin user if they do not exist; prints the
+    /// credentials once. Refused when ZOARK_ENV=production.
+    DevSeed,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", zoark_api::spec_json());
+        return std::process::ExitCode::SUCCESS;
+    }
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("zoark-api: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let _telemetry = telemetry::init("zoark-api", &settings);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => zoark_api::serve(settings, zoark_core::shutdown::signal()).await,
+        Command::Migrate => migrate(&settings).await,
+        Command::DevSeed => dev_seed(&settings).await,
+        Command::Openapi => Ok(()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "zoark-api failed");
+            eprintln!("zoark-api: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = zoark_core::db::pool(settings)?;
+    zoark_core::db::migrate_all(&pool).await?;
+    tracing::info!("migrations applied");
+    pool.close().await;
+    Ok(())
+}
+
+async fn dev_seed(settings: &Settings) -> anyhow::Result<()> {
+    if settings.is_production() {
+        anyhow::bail!("dev-seed is refused when ZOARK_ENV=production");
+    }
+    let pool = zoark_core::db::pool(settings)?;
+    match zoark_core::db::dev_seed::ensure_dev_organization(&pool).await? {
+        Some(created) => {
+            println!("Created the development organization \"{}\".", created.organization_name);
+            println!("  admin email:    {}", created.email);
+            println!("  admin password: {}", created.password);
+            println!("This password is shown once; it is stored only as an argon2id hash.");
+        }
+        None => println!("The development organization already exists (its password was printed when it was created)."),
+    }
+    pool.close().await;
+    Ok(())
+}

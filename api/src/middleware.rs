@@ -1,0 +1,88 @@
+//! The outermost middleware: request id, tracing span, HTTP metrics, and the conversion of every
+//! error into problem+json. Every response, success or failure, carries `x-request-id`.
+
+use std::time::Instant;
+
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response, http::HeaderValue};
+use poem_openapi::OperationId;
+use tracing::Instrument;
+
+use crate::error::{ApiError, problem_response};
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The request id of the current request, available to handlers as request data.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// See the module documentation.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestContext;
+
+impl<E: Endpoint> Middleware<E> for RequestContext {
+    type Output = RequestContextEndpoint<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        RequestContextEndpoint { inner: ep }
+    }
+}
+
+pub struct RequestContextEndpoint<E> {
+    inner: E,
+}
+
+/// Accepts a caller's id when it is short and harmless, so ids can be followed across services.
+fn incoming_id(req: &Request) -> Option<String> {
+    let id = req.header(REQUEST_ID_HEADER)?;
+    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| id.to_owned())
+}
+
+impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let request_id = incoming_id(&req).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        req.set_data(RequestId(request_id.clone()));
+        let method = req.method().to_string();
+        let span = tracing::info_span!(
+            "http.request",
+            http.method = %method,
+            http.path = %req.uri().path(),
+            http.status = tracing::field::Empty,
+            request_id = %request_id,
+        );
+        let started = Instant::now();
+        let result = self.inner.call(req).instrument(span.clone()).await;
+        let (mut response, operation) = match result {
+            Ok(output) => {
+                let response = output.into_response();
+                let operation = response.data::<OperationId>().map(|o| o.0);
+                (response, operation)
+            }
+            Err(err) => {
+                let operation = err.data::<OperationId>().map(|o| o.0);
+                let api = ApiError::from_poem(err);
+                let _guard = span.enter();
+                (problem_response(&api, Some(&request_id)), operation)
+            }
+        };
+        let status = response.status();
+        span.record("http.status", status.as_u16());
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        let labels = [
+            ("method", method),
+            ("operation", operation.unwrap_or("unmatched").to_owned()),
+            ("status", status.as_u16().to_string()),
+        ];
+        metrics::counter!("zoark_http_requests_total", &labels).increment(1);
+        metrics::histogram!("zoark_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+        if status.is_server_error() {
+            let _guard = span.enter();
+            tracing::warn!(http.status = status.as_u16(), "request answered with a server error");
+        }
+        Ok(response)
+    }
+}

@@ -1,0 +1,62 @@
+//! `/health/live`, `/health/ready` and `/metrics`.
+
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::{Json, PlainText}};
+
+use crate::{error::ApiError, routes::ApiTags, state::AppState};
+
+pub struct HealthApi;
+
+/// The state of one dependency.
+#[derive(Debug, Object)]
+pub struct HealthStatus {
+    /// `ok` when the process (and, for readiness, its database) can serve.
+    pub status: String,
+    /// Zoark's version.
+    pub version: String,
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// The database answers: the instance can serve traffic.
+    #[oai(status = 200)]
+    Ready(Json<HealthStatus>),
+}
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl HealthApi {
+    /// Liveness
+    ///
+    /// Answers 200 while the process runs, whatever its dependencies; a failure means restart it.
+    #[oai(path = "/health/live", method = "get", operation_id = "health_live")]
+    async fn live(&self) -> Json<HealthStatus> {
+        Json(HealthStatus { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+    }
+
+    /// Readiness
+    ///
+    /// Answers 200 when Postgres answers within the pool's acquire timeout, and a 503
+    /// problem+json (`database_unavailable`) while it does not. It recovers on its own when the
+    /// database comes back; no restart is needed.
+    #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
+    async fn ready(&self, state: Data<&AppState>) -> Result<ReadyResponse, ApiError> {
+        match zoark_core::db::ping(&state.pool).await {
+            Ok(()) => Ok(ReadyResponse::Ready(Json(HealthStatus {
+                status: "ok".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }))),
+            Err(error) => {
+                tracing::warn!(%error, "readiness check failed");
+                Err(ApiError::Unavailable { code: "database_unavailable", detail: "The database is not reachable.".into() })
+            }
+        }
+    }
+
+    /// Prometheus metrics
+    ///
+    /// The process's metrics in the Prometheus text exposition format.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
+    async fn metrics(&self) -> PlainText<String> {
+        PlainText(zoark_core::telemetry::prometheus().map(|h| h.render()).unwrap_or_default())
+    }
+}

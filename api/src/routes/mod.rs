@@ -1,0 +1,10 @@
+//! The OpenAPI operations, one module per area.
+
+pub mod health;
+
+/// Tags grouping operations in the spec and Swagger UI.
+#[derive(poem_openapi::Tags)]
+pub enum ApiTags {
+    /// Liveness, readiness and metrics for load balancers and monitoring.
+    Health,
+}

@@ -1,0 +1,13 @@
+//! Shared state of the API handlers.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use zoark_core::Settings;
+
+/// What every handler can reach: the pool and the settings. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+}

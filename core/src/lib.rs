@@ -1,0 +1,10 @@
+//! zoark-core: what every Zoark process shares — typed settings, telemetry, cryptography, domain
+//! types and database access (plain sqlx functions over `&mut PgConnection`, and [`db::migrate_all`]).
+
+pub mod crypto;
+pub mod db;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use settings::Settings;

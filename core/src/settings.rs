@@ -1,0 +1,635 @@
+//! Typed configuration read from the environment (12-factor).
+//!
+//! Every variable is documented in `deploy/.env.example`. Development gets working defaults;
+//! with `ZOARK_ENV=production` the process refuses to start on any development default and names
+//! the variable that is wrong.
+
+use std::{collections::HashMap, fmt, net::IpAddr, str::FromStr, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// Development-only JWT signing secret; refused in production.
+const DEV_JWT_SECRET: &str = "zoark-development-jwt-secret-do-not-use-in-production";
+/// Development-only AES-256 key (base64 of 32 bytes); refused in production.
+const DEV_ENCRYPTION_KEY: &str = "em9hcmstZGV2LWtleS1ub3QtZm9yLXByb2R1Y3Rpb24=";
+
+/// Where the process runs; production turns on the strict checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl FromStr for Environment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "development" => Ok(Self::Development),
+            "production" => Ok(Self::Production),
+            other => Err(format!("expected `development` or `production`, got `{other}`")),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (production default).
+    Json,
+    /// Human-readable, coloured (development default).
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            other => Err(format!("expected `json` or `pretty`, got `{other}`")),
+        }
+    }
+}
+
+/// How outgoing system email leaves the process by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailTransport {
+    /// Written to the log instead of sent (development only).
+    Console,
+    /// Sent through the default SMTP server (`ZOARK_SMTP_*`).
+    Smtp,
+}
+
+impl FromStr for EmailTransport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "console" => Ok(Self::Console),
+            "smtp" => Ok(Self::Smtp),
+            other => Err(format!("expected `console` or `smtp`, got `{other}`")),
+        }
+    }
+}
+
+/// Transport security of an SMTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    None,
+    StartTls,
+    Tls,
+}
+
+impl FromStr for SmtpSecurity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::None),
+            "starttls" => Ok(Self::StartTls),
+            "tls" => Ok(Self::Tls),
+            other => Err(format!("expected `none`, `starttls` or `tls`, got `{other}`")),
+        }
+    }
+}
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("{var} is not set{hint}")]
+    Missing { var: &'static str, hint: String },
+    #[error("{var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("{var} must not use the development default when ZOARK_ENV=production: {reason}")]
+    DevelopmentDefault { var: &'static str, reason: String },
+}
+
+/// Every setting of every Zoark process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub environment: Environment,
+    pub log_format: LogFormat,
+    pub database: DatabaseSettings,
+    pub http: HttpSettings,
+    pub auth: AuthSettings,
+    pub encryption_key: EncryptionKey,
+    pub sentry_dsn: Option<sentry::types::Dsn>,
+    pub email: EmailSettings,
+    pub llm: ProviderSettings,
+    pub embeddings: EmbeddingSettings,
+    pub oauth: OAuthSettings,
+    pub storage: StorageSettings,
+    pub backup: BackupSettings,
+    pub worker: WorkerSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub public_url: Url,
+    /// TLS is terminated by a proxy (Heroku router, load balancer) that sets `X-Forwarded-*`.
+    pub behind_proxy: bool,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+}
+
+/// The AES-256-GCM key for secrets at rest.
+#[derive(Clone)]
+pub struct EncryptionKey([u8; 32]);
+
+impl EncryptionKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncryptionKey([REDACTED])")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    pub transport: EmailTransport,
+    pub from_address: String,
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub smtp_security: SmtpSecurity,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<SecretString>,
+}
+
+/// An OpenAI-compatible HTTP provider.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub base_url: Url,
+    pub api_key: Option<SecretString>,
+    pub model: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddingSettings {
+    pub provider: ProviderSettings,
+    pub dimensions: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthClient {
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub authorize_url: Url,
+    pub token_url: Url,
+    /// Base URL of the send API (Gmail API or Microsoft Graph).
+    pub api_base_url: Url,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    pub google: OAuthClient,
+    pub microsoft: OAuthClient,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub endpoint: Url,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: SecretString,
+    pub secret_access_key: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// Local directory for uploaded documents when S3 is not configured.
+    pub local_dir: String,
+    pub s3: Option<S3Settings>,
+    pub max_upload_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    /// `file:///path` or `s3://bucket/prefix`.
+    pub destination: Url,
+    pub encryption_key: Option<EncryptionKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Total concurrency of one worker process (per-queue limits come with the job engine).
+    pub concurrency: usize,
+    pub shutdown_timeout: Duration,
+}
+
+/// A source of variables: the process environment, or a map in tests.
+pub trait Source {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+impl Settings {
+    /// Reads settings from the process environment.
+    ///
+    /// # Errors
+    /// Returns the first variable that is missing, malformed, or a development default in production.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_source(&ProcessEnv)
+    }
+
+    /// Reads settings from any [`Source`].
+    ///
+    /// # Errors
+    /// As [`Settings::from_env`].
+    pub fn from_source(src: &dyn Source) -> Result<Self, SettingsError> {
+        let r = Reader { src };
+        let environment: Environment = r.parse_or("ZOARK_ENV", Environment::Development)?;
+        let prod = environment == Environment::Production;
+        let default_log = if prod { LogFormat::Json } else { LogFormat::Pretty };
+
+        let database_url = r.required(
+            "DATABASE_URL",
+            " (e.g. postgres://user:pass@localhost:5432/zoark; `cargo xtask dev` sets it for you)",
+        )?;
+        let db_url: Url = database_url.parse().map_err(|e| SettingsError::Invalid {
+            var: "DATABASE_URL",
+            reason: format!("not a URL: {e}"),
+        })?;
+        if !matches!(db_url.scheme(), "postgres" | "postgresql") {
+            return Err(SettingsError::Invalid {
+                var: "DATABASE_URL",
+                reason: "the scheme must be postgres:// or postgresql://".into(),
+            });
+        }
+
+        let port: u16 = r.parse_or("PORT", 8080)?;
+        let public_url: Url = r.parse_or_else("ZOARK_PUBLIC_URL", || {
+            Url::parse(&format!("http://localhost:{port}/"))
+        })?;
+        let behind_proxy: bool = r.parse_bool_or("ZOARK_BEHIND_PROXY", false)?;
+
+        let jwt_secret = r.get("ZOARK_JWT_SECRET");
+        let encryption_key = r.get("ZOARK_ENCRYPTION_KEY");
+        let email_transport: EmailTransport = r.parse_or("ZOARK_EMAIL_TRANSPORT", EmailTransport::Console)?;
+
+        if prod {
+            match &jwt_secret {
+                None => return Err(dev_default("ZOARK_JWT_SECRET", "it is not set (use 64 random bytes, e.g. `openssl rand -base64 64`)")),
+                Some(s) if s == DEV_JWT_SECRET => return Err(dev_default("ZOARK_JWT_SECRET", "it is the development secret")),
+                Some(s) if s.len() < 32 => {
+                    return Err(SettingsError::Invalid { var: "ZOARK_JWT_SECRET", reason: "must be at least 32 characters".into() });
+                }
+                Some(_) => {}
+            }
+            match &encryption_key {
+                None => return Err(dev_default("ZOARK_ENCRYPTION_KEY", "it is not set (32 random bytes, base64)")),
+                Some(s) if s == DEV_ENCRYPTION_KEY => return Err(dev_default("ZOARK_ENCRYPTION_KEY", "it is the development key")),
+                Some(_) => {}
+            }
+            if public_url.scheme() != "https" {
+                return Err(dev_default("ZOARK_PUBLIC_URL", "it must be an https:// URL"));
+            }
+            if matches!(public_url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")) {
+                return Err(dev_default("ZOARK_PUBLIC_URL", "it points at localhost"));
+            }
+            if !behind_proxy {
+                return Err(dev_default(
+                    "ZOARK_BEHIND_PROXY",
+                    "the API serves plain HTTP, so TLS must be terminated by a proxy; set it to true once one is in front",
+                ));
+            }
+            if email_transport == EmailTransport::Console {
+                return Err(dev_default("ZOARK_EMAIL_TRANSPORT", "`console` only logs email; use `smtp`"));
+            }
+        }
+
+        let encryption_key = EncryptionKey::parse(
+            "ZOARK_ENCRYPTION_KEY",
+            encryption_key.as_deref().unwrap_or(DEV_ENCRYPTION_KEY),
+        )?;
+
+        let sentry_dsn = match r.get("SENTRY_DSN") {
+            None => None,
+            Some(dsn) => Some(dsn.parse::<sentry::types::Dsn>().map_err(|e| SettingsError::Invalid {
+                var: "SENTRY_DSN",
+                reason: e.to_string(),
+            })?),
+        };
+
+        let smtp_host = r.get("ZOARK_SMTP_HOST");
+        if email_transport == EmailTransport::Smtp && smtp_host.is_none() {
+            return Err(SettingsError::Missing {
+                var: "ZOARK_SMTP_HOST",
+                hint: " (required when ZOARK_EMAIL_TRANSPORT=smtp)".into(),
+            });
+        }
+        let email = EmailSettings {
+            transport: email_transport,
+            from_address: r.get("ZOARK_EMAIL_FROM").unwrap_or_else(|| "Zoark <no-reply@localhost>".into()),
+            smtp_host,
+            smtp_port: r.parse_or("ZOARK_SMTP_PORT", 587)?,
+            smtp_security: r.parse_or("ZOARK_SMTP_SECURITY", SmtpSecurity::StartTls)?,
+            smtp_username: r.get("ZOARK_SMTP_USERNAME"),
+            smtp_password: r.get("ZOARK_SMTP_PASSWORD").map(SecretString::from),
+        };
+        if prod && email.from_address.contains("@localhost") {
+            return Err(dev_default("ZOARK_EMAIL_FROM", "it is a localhost address"));
+        }
+
+        let s3 = match r.get("ZOARK_S3_BUCKET") {
+            None => None,
+            Some(bucket) => Some(S3Settings {
+                endpoint: r.parse_or_else("ZOARK_S3_ENDPOINT", || Url::parse("https://s3.amazonaws.com"))?,
+                region: r.get("ZOARK_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+                bucket,
+                access_key_id: SecretString::from(r.required("ZOARK_S3_ACCESS_KEY_ID", " (required with ZOARK_S3_BUCKET)")?),
+                secret_access_key: SecretString::from(r.required("ZOARK_S3_SECRET_ACCESS_KEY", " (required with ZOARK_S3_BUCKET)")?),
+            }),
+        };
+
+        let backup_key = r
+            .get("ZOARK_BACKUP_ENCRYPTION_KEY")
+            .map(|k| EncryptionKey::parse("ZOARK_BACKUP_ENCRYPTION_KEY", &k))
+            .transpose()?;
+        let backup_destination: Url = r.parse_or_else("ZOARK_BACKUP_DESTINATION", || Url::parse("file:///tmp/zoark-backups/"))?;
+        if !matches!(backup_destination.scheme(), "file" | "s3") {
+            return Err(SettingsError::Invalid {
+                var: "ZOARK_BACKUP_DESTINATION",
+                reason: "must be a file:// or s3:// URL".into(),
+            });
+        }
+        if prod && backup_key.is_none() {
+            return Err(dev_default("ZOARK_BACKUP_ENCRYPTION_KEY", "backups would be stored unencrypted"));
+        }
+
+        Ok(Self {
+            environment,
+            log_format: r.parse_or("ZOARK_LOG_FORMAT", default_log)?,
+            database: DatabaseSettings {
+                url: SecretString::from(database_url),
+                max_connections: r.parse_or("ZOARK_DATABASE_MAX_CONNECTIONS", 10)?,
+                acquire_timeout: Duration::from_secs(r.parse_or("ZOARK_DATABASE_ACQUIRE_TIMEOUT_SECS", 5)?),
+            },
+            http: HttpSettings {
+                host: r.parse_or("ZOARK_HOST", IpAddr::from([0, 0, 0, 0]))?,
+                port,
+                public_url,
+                behind_proxy,
+                shutdown_timeout: Duration::from_secs(r.parse_or("ZOARK_HTTP_SHUTDOWN_TIMEOUT_SECS", 30)?),
+            },
+            auth: AuthSettings {
+                jwt_secret: SecretString::from(jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.into())),
+                access_token_ttl: Duration::from_secs(r.parse_or("ZOARK_ACCESS_TOKEN_TTL_SECS", 15 * 60)?),
+                refresh_token_ttl: Duration::from_secs(r.parse_or("ZOARK_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
+            },
+            encryption_key,
+            sentry_dsn,
+            email,
+            llm: ProviderSettings {
+                base_url: r.parse_or_else("ZOARK_LLM_BASE_URL", || Url::parse("https://api.openai.com/v1/"))?,
+                api_key: r.get("ZOARK_LLM_API_KEY").map(SecretString::from),
+                model: r.get("ZOARK_LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".into()),
+            },
+            embeddings: EmbeddingSettings {
+                provider: ProviderSettings {
+                    base_url: r.parse_or_else("ZOARK_EMBEDDING_BASE_URL", || Url::parse("https://api.openai.com/v1/"))?,
+                    api_key: r.get("ZOARK_EMBEDDING_API_KEY").map(SecretString::from),
+                    model: r.get("ZOARK_EMBEDDING_MODEL").unwrap_or_else(|| "text-embedding-3-small".into()),
+                },
+                dimensions: r.parse_or("ZOARK_EMBEDDING_DIMENSIONS", 1536)?,
+            },
+            oauth: OAuthSettings {
+                google: OAuthClient {
+                    client_id: r.get("ZOARK_GOOGLE_CLIENT_ID"),
+                    client_secret: r.get("ZOARK_GOOGLE_CLIENT_SECRET").map(SecretString::from),
+                    authorize_url: r.parse_or_else("ZOARK_GOOGLE_AUTHORIZE_URL", || Url::parse("https://accounts.google.com/o/oauth2/v2/auth"))?,
+                    token_url: r.parse_or_else("ZOARK_GOOGLE_TOKEN_URL", || Url::parse("https://oauth2.googleapis.com/token"))?,
+                    api_base_url: r.parse_or_else("ZOARK_GMAIL_API_BASE_URL", || Url::parse("https://gmail.googleapis.com/"))?,
+                },
+                microsoft: OAuthClient {
+                    client_id: r.get("ZOARK_MICROSOFT_CLIENT_ID"),
+                    client_secret: r.get("ZOARK_MICROSOFT_CLIENT_SECRET").map(SecretString::from),
+                    authorize_url: r.parse_or_else("ZOARK_MICROSOFT_AUTHORIZE_URL", || {
+                        Url::parse("https://login.microsoftonline.com/common/oauth2/v2.0/authorize")
+                    })?,
+                    token_url: r.parse_or_else("ZOARK_MICROSOFT_TOKEN_URL", || {
+                        Url::parse("https://login.microsoftonline.com/common/oauth2/v2.0/token")
+                    })?,
+                    api_base_url: r.parse_or_else("ZOARK_GRAPH_API_BASE_URL", || Url::parse("https://graph.microsoft.com/v1.0/"))?,
+                },
+            },
+            storage: StorageSettings {
+                local_dir: r.get("ZOARK_STORAGE_DIR").unwrap_or_else(|| ".zoark/storage".into()),
+                s3,
+                max_upload_bytes: r.parse_or("ZOARK_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)?,
+            },
+            backup: BackupSettings { destination: backup_destination, encryption_key: backup_key },
+            worker: WorkerSettings {
+                concurrency: r.parse_or("ZOARK_WORKER_CONCURRENCY", 10)?,
+                shutdown_timeout: Duration::from_secs(r.parse_or("ZOARK_WORKER_SHUTDOWN_TIMEOUT_SECS", 25)?),
+            },
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+
+    /// The database URL, for the pool only; never log it.
+    pub fn database_url(&self) -> &str {
+        self.database.url.expose_secret()
+    }
+}
+
+impl EncryptionKey {
+    fn parse(var: &'static str, b64: &str) -> Result<Self, SettingsError> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| SettingsError::Invalid { var, reason: format!("not base64: {e}") })?;
+        let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| SettingsError::Invalid {
+            var,
+            reason: format!("must decode to 32 bytes, got {}", b.len()),
+        })?;
+        Ok(Self(key))
+    }
+}
+
+fn dev_default(var: &'static str, reason: &str) -> SettingsError {
+    SettingsError::DevelopmentDefault { var, reason: reason.into() }
+}
+
+struct Reader<'a> {
+    src: &'a dyn Source,
+}
+
+impl Reader<'_> {
+    fn get(&self, var: &str) -> Option<String> {
+        self.src.get(var)
+    }
+
+    fn required(&self, var: &'static str, hint: &str) -> Result<String, SettingsError> {
+        self.get(var).ok_or_else(|| SettingsError::Missing { var, hint: hint.into() })
+    }
+
+    fn parse_or<T>(&self, var: &'static str, default: T) -> Result<T, SettingsError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| SettingsError::Invalid { var, reason: e.to_string() }),
+        }
+    }
+
+    fn parse_or_else<T, E>(&self, var: &'static str, default: impl FnOnce() -> Result<T, E>) -> Result<T, SettingsError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+        E: fmt::Display,
+    {
+        match self.get(var) {
+            None => default().map_err(|e| SettingsError::Invalid { var, reason: e.to_string() }),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| SettingsError::Invalid { var, reason: e.to_string() }),
+        }
+    }
+
+    fn parse_bool_or(&self, var: &'static str, default: bool) -> Result<bool, SettingsError> {
+        match self.get(var).as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some("false" | "0" | "no") => Ok(false),
+            Some(other) => Err(SettingsError::Invalid { var, reason: format!("expected true or false, got `{other}`") }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn production() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("ZOARK_ENV", "production"),
+            ("DATABASE_URL", "postgres://u:p@db.internal/zoark"),
+            ("ZOARK_PUBLIC_URL", "https://zoark.example.com"),
+            ("ZOARK_BEHIND_PROXY", "true"),
+            ("ZOARK_JWT_SECRET", "a-very-long-production-secret-of-at-least-32-chars"),
+            ("ZOARK_ENCRYPTION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+            ("ZOARK_BACKUP_ENCRYPTION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+            ("ZOARK_EMAIL_TRANSPORT", "smtp"),
+            ("ZOARK_SMTP_HOST", "smtp.example.com"),
+            ("ZOARK_EMAIL_FROM", "Zoark <no-reply@example.com>"),
+        ]
+    }
+
+    fn without(mut pairs: Vec<(&'static str, &'static str)>, var: &str) -> HashMap<String, String> {
+        pairs.retain(|(k, _)| *k != var);
+        env(&pairs)
+    }
+
+    #[test]
+    fn development_defaults_are_enough_with_a_database_url() {
+        let s = Settings::from_source(&env(&[("DATABASE_URL", "postgres://localhost/zoark")])).unwrap();
+        assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.http.port, 8080);
+        assert_eq!(s.log_format, LogFormat::Pretty);
+        assert_eq!(s.http.public_url.as_str(), "http://localhost:8080/");
+    }
+
+    #[test]
+    fn a_missing_database_url_is_named() {
+        let err = Settings::from_source(&env(&[])).unwrap_err();
+        assert!(matches!(err, SettingsError::Missing { var: "DATABASE_URL", .. }), "{err}");
+    }
+
+    #[test]
+    fn a_complete_production_configuration_starts() {
+        let s = Settings::from_source(&env(&production())).unwrap();
+        assert!(s.is_production());
+        assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn production_refuses_each_development_default_and_names_it() {
+        for var in [
+            "ZOARK_JWT_SECRET",
+            "ZOARK_ENCRYPTION_KEY",
+            "ZOARK_BEHIND_PROXY",
+            "ZOARK_BACKUP_ENCRYPTION_KEY",
+            "ZOARK_EMAIL_TRANSPORT",
+        ] {
+            let err = Settings::from_source(&without(production(), var)).unwrap_err();
+            assert!(err.to_string().starts_with(var), "removing {var} gave: {err}");
+        }
+        let mut http = production();
+        http.retain(|(k, _)| *k != "ZOARK_PUBLIC_URL");
+        http.push(("ZOARK_PUBLIC_URL", "http://zoark.example.com"));
+        let err = Settings::from_source(&env(&http)).unwrap_err();
+        assert!(matches!(err, SettingsError::DevelopmentDefault { var: "ZOARK_PUBLIC_URL", .. }));
+
+        let mut dev_secret = production();
+        dev_secret.retain(|(k, _)| *k != "ZOARK_JWT_SECRET");
+        dev_secret.push(("ZOARK_JWT_SECRET", DEV_JWT_SECRET));
+        let err = Settings::from_source(&env(&dev_secret)).unwrap_err();
+        assert!(matches!(err, SettingsError::DevelopmentDefault { var: "ZOARK_JWT_SECRET", .. }));
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable_and_the_reason() {
+        let err = Settings::from_source(&env(&[("DATABASE_URL", "postgres://x/y"), ("PORT", "eighty")])).unwrap_err();
+        assert!(matches!(err, SettingsError::Invalid { var: "PORT", .. }), "{err}");
+        let err = Settings::from_source(&env(&[("DATABASE_URL", "mysql://x/y")])).unwrap_err();
+        assert!(matches!(err, SettingsError::Invalid { var: "DATABASE_URL", .. }), "{err}");
+        let err = Settings::from_source(&env(&[("DATABASE_URL", "postgres://x/y"), ("ZOARK_ENCRYPTION_KEY", "c2hvcnQ=")]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ZOARK_ENCRYPTION_KEY is invalid: must decode to 32 bytes, got 5"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::from_source(&env(&[("DATABASE_URL", "postgres://user:hunter2@localhost/zoark")])).unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"));
+        assert!(!debug.contains(DEV_JWT_SECRET));
+    }
+}

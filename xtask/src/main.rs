@@ -1,0 +1,178 @@
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! - `dev`: local Postgres, migrations, a development organization, then `zoark-api`,
+//!   `zoark-worker` and `zoark-scheduler` as three processes with prefixed output;
+//! - `test`: local Postgres, then the whole suite with nextest;
+//! - `openapi`: write or check the committed spec; `sqlx`: prepare or check `.sqlx/`;
+//! - `pg`: start, stop or show the local cluster.
+
+mod dev;
+mod postgres;
+mod process;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Zoark project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole platform locally: Postgres, migrations, API, worker and scheduler.
+    Dev,
+    /// Run the whole test suite (unit and integration) against a local Postgres.
+    Test {
+        /// Extra arguments for cargo nextest (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Write docs/openapi.json from the code, or check it is current.
+    Openapi {
+        #[arg(long)]
+        check: bool,
+    },
+    /// Refresh the committed `.sqlx/` query data, or check it is current.
+    Sqlx {
+        #[arg(long)]
+        check: bool,
+    },
+    /// Manage the project-local Postgres cluster under .zoark/.
+    Pg {
+        #[command(subcommand)]
+        action: PgAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PgAction {
+    /// Provision and start the cluster and print its DATABASE_URL.
+    Start,
+    /// Stop the cluster.
+    Stop,
+}
+
+fn main() {
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("xtask: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = workspace_root()?;
+    match cli.command {
+        Command::Dev => dev::run(&root),
+        Command::Test { args } => test(&root, &args),
+        Command::Openapi { check } => openapi(&root, check),
+        Command::Sqlx { check } => sqlx(&root, check),
+        Command::Pg { action: PgAction::Start } => {
+            let pg = postgres::provision(&root)?;
+            println!("{}", pg.url("zoark_dev"));
+            Ok(())
+        }
+        Command::Pg { action: PgAction::Stop } => postgres::stop_local(&root),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).context("xtask has no parent directory")
+}
+
+fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
+    let pg = postgres::provision(root)?;
+    pg.drop_test_databases()?;
+    let url = pg.url("postgres");
+    let nextest = process::succeeds("cargo", &["nextest", "--version"]);
+    let mut cmd = std::process::Command::new("cargo");
+    if nextest {
+        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        println!("xtask: cargo-nextest not found, using cargo test");
+        cmd.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    cmd.args(args).current_dir(root).env("DATABASE_URL", &url).env("ZOARK_TEST_DATABASE_URL", &url);
+    let status = cmd.status().context("running the test suite")?;
+    pg.stop_if_started()?;
+    if !status.success() {
+        bail!("the test suite failed");
+    }
+    Ok(())
+}
+
+fn openapi(root: &std::path::Path, check: bool) -> Result<()> {
+    let output = std::process::Command::new("cargo")
+        .args(["run", "--quiet", "-p", "zoark-api", "--", "openapi"])
+        .current_dir(root)
+        .output()
+        .context("running zoark-api openapi")?;
+    if !output.status.success() {
+        bail!("zoark-api openapi failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let path = root.join("docs/openapi.json");
+    let generated = String::from_utf8(output.stdout).context("the spec is not UTF-8")?;
+    if check {
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        if committed != generated {
+            bail!("docs/openapi.json is out of date: run `cargo xtask openapi` and commit the result");
+        }
+        println!("docs/openapi.json is current");
+    } else {
+        std::fs::write(&path, generated).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// sqlx-cli is installed into `.zoark/tools` (ignored) at the version matching our sqlx.
+fn sqlx(root: &std::path::Path, check: bool) -> Result<()> {
+    let tools = root.join(".zoark/tools");
+    let sqlx_bin = tools.join("bin/cargo-sqlx");
+    if !sqlx_bin.exists() {
+        println!("xtask: installing sqlx-cli 0.9.0 into .zoark/tools (once)");
+        let status = std::process::Command::new("cargo")
+            .args(["install", "sqlx-cli", "--version", "=0.9.0", "--locked", "--no-default-features"])
+            .args(["--features", "postgres,rustls,sqlx-toml", "--root"])
+            .arg(&tools)
+            .status()
+            .context("installing sqlx-cli")?;
+        if !status.success() {
+            bail!("installing sqlx-cli failed");
+        }
+    }
+    let pg = postgres::provision(root)?;
+    pg.recreate_database("zoark_sqlx")?;
+    let url = pg.url("zoark_sqlx");
+    let status = std::process::Command::new("cargo")
+        .args(["run", "--quiet", "-p", "zoark-api", "--", "migrate"])
+        .current_dir(root)
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .status()
+        .context("migrating the sqlx database")?;
+    if !status.success() {
+        bail!("migrating the sqlx database failed");
+    }
+    let mut cmd = std::process::Command::new(&sqlx_bin);
+    cmd.args(["sqlx", "prepare", "--workspace"]);
+    if check {
+        cmd.arg("--check");
+    }
+    cmd.args(["--", "--all-targets"]).current_dir(root).env("DATABASE_URL", &url).env("SQLX_OFFLINE", "false");
+    let status = cmd.status().context("running cargo sqlx prepare")?;
+    pg.stop_if_started()?;
+    if !status.success() {
+        bail!(if check {
+            ".sqlx/ is out of date: run `cargo xtask sqlx` and commit the result"
+        } else {
+            "cargo sqlx prepare failed"
+        });
+    }
+    Ok(())
+}
