@@ -57,3 +57,47 @@ pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool).await.map(|_| ())
 }
+
+/// Errors of [`wait_until_migrated`].
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("the database schema is at version {found:?} but this build needs {needed}; run `zoark-api migrate` (the release phase) first")]
+    Behind { found: Option<i64>, needed: i64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Waits for the database to answer (logging while it does not), then checks that every migration
+/// this build knows is applied, so a worker or scheduler never runs against an older schema.
+///
+/// # Errors
+/// [`SchemaError::Behind`] when migrations are missing; database errors other than unavailability.
+pub async fn wait_until_migrated(pool: &PgPool, shutdown: &tokio_util::sync::CancellationToken) -> Result<(), SchemaError> {
+    let needed = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match ping(pool).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database not reachable yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    let found: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .or_else(|e| match &e {
+            // No migrations table at all: nothing was ever applied.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+            _ => Err(e),
+        })?;
+    if needed > 0 && found.is_none_or(|v| v < needed) {
+        return Err(SchemaError::Behind { found, needed });
+    }
+    Ok(())
+}

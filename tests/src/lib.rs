@@ -1,1 +1,167 @@
-//! placeholder
+//! zoark-tests: the integration test harness.
+//!
+//! [`TestApp::spawn`] gives each test its own Postgres database, cloned from a template that is
+//! migrated once per migration set (so tests run in parallel and stay cheap), and the API serving
+//! on port 0. Logs are printed only when `TEST_LOG` is set. HTTP peers that cannot be reached from
+//! here (LLM, embeddings, Google, Microsoft, S3) are wiremock servers whose URLs go into the
+//! settings through [`TestAppBuilder::env`].
+
+pub mod db;
+pub mod proxy;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use zoark_core::Settings;
+
+pub use wiremock;
+
+/// A running API on its own database.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    pub pool: PgPool,
+    pub database: db::TestDatabase,
+    pub settings: Arc<Settings>,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Builds a [`TestApp`] with extra environment variables (e.g. a wiremock peer's URL).
+#[derive(Default)]
+pub struct TestAppBuilder {
+    env: HashMap<String, String>,
+}
+
+impl TestAppBuilder {
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        init_test_logging();
+        let database = db::TestDatabase::create().await.unwrap_or_else(|e| panic!("creating the test database: {e:#}"));
+        let mut env = HashMap::from([
+            ("DATABASE_URL".to_owned(), database.url.clone()),
+            ("ZOARK_ENV".to_owned(), "development".to_owned()),
+            ("ZOARK_DATABASE_MAX_CONNECTIONS".to_owned(), "5".to_owned()),
+            ("ZOARK_DATABASE_ACQUIRE_TIMEOUT_SECS".to_owned(), "2".to_owned()),
+            ("ZOARK_HTTP_SHUTDOWN_TIMEOUT_SECS".to_owned(), "5".to_owned()),
+        ]);
+        env.extend(self.env);
+        let settings = Settings::from_source(&env).unwrap_or_else(|e| panic!("test settings: {e}"));
+        zoark_core::telemetry::install_crypto_provider();
+        let _ = zoark_core::telemetry::prometheus();
+        let pool = zoark_core::db::pool(&settings).unwrap_or_else(|e| panic!("test pool: {e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("binding: {e}"));
+        let address = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let settings = Arc::new(settings);
+        let state = zoark_api::AppState { pool: pool.clone(), settings: settings.clone() };
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        let server = tokio::spawn(zoark_api::serve_on(listener, state, async move { signal.cancelled().await }));
+        TestApp {
+            address,
+            pool,
+            database,
+            settings,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+            shutdown,
+            server: Some(server),
+        }
+    }
+}
+
+impl TestApp {
+    /// The API on a fresh, migrated database.
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &impl Serialize) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// A POST with an arbitrary body and content type (for malformed input).
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// Runs the worker in-process until no job is available or running, then stops it.
+    ///
+    /// # Errors
+    /// When jobs are still available after `timeout`, or the worker fails.
+    pub async fn drain_jobs(&self, timeout: Duration) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let worker = tokio::spawn(zoark_worker::run((*self.settings).clone(), token.clone()));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let result = loop {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued', 'Running') AND run_at <= now()",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .context("counting pending jobs")?;
+            if pending == 0 {
+                break Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                break Err(anyhow::anyhow!("{pending} job(s) still pending after {timeout:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        token.cancel();
+        worker.await.context("joining the worker")??;
+        result
+    }
+
+    /// Stops the API gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+            .with_test_writer()
+            .try_init();
+    }
+}

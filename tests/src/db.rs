@@ -1,0 +1,134 @@
+//! One Postgres database per test, cloned from a migrated template.
+//!
+//! The server comes from `ZOARK_TEST_DATABASE_URL` or `DATABASE_URL` (`cargo xtask test` sets
+//! both). The template's name carries a digest of every migration (Zoark's and apalis'), so a
+//! changed migration gets a new template; an advisory lock makes concurrent test processes build
+//! it once. Each test database is dropped when its handle is dropped; `cargo xtask test` also
+//! drops leftovers before a run.
+
+use std::{hash::Hasher, time::Duration};
+
+use anyhow::{Context, Result};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+
+/// A database that lives as long as this value.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+fn server_url() -> Result<String> {
+    let url = std::env::var("ZOARK_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .context("set DATABASE_URL (or run `cargo xtask test`, which provisions Postgres)")?;
+    Ok(url)
+}
+
+/// Replaces the database of a URL (keeping credentials and parameters).
+pub fn with_database(url: &str, database: &str) -> Result<String> {
+    let mut parsed = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
+    parsed.set_path(database);
+    Ok(parsed.to_string())
+}
+
+fn template_name() -> String {
+    // FNV-1a over every migration's version and checksum: stable across processes.
+    let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
+    let apalis = apalis_postgres::PostgresStorage::<()>::migrations();
+    for m in zoark_core::db::MIGRATOR.iter().chain(apalis.iter()) {
+        hasher.write(&m.version.to_le_bytes());
+        hasher.write(&m.checksum);
+    }
+    format!("zoark_test_template_{:016x}", hasher.finish())
+}
+
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+const TEMPLATE_LOCK: i64 = 0x7a6f_6172_6b74_706c;
+
+impl TestDatabase {
+    /// Creates a fresh, fully migrated database.
+    ///
+    /// # Errors
+    /// When the server is unreachable or the migrations fail.
+    pub async fn create() -> Result<Self> {
+        let server = server_url()?;
+        let admin_url = with_database(&server, "postgres")?;
+        let template = template_name();
+        let mut admin = PgConnection::connect(&admin_url).await.context("connecting to the test server")?;
+        ensure_template(&mut admin, &admin_url, &template).await?;
+        let name = format!("zoark_test_{}", uuid::Uuid::now_v7().simple());
+        let mut attempt = 0;
+        loop {
+            let sql = format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"");
+            match admin.execute(AssertSqlSafe(sql)).await {
+                Ok(_) => break,
+                // "source database is being accessed by other users": another process is cloning.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e).context("cloning the template database"),
+            }
+        }
+        admin.close().await?;
+        let url = with_database(&server, &name)?;
+        Ok(Self { name, url, admin_url })
+    }
+}
+
+async fn ensure_template(admin: &mut PgConnection, admin_url: &str, template: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(TEMPLATE_LOCK).execute(&mut *admin).await?;
+    let result = async {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)")
+                .bind(template)
+                .fetch_one(&mut *admin)
+                .await?;
+        if exists {
+            return Ok(());
+        }
+        admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{template}\" WITH (FORCE)"))).await?;
+        admin.execute(AssertSqlSafe(format!("CREATE DATABASE \"{template}\""))).await?;
+        let url = with_database(admin_url, template)?;
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await?;
+        zoark_core::db::migrate_all(&pool).await.context("migrating the template database")?;
+        pool.close().await;
+        admin.execute(AssertSqlSafe(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE true"))).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(TEMPLATE_LOCK).execute(&mut *admin).await?;
+    result
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside async context: use a short-lived runtime on its own thread.
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    let _ = admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}

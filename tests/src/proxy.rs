@@ -1,0 +1,78 @@
+//! A TCP proxy the test can cut and restore, to make Postgres "go away" for one app without
+//! stopping the server every other test shares.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+pub struct TcpProxy {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    stop: CancellationToken,
+}
+
+struct State {
+    up: bool,
+    connections: CancellationToken,
+}
+
+impl TcpProxy {
+    /// Forwards `127.0.0.1:<port>` to `target` (`host:port`).
+    pub async fn start(target: String) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(Mutex::new(State { up: true, connections: CancellationToken::new() }));
+        let stop = CancellationToken::new();
+        let (s, st) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = st.cancelled() => return,
+                };
+                let Ok((mut inbound, _)) = accepted else { continue };
+                let (up, token) = match s.lock() {
+                    Ok(g) => (g.up, g.connections.clone()),
+                    Err(_) => return,
+                };
+                if !up {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { port, state, stop })
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn cut(&self) {
+        if let Ok(mut g) = self.state.lock() {
+            g.up = false;
+            g.connections.cancel();
+            g.connections = CancellationToken::new();
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        if let Ok(mut g) = self.state.lock() {
+            g.up = true;
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.cut();
+    }
+}

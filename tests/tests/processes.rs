@@ -1,0 +1,165 @@
+//! Each binary of the Procfile starts on its own against DATABASE_URL and stops cleanly on
+//! SIGTERM; production refuses development defaults, naming the variable.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use zoark_tests::db::TestDatabase;
+
+fn binary(name: &str) -> PathBuf {
+    // Integration tests run from target/<profile>/deps; the workspace's binaries sit one level up.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|p| p.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut cmd = Command::new(binary(name));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("ZOARK_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    Running { child, lines: rx }
+}
+
+impl Running {
+    fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(needle) {
+                    return line;
+                }
+                seen.push(line);
+            }
+        }
+        panic!("`{needle}` not logged within {timeout:?}; output:\n{}", seen.join("\n"));
+    }
+
+    fn terminate_and_wait(mut self, within: Duration) -> std::process::ExitStatus {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn zoark_api_serves_on_port_and_exits_cleanly_on_sigterm() {
+    let db = TestDatabase::create().await.unwrap();
+    let port = free_port().to_string();
+    let api = start("zoark-api", &["serve"], &[("DATABASE_URL", &db.url), ("PORT", &port), ("ZOARK_HOST", "127.0.0.1")]);
+    api.wait_for_line("zoark-api listening", Duration::from_secs(20));
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/health/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let status = api.terminate_and_wait(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn zoark_worker_starts_and_exits_cleanly_on_sigterm() {
+    let db = TestDatabase::create().await.unwrap();
+    let worker = start("zoark-worker", &[], &[("DATABASE_URL", &db.url)]);
+    worker.wait_for_line("zoark-worker started", Duration::from_secs(20));
+    let status = worker.terminate_and_wait(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn zoark_scheduler_takes_leadership_and_exits_cleanly_on_sigterm() {
+    let db = TestDatabase::create().await.unwrap();
+    let scheduler = start("zoark-scheduler", &[], &[("DATABASE_URL", &db.url)]);
+    scheduler.wait_for_line("is the leader", Duration::from_secs(20));
+    let status = scheduler.terminate_and_wait(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn zoark_api_migrate_brings_an_empty_database_to_the_current_schema() {
+    let db = TestDatabase::create().await.unwrap();
+    // A fresh, empty database next to the template-cloned one.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&zoark_tests::db::with_database(&db.url, "postgres").unwrap())
+        .await
+        .unwrap();
+    let name = format!("{}_empty", db.name);
+    sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.unwrap();
+    let url = zoark_tests::db::with_database(&db.url, &name).unwrap();
+
+    let worker = start("zoark-worker", &[], &[("DATABASE_URL", &url)]);
+    let refused = worker.wait_for_line("zoark-api migrate", Duration::from_secs(20));
+    assert!(refused.contains("schema"), "the worker refuses an unmigrated database: {refused}");
+
+    let out = Command::new(binary("zoark-api")).arg("migrate").env("DATABASE_URL", &url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = Command::new(binary("zoark-api")).arg("migrate").env("DATABASE_URL", &url).output().unwrap();
+    assert!(again.status.success(), "migrate is idempotent");
+
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let apalis: bool = sqlx::query_scalar("SELECT to_regclass('apalis.jobs') IS NOT NULL").fetch_one(&pool).await.unwrap();
+    assert!(apalis, "the job queue's schema is migrated too");
+    pool.close().await;
+    sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)"))).await.unwrap();
+}
+
+#[test]
+fn production_refuses_development_defaults_and_names_the_variable() {
+    for bin in ["zoark-api", "zoark-worker", "zoark-scheduler"] {
+        let out = Command::new(binary(bin))
+            .env_clear()
+            .env("ZOARK_ENV", "production")
+            .env("DATABASE_URL", "postgres://zoark@db.internal/zoark")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("ZOARK_JWT_SECRET"), "{bin}: {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_database_url_is_named() {
+    let out = Command::new(binary("zoark-worker")).env_clear().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL is not set"));
+}
