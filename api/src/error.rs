@@ -11,7 +11,10 @@ use poem::{
 };
 use poem_openapi::{
     ApiResponse, Object,
-    error::{AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
+    error::{
+        AuthorizationError, ContentTypeError, ParseParamError, ParsePathError,
+        ParseRequestPayloadError,
+    },
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
     types::Type,
 };
@@ -119,7 +122,9 @@ impl ApiError {
             Self::InvalidParameter(_) => "invalid_parameter",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
-            Self::NotFound { code, .. } | Self::Conflict { code, .. } | Self::Unavailable { code, .. } => code,
+            Self::NotFound { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unavailable { code, .. } => code,
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -167,13 +172,22 @@ impl ApiError {
             };
         }
         if let Some(e) = err.downcast_ref::<ParseParamError>() {
-            return Self::InvalidParameter(FieldError { field: e.name.to_owned(), message: e.reason.clone() });
+            return Self::InvalidParameter(FieldError {
+                field: e.name.to_owned(),
+                message: e.reason.clone(),
+            });
         }
         if let Some(e) = err.downcast_ref::<ParsePathError>() {
-            return Self::InvalidParameter(FieldError { field: e.name.to_owned(), message: e.reason.clone() });
+            return Self::InvalidParameter(FieldError {
+                field: e.name.to_owned(),
+                message: e.reason.clone(),
+            });
         }
         if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
-            return Self::Validation(vec![FieldError { field: "body".into(), message: e.reason.clone() }]);
+            return Self::Validation(vec![FieldError {
+                field: "body".into(),
+                message: e.reason.clone(),
+            }]);
         }
         if let Some(e) = err.downcast_ref::<ContentTypeError>() {
             return Self::UnsupportedMediaType(e.to_string());
@@ -182,7 +196,10 @@ impl ApiError {
             return Self::Unauthorized;
         }
         if err.is::<NotFoundError>() {
-            return Self::NotFound { code: "route_not_found", detail: "No such endpoint.".into() };
+            return Self::NotFound {
+                code: "route_not_found",
+                detail: "No such endpoint.".into(),
+            };
         }
         if err.is::<MethodNotAllowedError>() {
             return Self::MethodNotAllowed;
@@ -191,9 +208,15 @@ impl ApiError {
         match status {
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge { limit: 0 },
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(err.to_string()),
-            StatusCode::NOT_FOUND => Self::NotFound { code: "not_found", detail: err.to_string() },
+            StatusCode::NOT_FOUND => Self::NotFound {
+                code: "not_found",
+                detail: err.to_string(),
+            },
             StatusCode::UNAUTHORIZED => Self::Unauthorized,
-            s if s.is_client_error() => Self::InvalidParameter(FieldError { field: "request".into(), message: err.to_string() }),
+            s if s.is_client_error() => Self::InvalidParameter(FieldError {
+                field: "request".into(),
+                message: err.to_string(),
+            }),
             _ => Self::Internal(anyhow::anyhow!("{err}")),
         }
     }
@@ -221,13 +244,16 @@ pub fn problem_response(err: &ApiError, request_id: Option<&str>) -> Response {
         .status(err.status())
         .header(header::CONTENT_TYPE, PROBLEM_JSON)
         .body(body);
-    if let ApiError::RateLimited { retry_after } = err {
-        if let Ok(value) = retry_after.to_string().parse() {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
+    if let ApiError::RateLimited { retry_after } = err
+        && let Ok(value) = retry_after.to_string().parse()
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     if matches!(err, ApiError::Unauthorized) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, poem::http::HeaderValue::from_static("Bearer"));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            poem::http::HeaderValue::from_static("Bearer"),
+        );
     }
     response
 }
@@ -239,15 +265,24 @@ impl ApiResponse for ApiError {
             description,
             status: Some(status),
             status_range: None,
-            content: vec![MetaMediaType { content_type: PROBLEM_JSON, schema: Problem::schema_ref() }],
+            content: vec![MetaMediaType {
+                content_type: PROBLEM_JSON,
+                schema: Problem::schema_ref(),
+            }],
             headers: vec![],
         };
         MetaResponses {
             responses: vec![
                 problem(400, "Malformed JSON or an invalid parameter."),
-                problem(422, "The body does not satisfy the contract; `errors` names each field."),
+                problem(
+                    422,
+                    "The body does not satisfy the contract; `errors` names each field.",
+                ),
                 problem(429, "Rate limited; see `Retry-After`."),
-                problem(500, "Unexpected error; the body reveals nothing, the cause is logged."),
+                problem(
+                    500,
+                    "Unexpected error; the body reveals nothing, the cause is logged.",
+                ),
             ],
         }
     }

@@ -27,9 +27,10 @@ impl<T: Type> Payload for JsonBody<T> {
     const CONTENT_TYPE: &'static str = "application/json";
 
     fn check_content_type(content_type: &str) -> bool {
-        content_type
-            .parse::<mime::Mime>()
-            .is_ok_and(|m| m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json")))
+        content_type.parse::<mime::Mime>().is_ok_and(|m| {
+            m.type_() == "application"
+                && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
+        })
     }
 
     fn schema_ref() -> MetaSchemaRef {
@@ -47,7 +48,10 @@ impl<T: Type + DeserializeOwned + Send> ParsePayload for JsonBody<T> {
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
         let bytes = Vec::<u8>::from_request(request, body).await?;
         if bytes.len() > MAX_JSON_BYTES {
-            return Err(ApiError::PayloadTooLarge { limit: MAX_JSON_BYTES as u64 }.into());
+            return Err(ApiError::PayloadTooLarge {
+                limit: MAX_JSON_BYTES as u64,
+            }
+            .into());
         }
         parse(&bytes).map(Self).map_err(Into::into)
     }
@@ -61,16 +65,18 @@ impl_apirequest_for_payload!(JsonBody<T>, T: Type + DeserializeOwned + Send);
 /// [`ApiError::MalformedJson`] for syntax errors, [`ApiError::Validation`] for contract errors.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::MalformedJson("the body is empty; a JSON object is required".into()));
+        return Err(ApiError::MalformedJson(
+            "the body is empty; a JSON object is required".into(),
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
-                ApiError::MalformedJson(inner.to_string())
-            }
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io => ApiError::MalformedJson(inner.to_string()),
             serde_json::error::Category::Data => {
                 let message = strip_position(&inner.to_string());
                 let (field, message) = match (path.as_str(), missing_field(&message)) {
@@ -85,7 +91,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     })?;
     // Trailing characters after the document.
-    de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(value)
 }
 
@@ -148,16 +155,23 @@ mod tests {
 
     #[test]
     fn an_unknown_enum_value_names_the_nested_field_and_the_allowed_values() {
-        let (field, message) =
-            field_error(r#"{"name": "x", "count": 1, "items": [{"status": "active"}, {"status": "COMPLETED"}]}"#);
+        let (field, message) = field_error(
+            r#"{"name": "x", "count": 1, "items": [{"status": "active"}, {"status": "COMPLETED"}]}"#,
+        );
         assert_eq!(field, "items[1].status");
         assert!(message.contains("unknown variant `COMPLETED`"), "{message}");
-        assert!(message.contains("`active`") && message.contains("`done`"), "{message}");
+        assert!(
+            message.contains("`active`") && message.contains("`done`"),
+            "{message}"
+        );
     }
 
     #[test]
     fn a_missing_field_is_named() {
-        assert_eq!(field_error(r#"{"count": 1}"#), ("name".into(), "is required".into()));
+        assert_eq!(
+            field_error(r#"{"count": 1}"#),
+            ("name".into(), "is required".into())
+        );
         assert_eq!(
             field_error(r#"{"name": "x", "count": 1, "items": [{}]}"#),
             ("items[0].status".into(), "is required".into())
@@ -166,7 +180,13 @@ mod tests {
 
     #[test]
     fn broken_json_is_a_400_with_its_position() {
-        for body in [r#"{"name": "x", "count": "#, "{name: 1}", "", "   ", r#"{"name":"x","count":1} trailing"#] {
+        for body in [
+            r#"{"name": "x", "count": "#,
+            "{name: 1}",
+            "",
+            "   ",
+            r#"{"name":"x","count":1} trailing"#,
+        ] {
             match parse::<Body>(body.as_bytes()) {
                 Err(e @ ApiError::MalformedJson(_)) => assert_eq!(e.status(), 400, "{body}"),
                 other => panic!("{body}: expected malformed json, got {other:?}"),
@@ -214,9 +234,16 @@ mod stack_tests {
     #[OpenApi]
     impl CardsApi {
         #[oai(path = "/cards", method = "post", operation_id = "create_card")]
-        async fn create(&self, body: JsonBody<NewCard>, limit: poem_openapi::param::Query<Option<u32>>) -> Result<Json<String>, ApiError> {
+        async fn create(
+            &self,
+            body: JsonBody<NewCard>,
+            limit: poem_openapi::param::Query<Option<u32>>,
+        ) -> Result<Json<String>, ApiError> {
             let _ = limit;
-            Ok(Json(format!("{}:{:?}:{}", body.0.title, body.0.column, body.0.people)))
+            Ok(Json(format!(
+                "{}:{:?}:{}",
+                body.0.title, body.0.column, body.0.people
+            )))
         }
     }
 
@@ -226,11 +253,27 @@ mod stack_tests {
     }
 
     async fn send(body: &str, content_type: &str) -> (StatusCode, serde_json::Value) {
-        let resp = client().post("/cards").content_type(content_type).body(body.to_owned()).send().await;
+        let resp = client()
+            .post("/cards")
+            .content_type(content_type)
+            .body(body.to_owned())
+            .send()
+            .await;
         let status = resp.0.status();
-        let ct = resp.0.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let ct = resp
+            .0
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         assert!(resp.0.headers().contains_key("x-request-id"));
-        let value = resp.0.into_body().into_json::<serde_json::Value>().await.unwrap_or_default();
+        let value = resp
+            .0
+            .into_body()
+            .into_json::<serde_json::Value>()
+            .await
+            .unwrap_or_default();
         if !status.is_success() {
             assert_eq!(ct, "application/problem+json", "{value}");
             assert!(value["request_id"].is_string(), "{value}");
@@ -240,7 +283,11 @@ mod stack_tests {
 
     #[tokio::test]
     async fn a_valid_body_reaches_the_handler() {
-        let (status, value) = send(r#"{"title":"t","column":"active","people":3}"#, "application/json").await;
+        let (status, value) = send(
+            r#"{"title":"t","column":"active","people":3}"#,
+            "application/json",
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(value, "t:Active:3");
     }
@@ -255,7 +302,10 @@ mod stack_tests {
     #[tokio::test]
     async fn wrong_types_unknown_enums_missing_and_unknown_fields_are_422_naming_the_field() {
         for (body, field) in [
-            (r#"{"title":"t","column":"active","people":"three"}"#, "people"),
+            (
+                r#"{"title":"t","column":"active","people":"three"}"#,
+                "people",
+            ),
             (r#"{"title":"t","column":"COMPLETED","people":1}"#, "column"),
             (r#"{"column":"active","people":1}"#, "title"),
             (r#"{"title":"t","column":"active","people":-1}"#, "people"),
@@ -265,9 +315,19 @@ mod stack_tests {
             assert_eq!(value["code"], "validation_failed");
             assert_eq!(value["errors"][0]["field"], field, "{body} -> {value}");
         }
-        let (status, value) = send(r#"{"title":"t","column":"active","people":1,"extra":true}"#, "application/json").await;
+        let (status, value) = send(
+            r#"{"title":"t","column":"active","people":1,"extra":true}"#,
+            "application/json",
+        )
+        .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(value["errors"][0]["message"].as_str().unwrap().contains("unknown field `extra`"), "{value}");
+        assert!(
+            value["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field `extra`"),
+            "{value}"
+        );
     }
 
     #[tokio::test]
@@ -287,7 +347,12 @@ mod stack_tests {
             .send()
             .await;
         assert_eq!(resp.0.status(), StatusCode::BAD_REQUEST);
-        let value = resp.0.into_body().into_json::<serde_json::Value>().await.unwrap();
+        let value = resp
+            .0
+            .into_body()
+            .into_json::<serde_json::Value>()
+            .await
+            .unwrap();
         assert_eq!(value["code"], "invalid_parameter");
         assert_eq!(value["errors"][0]["field"], "limit");
     }

@@ -60,14 +60,22 @@ pub fn app(state: AppState) -> impl Endpoint + 'static {
 ///
 /// # Errors
 /// When the port cannot be bound.
-pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let pool = zoark_core::db::pool(&settings)?;
     let addr = std::net::SocketAddr::new(settings.http.host, settings.http.port);
     let timeout = settings.http.shutdown_timeout;
-    let state = AppState { pool: pool.clone(), settings: Arc::new(settings) };
+    let state = AppState {
+        pool: pool.clone(),
+        settings: Arc::new(settings),
+    };
     let listener = TcpListener::bind(addr);
     tracing::info!(%addr, "zoark-api listening");
-    Server::new(listener).run_with_graceful_shutdown(app(state), shutdown, Some(timeout)).await?;
+    Server::new(listener)
+        .run_with_graceful_shutdown(app(state), shutdown, Some(timeout))
+        .await?;
     pool.close().await;
     tracing::info!("zoark-api stopped");
     Ok(())
@@ -85,6 +93,8 @@ pub async fn serve_on(
     let timeout = state.settings.http.shutdown_timeout;
     let std_listener = listener.into_std()?;
     let acceptor = poem::listener::TcpAcceptor::from_std(std_listener)?;
-    Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(app(state), shutdown, Some(timeout)).await?;
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app(state), shutdown, Some(timeout))
+        .await?;
     Ok(())
 }

@@ -70,12 +70,17 @@ async fn dev_seed(settings: &Settings) -> anyhow::Result<()> {
     let pool = zoark_core::db::pool(settings)?;
     match zoark_core::db::dev_seed::ensure_dev_organization(&pool).await? {
         Some(created) => {
-            println!("Created the development organization \"{}\".", created.organization_name);
+            println!(
+                "Created the development organization \"{}\".",
+                created.organization_name
+            );
             println!("  admin email:    {}", created.email);
             println!("  admin password: {}", created.password);
             println!("This password is shown once; it is stored only as an argon2id hash.");
         }
-        None => println!("The development organization already exists (its password was printed when it was created)."),
+        None => println!(
+            "The development organization already exists (its password was printed when it was created)."
+        ),
     }
     pool.close().await;
     Ok(())

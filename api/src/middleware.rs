@@ -34,7 +34,11 @@ pub struct RequestContextEndpoint<E> {
 /// Accepts a caller's id when it is short and harmless, so ids can be followed across services.
 fn incoming_id(req: &Request) -> Option<String> {
     let id = req.header(REQUEST_ID_HEADER)?;
-    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     ok.then(|| id.to_owned())
 }
 
@@ -78,10 +82,14 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             ("status", status.as_u16().to_string()),
         ];
         metrics::counter!("zoark_http_requests_total", &labels).increment(1);
-        metrics::histogram!("zoark_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("zoark_http_request_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
         if status.is_server_error() {
             let _guard = span.enter();
-            tracing::warn!(http.status = status.as_u16(), "request answered with a server error");
+            tracing::warn!(
+                http.status = status.as_u16(),
+                "request answered with a server error"
+            );
         }
         Ok(response)
     }

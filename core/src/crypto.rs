@@ -32,7 +32,11 @@ pub fn hash_password(password: &str) -> Result<String, CryptoError> {
 /// Verifies a password against a PHC string; a malformed hash is simply "no match".
 pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -59,7 +63,11 @@ pub fn seal(key: &EncryptionKey, plaintext: &[u8]) -> Result<Vec<u8>, CryptoErro
     rand::rng().fill(&mut nonce_bytes[..]);
     let nonce = Nonce::from(nonce_bytes);
     let mut out = nonce_bytes.to_vec();
-    out.extend(cipher.encrypt(&nonce, plaintext).map_err(|_| CryptoError::Seal)?);
+    out.extend(
+        cipher
+            .encrypt(&nonce, plaintext)
+            .map_err(|_| CryptoError::Seal)?,
+    );
     Ok(out)
 }
 
@@ -74,7 +82,9 @@ pub fn open(key: &EncryptionKey, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> 
     let (nonce, ciphertext) = sealed.split_at(12);
     let nonce: [u8; 12] = nonce.try_into().map_err(|_| CryptoError::Open)?;
     let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key.bytes()));
-    cipher.decrypt(&Nonce::from(nonce), ciphertext).map_err(|_| CryptoError::Open)
+    cipher
+        .decrypt(&Nonce::from(nonce), ciphertext)
+        .map_err(|_| CryptoError::Open)
 }
 
 #[cfg(test)]
@@ -95,7 +105,11 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert!(open(&key(1), &tampered).is_err());
         assert!(open(&key(1), &sealed[..5]).is_err());
-        assert_ne!(seal(&key(1), b"x").unwrap(), seal(&key(1), b"x").unwrap(), "nonces must differ");
+        assert_ne!(
+            seal(&key(1), b"x").unwrap(),
+            seal(&key(1), b"x").unwrap(),
+            "nonces must differ"
+        );
     }
 
     #[test]

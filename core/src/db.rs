@@ -1,8 +1,6 @@
 //! Database access: the pool, the one migration entry point, and plain sqlx query functions
 //! taking `&mut PgConnection` so callers compose them in one transaction.
 
-
-
 use std::time::Duration;
 
 use sqlx::{
@@ -45,7 +43,9 @@ pub async fn migrate_all(pool: &PgPool) -> Result<(), MigrationError> {
 /// # Errors
 /// When the URL cannot be parsed.
 pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
-    let options = settings.database_url().parse::<sqlx::postgres::PgConnectOptions>()?;
+    let options = settings
+        .database_url()
+        .parse::<sqlx::postgres::PgConnectOptions>()?;
     Ok(PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
         .acquire_timeout(settings.database.acquire_timeout)
@@ -55,13 +55,18 @@ pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
 
 /// `true` when a connection can be acquired and answers a query within the pool's timeout.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool).await.map(|_| ())
+    sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(pool)
+        .await
+        .map(|_| ())
 }
 
 /// Errors of [`wait_until_migrated`].
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("the database schema is at version {found:?} but this build needs {needed}; run `zoark-api migrate` (the release phase) first")]
+    #[error(
+        "the database schema is at version {found:?} but this build needs {needed}; run `zoark-api migrate` (the release phase) first"
+    )]
     Behind { found: Option<i64>, needed: i64 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -72,7 +77,10 @@ pub enum SchemaError {
 ///
 /// # Errors
 /// [`SchemaError::Behind`] when migrations are missing; database errors other than unavailability.
-pub async fn wait_until_migrated(pool: &PgPool, shutdown: &tokio_util::sync::CancellationToken) -> Result<(), SchemaError> {
+pub async fn wait_until_migrated(
+    pool: &PgPool,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<(), SchemaError> {
     let needed = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     let mut delay = Duration::from_millis(500);
     loop {
@@ -88,14 +96,15 @@ pub async fn wait_until_migrated(pool: &PgPool, shutdown: &tokio_util::sync::Can
             }
         }
     }
-    let found: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-        .fetch_one(pool)
-        .await
-        .or_else(|e| match &e {
-            // No migrations table at all: nothing was ever applied.
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
-            _ => Err(e),
-        })?;
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .or_else(|e| match &e {
+                // No migrations table at all: nothing was ever applied.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+                _ => Err(e),
+            })?;
     if needed > 0 && found.is_none_or(|v| v < needed) {
         return Err(SchemaError::Behind { found, needed });
     }

@@ -27,7 +27,9 @@ impl FromStr for Environment {
         match s {
             "development" => Ok(Self::Development),
             "production" => Ok(Self::Production),
-            other => Err(format!("expected `development` or `production`, got `{other}`")),
+            other => Err(format!(
+                "expected `development` or `production`, got `{other}`"
+            )),
         }
     }
 }
@@ -87,7 +89,9 @@ impl FromStr for SmtpSecurity {
             "none" => Ok(Self::None),
             "starttls" => Ok(Self::StartTls),
             "tls" => Ok(Self::Tls),
-            other => Err(format!("expected `none`, `starttls` or `tls`, got `{other}`")),
+            other => Err(format!(
+                "expected `none`, `starttls` or `tls`, got `{other}`"
+            )),
         }
     }
 }
@@ -276,7 +280,11 @@ impl Settings {
         let r = Reader { src };
         let environment: Environment = r.parse_or("ZOARK_ENV", Environment::Development)?;
         let prod = environment == Environment::Production;
-        let default_log = if prod { LogFormat::Json } else { LogFormat::Pretty };
+        let default_log = if prod {
+            LogFormat::Json
+        } else {
+            LogFormat::Pretty
+        };
 
         let database_url = r.required(
             "DATABASE_URL",
@@ -301,26 +309,56 @@ impl Settings {
 
         let jwt_secret = r.get("ZOARK_JWT_SECRET");
         let encryption_key = r.get("ZOARK_ENCRYPTION_KEY");
-        let email_transport: EmailTransport = r.parse_or("ZOARK_EMAIL_TRANSPORT", EmailTransport::Console)?;
+        let email_transport: EmailTransport =
+            r.parse_or("ZOARK_EMAIL_TRANSPORT", EmailTransport::Console)?;
 
         if prod {
             match &jwt_secret {
-                None => return Err(dev_default("ZOARK_JWT_SECRET", "it is not set (use 64 random bytes, e.g. `openssl rand -base64 64`)")),
-                Some(s) if s == DEV_JWT_SECRET => return Err(dev_default("ZOARK_JWT_SECRET", "it is the development secret")),
+                None => {
+                    return Err(dev_default(
+                        "ZOARK_JWT_SECRET",
+                        "it is not set (use 64 random bytes, e.g. `openssl rand -base64 64`)",
+                    ));
+                }
+                Some(s) if s == DEV_JWT_SECRET => {
+                    return Err(dev_default(
+                        "ZOARK_JWT_SECRET",
+                        "it is the development secret",
+                    ));
+                }
                 Some(s) if s.len() < 32 => {
-                    return Err(SettingsError::Invalid { var: "ZOARK_JWT_SECRET", reason: "must be at least 32 characters".into() });
+                    return Err(SettingsError::Invalid {
+                        var: "ZOARK_JWT_SECRET",
+                        reason: "must be at least 32 characters".into(),
+                    });
                 }
                 Some(_) => {}
             }
             match &encryption_key {
-                None => return Err(dev_default("ZOARK_ENCRYPTION_KEY", "it is not set (32 random bytes, base64)")),
-                Some(s) if s == DEV_ENCRYPTION_KEY => return Err(dev_default("ZOARK_ENCRYPTION_KEY", "it is the development key")),
+                None => {
+                    return Err(dev_default(
+                        "ZOARK_ENCRYPTION_KEY",
+                        "it is not set (32 random bytes, base64)",
+                    ));
+                }
+                Some(s) if s == DEV_ENCRYPTION_KEY => {
+                    return Err(dev_default(
+                        "ZOARK_ENCRYPTION_KEY",
+                        "it is the development key",
+                    ));
+                }
                 Some(_) => {}
             }
             if public_url.scheme() != "https" {
-                return Err(dev_default("ZOARK_PUBLIC_URL", "it must be an https:// URL"));
+                return Err(dev_default(
+                    "ZOARK_PUBLIC_URL",
+                    "it must be an https:// URL",
+                ));
             }
-            if matches!(public_url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")) {
+            if matches!(
+                public_url.host_str(),
+                Some("localhost" | "127.0.0.1" | "[::1]")
+            ) {
                 return Err(dev_default("ZOARK_PUBLIC_URL", "it points at localhost"));
             }
             if !behind_proxy {
@@ -330,7 +368,10 @@ impl Settings {
                 ));
             }
             if email_transport == EmailTransport::Console {
-                return Err(dev_default("ZOARK_EMAIL_TRANSPORT", "`console` only logs email; use `smtp`"));
+                return Err(dev_default(
+                    "ZOARK_EMAIL_TRANSPORT",
+                    "`console` only logs email; use `smtp`",
+                ));
             }
         }
 
@@ -341,10 +382,15 @@ impl Settings {
 
         let sentry_dsn = match r.get("SENTRY_DSN") {
             None => None,
-            Some(dsn) => Some(dsn.parse::<sentry::types::Dsn>().map_err(|e| SettingsError::Invalid {
-                var: "SENTRY_DSN",
-                reason: e.to_string(),
-            })?),
+            Some(dsn) => {
+                Some(
+                    dsn.parse::<sentry::types::Dsn>()
+                        .map_err(|e| SettingsError::Invalid {
+                            var: "SENTRY_DSN",
+                            reason: e.to_string(),
+                        })?,
+                )
+            }
         };
 
         let smtp_host = r.get("ZOARK_SMTP_HOST");
@@ -356,7 +402,9 @@ impl Settings {
         }
         let email = EmailSettings {
             transport: email_transport,
-            from_address: r.get("ZOARK_EMAIL_FROM").unwrap_or_else(|| "Zoark <no-reply@localhost>".into()),
+            from_address: r
+                .get("ZOARK_EMAIL_FROM")
+                .unwrap_or_else(|| "Zoark <no-reply@localhost>".into()),
             smtp_host,
             smtp_port: r.parse_or("ZOARK_SMTP_PORT", 587)?,
             smtp_security: r.parse_or("ZOARK_SMTP_SECURITY", SmtpSecurity::StartTls)?,
@@ -370,11 +418,20 @@ impl Settings {
         let s3 = match r.get("ZOARK_S3_BUCKET") {
             None => None,
             Some(bucket) => Some(S3Settings {
-                endpoint: r.parse_or_else("ZOARK_S3_ENDPOINT", || Url::parse("https://s3.amazonaws.com"))?,
-                region: r.get("ZOARK_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+                endpoint: r.parse_or_else("ZOARK_S3_ENDPOINT", || {
+                    Url::parse("https://s3.amazonaws.com")
+                })?,
+                region: r
+                    .get("ZOARK_S3_REGION")
+                    .unwrap_or_else(|| "us-east-1".into()),
                 bucket,
-                access_key_id: SecretString::from(r.required("ZOARK_S3_ACCESS_KEY_ID", " (required with ZOARK_S3_BUCKET)")?),
-                secret_access_key: SecretString::from(r.required("ZOARK_S3_SECRET_ACCESS_KEY", " (required with ZOARK_S3_BUCKET)")?),
+                access_key_id: SecretString::from(
+                    r.required("ZOARK_S3_ACCESS_KEY_ID", " (required with ZOARK_S3_BUCKET)")?,
+                ),
+                secret_access_key: SecretString::from(r.required(
+                    "ZOARK_S3_SECRET_ACCESS_KEY",
+                    " (required with ZOARK_S3_BUCKET)",
+                )?),
             }),
         };
 
@@ -382,7 +439,9 @@ impl Settings {
             .get("ZOARK_BACKUP_ENCRYPTION_KEY")
             .map(|k| EncryptionKey::parse("ZOARK_BACKUP_ENCRYPTION_KEY", &k))
             .transpose()?;
-        let backup_destination: Url = r.parse_or_else("ZOARK_BACKUP_DESTINATION", || Url::parse("file:///tmp/zoark-backups/"))?;
+        let backup_destination: Url = r.parse_or_else("ZOARK_BACKUP_DESTINATION", || {
+            Url::parse("file:///tmp/zoark-backups/")
+        })?;
         if !matches!(backup_destination.scheme(), "file" | "s3") {
             return Err(SettingsError::Invalid {
                 var: "ZOARK_BACKUP_DESTINATION",
@@ -390,7 +449,10 @@ impl Settings {
             });
         }
         if prod && backup_key.is_none() {
-            return Err(dev_default("ZOARK_BACKUP_ENCRYPTION_KEY", "backups would be stored unencrypted"));
+            return Err(dev_default(
+                "ZOARK_BACKUP_ENCRYPTION_KEY",
+                "backups would be stored unencrypted",
+            ));
         }
 
         Ok(Self {
@@ -399,33 +461,49 @@ impl Settings {
             database: DatabaseSettings {
                 url: SecretString::from(database_url),
                 max_connections: r.parse_or("ZOARK_DATABASE_MAX_CONNECTIONS", 10)?,
-                acquire_timeout: Duration::from_secs(r.parse_or("ZOARK_DATABASE_ACQUIRE_TIMEOUT_SECS", 5)?),
+                acquire_timeout: Duration::from_secs(
+                    r.parse_or("ZOARK_DATABASE_ACQUIRE_TIMEOUT_SECS", 5)?,
+                ),
             },
             http: HttpSettings {
                 host: r.parse_or("ZOARK_HOST", IpAddr::from([0, 0, 0, 0]))?,
                 port,
                 public_url,
                 behind_proxy,
-                shutdown_timeout: Duration::from_secs(r.parse_or("ZOARK_HTTP_SHUTDOWN_TIMEOUT_SECS", 30)?),
+                shutdown_timeout: Duration::from_secs(
+                    r.parse_or("ZOARK_HTTP_SHUTDOWN_TIMEOUT_SECS", 30)?,
+                ),
             },
             auth: AuthSettings {
                 jwt_secret: SecretString::from(jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.into())),
-                access_token_ttl: Duration::from_secs(r.parse_or("ZOARK_ACCESS_TOKEN_TTL_SECS", 15 * 60)?),
-                refresh_token_ttl: Duration::from_secs(r.parse_or("ZOARK_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
+                access_token_ttl: Duration::from_secs(
+                    r.parse_or("ZOARK_ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
+                ),
+                refresh_token_ttl: Duration::from_secs(
+                    r.parse_or("ZOARK_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
+                ),
             },
             encryption_key,
             sentry_dsn,
             email,
             llm: ProviderSettings {
-                base_url: r.parse_or_else("ZOARK_LLM_BASE_URL", || Url::parse("https://api.openai.com/v1/"))?,
+                base_url: r.parse_or_else("ZOARK_LLM_BASE_URL", || {
+                    Url::parse("https://api.openai.com/v1/")
+                })?,
                 api_key: r.get("ZOARK_LLM_API_KEY").map(SecretString::from),
-                model: r.get("ZOARK_LLM_MODEL").unwrap_or_else(|| "gpt-4o-mini".into()),
+                model: r
+                    .get("ZOARK_LLM_MODEL")
+                    .unwrap_or_else(|| "gpt-4o-mini".into()),
             },
             embeddings: EmbeddingSettings {
                 provider: ProviderSettings {
-                    base_url: r.parse_or_else("ZOARK_EMBEDDING_BASE_URL", || Url::parse("https://api.openai.com/v1/"))?,
+                    base_url: r.parse_or_else("ZOARK_EMBEDDING_BASE_URL", || {
+                        Url::parse("https://api.openai.com/v1/")
+                    })?,
                     api_key: r.get("ZOARK_EMBEDDING_API_KEY").map(SecretString::from),
-                    model: r.get("ZOARK_EMBEDDING_MODEL").unwrap_or_else(|| "text-embedding-3-small".into()),
+                    model: r
+                        .get("ZOARK_EMBEDDING_MODEL")
+                        .unwrap_or_else(|| "text-embedding-3-small".into()),
                 },
                 dimensions: r.parse_or("ZOARK_EMBEDDING_DIMENSIONS", 1536)?,
             },
@@ -433,31 +511,48 @@ impl Settings {
                 google: OAuthClient {
                     client_id: r.get("ZOARK_GOOGLE_CLIENT_ID"),
                     client_secret: r.get("ZOARK_GOOGLE_CLIENT_SECRET").map(SecretString::from),
-                    authorize_url: r.parse_or_else("ZOARK_GOOGLE_AUTHORIZE_URL", || Url::parse("https://accounts.google.com/o/oauth2/v2/auth"))?,
-                    token_url: r.parse_or_else("ZOARK_GOOGLE_TOKEN_URL", || Url::parse("https://oauth2.googleapis.com/token"))?,
-                    api_base_url: r.parse_or_else("ZOARK_GMAIL_API_BASE_URL", || Url::parse("https://gmail.googleapis.com/"))?,
+                    authorize_url: r.parse_or_else("ZOARK_GOOGLE_AUTHORIZE_URL", || {
+                        Url::parse("https://accounts.google.com/o/oauth2/v2/auth")
+                    })?,
+                    token_url: r.parse_or_else("ZOARK_GOOGLE_TOKEN_URL", || {
+                        Url::parse("https://oauth2.googleapis.com/token")
+                    })?,
+                    api_base_url: r.parse_or_else("ZOARK_GMAIL_API_BASE_URL", || {
+                        Url::parse("https://gmail.googleapis.com/")
+                    })?,
                 },
                 microsoft: OAuthClient {
                     client_id: r.get("ZOARK_MICROSOFT_CLIENT_ID"),
-                    client_secret: r.get("ZOARK_MICROSOFT_CLIENT_SECRET").map(SecretString::from),
+                    client_secret: r
+                        .get("ZOARK_MICROSOFT_CLIENT_SECRET")
+                        .map(SecretString::from),
                     authorize_url: r.parse_or_else("ZOARK_MICROSOFT_AUTHORIZE_URL", || {
                         Url::parse("https://login.microsoftonline.com/common/oauth2/v2.0/authorize")
                     })?,
                     token_url: r.parse_or_else("ZOARK_MICROSOFT_TOKEN_URL", || {
                         Url::parse("https://login.microsoftonline.com/common/oauth2/v2.0/token")
                     })?,
-                    api_base_url: r.parse_or_else("ZOARK_GRAPH_API_BASE_URL", || Url::parse("https://graph.microsoft.com/v1.0/"))?,
+                    api_base_url: r.parse_or_else("ZOARK_GRAPH_API_BASE_URL", || {
+                        Url::parse("https://graph.microsoft.com/v1.0/")
+                    })?,
                 },
             },
             storage: StorageSettings {
-                local_dir: r.get("ZOARK_STORAGE_DIR").unwrap_or_else(|| ".zoark/storage".into()),
+                local_dir: r
+                    .get("ZOARK_STORAGE_DIR")
+                    .unwrap_or_else(|| ".zoark/storage".into()),
                 s3,
                 max_upload_bytes: r.parse_or("ZOARK_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)?,
             },
-            backup: BackupSettings { destination: backup_destination, encryption_key: backup_key },
+            backup: BackupSettings {
+                destination: backup_destination,
+                encryption_key: backup_key,
+            },
             worker: WorkerSettings {
                 concurrency: r.parse_or("ZOARK_WORKER_CONCURRENCY", 10)?,
-                shutdown_timeout: Duration::from_secs(r.parse_or("ZOARK_WORKER_SHUTDOWN_TIMEOUT_SECS", 25)?),
+                shutdown_timeout: Duration::from_secs(
+                    r.parse_or("ZOARK_WORKER_SHUTDOWN_TIMEOUT_SECS", 25)?,
+                ),
             },
         })
     }
@@ -477,17 +572,25 @@ impl EncryptionKey {
         use base64::Engine as _;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
-            .map_err(|e| SettingsError::Invalid { var, reason: format!("not base64: {e}") })?;
-        let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| SettingsError::Invalid {
-            var,
-            reason: format!("must decode to 32 bytes, got {}", b.len()),
-        })?;
+            .map_err(|e| SettingsError::Invalid {
+                var,
+                reason: format!("not base64: {e}"),
+            })?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| SettingsError::Invalid {
+                var,
+                reason: format!("must decode to 32 bytes, got {}", b.len()),
+            })?;
         Ok(Self(key))
     }
 }
 
 fn dev_default(var: &'static str, reason: &str) -> SettingsError {
-    SettingsError::DevelopmentDefault { var, reason: reason.into() }
+    SettingsError::DevelopmentDefault {
+        var,
+        reason: reason.into(),
+    }
 }
 
 struct Reader<'a> {
@@ -500,7 +603,10 @@ impl Reader<'_> {
     }
 
     fn required(&self, var: &'static str, hint: &str) -> Result<String, SettingsError> {
-        self.get(var).ok_or_else(|| SettingsError::Missing { var, hint: hint.into() })
+        self.get(var).ok_or_else(|| SettingsError::Missing {
+            var,
+            hint: hint.into(),
+        })
     }
 
     fn parse_or<T>(&self, var: &'static str, default: T) -> Result<T, SettingsError>
@@ -510,19 +616,38 @@ impl Reader<'_> {
     {
         match self.get(var) {
             None => Ok(default),
-            Some(raw) => raw.trim().parse().map_err(|e: T::Err| SettingsError::Invalid { var, reason: e.to_string() }),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| SettingsError::Invalid {
+                    var,
+                    reason: e.to_string(),
+                }),
         }
     }
 
-    fn parse_or_else<T, E>(&self, var: &'static str, default: impl FnOnce() -> Result<T, E>) -> Result<T, SettingsError>
+    fn parse_or_else<T, E>(
+        &self,
+        var: &'static str,
+        default: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, SettingsError>
     where
         T: FromStr,
         T::Err: fmt::Display,
         E: fmt::Display,
     {
         match self.get(var) {
-            None => default().map_err(|e| SettingsError::Invalid { var, reason: e.to_string() }),
-            Some(raw) => raw.trim().parse().map_err(|e: T::Err| SettingsError::Invalid { var, reason: e.to_string() }),
+            None => default().map_err(|e| SettingsError::Invalid {
+                var,
+                reason: e.to_string(),
+            }),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| SettingsError::Invalid {
+                    var,
+                    reason: e.to_string(),
+                }),
         }
     }
 
@@ -531,7 +656,10 @@ impl Reader<'_> {
             None => Ok(default),
             Some("true" | "1" | "yes") => Ok(true),
             Some("false" | "0" | "no") => Ok(false),
-            Some(other) => Err(SettingsError::Invalid { var, reason: format!("expected true or false, got `{other}`") }),
+            Some(other) => Err(SettingsError::Invalid {
+                var,
+                reason: format!("expected true or false, got `{other}`"),
+            }),
         }
     }
 }
@@ -541,7 +669,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn production() -> Vec<(&'static str, &'static str)> {
@@ -550,9 +681,18 @@ mod tests {
             ("DATABASE_URL", "postgres://u:p@db.internal/zoark"),
             ("ZOARK_PUBLIC_URL", "https://zoark.example.com"),
             ("ZOARK_BEHIND_PROXY", "true"),
-            ("ZOARK_JWT_SECRET", "a-very-long-production-secret-of-at-least-32-chars"),
-            ("ZOARK_ENCRYPTION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
-            ("ZOARK_BACKUP_ENCRYPTION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+            (
+                "ZOARK_JWT_SECRET",
+                "a-very-long-production-secret-of-at-least-32-chars",
+            ),
+            (
+                "ZOARK_ENCRYPTION_KEY",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            ),
+            (
+                "ZOARK_BACKUP_ENCRYPTION_KEY",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            ),
             ("ZOARK_EMAIL_TRANSPORT", "smtp"),
             ("ZOARK_SMTP_HOST", "smtp.example.com"),
             ("ZOARK_EMAIL_FROM", "Zoark <no-reply@example.com>"),
@@ -566,7 +706,8 @@ mod tests {
 
     #[test]
     fn development_defaults_are_enough_with_a_database_url() {
-        let s = Settings::from_source(&env(&[("DATABASE_URL", "postgres://localhost/zoark")])).unwrap();
+        let s =
+            Settings::from_source(&env(&[("DATABASE_URL", "postgres://localhost/zoark")])).unwrap();
         assert_eq!(s.environment, Environment::Development);
         assert_eq!(s.http.port, 8080);
         assert_eq!(s.log_format, LogFormat::Pretty);
@@ -576,7 +717,16 @@ mod tests {
     #[test]
     fn a_missing_database_url_is_named() {
         let err = Settings::from_source(&env(&[])).unwrap_err();
-        assert!(matches!(err, SettingsError::Missing { var: "DATABASE_URL", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                SettingsError::Missing {
+                    var: "DATABASE_URL",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -596,29 +746,63 @@ mod tests {
             "ZOARK_EMAIL_TRANSPORT",
         ] {
             let err = Settings::from_source(&without(production(), var)).unwrap_err();
-            assert!(err.to_string().starts_with(var), "removing {var} gave: {err}");
+            assert!(
+                err.to_string().starts_with(var),
+                "removing {var} gave: {err}"
+            );
         }
         let mut http = production();
         http.retain(|(k, _)| *k != "ZOARK_PUBLIC_URL");
         http.push(("ZOARK_PUBLIC_URL", "http://zoark.example.com"));
         let err = Settings::from_source(&env(&http)).unwrap_err();
-        assert!(matches!(err, SettingsError::DevelopmentDefault { var: "ZOARK_PUBLIC_URL", .. }));
+        assert!(matches!(
+            err,
+            SettingsError::DevelopmentDefault {
+                var: "ZOARK_PUBLIC_URL",
+                ..
+            }
+        ));
 
         let mut dev_secret = production();
         dev_secret.retain(|(k, _)| *k != "ZOARK_JWT_SECRET");
         dev_secret.push(("ZOARK_JWT_SECRET", DEV_JWT_SECRET));
         let err = Settings::from_source(&env(&dev_secret)).unwrap_err();
-        assert!(matches!(err, SettingsError::DevelopmentDefault { var: "ZOARK_JWT_SECRET", .. }));
+        assert!(matches!(
+            err,
+            SettingsError::DevelopmentDefault {
+                var: "ZOARK_JWT_SECRET",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn malformed_values_name_the_variable_and_the_reason() {
-        let err = Settings::from_source(&env(&[("DATABASE_URL", "postgres://x/y"), ("PORT", "eighty")])).unwrap_err();
-        assert!(matches!(err, SettingsError::Invalid { var: "PORT", .. }), "{err}");
+        let err = Settings::from_source(&env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("PORT", "eighty"),
+        ]))
+        .unwrap_err();
+        assert!(
+            matches!(err, SettingsError::Invalid { var: "PORT", .. }),
+            "{err}"
+        );
         let err = Settings::from_source(&env(&[("DATABASE_URL", "mysql://x/y")])).unwrap_err();
-        assert!(matches!(err, SettingsError::Invalid { var: "DATABASE_URL", .. }), "{err}");
-        let err = Settings::from_source(&env(&[("DATABASE_URL", "postgres://x/y"), ("ZOARK_ENCRYPTION_KEY", "c2hvcnQ=")]))
-            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SettingsError::Invalid {
+                    var: "DATABASE_URL",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = Settings::from_source(&env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("ZOARK_ENCRYPTION_KEY", "c2hvcnQ="),
+        ]))
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "ZOARK_ENCRYPTION_KEY is invalid: must decode to 32 bytes, got 5"
@@ -627,7 +811,11 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Settings::from_source(&env(&[("DATABASE_URL", "postgres://user:hunter2@localhost/zoark")])).unwrap();
+        let s = Settings::from_source(&env(&[(
+            "DATABASE_URL",
+            "postgres://user:hunter2@localhost/zoark",
+        )]))
+        .unwrap();
         let debug = format!("{s:?}");
         assert!(!debug.contains("hunter2"));
         assert!(!debug.contains(DEV_JWT_SECRET));

@@ -22,12 +22,17 @@ pub fn init(service: &'static str, settings: &Settings) -> TelemetryGuard {
     let sentry = settings.sentry_dsn.as_ref().map(|dsn| {
         let mut options = sentry::ClientOptions::new()
             .maybe_release(sentry::release_name!())
-            .environment(if settings.is_production() { "production" } else { "development" })
+            .environment(if settings.is_production() {
+                "production"
+            } else {
+                "development"
+            })
             .server_name(service);
         options.dsn = Some(dsn.clone());
         sentry::init(options)
     });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let fmt = match settings.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -35,17 +40,28 @@ pub fn init(service: &'static str, settings: &Settings) -> TelemetryGuard {
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).compact().boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .compact()
+            .boxed(),
     };
     let sentry_layer = sentry.is_some().then(|| {
         sentry::integrations::tracing::ErrorLayer::default()
             .with_filter(tracing_subscriber::filter::LevelFilter::ERROR)
     });
     // A second init (tests spawning several apps in one process) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(sentry_layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(sentry_layer)
+        .try_init();
     let _ = prometheus();
     if let Some(guard) = &sentry {
-        tracing::info!(service, sentry.enabled = guard.is_enabled(), "telemetry initialised");
+        tracing::info!(
+            service,
+            sentry.enabled = guard.is_enabled(),
+            "telemetry initialised"
+        );
     }
     TelemetryGuard { _sentry: sentry }
 }

@@ -24,7 +24,10 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Self { retry: Duration::from_secs(5), tick: Duration::from_secs(1) }
+        Self {
+            retry: Duration::from_secs(5),
+            tick: Duration::from_secs(1),
+        }
     }
 }
 
@@ -61,9 +64,17 @@ pub async fn run(
 /// One attempt: connect, try the lock, and while held check the session every tick until
 /// shutdown or a lost connection. The cron table and per-organization schedules (the job engine
 /// issue) will enqueue their due ticks from this loop.
-async fn lead(url: &str, timing: Timing, leader: &watch::Sender<bool>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn lead(
+    url: &str,
+    timing: Timing,
+    leader: &watch::Sender<bool>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(url).await?;
-    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK_KEY).fetch_one(&mut conn).await?;
+    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(LEADER_LOCK_KEY)
+        .fetch_one(&mut conn)
+        .await?;
     if !acquired {
         conn.close().await?;
         return Ok(());

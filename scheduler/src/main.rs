@@ -19,7 +19,14 @@ async fn main() -> std::process::ExitCode {
         signal.cancel();
     });
     let (leader, _) = tokio::sync::watch::channel(false);
-    match zoark_scheduler::run(settings, zoark_scheduler::Timing::default(), leader, shutdown).await {
+    match zoark_scheduler::run(
+        settings,
+        zoark_scheduler::Timing::default(),
+        leader,
+        shutdown,
+    )
+    .await
+    {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "zoark-scheduler failed");

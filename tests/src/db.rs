@@ -68,7 +68,9 @@ impl TestDatabase {
         let server = server_url()?;
         let admin_url = with_database(&server, "postgres")?;
         let template = template_name();
-        let mut admin = PgConnection::connect(&admin_url).await.context("connecting to the test server")?;
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .context("connecting to the test server")?;
         ensure_template(&mut admin, &admin_url, &template).await?;
         let name = format!("zoark_test_{}", uuid::Uuid::now_v7().simple());
         let mut attempt = 0;
@@ -77,7 +79,9 @@ impl TestDatabase {
             match admin.execute(AssertSqlSafe(sql)).await {
                 Ok(_) => break,
                 // "source database is being accessed by other users": another process is cloning.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && attempt < 50 => {
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("55006") && attempt < 50 =>
+                {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -86,32 +90,58 @@ impl TestDatabase {
         }
         admin.close().await?;
         let url = with_database(&server, &name)?;
-        Ok(Self { name, url, admin_url })
+        Ok(Self {
+            name,
+            url,
+            admin_url,
+        })
     }
 }
 
 async fn ensure_template(admin: &mut PgConnection, admin_url: &str, template: &str) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_lock($1)").bind(TEMPLATE_LOCK).execute(&mut *admin).await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(TEMPLATE_LOCK)
+        .execute(&mut *admin)
+        .await?;
     let result = async {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)")
-                .bind(template)
-                .fetch_one(&mut *admin)
-                .await?;
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)",
+        )
+        .bind(template)
+        .fetch_one(&mut *admin)
+        .await?;
         if exists {
             return Ok(());
         }
-        admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{template}\" WITH (FORCE)"))).await?;
-        admin.execute(AssertSqlSafe(format!("CREATE DATABASE \"{template}\""))).await?;
+        admin
+            .execute(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{template}\" WITH (FORCE)"
+            )))
+            .await?;
+        admin
+            .execute(AssertSqlSafe(format!("CREATE DATABASE \"{template}\"")))
+            .await?;
         let url = with_database(admin_url, template)?;
-        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await?;
-        zoark_core::db::migrate_all(&pool).await.context("migrating the template database")?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await?;
+        zoark_core::db::migrate_all(&pool)
+            .await
+            .context("migrating the template database")?;
         pool.close().await;
-        admin.execute(AssertSqlSafe(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE true"))).await?;
+        admin
+            .execute(AssertSqlSafe(format!(
+                "ALTER DATABASE \"{template}\" WITH IS_TEMPLATE true"
+            )))
+            .await?;
         anyhow::Ok(())
     }
     .await;
-    sqlx::query("SELECT pg_advisory_unlock($1)").bind(TEMPLATE_LOCK).execute(&mut *admin).await?;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(TEMPLATE_LOCK)
+        .execute(&mut *admin)
+        .await?;
     result
 }
 
@@ -121,10 +151,19 @@ impl Drop for TestDatabase {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                    let _ = admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await;
+                    let _ = admin
+                        .execute(AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .await;
                     let _ = admin.close().await;
                 }
             });

@@ -5,6 +5,8 @@
 //! on port 0. Logs are printed only when `TEST_LOG` is set. HTTP peers that cannot be reached from
 //! here (LLM, embeddings, Google, Microsoft, S3) are wiremock servers whose URLs go into the
 //! settings through [`TestAppBuilder::env`].
+// Test support: failing loudly is the point here.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod db;
 pub mod proxy;
@@ -45,26 +47,44 @@ impl TestAppBuilder {
 
     pub async fn spawn(self) -> TestApp {
         init_test_logging();
-        let database = db::TestDatabase::create().await.unwrap_or_else(|e| panic!("creating the test database: {e:#}"));
+        let database = db::TestDatabase::create()
+            .await
+            .unwrap_or_else(|e| panic!("creating the test database: {e:#}"));
         let mut env = HashMap::from([
             ("DATABASE_URL".to_owned(), database.url.clone()),
             ("ZOARK_ENV".to_owned(), "development".to_owned()),
             ("ZOARK_DATABASE_MAX_CONNECTIONS".to_owned(), "5".to_owned()),
-            ("ZOARK_DATABASE_ACQUIRE_TIMEOUT_SECS".to_owned(), "2".to_owned()),
-            ("ZOARK_HTTP_SHUTDOWN_TIMEOUT_SECS".to_owned(), "5".to_owned()),
+            (
+                "ZOARK_DATABASE_ACQUIRE_TIMEOUT_SECS".to_owned(),
+                "2".to_owned(),
+            ),
+            (
+                "ZOARK_HTTP_SHUTDOWN_TIMEOUT_SECS".to_owned(),
+                "5".to_owned(),
+            ),
         ]);
         env.extend(self.env);
         let settings = Settings::from_source(&env).unwrap_or_else(|e| panic!("test settings: {e}"));
         zoark_core::telemetry::install_crypto_provider();
         let _ = zoark_core::telemetry::prometheus();
         let pool = zoark_core::db::pool(&settings).unwrap_or_else(|e| panic!("test pool: {e}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("binding: {e}"));
-        let address = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("binding: {e}"));
+        let address = format!(
+            "http://{}",
+            listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        );
         let settings = Arc::new(settings);
-        let state = zoark_api::AppState { pool: pool.clone(), settings: settings.clone() };
+        let state = zoark_api::AppState {
+            pool: pool.clone(),
+            settings: settings.clone(),
+        };
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
-        let server = tokio::spawn(zoark_api::serve_on(listener, state, async move { signal.cancelled().await }));
+        let server = tokio::spawn(zoark_api::serve_on(listener, state, async move {
+            signal.cancelled().await
+        }));
         TestApp {
             address,
             pool,
@@ -96,15 +116,29 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     pub async fn post_json(&self, path: &str, body: &impl Serialize) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     /// A POST with an arbitrary body and content type (for malformed input).
-    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         self.client
             .post(self.url(path))
             .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -133,7 +167,9 @@ impl TestApp {
                 break Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                break Err(anyhow::anyhow!("{pending} job(s) still pending after {timeout:?}"));
+                break Err(anyhow::anyhow!(
+                    "{pending} job(s) still pending after {timeout:?}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -160,7 +196,10 @@ impl Drop for TestApp {
 fn init_test_logging() {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
             .with_test_writer()
             .try_init();
     }

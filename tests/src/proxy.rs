@@ -22,7 +22,10 @@ impl TcpProxy {
     pub async fn start(target: String) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let state = Arc::new(Mutex::new(State { up: true, connections: CancellationToken::new() }));
+        let state = Arc::new(Mutex::new(State {
+            up: true,
+            connections: CancellationToken::new(),
+        }));
         let stop = CancellationToken::new();
         let (s, st) = (state.clone(), stop.clone());
         tokio::spawn(async move {
@@ -31,7 +34,9 @@ impl TcpProxy {
                     a = listener.accept() => a,
                     _ = st.cancelled() => return,
                 };
-                let Ok((mut inbound, _)) = accepted else { continue };
+                let Ok((mut inbound, _)) = accepted else {
+                    continue;
+                };
                 let (up, token) = match s.lock() {
                     Ok(g) => (g.up, g.connections.clone()),
                     Err(_) => return,
@@ -42,7 +47,9 @@ impl TcpProxy {
                 }
                 let target = target.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = token.cancelled() => {}

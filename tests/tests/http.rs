@@ -1,6 +1,8 @@
 //! The HTTP surface of the foundation: health, readiness, metrics, the spec, Swagger UI, request
 //! ids, and problem+json for everything that is not a success.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use serde_json::Value;
@@ -8,7 +10,12 @@ use zoark_tests::{TestApp, proxy::TcpProxy};
 
 async fn problem(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
-    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(content_type, "application/problem+json", "status {status}");
     (status, response.json().await.unwrap())
 }
@@ -33,7 +40,10 @@ async fn readiness_is_503_while_postgres_is_unreachable_and_recovers_without_a_r
     let mut proxied = url.clone();
     proxied.set_host(Some("127.0.0.1")).unwrap();
     proxied.set_port(Some(proxy.port)).unwrap();
-    let app = TestApp::builder().env("DATABASE_URL", proxied.to_string()).spawn().await;
+    let app = TestApp::builder()
+        .env("DATABASE_URL", proxied.to_string())
+        .spawn()
+        .await;
 
     assert_eq!(app.get("/health/ready").await.status(), 200);
 
@@ -41,7 +51,11 @@ async fn readiness_is_503_while_postgres_is_unreachable_and_recovers_without_a_r
     let (status, body) = problem(app.get("/health/ready").await).await;
     assert_eq!(status, 503);
     assert_eq!(body["code"], "database_unavailable");
-    assert_eq!(app.get("/health/live").await.status(), 200, "liveness does not depend on the database");
+    assert_eq!(
+        app.get("/health/live").await.status(),
+        200,
+        "liveness does not depend on the database"
+    );
 
     proxy.restore();
     let mut recovered = false;
@@ -52,7 +66,10 @@ async fn readiness_is_503_while_postgres_is_unreachable_and_recovers_without_a_r
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(recovered, "readiness did not recover after the database came back");
+    assert!(
+        recovered,
+        "readiness did not recover after the database came back"
+    );
 }
 
 #[tokio::test]
@@ -60,16 +77,34 @@ async fn every_response_carries_a_request_id_and_an_incoming_one_is_kept() {
     let app = TestApp::spawn().await;
     for path in ["/health/live", "/no/such/route", "/openapi.json"] {
         let response = app.get(path).await;
-        let id = response.headers().get("x-request-id").unwrap_or_else(|| panic!("{path} has no x-request-id"));
+        let id = response
+            .headers()
+            .get("x-request-id")
+            .unwrap_or_else(|| panic!("{path} has no x-request-id"));
         assert!(!id.is_empty());
     }
-    let response = app.client.get(app.url("/no/such/route")).header("x-request-id", "trace-abc_123").send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/no/such/route"))
+        .header("x-request-id", "trace-abc_123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-abc_123");
     let (_, body) = problem(response).await;
-    assert_eq!(body["request_id"], "trace-abc_123", "the problem quotes the request id");
+    assert_eq!(
+        body["request_id"], "trace-abc_123",
+        "the problem quotes the request id"
+    );
 
     // An id that could inject into logs is replaced, not echoed.
-    let response = app.client.get(app.url("/health/live")).header("x-request-id", "bad id\"{}").send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "bad id\"{}")
+        .send()
+        .await
+        .unwrap();
     assert_ne!(response.headers()["x-request-id"], "bad id\"{}");
 }
 
@@ -83,7 +118,8 @@ async fn unknown_routes_and_methods_are_problem_json_not_html() {
     assert!(body["type"].as_str().unwrap().starts_with("https://"));
     assert!(body["title"].is_string());
 
-    let (status, body) = problem(app.post_raw("/health/live", "application/json", "{}").await).await;
+    let (status, body) =
+        problem(app.post_raw("/health/live", "application/json", "{}").await).await;
     assert_eq!(status, 405);
     assert_eq!(body["code"], "method_not_allowed");
 }
@@ -92,13 +128,21 @@ async fn unknown_routes_and_methods_are_problem_json_not_html() {
 async fn the_served_spec_is_the_committed_one_and_swagger_ui_serves_it() {
     let app = TestApp::spawn().await;
     let served: Value = app.get("/openapi.json").await.json().await.unwrap();
-    let committed: Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap())
-            .unwrap();
-    assert_eq!(served, committed, "docs/openapi.json is stale: run `cargo xtask openapi`");
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        served, committed,
+        "docs/openapi.json is stale: run `cargo xtask openapi`"
+    );
     assert_eq!(served["openapi"], "3.0.0");
     for path in ["/health/live", "/health/ready", "/metrics"] {
-        assert!(served["paths"][path]["get"].is_object(), "{path} is documented");
+        assert!(
+            served["paths"][path]["get"].is_object(),
+            "{path} is documented"
+        );
     }
 
     let docs = app.get("/docs").await;
@@ -115,7 +159,9 @@ async fn metrics_expose_http_requests_in_prometheus_format() {
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     assert!(
-        text.lines().any(|l| l.starts_with("zoark_http_requests_total{") && l.contains("operation=\"health_live\"")),
+        text.lines()
+            .any(|l| l.starts_with("zoark_http_requests_total{")
+                && l.contains("operation=\"health_live\"")),
         "metrics:\n{text}"
     );
     assert!(text.contains("zoark_http_request_duration_seconds"));

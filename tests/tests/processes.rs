@@ -1,6 +1,8 @@
 //! Each binary of the Procfile starts on its own against DATABASE_URL and stops cleanly on
 //! SIGTERM; production refuses development defaults, naming the variable.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
@@ -39,7 +41,10 @@ fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
     }
     let mut child = cmd.spawn().unwrap();
     let (tx, rx) = mpsc::channel();
-    for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -62,11 +67,18 @@ impl Running {
                 seen.push(line);
             }
         }
-        panic!("`{needle}` not logged within {timeout:?}; output:\n{}", seen.join("\n"));
+        panic!(
+            "`{needle}` not logged within {timeout:?}; output:\n{}",
+            seen.join("\n")
+        );
     }
 
     fn terminate_and_wait(mut self, within: Duration) -> std::process::ExitStatus {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -82,16 +94,30 @@ impl Running {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
 async fn zoark_api_serves_on_port_and_exits_cleanly_on_sigterm() {
     let db = TestDatabase::create().await.unwrap();
     let port = free_port().to_string();
-    let api = start("zoark-api", &["serve"], &[("DATABASE_URL", &db.url), ("PORT", &port), ("ZOARK_HOST", "127.0.0.1")]);
+    let api = start(
+        "zoark-api",
+        &["serve"],
+        &[
+            ("DATABASE_URL", &db.url),
+            ("PORT", &port),
+            ("ZOARK_HOST", "127.0.0.1"),
+        ],
+    );
     api.wait_for_line("zoark-api listening", Duration::from_secs(20));
-    let ready = reqwest::get(format!("http://127.0.0.1:{port}/health/ready")).await.unwrap();
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/health/ready"))
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let status = api.terminate_and_wait(Duration::from_secs(30));
     assert!(status.success(), "exit status {status}");
@@ -119,27 +145,57 @@ async fn zoark_scheduler_takes_leadership_and_exits_cleanly_on_sigterm() {
 async fn zoark_api_migrate_brings_an_empty_database_to_the_current_schema() {
     let db = TestDatabase::create().await.unwrap();
     // A fresh, empty database next to the template-cloned one.
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&zoark_tests::db::with_database(&db.url, "postgres").unwrap())
-        .await
-        .unwrap();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(
+        &zoark_tests::db::with_database(&db.url, "postgres").unwrap(),
+    )
+    .await
+    .unwrap();
     let name = format!("{}_empty", db.name);
-    sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.unwrap();
+    sqlx::Executor::execute(
+        &mut admin,
+        sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")),
+    )
+    .await
+    .unwrap();
     let url = zoark_tests::db::with_database(&db.url, &name).unwrap();
 
     let worker = start("zoark-worker", &[], &[("DATABASE_URL", &url)]);
     let refused = worker.wait_for_line("zoark-api migrate", Duration::from_secs(20));
-    assert!(refused.contains("schema"), "the worker refuses an unmigrated database: {refused}");
+    assert!(
+        refused.contains("schema"),
+        "the worker refuses an unmigrated database: {refused}"
+    );
 
-    let out = Command::new(binary("zoark-api")).arg("migrate").env("DATABASE_URL", &url).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let again = Command::new(binary("zoark-api")).arg("migrate").env("DATABASE_URL", &url).output().unwrap();
+    let out = Command::new(binary("zoark-api"))
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = Command::new(binary("zoark-api"))
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
     assert!(again.status.success(), "migrate is idempotent");
 
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let apalis: bool = sqlx::query_scalar("SELECT to_regclass('apalis.jobs') IS NOT NULL").fetch_one(&pool).await.unwrap();
+    let apalis: bool = sqlx::query_scalar("SELECT to_regclass('apalis.jobs') IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert!(apalis, "the job queue's schema is migrated too");
     pool.close().await;
-    sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)"))).await.unwrap();
+    sqlx::Executor::execute(
+        &mut admin,
+        sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")),
+    )
+    .await
+    .unwrap();
 }
 
 #[test]
@@ -159,7 +215,10 @@ fn production_refuses_development_defaults_and_names_the_variable() {
 
 #[test]
 fn a_missing_database_url_is_named() {
-    let out = Command::new(binary("zoark-worker")).env_clear().output().unwrap();
+    let out = Command::new(binary("zoark-worker"))
+        .env_clear()
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL is not set"));
 }

@@ -28,7 +28,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     if shutdown.is_cancelled() {
         return Ok(());
     }
-    let ctx = WorkerContext { pool: pool.clone(), settings: std::sync::Arc::new(settings) };
+    let ctx = WorkerContext {
+        pool: pool.clone(),
+        settings: std::sync::Arc::new(settings),
+    };
     let monitor = Monitor::new().shutdown_timeout(ctx.settings.worker.shutdown_timeout);
     let (monitor, kinds) = handlers::register(monitor, &ctx);
     tracing::info!(job.kinds = ?kinds, "zoark-worker started");

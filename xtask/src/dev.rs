@@ -43,13 +43,32 @@ enum Event {
     Exited(&'static str),
 }
 
-fn run_platform(root: &Path, pg: &postgres::Provisioned, tx: &mpsc::Sender<Event>, rx: &mpsc::Receiver<Event>) -> Result<()> {
-    let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| pg.url("zoark_dev"));
-    let port = std::env::var("PORT").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "8080".into());
+fn run_platform(
+    root: &Path,
+    pg: &postgres::Provisioned,
+    tx: &mpsc::Sender<Event>,
+    rx: &mpsc::Receiver<Event>,
+) -> Result<()> {
+    let database_url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| pg.url("zoark_dev"));
+    let port = std::env::var("PORT")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "8080".into());
 
     println!("xtask: building zoark-api, zoark-worker and zoark-scheduler");
     let status = Command::new("cargo")
-        .args(["build", "-p", "zoark-api", "-p", "zoark-worker", "-p", "zoark-scheduler"])
+        .args([
+            "build",
+            "-p",
+            "zoark-api",
+            "-p",
+            "zoark-worker",
+            "-p",
+            "zoark-scheduler",
+        ])
         .current_dir(root)
         .status()
         .context("running cargo build")?;
@@ -61,9 +80,15 @@ fn run_platform(root: &Path, pg: &postgres::Provisioned, tx: &mpsc::Sender<Event
     let env = |cmd: &mut Command| {
         cmd.env("DATABASE_URL", &database_url)
             .env("PORT", &port)
-            .env("ZOARK_HOST", std::env::var("ZOARK_HOST").unwrap_or_else(|_| "127.0.0.1".into()))
+            .env(
+                "ZOARK_HOST",
+                std::env::var("ZOARK_HOST").unwrap_or_else(|_| "127.0.0.1".into()),
+            )
             .env("ZOARK_ENV", "development")
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            )
             .current_dir(root);
     };
 
@@ -76,14 +101,22 @@ fn run_platform(root: &Path, pg: &postgres::Provisioned, tx: &mpsc::Sender<Event
     let mut seed = Command::new(bin("zoark-api"));
     seed.arg("dev-seed");
     env(&mut seed);
-    print!("{}", process::run(&mut seed).context("creating the development organization")?);
+    print!(
+        "{}",
+        process::run(&mut seed).context("creating the development organization")?
+    );
 
     let mut children: Vec<(&'static str, Child)> = Vec::new();
     for (name, args, color) in PROCESSES {
         let mut cmd = Command::new(bin(&format!("zoark-{name}")));
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
         env(&mut cmd);
-        let mut child = cmd.spawn().with_context(|| format!("starting zoark-{name}"))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting zoark-{name}"))?;
         let style = Style::new().fg_color(Some(color.into())).bold();
         if let Some(out) = child.stdout.take() {
             prefix(name, style, out);
@@ -99,7 +132,8 @@ fn run_platform(root: &Path, pg: &postgres::Provisioned, tx: &mpsc::Sender<Event
         let pid = child.id();
         std::thread::spawn(move || {
             // Polls the pid: std's Child cannot be waited on from two threads.
-            while nix::sys::signal::kill(Pid::from_raw(pid as i32), None).is_ok() && !is_zombie(pid) {
+            while nix::sys::signal::kill(Pid::from_raw(pid as i32), None).is_ok() && !is_zombie(pid)
+            {
                 std::thread::sleep(Duration::from_millis(300));
             }
             let _ = tx.send(Event::Exited(name));
@@ -129,7 +163,8 @@ fn run_platform(root: &Path, pg: &postgres::Provisioned, tx: &mpsc::Sender<Event
 }
 
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))
 }
 
 /// SIGTERM to each process, then SIGKILL after 35 s (their own drain deadline is 30 s).
@@ -145,7 +180,9 @@ fn stop_all(children: &mut [(&'static str, Child)]) {
                     println!("xtask: zoark-{name} stopped ({status})");
                     break;
                 }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
                 _ => {
                     println!("xtask: zoark-{name} did not stop in time; killing it");
                     let _ = child.kill();
@@ -172,9 +209,14 @@ fn wait_ready(port: &str, timeout: Duration) -> bool {
     while Instant::now() < deadline {
         if let Ok(mut stream) = TcpStream::connect(format!("127.0.0.1:{port}")) {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let request = format!("GET /health/ready HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
+            let request = format!(
+                "GET /health/ready HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
+            );
             let mut response = String::new();
-            if stream.write_all(request.as_bytes()).is_ok() && stream.read_to_string(&mut response).is_ok() && response.starts_with("HTTP/1.1 200") {
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_string(&mut response).is_ok()
+                && response.starts_with("HTTP/1.1 200")
+            {
                 return true;
             }
         }

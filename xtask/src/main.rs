@@ -71,18 +71,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Test { args } => test(&root, &args),
         Command::Openapi { check } => openapi(&root, check),
         Command::Sqlx { check } => sqlx(&root, check),
-        Command::Pg { action: PgAction::Start } => {
+        Command::Pg {
+            action: PgAction::Start,
+        } => {
             let pg = postgres::provision(&root)?;
             println!("{}", pg.url("zoark_dev"));
             Ok(())
         }
-        Command::Pg { action: PgAction::Stop } => postgres::stop_local(&root),
+        Command::Pg {
+            action: PgAction::Stop,
+        } => postgres::stop_local(&root),
     }
 }
 
 fn workspace_root() -> Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(PathBuf::from).context("xtask has no parent directory")
+    manifest
+        .parent()
+        .map(PathBuf::from)
+        .context("xtask has no parent directory")
 }
 
 fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
@@ -97,7 +104,10 @@ fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
         println!("xtask: cargo-nextest not found, using cargo test");
         cmd.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    cmd.args(args).current_dir(root).env("DATABASE_URL", &url).env("ZOARK_TEST_DATABASE_URL", &url);
+    cmd.args(args)
+        .current_dir(root)
+        .env("DATABASE_URL", &url)
+        .env("ZOARK_TEST_DATABASE_URL", &url);
     let status = cmd.status().context("running the test suite")?;
     pg.stop_if_started()?;
     if !status.success() {
@@ -113,14 +123,19 @@ fn openapi(root: &std::path::Path, check: bool) -> Result<()> {
         .output()
         .context("running zoark-api openapi")?;
     if !output.status.success() {
-        bail!("zoark-api openapi failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "zoark-api openapi failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let path = root.join("docs/openapi.json");
     let generated = String::from_utf8(output.stdout).context("the spec is not UTF-8")?;
     if check {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         if committed != generated {
-            bail!("docs/openapi.json is out of date: run `cargo xtask openapi` and commit the result");
+            bail!(
+                "docs/openapi.json is out of date: run `cargo xtask openapi` and commit the result"
+            );
         }
         println!("docs/openapi.json is current");
     } else {
@@ -137,7 +152,14 @@ fn sqlx(root: &std::path::Path, check: bool) -> Result<()> {
     if !sqlx_bin.exists() {
         println!("xtask: installing sqlx-cli 0.9.0 into .zoark/tools (once)");
         let status = std::process::Command::new("cargo")
-            .args(["install", "sqlx-cli", "--version", "=0.9.0", "--locked", "--no-default-features"])
+            .args([
+                "install",
+                "sqlx-cli",
+                "--version",
+                "=0.9.0",
+                "--locked",
+                "--no-default-features",
+            ])
             .args(["--features", "postgres,rustls,sqlx-toml", "--root"])
             .arg(&tools)
             .status()
@@ -164,7 +186,10 @@ fn sqlx(root: &std::path::Path, check: bool) -> Result<()> {
     if check {
         cmd.arg("--check");
     }
-    cmd.args(["--", "--all-targets"]).current_dir(root).env("DATABASE_URL", &url).env("SQLX_OFFLINE", "false");
+    cmd.args(["--", "--all-targets"])
+        .current_dir(root)
+        .env("DATABASE_URL", &url)
+        .env("SQLX_OFFLINE", "false");
     let status = cmd.status().context("running cargo sqlx prepare")?;
     pg.stop_if_started()?;
     if !status.success() {

@@ -51,7 +51,10 @@ impl Provisioned {
 
     /// Creates `database` if it does not exist.
     pub fn ensure_database(&self, database: &str) -> Result<()> {
-        let exists = self.psql("postgres", &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"))?;
+        let exists = self.psql(
+            "postgres",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
+        )?;
         if exists.trim() != "1" {
             self.psql("postgres", &format!("CREATE DATABASE \"{database}\""))?;
         }
@@ -60,17 +63,29 @@ impl Provisioned {
 
     /// Drops and creates `database`.
     pub fn recreate_database(&self, database: &str) -> Result<()> {
-        self.psql("postgres", &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))?;
+        self.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
+        )?;
         self.psql("postgres", &format!("CREATE DATABASE \"{database}\""))?;
         Ok(())
     }
 
     /// Drops the per-test databases (and templates) a previous run left behind.
     pub fn drop_test_databases(&self) -> Result<()> {
-        let names = self.psql("postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'zoark\\_test\\_%'")?;
+        let names = self.psql(
+            "postgres",
+            "SELECT datname FROM pg_database WHERE datname LIKE 'zoark\\_test\\_%'",
+        )?;
         for name in names.lines().map(str::trim).filter(|n| !n.is_empty()) {
-            self.psql("postgres", &format!("UPDATE pg_database SET datistemplate = false WHERE datname = '{name}'"))?;
-            self.psql("postgres", &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+            self.psql(
+                "postgres",
+                &format!("UPDATE pg_database SET datistemplate = false WHERE datname = '{name}'"),
+            )?;
+            self.psql(
+                "postgres",
+                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            )?;
         }
         Ok(())
     }
@@ -82,13 +97,18 @@ impl Provisioned {
             .map(|c| c.bindir.join("psql"))
             .filter(|p| p.exists())
             .unwrap_or_else(|| PathBuf::from("psql"));
-        run(Command::new(psql).args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql]).arg(self.url(database)))
+        run(Command::new(psql)
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(self.url(database)))
     }
 
     /// Whether the extensions Zoark needs can be created on this server.
     fn check_extensions(&self) -> Result<()> {
         let available = self.psql("postgres", "SELECT name FROM pg_available_extensions")?;
-        let missing: Vec<_> = EXTENSIONS.iter().filter(|e| !available.lines().any(|l| l.trim() == **e)).collect();
+        let missing: Vec<_> = EXTENSIONS
+            .iter()
+            .filter(|e| !available.lines().any(|l| l.trim() == **e))
+            .collect();
         if !missing.is_empty() {
             bail!(
                 "the server at DATABASE_URL lacks the extension(s) {missing:?}; Zoark needs vector (pgvector ≥ 0.7), \
@@ -101,19 +121,27 @@ impl Provisioned {
 
 /// Provisions Postgres as described in the module documentation.
 pub fn provision(root: &Path) -> Result<Provisioned> {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        if !url.is_empty() {
-            let base = strip_database(&url);
-            let pg = Provisioned { base, started: None, local: None };
-            pg.check_extensions().context("checking the server at DATABASE_URL")?;
-            return Ok(pg);
-        }
+    if let Ok(url) = std::env::var("DATABASE_URL")
+        && !url.is_empty()
+    {
+        let base = strip_database(&url);
+        let pg = Provisioned {
+            base,
+            started: None,
+            local: None,
+        };
+        pg.check_extensions()
+            .context("checking the server at DATABASE_URL")?;
+        return Ok(pg);
     }
     let bindir = ensure_server()?;
     ensure_extensions(&bindir)?;
     let dir = cluster_dir(root)?;
     let data = dir.join("data");
-    let cluster = LocalCluster { bindir: bindir.clone(), data: data.clone() };
+    let cluster = LocalCluster {
+        bindir: bindir.clone(),
+        data: data.clone(),
+    };
     if !data.join("PG_VERSION").exists() {
         cluster.init()?;
     }
@@ -124,7 +152,11 @@ pub fn provision(root: &Path) -> Result<Provisioned> {
         cluster.start(&dir, port)?;
         Some(cluster.clone())
     };
-    let pg = Provisioned { base: format!("postgres://{SERVER_USER}@127.0.0.1:{port}"), started, local: Some(cluster) };
+    let pg = Provisioned {
+        base: format!("postgres://{SERVER_USER}@127.0.0.1:{port}"),
+        started,
+        local: Some(cluster),
+    };
     pg.ensure_database("zoark_dev")?;
     Ok(pg)
 }
@@ -133,7 +165,10 @@ pub fn provision(root: &Path) -> Result<Provisioned> {
 pub fn stop_local(root: &Path) -> Result<()> {
     let bindir = find_bindir().context("no Postgres installation found")?;
     let dir = cluster_dir(root)?;
-    let cluster = LocalCluster { bindir, data: dir.join("data") };
+    let cluster = LocalCluster {
+        bindir,
+        data: dir.join("data"),
+    };
     if cluster.running() {
         cluster.stop()?;
         println!("stopped the local cluster");
@@ -172,18 +207,31 @@ impl LocalCluster {
     }
 
     fn init(&self) -> Result<()> {
-        println!("xtask: initialising a Postgres cluster in {}", self.data.display());
-        run(self
-            .command("initdb")
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-U", SERVER_USER, "-A", "trust", "-E", "UTF8", "--no-locale"]))?;
+        println!(
+            "xtask: initialising a Postgres cluster in {}",
+            self.data.display()
+        );
+        run(self.command("initdb").arg("-D").arg(&self.data).args([
+            "-U",
+            SERVER_USER,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ]))?;
         Ok(())
     }
 
     fn running(&self) -> bool {
         self.data.join("postmaster.pid").exists()
-            && self.command("pg_ctl").arg("status").arg("-D").arg(&self.data).output().is_ok_and(|o| o.status.success())
+            && self
+                .command("pg_ctl")
+                .arg("status")
+                .arg("-D")
+                .arg(&self.data)
+                .output()
+                .is_ok_and(|o| o.status.success())
     }
 
     fn start(&self, dir: &Path, port: u16) -> Result<()> {
@@ -201,13 +249,23 @@ impl LocalCluster {
             .arg("-l")
             .arg(dir.join("postgres.log"))
             .args(["-w", "-t", "60", "-o", &options]))
-        .with_context(|| format!("starting Postgres (log: {})", dir.join("postgres.log").display()))?;
+        .with_context(|| {
+            format!(
+                "starting Postgres (log: {})",
+                dir.join("postgres.log").display()
+            )
+        })?;
         println!("xtask: started Postgres on 127.0.0.1:{port}");
         Ok(())
     }
 
     fn stop(&self) -> Result<()> {
-        run(self.command("pg_ctl").arg("stop").arg("-D").arg(&self.data).args(["-m", "fast", "-w"]))?;
+        run(self
+            .command("pg_ctl")
+            .arg("stop")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w"]))?;
         println!("xtask: stopped Postgres");
         Ok(())
     }
@@ -223,8 +281,11 @@ fn cluster_dir(root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(root.join(".zoark")).context("creating .zoark")?;
     std::fs::create_dir_all(&dir).context("creating .zoark/pg")?;
     if is_root() {
-        run(Command::new("chown").args([SERVER_USER, SERVER_USER]).arg(&dir).arg(root.join(".zoark")))
-            .or_else(|_| run(Command::new("chown").arg(SERVER_USER).arg(&dir)))?;
+        run(Command::new("chown")
+            .args([SERVER_USER, SERVER_USER])
+            .arg(&dir)
+            .arg(root.join(".zoark")))
+        .or_else(|_| run(Command::new("chown").arg(SERVER_USER).arg(&dir)))?;
         let reachable = Command::new("runuser")
             .args(["-u", SERVER_USER, "--", "test", "-w"])
             .arg(&dir)
@@ -236,7 +297,11 @@ fn cluster_dir(root: &Path) -> Result<PathBuf> {
             std::fs::create_dir_all(&elsewhere)?;
             run(Command::new("chown").arg(SERVER_USER).arg(&elsewhere))?;
             std::os::unix::fs::symlink(&elsewhere, &dir)?;
-            println!("xtask: {} is not reachable by `postgres`; the cluster lives in {}", root.display(), elsewhere.display());
+            println!(
+                "xtask: {} is not reachable by `postgres`; the cluster lives in {}",
+                root.display(),
+                elsewhere.display()
+            );
         }
     }
     Ok(dir)
@@ -245,10 +310,10 @@ fn cluster_dir(root: &Path) -> Result<PathBuf> {
 /// The recorded port, or a free one chosen and recorded now.
 fn cluster_port(dir: &Path) -> Result<u16> {
     let file = dir.join("port");
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        if let Ok(port) = text.trim().parse() {
-            return Ok(port);
-        }
+    if let Ok(text) = std::fs::read_to_string(&file)
+        && let Ok(port) = text.trim().parse()
+    {
+        return Ok(port);
     }
     let port = (54329..54400)
         .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
@@ -261,10 +326,11 @@ fn find_bindir() -> Option<PathBuf> {
     if let Ok(path) = which("initdb") {
         // Debian's /usr/bin wrappers are not the server binaries; follow symlinks to the real dir.
         let real = std::fs::canonicalize(&path).unwrap_or(path);
-        if let Some(dir) = real.parent() {
-            if dir.join("postgres").exists() && dir.join("pg_ctl").exists() {
-                return Some(dir.to_path_buf());
-            }
+        if let Some(dir) = real.parent()
+            && dir.join("postgres").exists()
+            && dir.join("pg_ctl").exists()
+        {
+            return Some(dir.to_path_buf());
         }
     }
     let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -280,7 +346,10 @@ fn find_bindir() -> Option<PathBuf> {
 
 fn which(name: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").context("PATH is not set")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.exists()).context("not found")
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .context("not found")
 }
 
 fn apt_available() -> bool {
@@ -346,7 +415,10 @@ fn major_version(bindir: &Path) -> Result<String> {
 }
 
 fn missing_extensions(sharedir: &Path) -> Vec<&'static str> {
-    EXTENSIONS.into_iter().filter(|e| !sharedir.join(format!("extension/{e}.control")).exists()).collect()
+    EXTENSIONS
+        .into_iter()
+        .filter(|e| !sharedir.join(format!("extension/{e}.control")).exists())
+        .collect()
 }
 
 /// Installs contrib and pgvector when their control files are missing: the cheap routes first
@@ -366,12 +438,13 @@ fn ensure_extensions(bindir: &Path) -> Result<()> {
         );
     }
     if missing.iter().any(|e| *e != "vector") {
-        apt_install(&[&format!("postgresql-contrib-{major}")]).or_else(|_| apt_install(&["postgresql-contrib"]))?;
+        apt_install(&[&format!("postgresql-contrib-{major}")])
+            .or_else(|_| apt_install(&["postgresql-contrib"]))?;
     }
-    if missing_extensions(&sharedir).contains(&"vector") {
-        if apt_install(&[&format!("postgresql-{major}-pgvector")]).is_err() {
-            build_pgvector(bindir, &major)?;
-        }
+    if missing_extensions(&sharedir).contains(&"vector")
+        && apt_install(&[&format!("postgresql-{major}-pgvector")]).is_err()
+    {
+        build_pgvector(bindir, &major)?;
     }
     let still = missing_extensions(&sharedir);
     if !still.is_empty() {
@@ -396,21 +469,34 @@ fn build_pgvector(bindir: &Path, major: &str) -> Result<()> {
     run(Command::new("apt-get").args(["update", "-q"]))?;
     let work = std::env::temp_dir().join(format!("zoark-pgvector-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    run(Command::new("apt-get").args(["source", "--download-only", "pgvector"]).current_dir(&work))?;
+    run(Command::new("apt-get")
+        .args(["source", "--download-only", "pgvector"])
+        .current_dir(&work))?;
     let tarball = std::fs::read_dir(&work)?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.to_str().is_some_and(|s| s.contains(".orig.tar")))
         .context("apt-get source did not download pgvector's orig tarball")?;
-    run(Command::new("tar").arg("xf").arg(&tarball).current_dir(&work))?;
+    run(Command::new("tar")
+        .arg("xf")
+        .arg(&tarball)
+        .current_dir(&work))?;
     let src = std::fs::read_dir(&work)?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("pgvector")))
+        .find(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("pgvector"))
+        })
         .context("pgvector's source directory not found")?;
     let pg_config = format!("PG_CONFIG={}", bindir.join("pg_config").display());
     run(Command::new("make").arg(&pg_config).current_dir(&src))?;
-    run(Command::new("make").arg("install").arg(&pg_config).current_dir(&src))?;
+    run(Command::new("make")
+        .arg("install")
+        .arg(&pg_config)
+        .current_dir(&src))?;
     let _ = std::fs::remove_dir_all(&work);
     println!("xtask: pgvector installed");
     Ok(())
@@ -418,19 +504,25 @@ fn build_pgvector(bindir: &Path, major: &str) -> Result<()> {
 
 /// URIs and Signed-By of the machine's own Debian entry, so no mirror is hard-coded.
 fn debian_source_entry() -> Result<(String, String)> {
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir("/etc/apt/sources.list.d")?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "sources")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir("/etc/apt/sources.list.d")?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sources"))
+        .collect();
     files.sort();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         for stanza in text.split("\n\n") {
             let field = |name: &str| {
-                stanza.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
             };
-            if let (Some(uris), Some(keyring)) = (field("URIs:"), field("Signed-By:")) {
-                if uris.contains("debian.org/debian") && !uris.contains("security") {
-                    return Ok((uris, keyring));
-                }
+            if let (Some(uris), Some(keyring)) = (field("URIs:"), field("Signed-By:"))
+                && uris.contains("debian.org/debian")
+                && !uris.contains("security")
+            {
+                return Ok((uris, keyring));
             }
         }
     }
@@ -443,7 +535,10 @@ mod tests {
 
     #[test]
     fn the_database_is_stripped_from_a_url() {
-        assert_eq!(strip_database("postgres://u:p@h:5432/db?sslmode=require"), "postgres://u:p@h:5432");
+        assert_eq!(
+            strip_database("postgres://u:p@h:5432/db?sslmode=require"),
+            "postgres://u:p@h:5432"
+        );
         assert_eq!(strip_database("postgres://u@h"), "postgres://u@h");
     }
 }

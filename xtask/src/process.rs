@@ -19,7 +19,9 @@ pub fn is_root() -> bool {
 
 /// Runs a command, failing with its output when it exits non-zero.
 pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let output = cmd.output().map_err(|e| anyhow::anyhow!("could not run {cmd:?}: {e}"))?;
+    let output = cmd
+        .output()
+        .map_err(|e| anyhow::anyhow!("could not run {cmd:?}: {e}"))?;
     if !output.status.success() {
         anyhow::bail!(
             "{cmd:?} failed ({}):\n{}{}",

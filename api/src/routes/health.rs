@@ -1,7 +1,10 @@
 //! `/health/live`, `/health/ready` and `/metrics`.
 
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::{Json, PlainText}};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    payload::{Json, PlainText},
+};
 
 use crate::{error::ApiError, routes::ApiTags, state::AppState};
 
@@ -30,7 +33,10 @@ impl HealthApi {
     /// Answers 200 while the process runs, whatever its dependencies; a failure means restart it.
     #[oai(path = "/health/live", method = "get", operation_id = "health_live")]
     async fn live(&self) -> Json<HealthStatus> {
-        Json(HealthStatus { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+        Json(HealthStatus {
+            status: "ok".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
     }
 
     /// Readiness
@@ -47,7 +53,10 @@ impl HealthApi {
             }))),
             Err(error) => {
                 tracing::warn!(%error, "readiness check failed");
-                Err(ApiError::Unavailable { code: "database_unavailable", detail: "The database is not reachable.".into() })
+                Err(ApiError::Unavailable {
+                    code: "database_unavailable",
+                    detail: "The database is not reachable.".into(),
+                })
             }
         }
     }
@@ -57,6 +66,10 @@ impl HealthApi {
     /// The process's metrics in the Prometheus text exposition format.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self) -> PlainText<String> {
-        PlainText(zoark_core::telemetry::prometheus().map(|h| h.render()).unwrap_or_default())
+        PlainText(
+            zoark_core::telemetry::prometheus()
+                .map(|h| h.render())
+                .unwrap_or_default(),
+        )
     }
 }

@@ -1,0 +1,178 @@
+//! The schema's conventions, checked against the migrated database rather than by reading SQL:
+//! tenancy columns, time zones, UUIDv7 keys, indexes behind foreign keys, pgvector indexes.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use zoark_tests::TestApp;
+
+/// Tables that are not owned by one organization, each for a reason.
+const GLOBAL_TABLES: &[&str] = &[
+    "organizations", // the tenants themselves
+    "users",         // one identity may belong to several organizations through memberships
+];
+
+async fn strings(app: &TestApp, sql: &'static str) -> BTreeSet<String> {
+    sqlx::query_scalar::<_, String>(sql)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test]
+async fn every_tenant_owned_table_has_a_non_null_organization_id() {
+    let app = TestApp::spawn().await;
+    let tables = strings(
+        &app,
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' AND table_name <> '_sqlx_migrations'",
+    )
+    .await;
+    assert!(
+        tables.len() >= 30,
+        "the domain model has {} tables: {tables:?}",
+        tables.len()
+    );
+    let with_org = strings(
+        &app,
+        "SELECT table_name::text FROM information_schema.columns
+         WHERE table_schema = 'public' AND column_name = 'organization_id' AND is_nullable = 'NO'",
+    )
+    .await;
+    let without: BTreeSet<_> = tables.difference(&with_org).cloned().collect();
+    let allowed: BTreeSet<_> = GLOBAL_TABLES.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(
+        without, allowed,
+        "tables without a NOT NULL organization_id must be listed in GLOBAL_TABLES with a reason"
+    );
+}
+
+#[tokio::test]
+async fn no_timestamp_is_stored_without_a_time_zone() {
+    let app = TestApp::spawn().await;
+    let naive = strings(
+        &app,
+        "SELECT table_name || '.' || column_name FROM information_schema.columns
+         WHERE table_schema = 'public' AND data_type IN ('timestamp without time zone', 'time with time zone')",
+    )
+    .await;
+    assert!(naive.is_empty(), "use timestamptz: {naive:?}");
+}
+
+#[tokio::test]
+async fn every_id_is_a_uuid_defaulting_to_uuid_v7() {
+    let app = TestApp::spawn().await;
+    let bad = strings(
+        &app,
+        "SELECT c.table_name || ' ' || c.data_type || ' ' || coalesce(c.column_default, 'no default')
+         FROM information_schema.columns c
+         JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+         WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' AND c.column_name = 'id'
+           AND (c.data_type <> 'uuid' OR coalesce(c.column_default, '') NOT LIKE 'uuid_generate_v7()%')",
+    )
+    .await;
+    assert!(
+        bad.is_empty(),
+        "ids must be uuid DEFAULT uuid_generate_v7(): {bad:?}"
+    );
+
+    let ids: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT uuid_generate_v7() FROM generate_series(1, 50)")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(ids.iter().all(|id| id.get_version_num() == 7), "version 7");
+    assert!(
+        ids.iter()
+            .all(|id| id.get_variant() == uuid::Variant::RFC4122),
+        "RFC 9562 variant"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (secs, nanos) = ids[0].get_timestamp().unwrap().to_unix();
+    let ms = secs * 1000 + u64::from(nanos) / 1_000_000;
+    assert!(
+        now_ms.abs_diff(ms) < 60_000,
+        "the embedded timestamp is now"
+    );
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 50, "unique");
+}
+
+#[tokio::test]
+async fn every_foreign_key_is_backed_by_an_index() {
+    let app = TestApp::spawn().await;
+    // A foreign key is covered when some index's leading columns are exactly its columns (in any order).
+    let uncovered = strings(
+        &app,
+        "SELECT c.conrelid::regclass::text || ' ' || c.conname
+         FROM pg_constraint c
+         WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace
+           AND NOT EXISTS (
+             SELECT 1 FROM pg_index i
+             WHERE i.indrelid = c.conrelid
+               AND (SELECT array_agg(k ORDER BY k) FROM unnest((i.indkey::int2[])[0:cardinality(c.conkey) - 1]) k)
+                 = (SELECT array_agg(k ORDER BY k) FROM unnest(c.conkey) k)
+           )",
+    )
+    .await;
+    assert!(
+        uncovered.is_empty(),
+        "foreign keys without an index (deletes of the parent would scan): {uncovered:?}"
+    );
+}
+
+#[tokio::test]
+async fn document_chunks_have_hnsw_vector_indexes() {
+    let app = TestApp::spawn().await;
+    let hnsw = strings(
+        &app,
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' AND indexdef ILIKE '%USING hnsw%'",
+    )
+    .await;
+    assert!(
+        !hnsw.is_empty(),
+        "an HNSW index on the RAG chunks' embeddings"
+    );
+    let extensions = strings(&app, "SELECT extname::text FROM pg_extension").await;
+    for ext in ["vector", "pgcrypto", "hstore"] {
+        assert!(extensions.contains(ext), "extension {ext}");
+    }
+}
+
+#[test]
+fn migration_files_are_named_timestamp_verb_noun() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    for name in &names {
+        let (stamp, rest) = name.split_at(14.min(name.len()));
+        assert!(
+            stamp.len() == 14 && stamp.bytes().all(|b| b.is_ascii_digit()),
+            "{name}: YYYYMMDDHHMMSS prefix"
+        );
+        let words: Vec<&str> = rest
+            .trim_start_matches('_')
+            .trim_end_matches(".sql")
+            .split('_')
+            .collect();
+        assert!(
+            rest.starts_with('_') && rest.ends_with(".sql") && words.len() >= 2,
+            "{name}: _verb_noun.sql"
+        );
+        assert!(
+            words.iter().all(|w| !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())),
+            "{name}"
+        );
+    }
+}
