@@ -1,6 +1,11 @@
 //! Database access: the pool, the one migration entry point, and plain sqlx query functions
 //! taking `&mut PgConnection` so callers compose them in one transaction.
 
+pub mod dev_seed;
+pub mod memberships;
+pub mod organizations;
+pub mod users;
+
 use std::time::Duration;
 
 use sqlx::{
