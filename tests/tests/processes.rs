@@ -115,6 +115,7 @@ async fn zoark_api_serves_on_port_and_exits_cleanly_on_sigterm() {
         ],
     );
     api.wait_for_line("zoark-api listening", Duration::from_secs(20));
+    zoark_core::telemetry::install_crypto_provider();
     let ready = reqwest::get(format!("http://127.0.0.1:{port}/health/ready"))
         .await
         .unwrap();

@@ -42,6 +42,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             Ok(())
         })
         .await?;
+    // A monitor without workers returns at once; the process still runs until told to stop.
+    shutdown.cancelled().await;
     pool.close().await;
     tracing::info!("zoark-worker stopped");
     Ok(())

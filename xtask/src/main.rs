@@ -93,6 +93,15 @@ fn workspace_root() -> Result<PathBuf> {
 }
 
 fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
+    // Process tests run the real binaries: build them first so they are never stale.
+    let status = std::process::Command::new("cargo")
+        .args(["build", "--workspace", "--bins"])
+        .current_dir(root)
+        .status()
+        .context("building the binaries")?;
+    if !status.success() {
+        bail!("building the binaries failed");
+    }
     let pg = postgres::provision(root)?;
     pg.drop_test_databases()?;
     let url = pg.url("postgres");
