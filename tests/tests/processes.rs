@@ -55,6 +55,14 @@ fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
     Running { child, lines: rx }
 }
 
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the process running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Running {
     fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
@@ -73,7 +81,7 @@ impl Running {
         );
     }
 
-    fn terminate_and_wait(mut self, within: Duration) -> std::process::ExitStatus {
+    fn terminate_and_wait(&mut self, within: Duration) -> std::process::ExitStatus {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -105,7 +113,7 @@ fn free_port() -> u16 {
 async fn zoark_api_serves_on_port_and_exits_cleanly_on_sigterm() {
     let db = TestDatabase::create().await.unwrap();
     let port = free_port().to_string();
-    let api = start(
+    let mut api = start(
         "zoark-api",
         &["serve"],
         &[
@@ -127,7 +135,7 @@ async fn zoark_api_serves_on_port_and_exits_cleanly_on_sigterm() {
 #[tokio::test]
 async fn zoark_worker_starts_and_exits_cleanly_on_sigterm() {
     let db = TestDatabase::create().await.unwrap();
-    let worker = start("zoark-worker", &[], &[("DATABASE_URL", &db.url)]);
+    let mut worker = start("zoark-worker", &[], &[("DATABASE_URL", &db.url)]);
     worker.wait_for_line("zoark-worker started", Duration::from_secs(20));
     let status = worker.terminate_and_wait(Duration::from_secs(30));
     assert!(status.success(), "exit status {status}");
@@ -136,7 +144,7 @@ async fn zoark_worker_starts_and_exits_cleanly_on_sigterm() {
 #[tokio::test]
 async fn zoark_scheduler_takes_leadership_and_exits_cleanly_on_sigterm() {
     let db = TestDatabase::create().await.unwrap();
-    let scheduler = start("zoark-scheduler", &[], &[("DATABASE_URL", &db.url)]);
+    let mut scheduler = start("zoark-scheduler", &[], &[("DATABASE_URL", &db.url)]);
     scheduler.wait_for_line("is the leader", Duration::from_secs(20));
     let status = scheduler.terminate_and_wait(Duration::from_secs(30));
     assert!(status.success(), "exit status {status}");
