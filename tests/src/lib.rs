@@ -158,7 +158,9 @@ impl TestApp {
         let deadline = tokio::time::Instant::now() + timeout;
         let result = loop {
             let pending: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued', 'Running') AND run_at <= now()",
+                "SELECT count(*) FROM apalis.jobs
+                 WHERE (status IN ('Pending', 'Queued', 'Running') OR (status = 'Failed' AND attempts < max_attempts))
+                   AND run_at <= now()",
             )
             .fetch_one(&self.pool)
             .await

@@ -183,41 +183,59 @@ fn migration_files_are_named_timestamp_verb_noun() {
 async fn a_row_cannot_point_at_another_tenants_row() {
     let app = TestApp::spawn().await;
     let mut tx = app.pool.begin().await.unwrap();
-    let org_a = zoark_core::db::organizations::insert(&mut tx, "A").await.unwrap();
-    let org_b = zoark_core::db::organizations::insert(&mut tx, "B").await.unwrap();
-    let project_a: uuid::Uuid = sqlx::query_scalar("INSERT INTO projects (organization_id, name) VALUES ($1, 'p') RETURNING id")
-        .bind(org_a)
-        .fetch_one(&mut *tx)
+    let org_a = zoark_core::db::organizations::insert(&mut tx, "A")
         .await
         .unwrap();
-    tx.commit().await.unwrap();
-    let err = sqlx::query("INSERT INTO tasks (organization_id, project_id, title) VALUES ($1, $2, 't')")
-        .bind(org_b)
-        .bind(project_a)
-        .execute(&app.pool)
+    let org_b = zoark_core::db::organizations::insert(&mut tx, "B")
         .await
-        .unwrap_err();
-    assert_eq!(err.as_database_error().unwrap().code().as_deref(), Some("23503"), "{err}");
+        .unwrap();
+    let project_a: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO projects (organization_id, name) VALUES ($1, 'p') RETURNING id",
+    )
+    .bind(org_a)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let err =
+        sqlx::query("INSERT INTO tasks (organization_id, project_id, title) VALUES ($1, $2, 't')")
+            .bind(org_b)
+            .bind(project_a)
+            .execute(&app.pool)
+            .await
+            .unwrap_err();
+    assert_eq!(
+        err.as_database_error().unwrap().code().as_deref(),
+        Some("23503"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn work_history_is_append_only_but_survives_the_deletion_of_its_actor() {
     let app = TestApp::spawn().await;
     let mut tx = app.pool.begin().await.unwrap();
-    let org = zoark_core::db::organizations::insert(&mut tx, "A").await.unwrap();
-    let user = zoark_core::db::users::insert(&mut tx, "ann@example.com", "Ann", "$argon2id$v=19$x").await.unwrap();
-    let project: uuid::Uuid = sqlx::query_scalar("INSERT INTO projects (organization_id, name) VALUES ($1, 'p') RETURNING id")
-        .bind(org)
-        .fetch_one(&mut *tx)
+    let org = zoark_core::db::organizations::insert(&mut tx, "A")
         .await
         .unwrap();
-    let task: uuid::Uuid =
-        sqlx::query_scalar("INSERT INTO tasks (organization_id, project_id, title) VALUES ($1, $2, 't') RETURNING id")
-            .bind(org)
-            .bind(project)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+    let user = zoark_core::db::users::insert(&mut tx, "ann@example.com", "Ann", "$argon2id$v=19$x")
+        .await
+        .unwrap();
+    let project: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO projects (organization_id, name) VALUES ($1, 'p') RETURNING id",
+    )
+    .bind(org)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    let task: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO tasks (organization_id, project_id, title) VALUES ($1, $2, 't') RETURNING id",
+    )
+    .bind(org)
+    .bind(project)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
     sqlx::query("INSERT INTO task_work_history (organization_id, task_id, actor_user_id, action) VALUES ($1, $2, $3, 'moved')")
         .bind(org)
         .bind(task)
@@ -227,28 +245,67 @@ async fn work_history_is_append_only_but_survives_the_deletion_of_its_actor() {
         .unwrap();
     tx.commit().await.unwrap();
 
-    let err = sqlx::query("UPDATE task_work_history SET action = 'rewritten'").execute(&app.pool).await.unwrap_err();
+    let err = sqlx::query("UPDATE task_work_history SET action = 'rewritten'")
+        .execute(&app.pool)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
 
-    sqlx::query("DELETE FROM users WHERE id = $1").bind(user).execute(&app.pool).await.unwrap();
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(user)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let (action, actor): (String, Option<uuid::Uuid>) =
-        sqlx::query_as("SELECT action, actor_user_id FROM task_work_history").fetch_one(&app.pool).await.unwrap();
-    assert_eq!((action.as_str(), actor), ("moved", None), "history kept, actor forgotten");
+        sqlx::query_as("SELECT action, actor_user_id FROM task_work_history")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (action.as_str(), actor),
+        ("moved", None),
+        "history kept, actor forgotten"
+    );
 }
 
 #[tokio::test]
 async fn the_development_organization_is_created_once_with_a_working_password() {
     let app = TestApp::spawn().await;
-    let created = zoark_core::db::dev_seed::ensure_dev_organization(&app.pool).await.unwrap().expect("first run creates it");
+    let created = zoark_core::db::dev_seed::ensure_dev_organization(&app.pool)
+        .await
+        .unwrap()
+        .expect("first run creates it");
     assert!(created.password.len() >= 20);
-    assert!(zoark_core::db::dev_seed::ensure_dev_organization(&app.pool).await.unwrap().is_none(), "second run is a no-op");
+    assert!(
+        zoark_core::db::dev_seed::ensure_dev_organization(&app.pool)
+            .await
+            .unwrap()
+            .is_none(),
+        "second run is a no-op"
+    );
 
     let mut conn = app.pool.acquire().await.unwrap();
-    let user = zoark_core::db::users::find_id_by_email(&mut conn, "ADMIN@zoark.localhost").await.unwrap().unwrap();
-    let hash = zoark_core::db::users::password_hash(&mut conn, user).await.unwrap().unwrap();
-    assert!(zoark_core::crypto::verify_password(&created.password, &hash));
-    let orgs: i64 = sqlx::query_scalar("SELECT count(*) FROM organizations").fetch_one(&mut *conn).await.unwrap();
+    let user = zoark_core::db::users::find_id_by_email(&mut conn, "ADMIN@zoark.localhost")
+        .await
+        .unwrap()
+        .unwrap();
+    let hash = zoark_core::db::users::password_hash(&mut conn, user)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(zoark_core::crypto::verify_password(
+        &created.password,
+        &hash
+    ));
+    let orgs: i64 = sqlx::query_scalar("SELECT count(*) FROM organizations")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
     assert_eq!(orgs, 1);
-    let role: String = sqlx::query_scalar("SELECT role FROM memberships WHERE user_id = $1").bind(user).fetch_one(&mut *conn).await.unwrap();
+    let role: String = sqlx::query_scalar("SELECT role FROM memberships WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
     assert_eq!(role, "admin");
 }
