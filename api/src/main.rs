@@ -2,7 +2,7 @@
 //! the spec), and `dev-seed` (the development organization; refused in production).
 
 use clap::{Parser, Subcommand};
-use zoark_core::{Settings, telemetry};
+use zoark_core::{Settings, process};
 
 #[derive(Parser)]
 #[command(name = "zoark-api", version, about = "The Zoark HTTP API")]
@@ -31,28 +31,18 @@ async fn main() -> std::process::ExitCode {
         println!("{}", zoark_api::spec_json());
         return std::process::ExitCode::SUCCESS;
     }
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("zoark-api: configuration error: {e}");
-            return std::process::ExitCode::from(2);
-        }
+    let started = match process::start("zoark-api") {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    let _telemetry = telemetry::init("zoark-api", &settings);
+    let settings = started.settings;
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => zoark_api::serve(settings, zoark_core::shutdown::signal()).await,
         Command::Migrate => migrate(&settings).await,
         Command::DevSeed => dev_seed(&settings).await,
         Command::Openapi => Ok(()),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "zoark-api failed");
-            eprintln!("zoark-api: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    process::exit("zoark-api", result)
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {

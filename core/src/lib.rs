@@ -3,6 +3,7 @@
 
 pub mod crypto;
 pub mod db;
+pub mod process;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

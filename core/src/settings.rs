@@ -313,42 +313,24 @@ impl Settings {
             r.parse_or("ZOARK_EMAIL_TRANSPORT", EmailTransport::Console)?;
 
         if prod {
-            match &jwt_secret {
-                None => {
-                    return Err(dev_default(
-                        "ZOARK_JWT_SECRET",
-                        "it is not set (use 64 random bytes, e.g. `openssl rand -base64 64`)",
-                    ));
-                }
-                Some(s) if s == DEV_JWT_SECRET => {
-                    return Err(dev_default(
-                        "ZOARK_JWT_SECRET",
-                        "it is the development secret",
-                    ));
-                }
-                Some(s) if s.len() < 32 => {
-                    return Err(SettingsError::Invalid {
-                        var: "ZOARK_JWT_SECRET",
-                        reason: "must be at least 32 characters".into(),
-                    });
-                }
-                Some(_) => {}
+            let jwt = production_secret(
+                "ZOARK_JWT_SECRET",
+                jwt_secret.as_deref(),
+                DEV_JWT_SECRET,
+                "use 64 random bytes, e.g. `openssl rand -base64 64`",
+            )?;
+            if jwt.len() < 32 {
+                return Err(SettingsError::Invalid {
+                    var: "ZOARK_JWT_SECRET",
+                    reason: "must be at least 32 characters".into(),
+                });
             }
-            match &encryption_key {
-                None => {
-                    return Err(dev_default(
-                        "ZOARK_ENCRYPTION_KEY",
-                        "it is not set (32 random bytes, base64)",
-                    ));
-                }
-                Some(s) if s == DEV_ENCRYPTION_KEY => {
-                    return Err(dev_default(
-                        "ZOARK_ENCRYPTION_KEY",
-                        "it is the development key",
-                    ));
-                }
-                Some(_) => {}
-            }
+            production_secret(
+                "ZOARK_ENCRYPTION_KEY",
+                encryption_key.as_deref(),
+                DEV_ENCRYPTION_KEY,
+                "32 random bytes, base64: `openssl rand -base64 32`",
+            )?;
             if public_url.scheme() != "https" {
                 return Err(dev_default(
                     "ZOARK_PUBLIC_URL",
@@ -583,6 +565,20 @@ impl EncryptionKey {
                 reason: format!("must decode to 32 bytes, got {}", b.len()),
             })?;
         Ok(Self(key))
+    }
+}
+
+/// A secret production must set, and not to the development value.
+fn production_secret<'a>(
+    var: &'static str,
+    value: Option<&'a str>,
+    development_value: &str,
+    how: &str,
+) -> Result<&'a str, SettingsError> {
+    match value {
+        None => Err(dev_default(var, &format!("it is not set ({how})"))),
+        Some(v) if v == development_value => Err(dev_default(var, "it is the development value")),
+        Some(v) => Ok(v),
     }
 }
 
