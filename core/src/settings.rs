@@ -490,34 +490,33 @@ impl Settings {
                 dimensions: r.parse_or("ZOARK_EMBEDDING_DIMENSIONS", 1536)?,
             },
             oauth: OAuthSettings {
-                google: OAuthClient {
-                    client_id: r.get("ZOARK_GOOGLE_CLIENT_ID"),
-                    client_secret: r.get("ZOARK_GOOGLE_CLIENT_SECRET").map(SecretString::from),
-                    authorize_url: r.parse_or_else("ZOARK_GOOGLE_AUTHORIZE_URL", || {
-                        Url::parse("https://accounts.google.com/o/oauth2/v2/auth")
-                    })?,
-                    token_url: r.parse_or_else("ZOARK_GOOGLE_TOKEN_URL", || {
-                        Url::parse("https://oauth2.googleapis.com/token")
-                    })?,
-                    api_base_url: r.parse_or_else("ZOARK_GMAIL_API_BASE_URL", || {
-                        Url::parse("https://gmail.googleapis.com/")
-                    })?,
-                },
-                microsoft: OAuthClient {
-                    client_id: r.get("ZOARK_MICROSOFT_CLIENT_ID"),
-                    client_secret: r
-                        .get("ZOARK_MICROSOFT_CLIENT_SECRET")
-                        .map(SecretString::from),
-                    authorize_url: r.parse_or_else("ZOARK_MICROSOFT_AUTHORIZE_URL", || {
-                        Url::parse("https://login.microsoftonline.com/common/oauth2/v2.0/authorize")
-                    })?,
-                    token_url: r.parse_or_else("ZOARK_MICROSOFT_TOKEN_URL", || {
-                        Url::parse("https://login.microsoftonline.com/common/oauth2/v2.0/token")
-                    })?,
-                    api_base_url: r.parse_or_else("ZOARK_GRAPH_API_BASE_URL", || {
-                        Url::parse("https://graph.microsoft.com/v1.0/")
-                    })?,
-                },
+                google: r.oauth_client(
+                    ["ZOARK_GOOGLE_CLIENT_ID", "ZOARK_GOOGLE_CLIENT_SECRET"],
+                    (
+                        "ZOARK_GOOGLE_AUTHORIZE_URL",
+                        "https://accounts.google.com/o/oauth2/v2/auth",
+                    ),
+                    (
+                        "ZOARK_GOOGLE_TOKEN_URL",
+                        "https://oauth2.googleapis.com/token",
+                    ),
+                    ("ZOARK_GMAIL_API_BASE_URL", "https://gmail.googleapis.com/"),
+                )?,
+                microsoft: r.oauth_client(
+                    ["ZOARK_MICROSOFT_CLIENT_ID", "ZOARK_MICROSOFT_CLIENT_SECRET"],
+                    (
+                        "ZOARK_MICROSOFT_AUTHORIZE_URL",
+                        "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+                    ),
+                    (
+                        "ZOARK_MICROSOFT_TOKEN_URL",
+                        "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+                    ),
+                    (
+                        "ZOARK_GRAPH_API_BASE_URL",
+                        "https://graph.microsoft.com/v1.0/",
+                    ),
+                )?,
             },
             storage: StorageSettings {
                 local_dir: r
@@ -593,7 +592,27 @@ struct Reader<'a> {
     src: &'a dyn Source,
 }
 
+type UrlVar = (&'static str, &'static str);
+
 impl Reader<'_> {
+    /// One OAuth provider: client credentials and its three URLs (each overridable for tests).
+    fn oauth_client(
+        &self,
+        [id, secret]: [&'static str; 2],
+        authorize: UrlVar,
+        token: UrlVar,
+        api: UrlVar,
+    ) -> Result<OAuthClient, SettingsError> {
+        let url = |(var, default): UrlVar| self.parse_or_else(var, || Url::parse(default));
+        Ok(OAuthClient {
+            client_id: self.get(id),
+            client_secret: self.get(secret).map(SecretString::from),
+            authorize_url: url(authorize)?,
+            token_url: url(token)?,
+            api_base_url: url(api)?,
+        })
+    }
+
     fn get(&self, var: &str) -> Option<String> {
         self.src.get(var)
     }
