@@ -291,3 +291,38 @@ impl ApiResponse for ApiError {
         Problem::register(registry);
     }
 }
+
+/// A problem document as an explicit response variant of an operation's `ApiResponse`, for
+/// expected outcomes that are not errors of the handler (e.g. readiness answering 503).
+#[derive(Debug)]
+pub struct ProblemJson(pub Problem);
+
+impl ProblemJson {
+    /// The problem of `err`, quoting the request id.
+    pub fn new(err: &ApiError, request_id: &str) -> Self {
+        let mut problem = err.to_problem();
+        problem.request_id = Some(request_id.to_owned());
+        Self(problem)
+    }
+}
+
+impl poem_openapi::payload::Payload for ProblemJson {
+    const CONTENT_TYPE: &'static str = PROBLEM_JSON;
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        Problem::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+impl poem::IntoResponse for ProblemJson {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.0).unwrap_or_else(|_| b"{}".to_vec());
+        Response::builder()
+            .header(header::CONTENT_TYPE, PROBLEM_JSON)
+            .body(body)
+    }
+}

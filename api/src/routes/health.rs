@@ -6,7 +6,12 @@ use poem_openapi::{
     payload::{Json, PlainText},
 };
 
-use crate::{error::ApiError, routes::ApiTags, state::AppState};
+use crate::{
+    error::{ApiError, ProblemJson},
+    middleware::RequestId,
+    routes::ApiTags,
+    state::AppState,
+};
 
 pub struct HealthApi;
 
@@ -24,6 +29,9 @@ pub enum ReadyResponse {
     /// The database answers: the instance can serve traffic.
     #[oai(status = 200)]
     Ready(Json<HealthStatus>),
+    /// The database does not answer (`database_unavailable`); take the instance out of rotation.
+    #[oai(status = 503)]
+    NotReady(ProblemJson),
 }
 
 #[OpenApi(tag = "ApiTags::Health")]
@@ -45,18 +53,19 @@ impl HealthApi {
     /// problem+json (`database_unavailable`) while it does not. It recovers on its own when the
     /// database comes back; no restart is needed.
     #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
-    async fn ready(&self, state: Data<&AppState>) -> Result<ReadyResponse, ApiError> {
+    async fn ready(&self, state: Data<&AppState>, request_id: Data<&RequestId>) -> ReadyResponse {
         match zoark_core::db::ping(&state.pool).await {
-            Ok(()) => Ok(ReadyResponse::Ready(Json(HealthStatus {
+            Ok(()) => ReadyResponse::Ready(Json(HealthStatus {
                 status: "ok".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
-            }))),
+            })),
             Err(error) => {
                 tracing::warn!(%error, "readiness check failed");
-                Err(ApiError::Unavailable {
+                let unavailable = ApiError::Unavailable {
                     code: "database_unavailable",
                     detail: "The database is not reachable.".into(),
-                })
+                };
+                ReadyResponse::NotReady(ProblemJson::new(&unavailable, &request_id.0.0))
             }
         }
     }
