@@ -247,6 +247,36 @@ mod stack_tests {
         }
     }
 
+    struct BrokenApi;
+
+    #[OpenApi]
+    impl BrokenApi {
+        #[oai(path = "/broken", method = "get")]
+        #[allow(clippy::panic)]
+        async fn broken(&self) -> Json<String> {
+            panic!("a bug with a secret=hunter2 in its message")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_an_opaque_500_problem_and_the_server_keeps_serving() {
+        let service = OpenApiService::new(BrokenApi, "t", "1");
+        let client = TestClient::new(Route::new().nest("/", service).with(RequestContext));
+        for _ in 0..2 {
+            let resp = client.get("/broken").send().await;
+            assert_eq!(resp.0.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(resp.0.headers().contains_key("x-request-id"));
+            let body = resp.0.into_body().into_string().await.unwrap();
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(value["code"], "internal_error");
+            assert!(value["request_id"].is_string());
+            assert!(
+                !body.contains("hunter2"),
+                "the body reveals nothing: {body}"
+            );
+        }
+    }
+
     fn client() -> TestClient<impl poem::Endpoint> {
         let service = OpenApiService::new(CardsApi, "t", "1");
         TestClient::new(Route::new().nest("/", service).with(RequestContext))

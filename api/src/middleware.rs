@@ -1,8 +1,9 @@
 //! The outermost middleware: request id, tracing span, HTTP metrics, and the conversion of every
-//! error into problem+json. Every response, success or failure, carries `x-request-id`.
+//! error (and every handler panic) into problem+json. Every response, success or failure, carries `x-request-id`.
 
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, http::HeaderValue};
 use poem_openapi::OperationId;
 use tracing::Instrument;
@@ -57,7 +58,18 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             request_id = %request_id,
         );
         let started = Instant::now();
-        let result = self.inner.call(req).instrument(span.clone()).await;
+        // A panicking handler is a bug: answer 500 problem+json like any other, keep serving.
+        let result = std::panic::AssertUnwindSafe(self.inner.call(req).instrument(span.clone()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                Err(ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into())
+            });
         let (mut response, operation) = match result {
             Ok(output) => {
                 let response = output.into_response();
