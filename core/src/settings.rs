@@ -825,6 +825,29 @@ mod tests {
     }
 
     #[test]
+    fn every_variable_read_here_is_documented_in_env_example() {
+        let source = include_str!("settings.rs");
+        let example = include_str!("../../deploy/.env.example");
+        let mut missing = Vec::new();
+        for chunk in source.split('"').skip(1).step_by(2) {
+            let is_var = chunk == "DATABASE_URL"
+                || chunk == "PORT"
+                || chunk == "SENTRY_DSN"
+                || (chunk.starts_with("ZOARK_")
+                    && chunk
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit()));
+            if is_var && !example.lines().any(|l| l.starts_with(&format!("{chunk}="))) {
+                missing.push(chunk);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "document in deploy/.env.example: {missing:?}"
+        );
+    }
+
+    #[test]
     fn secrets_never_print() {
         let s = Settings::from_source(&env(&[(
             "DATABASE_URL",
