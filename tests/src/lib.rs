@@ -9,6 +9,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod db;
+pub mod peers;
 pub mod proxy;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -42,6 +43,14 @@ pub struct TestAppBuilder {
 impl TestAppBuilder {
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Points every external HTTP client at the given wiremock peers.
+    pub fn peers(mut self, peers: &peers::Peers) -> Self {
+        for (key, value) in peers.env() {
+            self.env.insert(key.to_owned(), value);
+        }
         self
     }
 

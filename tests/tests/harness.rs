@@ -64,3 +64,32 @@ async fn drain_jobs_reports_a_job_that_no_worker_takes_instead_of_hanging_or_pas
         .unwrap_err();
     assert!(err.to_string().contains("1 job(s) still pending"), "{err}");
 }
+
+#[tokio::test]
+async fn wiremock_peers_replace_every_external_http_service_in_the_settings() {
+    let peers = zoark_tests::peers::Peers::start().await;
+    let app = TestApp::builder().peers(&peers).spawn().await;
+    let s = &app.settings;
+    assert!(s.llm.base_url.as_str().starts_with(&peers.llm.uri()));
+    assert!(
+        s.embeddings
+            .provider
+            .base_url
+            .as_str()
+            .starts_with(&peers.embeddings.uri())
+    );
+    for url in [
+        &s.oauth.google.authorize_url,
+        &s.oauth.google.token_url,
+        &s.oauth.google.api_base_url,
+    ] {
+        assert!(url.as_str().starts_with(&peers.google.uri()), "{url}");
+    }
+    for url in [
+        &s.oauth.microsoft.authorize_url,
+        &s.oauth.microsoft.token_url,
+        &s.oauth.microsoft.api_base_url,
+    ] {
+        assert!(url.as_str().starts_with(&peers.microsoft.uri()), "{url}");
+    }
+}

@@ -136,7 +136,12 @@ async fn zoark_api_serves_on_port_and_exits_cleanly_on_sigterm() {
 async fn zoark_worker_starts_and_exits_cleanly_on_sigterm() {
     let db = TestDatabase::create().await.unwrap();
     let mut worker = start("zoark-worker", &[], &[("DATABASE_URL", &db.url)]);
-    worker.wait_for_line("zoark-worker started", Duration::from_secs(20));
+    let line = worker.wait_for_line("zoark-worker started", Duration::from_secs(20));
+    let log: serde_json::Value =
+        serde_json::from_str(&line).expect("ZOARK_LOG_FORMAT=json writes one JSON object per line");
+    assert_eq!(log["level"], "INFO");
+    assert_eq!(log["target"], "zoark_worker");
+    assert!(log["timestamp"].is_string());
     let status = worker.terminate_and_wait(Duration::from_secs(30));
     assert!(status.success(), "exit status {status}");
 }
