@@ -14,6 +14,8 @@ pub struct TcpProxy {
 
 struct State {
     up: bool,
+    /// Accept connections but never forward a byte: a database that hangs.
+    stalled: bool,
     connections: CancellationToken,
 }
 
@@ -24,6 +26,7 @@ impl TcpProxy {
         let port = listener.local_addr()?.port();
         let state = Arc::new(Mutex::new(State {
             up: true,
+            stalled: false,
             connections: CancellationToken::new(),
         }));
         let stop = CancellationToken::new();
@@ -37,12 +40,19 @@ impl TcpProxy {
                 let Ok((mut inbound, _)) = accepted else {
                     continue;
                 };
-                let (up, token) = match s.lock() {
-                    Ok(g) => (g.up, g.connections.clone()),
+                let (up, stalled, token) = match s.lock() {
+                    Ok(g) => (g.up, g.stalled, g.connections.clone()),
                     Err(_) => return,
                 };
                 if !up {
                     drop(inbound);
+                    continue;
+                }
+                if stalled {
+                    tokio::spawn(async move {
+                        token.cancelled().await;
+                        drop(inbound);
+                    });
                     continue;
                 }
                 let target = target.clone();
@@ -69,10 +79,18 @@ impl TcpProxy {
         }
     }
 
+    /// Accepts connections and then hangs them, like an overloaded server.
+    pub fn stall(&self) {
+        if let Ok(mut g) = self.state.lock() {
+            g.stalled = true;
+        }
+    }
+
     /// Accepts connections again.
     pub fn restore(&self) {
         if let Ok(mut g) = self.state.lock() {
             g.up = true;
+            g.stalled = false;
         }
     }
 }

@@ -236,3 +236,54 @@ fn a_missing_database_url_is_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL is not set"));
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_before_zoark_api_exits() {
+    let db = TestDatabase::create().await.unwrap();
+    let url = url::Url::parse(&db.url).unwrap();
+    let proxy = zoark_tests::proxy::TcpProxy::start(format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port().unwrap()
+    ))
+    .await
+    .unwrap();
+    proxy.stall();
+    let mut proxied = url.clone();
+    proxied.set_port(Some(proxy.port)).unwrap();
+    let port = free_port().to_string();
+    let mut api = start(
+        "zoark-api",
+        &["serve"],
+        &[
+            ("DATABASE_URL", proxied.as_str()),
+            ("PORT", &port),
+            ("ZOARK_HOST", "127.0.0.1"),
+            ("ZOARK_DATABASE_ACQUIRE_TIMEOUT_SECS", "3"),
+        ],
+    );
+    api.wait_for_line("zoark-api listening", Duration::from_secs(20));
+
+    // The readiness check hangs on the stalled database for the 3 s acquire timeout.
+    zoark_core::telemetry::install_crypto_provider();
+    let in_flight = tokio::spawn(reqwest::get(format!(
+        "http://127.0.0.1:{port}/health/ready"
+    )));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let started = Instant::now();
+    let status =
+        tokio::task::spawn_blocking(move || api.terminate_and_wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert!(status.success(), "exit status {status}");
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request got its answer, not a reset");
+    assert_eq!(response.status(), 503);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the process waited for the request"
+    );
+}
