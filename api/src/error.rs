@@ -206,7 +206,9 @@ impl ApiError {
         }
         let status = err.status();
         match status {
-            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge { limit: 0 },
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge {
+                limit: crate::json::MAX_JSON_BYTES as u64,
+            },
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(err.to_string()),
             StatusCode::NOT_FOUND => Self::NotFound {
                 code: "not_found",

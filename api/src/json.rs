@@ -5,7 +5,7 @@
 //! `serde_path_to_error`, so a wrong type, an unknown enum value or a missing field is answered with
 //! a 422 naming the field (`items[2].status`), and broken JSON with a 400 giving line and column.
 
-use poem::{FromRequest, Request, RequestBody};
+use poem::{Request, RequestBody};
 use poem_openapi::{
     impl_apirequest_for_payload,
     payload::{ParsePayload, Payload},
@@ -45,8 +45,16 @@ impl<T: Type> Payload for JsonBody<T> {
 impl<T: Type + DeserializeOwned + Send> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
-    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let bytes = Vec::<u8>::from_request(request, body).await?;
+    async fn from_request(_request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        use tokio::io::AsyncReadExt as _;
+        // Read at most one byte past the limit, so an oversized body is never held in memory.
+        let mut bytes = Vec::new();
+        body.take()?
+            .into_async_read()
+            .take(MAX_JSON_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| ApiError::MalformedJson(format!("the body could not be read: {e}")))?;
         if bytes.len() > MAX_JSON_BYTES {
             return Err(ApiError::PayloadTooLarge {
                 limit: MAX_JSON_BYTES as u64,
@@ -358,6 +366,17 @@ mod stack_tests {
                 .contains("unknown field `extra`"),
             "{value}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413_problem() {
+        let huge = format!(
+            r#"{{"title":"{}","column":"active","people":1}}"#,
+            "x".repeat(super::MAX_JSON_BYTES)
+        );
+        let (status, value) = send(&huge, "application/json").await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(value["code"], "payload_too_large");
     }
 
     #[tokio::test]
