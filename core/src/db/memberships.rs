@@ -24,21 +24,3 @@ pub async fn insert(
     .await
     .map(|_| ())
 }
-
-/// The role of a user in an organization.
-///
-/// # Errors
-/// Database errors.
-pub async fn role(
-    conn: &mut PgConnection,
-    organization_id: Uuid,
-    user_id: Uuid,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!(
-        "SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2",
-        organization_id,
-        user_id
-    )
-    .fetch_optional(conn)
-    .await
-}
