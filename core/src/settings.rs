@@ -10,6 +10,9 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 /// Development-only JWT signing secret; refused in production.
+/// The queues a worker claims from when `ZOARK_WORKER_QUEUES` is not set.
+pub const DEFAULT_QUEUES: &str = "default=10,email=20,agents=5,indexing=2,maintenance=2";
+
 const DEV_JWT_SECRET: &str = "zoark-development-jwt-secret-do-not-use-in-production";
 /// Development-only AES-256 key (base64 of 32 bytes); refused in production.
 const DEV_ENCRYPTION_KEY: &str = "em9hcmstZGV2LWtleS1ub3QtZm9yLXByb2R1Y3Rpb24=";
@@ -124,6 +127,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub backup: BackupSettings,
     pub worker: WorkerSettings,
+    pub job_retention: JobRetention,
 }
 
 #[derive(Debug, Clone)]
@@ -237,9 +241,70 @@ pub struct BackupSettings {
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// Total concurrency of one worker process (per-queue limits come with the job engine).
-    pub concurrency: usize,
+    /// The queues this worker claims from, each with its concurrency.
+    pub queues: QueueConcurrency,
+    /// How long in-flight jobs may finish after SIGTERM before they are handed back.
     pub shutdown_timeout: Duration,
+    /// How often a worker proves it is alive (and rescues the jobs of dead ones).
+    pub heartbeat_interval: Duration,
+    /// A worker silent for this long is dead: its running jobs are rescued.
+    pub rescue_after: Duration,
+    /// The polling backstop behind LISTEN/NOTIFY wake-ups.
+    pub poll_interval: Duration,
+    /// The most jobs one claim takes from a queue.
+    pub claim_batch: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRetention {
+    /// Completed and cancelled jobs are pruned after this.
+    pub finished: Duration,
+    /// Discarded jobs are kept longer, for inspection and manual retry.
+    pub discarded: Duration,
+}
+
+/// `queue=concurrency` pairs, e.g. `default=10,email=20`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConcurrency(pub Vec<(String, usize)>);
+
+impl FromStr for QueueConcurrency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut queues: Vec<(String, usize)> = Vec::new();
+        for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, n) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not queue=concurrency"))?;
+            let name = name.trim();
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !valid {
+                return Err(format!(
+                    "`{name}` is not a queue name (lowercase, digits, _ and -)"
+                ));
+            }
+            let n: usize = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("the concurrency of `{name}` must be a positive integer"))?;
+            if n == 0 || n > 10_000 {
+                return Err(format!(
+                    "the concurrency of `{name}` must be between 1 and 10000"
+                ));
+            }
+            if queues.iter().any(|(q, _)| q == name) {
+                return Err(format!("queue `{name}` is listed twice"));
+            }
+            queues.push((name.to_owned(), n));
+        }
+        if queues.is_empty() {
+            return Err("at least one queue is needed".into());
+        }
+        Ok(Self(queues))
+    }
 }
 
 /// A source of variables: the process environment, or a map in tests.
@@ -530,9 +595,21 @@ impl Settings {
                 encryption_key: backup_key,
             },
             worker: WorkerSettings {
-                concurrency: r.parse_or("ZOARK_WORKER_CONCURRENCY", 10)?,
-                shutdown_timeout: Duration::from_secs(
-                    r.parse_or("ZOARK_WORKER_SHUTDOWN_TIMEOUT_SECS", 25)?,
+                queues: r.parse_or_else("ZOARK_WORKER_QUEUES", || {
+                    QueueConcurrency::from_str(DEFAULT_QUEUES)
+                })?,
+                shutdown_timeout: r.secs_or("ZOARK_WORKER_SHUTDOWN_TIMEOUT_SECS", 25)?,
+                heartbeat_interval: r.secs_or("ZOARK_WORKER_HEARTBEAT_SECS", 5)?,
+                rescue_after: r.secs_or("ZOARK_WORKER_RESCUE_AFTER_SECS", 20)?,
+                poll_interval: r.secs_or("ZOARK_WORKER_POLL_SECS", 5)?,
+                claim_batch: r.parse_or("ZOARK_WORKER_CLAIM_BATCH", 500)?,
+            },
+            job_retention: JobRetention {
+                finished: Duration::from_secs(
+                    3600 * r.parse_or::<u64>("ZOARK_JOBS_RETENTION_HOURS", 24)?,
+                ),
+                discarded: Duration::from_secs(
+                    86_400 * r.parse_or::<u64>("ZOARK_JOBS_DISCARDED_RETENTION_DAYS", 7)?,
                 ),
             },
         })
@@ -611,6 +688,17 @@ impl Reader<'_> {
             token_url: url(token)?,
             api_base_url: url(api)?,
         })
+    }
+
+    /// A positive number of seconds.
+    fn secs_or(&self, var: &'static str, default: u64) -> Result<Duration, SettingsError> {
+        match self.parse_or(var, default)? {
+            0 => Err(SettingsError::Invalid {
+                var,
+                reason: "must be at least 1 second".into(),
+            }),
+            secs => Ok(Duration::from_secs(secs)),
+        }
     }
 
     fn get(&self, var: &str) -> Option<String> {

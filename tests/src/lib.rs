@@ -19,6 +19,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use zoark_core::Settings;
+use zoark_worker::engine::{Engine, EngineConfig, Registry};
 
 pub use wiremock;
 
@@ -167,9 +168,9 @@ impl TestApp {
         let deadline = tokio::time::Instant::now() + timeout;
         let result = loop {
             let pending: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM apalis.jobs
-                 WHERE (status IN ('Pending', 'Queued', 'Running') OR (status = 'Failed' AND attempts < max_attempts))
-                   AND run_at <= now()",
+                "SELECT count(*) FROM jobs
+                 WHERE state = 'running'
+                    OR (state IN ('available', 'scheduled', 'retryable') AND run_at <= now())",
             )
             .fetch_one(&self.pool)
             .await
@@ -189,12 +190,49 @@ impl TestApp {
         result
     }
 
+    /// Starts a job engine in-process with `registry` on this app's database.
+    pub fn start_engine(&self, config: EngineConfig, registry: Registry) -> RunningEngine {
+        let token = CancellationToken::new();
+        let engine = Engine::new(self.pool.clone(), config, registry);
+        RunningEngine {
+            handle: tokio::spawn(engine.run(token.clone())),
+            token,
+        }
+    }
+
     /// Stops the API gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
+    }
+}
+
+/// Engine settings for tests: fast heartbeats and rescue, a slow poll (so wake-ups must come
+/// from NOTIFY and timers), short shutdown.
+pub fn engine_config(queues: &[(&str, usize)]) -> EngineConfig {
+    EngineConfig {
+        queues: queues.iter().map(|(q, n)| ((*q).to_owned(), *n)).collect(),
+        claim_batch: 100,
+        poll_interval: Duration::from_secs(60),
+        heartbeat_interval: Duration::from_millis(500),
+        rescue_after: Duration::from_secs(3),
+        shutdown_timeout: Duration::from_secs(2),
+    }
+}
+
+/// An engine running in this test process.
+pub struct RunningEngine {
+    token: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningEngine {
+    /// SIGTERM's equivalent: stop claiming, let in-flight jobs finish, hand the rest back.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.handle.await.unwrap().unwrap();
     }
 }
 

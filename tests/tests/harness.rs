@@ -54,7 +54,8 @@ async fn drain_jobs_returns_at_once_when_nothing_is_queued() {
 #[tokio::test]
 async fn drain_jobs_reports_a_job_that_no_worker_takes_instead_of_hanging_or_passing() {
     let app = TestApp::spawn().await;
-    sqlx::query("INSERT INTO apalis.jobs (job, id, job_type) VALUES ('\\x7b7d', 'orphan-1', 'no_such_kind')")
+    // A queue no worker serves: the job stays available.
+    sqlx::query("INSERT INTO jobs (kind, queue, args, max_attempts) VALUES ('diag.noop', 'unserved', '{}', 1)")
         .execute(&app.pool)
         .await
         .unwrap();

@@ -198,11 +198,11 @@ async fn zoark_api_migrate_brings_an_empty_database_to_the_current_schema() {
     assert!(again.status.success(), "migrate is idempotent");
 
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let apalis: bool = sqlx::query_scalar("SELECT to_regclass('apalis.jobs') IS NOT NULL")
+    let jobs: bool = sqlx::query_scalar("SELECT to_regclass('public.jobs') IS NOT NULL")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert!(apalis, "the job queue's schema is migrated too");
+    assert!(jobs, "the job queue's schema is migrated too");
     pool.close().await;
     sqlx::Executor::execute(
         &mut admin,

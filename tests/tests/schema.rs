@@ -13,6 +13,10 @@ const GLOBAL_TABLES: &[&str] = &[
     "users",                 // one identity may belong to several organizations through memberships
     "password_reset_tokens", // a password belongs to the user, not to one organization
     "backups",               // whole-database backups are the platform's, not a tenant's
+    "jobs",        // tenant jobs carry organization_id; platform jobs (maintenance) have none
+    "job_workers", // worker processes serve every tenant
+    "cron_ticks",  // the static cron table is the platform's
+    "job_diagnostics", // written by diagnostic job kinds, not tenant data
 ];
 
 async fn strings(app: &TestApp, sql: &'static str) -> BTreeSet<String> {

@@ -1,13 +1,14 @@
-//! zoark-worker: the process that runs jobs. One apalis worker per job kind, registered in
-//! [`handlers`]; each handler file mirrors its contract in `zoark-jobs`.
+//! zoark-worker: the process that runs jobs. [`engine`] claims them from Postgres and runs them
+//! on apalis workers (one per queue); [`handlers`] has one handler per job kind, each file
+//! mirroring its contract in `zoark-jobs`.
 //!
 //! Start-up waits for the database and refuses to run against a schema older than this build.
 //! Shutdown (SIGTERM) stops claiming and lets in-flight jobs finish up to
 //! `ZOARK_WORKER_SHUTDOWN_TIMEOUT_SECS` (25 s by default).
 
+pub mod engine;
 pub mod handlers;
 
-use apalis::prelude::Monitor;
 use tokio_util::sync::CancellationToken;
 use zoark_core::Settings;
 
@@ -32,18 +33,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         pool: pool.clone(),
         settings: std::sync::Arc::new(settings),
     };
-    let monitor = Monitor::new().shutdown_timeout(ctx.settings.worker.shutdown_timeout);
-    let (monitor, kinds) = handlers::register(monitor, &ctx);
-    tracing::info!(job.kinds = ?kinds, "zoark-worker started");
-    let signal = shutdown.clone();
-    monitor
-        .run_with_signal(async move {
-            signal.cancelled().await;
-            Ok(())
-        })
+    let registry = handlers::registry(&ctx);
+    let config = engine::EngineConfig::from_settings(&ctx.settings.worker);
+    engine::Engine::new(pool.clone(), config, registry)
+        .run(shutdown)
         .await?;
-    // A monitor without workers returns at once; the process still runs until told to stop.
-    shutdown.cancelled().await;
     pool.close().await;
     tracing::info!("zoark-worker stopped");
     Ok(())

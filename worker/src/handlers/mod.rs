@@ -1,13 +1,13 @@
-//! One handler per job kind; `register` adds each kind's apalis worker to the monitor.
-//!
-//! The job engine (contracts in `zoark-jobs`, retries, timeouts, rescue) registers its kinds here.
-//! Until then the worker runs, stays connected and shuts down cleanly, with no kinds.
+//! One handler per job kind, in files mirroring `zoark-jobs`; [`registry`] lists them all.
 
-use apalis::prelude::Monitor;
+pub mod diag;
+pub mod maintenance;
 
-use crate::WorkerContext;
+use crate::{WorkerContext, engine::Registry};
 
-/// Registers every job kind's worker; returns the monitor and the kinds' names.
-pub fn register(monitor: Monitor, _ctx: &WorkerContext) -> (Monitor, Vec<&'static str>) {
-    (monitor, Vec::new())
+/// Every job kind this worker runs.
+pub fn registry(ctx: &WorkerContext) -> Registry {
+    let registry = Registry::new();
+    let registry = maintenance::register(registry, ctx);
+    diag::register(registry, ctx)
 }

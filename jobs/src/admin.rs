@@ -1,0 +1,262 @@
+//! The queries behind the jobs API and the dashboard: list, inspect, cancel, retry, queue
+//! statistics. Every function takes the tenant and never returns another tenant's job.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::JobState;
+
+/// One job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    pub id: Uuid,
+    pub organization_id: Option<Uuid>,
+    pub kind: String,
+    pub queue: String,
+    pub state: String,
+    pub args: serde_json::Value,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub unique_key: Option<String>,
+    pub errors: serde_json::Value,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters of `GET /api/v1/jobs`; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Jobs older than this id (ids are UUIDv7, so time-ordered): the page cursor.
+    pub before_id: Option<Uuid>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no such job")]
+    NotFound,
+    #[error("a {0} job cannot be {1}")]
+    WrongState(String, &'static str),
+    #[error("an unfinished job already holds this job's unique key")]
+    UniqueKeyHeld,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A page of a tenant's jobs, newest first.
+///
+/// # Errors
+/// A database error.
+pub async fn list(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    filter: &JobFilter,
+    limit: i64,
+) -> Result<Vec<JobRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        JobRecord,
+        r#"
+        SELECT id, organization_id, kind, queue, state, args, priority, attempt, max_attempts,
+               run_at, unique_key, errors, attempted_at, cancel_requested_at, finalized_at, created_at
+        FROM jobs
+        WHERE organization_id = $1
+          AND ($2::text IS NULL OR state = $2)
+          AND ($3::text IS NULL OR kind = $3)
+          AND ($4::text IS NULL OR queue = $4)
+          AND ($5::timestamptz IS NULL OR created_at >= $5)
+          AND ($6::timestamptz IS NULL OR created_at < $6)
+          AND ($7::uuid IS NULL OR id < $7)
+        ORDER BY id DESC
+        LIMIT $8
+        "#,
+        organization_id,
+        filter.state.map(JobState::as_str),
+        filter.kind.as_deref(),
+        filter.queue.as_deref(),
+        filter.created_after,
+        filter.created_before,
+        filter.before_id,
+        limit,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// One of the tenant's jobs.
+///
+/// # Errors
+/// [`AdminError::NotFound`] when it is not the tenant's (or does not exist).
+pub async fn get(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<JobRecord, AdminError> {
+    sqlx::query_as!(
+        JobRecord,
+        r#"
+        SELECT id, organization_id, kind, queue, state, args, priority, attempt, max_attempts,
+               run_at, unique_key, errors, attempted_at, cancel_requested_at, finalized_at, created_at
+        FROM jobs WHERE organization_id = $1 AND id = $2
+        "#,
+        organization_id,
+        id,
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(AdminError::NotFound)
+}
+
+/// Cancels a job: a job that has not started is `cancelled` at once; a running one is asked to
+/// stop (its worker hears `zoark_job_cancel`, or sees the request at its next heartbeat) and
+/// ends `cancelled` when it does.
+///
+/// # Errors
+/// [`AdminError::WrongState`] for a finished job.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    organization_id: Option<Uuid>,
+    id: Uuid,
+) -> Result<JobRecord, AdminError> {
+    let row = sqlx::query_as!(
+        JobRecord,
+        r#"
+        UPDATE jobs SET
+            state = CASE WHEN state = 'running' THEN 'running' ELSE 'cancelled' END,
+            finalized_at = CASE WHEN state = 'running' THEN NULL ELSE now() END,
+            cancel_requested_at = coalesce(cancel_requested_at, now())
+        WHERE organization_id IS NOT DISTINCT FROM $1 AND id = $2
+          AND state IN ('scheduled', 'available', 'retryable', 'running')
+        RETURNING id, organization_id, kind, queue, state, args, priority, attempt, max_attempts,
+                  run_at, unique_key, errors, attempted_at, cancel_requested_at, finalized_at, created_at
+        "#,
+        organization_id,
+        id,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(job) => {
+            if job.state == "running" {
+                sqlx::query!("SELECT pg_notify('zoark_job_cancel', $1)", id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(job)
+        }
+        None => Err(wrong_state(conn, organization_id, id, "cancelled").await),
+    }
+}
+
+/// Makes a job that is not running or waiting to run available now, with one more attempt if
+/// it had used them all.
+///
+/// # Errors
+/// [`AdminError::WrongState`] for a running or available job; [`AdminError::UniqueKeyHeld`] when
+/// another unfinished job holds its unique key.
+pub async fn retry(
+    conn: &mut PgConnection,
+    organization_id: Option<Uuid>,
+    id: Uuid,
+) -> Result<JobRecord, AdminError> {
+    let row = sqlx::query_as!(
+        JobRecord,
+        r#"
+        UPDATE jobs SET
+            state = 'available', run_at = now(), finalized_at = NULL, cancel_requested_at = NULL,
+            max_attempts = greatest(max_attempts, attempt + 1)
+        WHERE organization_id IS NOT DISTINCT FROM $1 AND id = $2
+          AND state IN ('discarded', 'cancelled', 'completed', 'retryable', 'scheduled')
+        RETURNING id, organization_id, kind, queue, state, args, priority, attempt, max_attempts,
+                  run_at, unique_key, errors, attempted_at, cancel_requested_at, finalized_at, created_at
+        "#,
+        organization_id,
+        id,
+    )
+    .fetch_optional(&mut *conn)
+    .await;
+    match row {
+        Ok(Some(job)) => Ok(job),
+        Ok(None) => Err(wrong_state(conn, organization_id, id, "retried").await),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(AdminError::UniqueKeyHeld),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn wrong_state(
+    conn: &mut PgConnection,
+    organization_id: Option<Uuid>,
+    id: Uuid,
+    action: &'static str,
+) -> AdminError {
+    let state = sqlx::query_scalar!(
+        "SELECT state FROM jobs WHERE organization_id IS NOT DISTINCT FROM $1 AND id = $2",
+        organization_id,
+        id,
+    )
+    .fetch_optional(conn)
+    .await;
+    match state {
+        Ok(Some(state)) => AdminError::WrongState(state, action),
+        Ok(None) => AdminError::NotFound,
+        Err(e) => e.into(),
+    }
+}
+
+/// Per-queue counts of a tenant's unfinished and finished jobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    pub scheduled: i64,
+    pub available: i64,
+    pub running: i64,
+    pub retryable: i64,
+    pub completed: i64,
+    pub discarded: i64,
+    pub cancelled: i64,
+    /// Seconds the oldest due, unclaimed job has waited; `None` when none waits.
+    pub oldest_available_age_secs: Option<f64>,
+}
+
+/// Queue statistics for one tenant, or for the whole platform when `organization_id` is `None`
+/// (the worker's metrics).
+///
+/// # Errors
+/// A database error.
+pub async fn queues(
+    conn: &mut PgConnection,
+    organization_id: Option<Uuid>,
+) -> Result<Vec<QueueStats>, sqlx::Error> {
+    sqlx::query_as!(
+        QueueStats,
+        r#"
+        SELECT queue AS "queue!",
+               count(*) FILTER (WHERE state = 'scheduled' AND run_at > now()) AS "scheduled!",
+               count(*) FILTER (WHERE state IN ('available', 'scheduled') AND run_at <= now()) AS "available!",
+               count(*) FILTER (WHERE state = 'running') AS "running!",
+               count(*) FILTER (WHERE state = 'retryable') AS "retryable!",
+               count(*) FILTER (WHERE state = 'completed') AS "completed!",
+               count(*) FILTER (WHERE state = 'discarded') AS "discarded!",
+               count(*) FILTER (WHERE state = 'cancelled') AS "cancelled!",
+               extract(epoch FROM now() - min(run_at) FILTER (
+                   WHERE state IN ('available', 'scheduled', 'retryable') AND run_at <= now()))::float8
+                   AS oldest_available_age_secs
+        FROM jobs
+        WHERE ($1::uuid IS NULL OR organization_id = $1)
+        GROUP BY queue
+        ORDER BY queue
+        "#,
+        organization_id,
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,119 @@
+//! The completer: every outcome of this worker goes through one channel and is written in
+//! batches — whatever is waiting when the previous write returns, up to `MAX_BATCH` — so an idle
+//! worker writes at once and a busy one amortises a round trip over hundreds of jobs.
+//!
+//! Each write is fenced on `(id, attempt, worker_id, state = 'running')`: an outcome for an
+//! attempt that was rescued or re-claimed meanwhile changes nothing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+const MAX_BATCH: usize = 2_000;
+
+/// The row change one attempt's outcome asks for.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub(crate) id: Uuid,
+    pub(crate) attempt: i32,
+    pub(crate) state: &'static str,
+    /// The next `run_at` for `retryable`, `scheduled` (snooze) and `available` (handed back).
+    pub(crate) run_at: Option<DateTime<Utc>>,
+    /// Appended to `errors` when present.
+    pub(crate) error: Option<serde_json::Value>,
+    /// -1 for outcomes that do not spend an attempt (snooze, hand-back).
+    pub(crate) attempt_delta: i32,
+}
+
+pub(crate) async fn run(
+    pool: PgPool,
+    worker_id: Uuid,
+    mut rx: mpsc::UnboundedReceiver<Completion>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        write_with_retry(&pool, worker_id, &batch).await;
+        batch.clear();
+    }
+}
+
+/// Keeps trying while Postgres is unreachable: an outcome is only lost if the process dies,
+/// and then the lease expires and the job is rescued (never silently dropped).
+async fn write_with_retry(pool: &PgPool, worker_id: Uuid, batch: &[Completion]) {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1.. {
+        match write(pool, worker_id, batch).await {
+            Ok(applied) => {
+                let stale = batch.len() as u64 - applied;
+                if stale > 0 {
+                    tracing::warn!(
+                        outcomes = stale,
+                        "outcomes for attempts this worker no longer holds were ignored"
+                    );
+                }
+                return;
+            }
+            Err(error) if attempt < 40 => {
+                tracing::warn!(%error, attempt, outcomes = batch.len(), "writing job outcomes failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    outcomes = batch.len(),
+                    "giving up writing job outcomes; the jobs will be rescued when this worker's lease expires"
+                );
+                return;
+            }
+        }
+    }
+}
+
+async fn write(pool: &PgPool, worker_id: Uuid, batch: &[Completion]) -> Result<u64, sqlx::Error> {
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut states = Vec::with_capacity(n);
+    let mut run_ats = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut deltas = Vec::with_capacity(n);
+    for c in batch {
+        ids.push(c.id);
+        attempts.push(c.attempt);
+        states.push(c.state.to_owned());
+        run_ats.push(c.run_at);
+        errors.push(c.error.clone());
+        deltas.push(c.attempt_delta);
+    }
+    // A job cancelled while running ends `cancelled` unless it completed or was discarded.
+    let result = sqlx::query!(
+        r#"
+        UPDATE jobs j SET
+            state = CASE WHEN j.cancel_requested_at IS NOT NULL AND d.state IN ('retryable', 'scheduled', 'available')
+                         THEN 'cancelled' ELSE d.state END,
+            finalized_at = CASE WHEN d.state IN ('completed', 'discarded', 'cancelled')
+                                  OR j.cancel_requested_at IS NOT NULL THEN now() END,
+            run_at = coalesce(d.run_at, j.run_at),
+            attempt = j.attempt + d.attempt_delta,
+            errors = CASE WHEN d.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(d.error) END,
+            worker_id = NULL
+        FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::int4[])
+             AS d(id, attempt, state, run_at, error, attempt_delta)
+        WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = $7
+        "#,
+        &ids,
+        &attempts,
+        &states,
+        &run_ats as &[Option<DateTime<Utc>>],
+        &errors as &[Option<serde_json::Value>],
+        &deltas,
+        worker_id,
+    )
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}

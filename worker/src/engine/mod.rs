@@ -1,0 +1,267 @@
+//! The job engine: Postgres is the queue, apalis is the runtime.
+//!
+//! One process registers itself in `job_workers`, then per configured queue runs a fetcher that
+//! claims due jobs with `FOR UPDATE SKIP LOCKED` (as many as the queue has free slots, up to
+//! the claim batch) and hands them to an apalis worker through [`backend::ClaimedJobs`]. Each job
+//! runs under a span, a timeout, a panic guard and a cancellation token ([`execute`]); its
+//! outcome goes to the completer, which writes outcomes in batches ([`complete`]). The waker
+//! ([`wake`]) turns `NOTIFY zoark_jobs_ready` and a slow poll into precise wake-ups, also for
+//! delayed jobs. The heartbeat ([`lease`]) keeps this worker's lease, rescues dead workers'
+//! jobs, and picks up cancellations the listener missed.
+
+mod backend;
+mod complete;
+mod execute;
+mod lease;
+pub mod registry;
+mod wake;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use apalis::prelude::WorkerBuilder;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use registry::{JobContext, JobError, JobResult, Registry};
+
+/// How one worker process behaves; `zoark_core::Settings` fills it in production, tests build
+/// it directly.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Queues and their concurrency.
+    pub queues: Vec<(String, usize)>,
+    pub claim_batch: usize,
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    pub rescue_after: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl EngineConfig {
+    pub fn from_settings(settings: &zoark_core::settings::WorkerSettings) -> Self {
+        Self {
+            queues: settings.queues.0.clone(),
+            claim_batch: settings.claim_batch.max(1),
+            poll_interval: settings.poll_interval,
+            heartbeat_interval: settings.heartbeat_interval,
+            rescue_after: settings.rescue_after,
+            shutdown_timeout: settings.shutdown_timeout,
+        }
+    }
+}
+
+/// A claimed job on its way to a handler; holds one slot of its queue until it finishes.
+pub(crate) struct Claimed {
+    pub(crate) id: Uuid,
+    pub(crate) organization_id: Option<Uuid>,
+    pub(crate) kind: String,
+    pub(crate) queue: String,
+    pub(crate) args: serde_json::Value,
+    pub(crate) attempt: i32,
+    pub(crate) max_attempts: i32,
+    pub(crate) run_at: DateTime<Utc>,
+    pub(crate) slot: OwnedSemaphorePermit,
+}
+
+/// Why a running job's token was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// A user cancelled it: it ends `cancelled`.
+    Cancelled,
+    /// Shutdown deadline: it goes back to `available` at once, its attempt not counted.
+    HandBack,
+    /// This worker lost its lease: the job was (or will be) rescued; write nothing.
+    LeaseLost,
+}
+
+pub(crate) struct InFlight {
+    pub(crate) token: CancellationToken,
+    pub(crate) reason: Option<StopReason>,
+}
+
+/// State shared by the fetchers, the running jobs, the completer and the heartbeat.
+pub(crate) struct Shared {
+    pub(crate) pool: PgPool,
+    pub(crate) worker_id: Uuid,
+    pub(crate) config: EngineConfig,
+    pub(crate) registry: Registry,
+    pub(crate) in_flight: Mutex<HashMap<Uuid, InFlight>>,
+    pub(crate) completions: mpsc::UnboundedSender<complete::Completion>,
+    pub(crate) wake: HashMap<String, Arc<Notify>>,
+}
+
+impl Shared {
+    /// Cancels running jobs, recording why; `ids = None` means every job of this worker.
+    pub(crate) fn stop_jobs(&self, ids: Option<&[Uuid]>, reason: StopReason) -> usize {
+        let Ok(mut in_flight) = self.in_flight.lock() else {
+            return 0;
+        };
+        let mut stopped = 0;
+        for (id, job) in in_flight.iter_mut() {
+            if ids.is_none_or(|ids| ids.contains(id)) && job.reason.is_none() {
+                job.reason = Some(reason);
+                job.token.cancel();
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+
+    fn in_flight_count(&self) -> usize {
+        self.in_flight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// A worker process's engine.
+pub struct Engine {
+    pool: PgPool,
+    config: EngineConfig,
+    registry: Registry,
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, config: EngineConfig, registry: Registry) -> Self {
+        Self {
+            pool,
+            config,
+            registry,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled; then stops claiming, gives in-flight jobs up to the
+    /// shutdown timeout, hands the rest back, flushes outcomes and deregisters.
+    ///
+    /// # Errors
+    /// When the worker cannot register itself.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let queue_names: Vec<String> = self.config.queues.iter().map(|(q, _)| q.clone()).collect();
+        let worker_id = lease::register(&self.pool, &hostname, &queue_names)
+            .await
+            .context("registering the worker")?;
+        let (completions, completion_rx) = mpsc::unbounded_channel();
+        let wake: HashMap<String, Arc<Notify>> = queue_names
+            .iter()
+            .map(|q| (q.clone(), Arc::new(Notify::new())))
+            .collect();
+        let shared = Arc::new(Shared {
+            pool: self.pool.clone(),
+            worker_id,
+            config: self.config.clone(),
+            registry: self.registry,
+            in_flight: Mutex::new(HashMap::new()),
+            completions,
+            wake,
+        });
+        tracing::info!(
+            worker.id = %worker_id,
+            job.kinds = ?shared.registry.kinds(),
+            queues = ?self.config.queues,
+            "job engine started"
+        );
+
+        // Stopping order: fetchers first (no new claims), then in-flight jobs, then the rest.
+        let stop_claiming = shutdown.child_token();
+        let stop_background = CancellationToken::new();
+        let completer = tokio::spawn(complete::run(self.pool.clone(), worker_id, completion_rx));
+        let mut background = JoinSet::new();
+        background.spawn(lease::run(
+            Arc::clone(&shared),
+            hostname,
+            stop_background.clone(),
+        ));
+        background.spawn(wake::run(Arc::clone(&shared), stop_background.clone()));
+        background.spawn(wake::report_queues(
+            Arc::clone(&shared),
+            stop_background.clone(),
+        ));
+
+        let mut workers = JoinSet::new();
+        for (queue, concurrency) in &self.config.queues {
+            let (tx, rx) = mpsc::channel(*concurrency);
+            let slots = Arc::new(Semaphore::new(*concurrency));
+            let notify = shared.wake.get(queue).cloned().unwrap_or_default();
+            workers.spawn(wake::fetch(
+                Arc::clone(&shared),
+                queue.clone(),
+                slots,
+                notify,
+                tx,
+                stop_claiming.clone(),
+            ));
+            let worker = WorkerBuilder::new(format!("{queue}@{worker_id}"))
+                .backend(backend::ClaimedJobs {
+                    rx,
+                    shared: Arc::clone(&shared),
+                })
+                .build(backend::RunJob {
+                    shared: Arc::clone(&shared),
+                });
+            let queue = queue.clone();
+            let stopped = stop_claiming.clone();
+            workers.spawn(async move {
+                // apalis stops the worker once told to; jobs it already started keep running
+                // on their own tasks and are awaited through `in_flight`.
+                let signal = async move {
+                    stopped.cancelled().await;
+                    Ok::<(), std::io::Error>(())
+                };
+                if let Err(error) = worker.run_until(signal).await {
+                    tracing::error!(%error, queue, "apalis worker stopped with an error");
+                }
+            });
+        }
+
+        shutdown.cancelled().await;
+        tracing::info!(
+            in_flight = shared.in_flight_count(),
+            "shutting down: no new claims"
+        );
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
+        while shared.in_flight_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let handed_back = shared.stop_jobs(None, StopReason::HandBack);
+        if handed_back > 0 {
+            tracing::warn!(jobs = handed_back, "shutdown deadline: handing jobs back");
+        }
+        while workers.join_next().await.is_some() {}
+        stop_background.cancel();
+        while background.join_next().await.is_some() {}
+        // Every job has reported its outcome; dropping the last sender lets the completer
+        // flush and finish.
+        drop(shared);
+        if let Err(error) = completer.await {
+            tracing::error!(%error, "the completer did not finish");
+        }
+        if let Err(error) = lease::deregister(&self.pool, worker_id).await {
+            tracing::warn!(%error, "could not deregister; the row expires with its heartbeat");
+        }
+        tracing::info!("job engine stopped");
+        Ok(())
+    }
+}
+
+/// Rescues the running jobs of workers silent for longer than `rescue_after` (the maintenance
+/// job's backstop; live workers do the same on every heartbeat). Returns how many.
+///
+/// # Errors
+/// A database error.
+pub async fn rescue(pool: &PgPool, rescue_after: Duration) -> Result<i64, sqlx::Error> {
+    lease::beat(pool, None, "", &[], rescue_after)
+        .await
+        .map(|b| b.rescued)
+}

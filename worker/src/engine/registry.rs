@@ -1,0 +1,107 @@
+//! The job kinds this worker knows: each contract's name mapped to its handler, timeout and
+//! backoff. A row whose kind is missing here is discarded with a clear error.
+
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+
+use futures_util::{FutureExt, future::BoxFuture};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use zoark_jobs::Job;
+
+/// How a handler's attempt ended, when it did not succeed.
+#[derive(Debug)]
+pub enum JobError {
+    /// Try again after the contract's backoff (or discard when attempts are exhausted).
+    Retry(anyhow::Error),
+    /// Never try again: the job is discarded with this error.
+    Fatal(anyhow::Error),
+    /// Run again after this long without spending an attempt (e.g. a provider's 429).
+    Snooze(Duration),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for JobError {
+    fn from(error: E) -> Self {
+        Self::Retry(error.into())
+    }
+}
+
+pub type JobResult = Result<(), JobError>;
+
+/// What a running attempt knows about itself.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub id: Uuid,
+    pub attempt: i32,
+    pub organization_id: Option<Uuid>,
+    /// Cancelled when the job is cancelled, the worker hands it back at shutdown, or the worker
+    /// lost its lease. Long handlers should check it between steps; the engine also stops
+    /// polling the handler's future once it fires.
+    pub cancelled: CancellationToken,
+}
+
+type ErasedRun =
+    Arc<dyn Fn(serde_json::Value, JobContext) -> BoxFuture<'static, JobResult> + Send + Sync>;
+
+#[derive(Clone)]
+pub(crate) struct Registered {
+    pub(crate) run: ErasedRun,
+    pub(crate) timeout: Duration,
+    pub(crate) backoff: fn(i32) -> Duration,
+}
+
+/// Job kinds and their handlers.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: HashMap<&'static str, Registered>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `handler` for the contract `J`. A payload that does not decode as `J` is a
+    /// fatal error (the job is discarded), never a retry loop.
+    #[must_use]
+    pub fn register<J, F, Fut>(mut self, handler: F) -> Self
+    where
+        J: Job,
+        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let run: ErasedRun = Arc::new(move |args, ctx| {
+            let handler = Arc::clone(&handler);
+            async move {
+                let job: J = serde_json::from_value(args).map_err(|e| {
+                    JobError::Fatal(anyhow::anyhow!(
+                        "the payload does not match the {} contract: {e}",
+                        J::NAME
+                    ))
+                })?;
+                handler(job, ctx).await
+            }
+            .boxed()
+        });
+        self.kinds.insert(
+            J::NAME,
+            Registered {
+                run,
+                timeout: J::TIMEOUT,
+                backoff: J::backoff,
+            },
+        );
+        self
+    }
+
+    pub(crate) fn get(&self, kind: &str) -> Option<&Registered> {
+        self.kinds.get(kind)
+    }
+
+    /// The registered kinds, sorted.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut kinds: Vec<_> = self.kinds.keys().copied().collect();
+        kinds.sort_unstable();
+        kinds
+    }
+}

@@ -1,0 +1,322 @@
+//! When to claim. The waker listens on `zoark_jobs_ready` (sent once per statement that makes
+//! jobs claimable, with the earliest `run_at`) and `zoark_job_cancel`, keeps a timer for the
+//! earliest future `run_at` of each queue so delayed and retrying jobs start on time, and polls
+//! every `poll_interval` as a backstop with one query for all queues. A fetcher per queue waits
+//! for its wake-up, then claims while it gets full batches.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Claimed, Shared, StopReason, complete::Completion};
+
+/// Timers fire this much after the `run_at` they wait for (the NOTIFY payload is rounded to
+/// the millisecond).
+const TIMER_SLACK: chrono::Duration = chrono::Duration::milliseconds(2);
+
+pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut next_due: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut listener = match listen(&shared).await {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::warn!(%error, "LISTEN failed; relying on polling");
+            None
+        }
+    };
+    poll(&shared, &mut next_due).await;
+    let mut poll_every = tokio::time::interval(shared.config.poll_interval);
+    poll_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll_every.reset();
+    loop {
+        let earliest = next_due.values().min().copied();
+        let timer = async {
+            match earliest {
+                Some(at) => {
+                    let wait = (at + TIMER_SLACK - Utc::now()).to_std().unwrap_or_default();
+                    tokio::time::sleep(wait).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let notification = async {
+            match listener.as_mut() {
+                Some(listener) => listener.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = timer => {
+                let now = Utc::now();
+                next_due.retain(|queue, at| {
+                    if *at <= now {
+                        wake(&shared, queue);
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            _ = poll_every.tick() => poll(&shared, &mut next_due).await,
+            received = notification => match received {
+                Ok(n) if n.channel() == "zoark_job_cancel" => {
+                    if let Ok(id) = n.payload().parse::<Uuid>() {
+                        shared.stop_jobs(Some(&[id]), StopReason::Cancelled);
+                    }
+                }
+                Ok(n) => {
+                    if let Some((queue, at)) = parse_ready(n.payload()) {
+                        due(&shared, &mut next_due, queue, at);
+                    }
+                }
+                Err(error) => {
+                    // sqlx reconnects on the next recv; anything sent meanwhile is found by a poll.
+                    tracing::warn!(%error, "LISTEN connection lost; polling once");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    poll(&shared, &mut next_due).await;
+                }
+            },
+        }
+    }
+}
+
+async fn listen(shared: &Shared) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(&shared.pool).await?;
+    listener
+        .listen_all(["zoark_jobs_ready", "zoark_job_cancel"])
+        .await?;
+    Ok(listener)
+}
+
+fn parse_ready(payload: &str) -> Option<(&str, DateTime<Utc>)> {
+    let (queue, ms) = payload.split_once(' ')?;
+    let at = Utc.timestamp_millis_opt(ms.parse().ok()?).single()?;
+    Some((queue, at))
+}
+
+fn wake(shared: &Shared, queue: &str) {
+    if let Some(notify) = shared.wake.get(queue) {
+        notify.notify_one();
+    }
+}
+
+/// A queue has claimable rows from `at` on: wake its fetcher now, or set its timer.
+fn due(
+    shared: &Shared,
+    next_due: &mut HashMap<String, DateTime<Utc>>,
+    queue: &str,
+    at: DateTime<Utc>,
+) {
+    if !shared.wake.contains_key(queue) {
+        return;
+    }
+    if at <= Utc::now() {
+        wake(shared, queue);
+    } else {
+        let entry = next_due.entry(queue.to_owned()).or_insert(at);
+        *entry = (*entry).min(at);
+    }
+}
+
+/// The backstop: the earliest claimable `run_at` of each of our queues, in one query.
+async fn poll(shared: &Shared, next_due: &mut HashMap<String, DateTime<Utc>>) {
+    let queues: Vec<String> = shared.wake.keys().cloned().collect();
+    let rows = sqlx::query!(
+        r#"
+        SELECT q.queue AS "queue!", n.run_at AS "run_at?"
+        FROM unnest($1::text[]) AS q(queue)
+        CROSS JOIN LATERAL (
+            SELECT run_at FROM jobs
+            WHERE queue = q.queue AND state IN ('available', 'scheduled', 'retryable')
+            ORDER BY run_at LIMIT 1
+        ) n
+        "#,
+        &queues,
+    )
+    .fetch_all(&shared.pool)
+    .await;
+    match rows {
+        Ok(rows) => {
+            for row in rows {
+                if let Some(at) = row.run_at {
+                    due(shared, next_due, &row.queue, at);
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "polling for due jobs failed"),
+    }
+}
+
+/// One queue's fetcher: claims up to its free slots (and the claim batch) whenever woken.
+pub(crate) async fn fetch(
+    shared: Arc<Shared>,
+    queue: String,
+    slots: Arc<Semaphore>,
+    notify: Arc<Notify>,
+    tx: mpsc::Sender<Claimed>,
+    stop: CancellationToken,
+) {
+    let batch = shared.config.claim_batch;
+    let mut failures = 0u32;
+    'wait: loop {
+        tokio::select! {
+            () = stop.cancelled() => break 'wait,
+            () = notify.notified() => {}
+        }
+        loop {
+            let mut taken = tokio::select! {
+                () = stop.cancelled() => break 'wait,
+                permit = Arc::clone(&slots).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break 'wait,
+                },
+            };
+            let more = slots.available_permits().min(batch.saturating_sub(1));
+            if more > 0
+                && let Ok(extra) =
+                    Arc::clone(&slots).try_acquire_many_owned(u32::try_from(more).unwrap_or(0))
+            {
+                taken.merge(extra);
+            }
+            let wanted = taken.num_permits();
+            match claim(&shared, &queue, wanted).await {
+                Ok(jobs) => {
+                    failures = 0;
+                    let got = jobs.len();
+                    hand_over(&shared, &queue, &tx, jobs, &mut taken).await;
+                    drop(taken);
+                    if got < wanted || stop.is_cancelled() {
+                        continue 'wait;
+                    }
+                }
+                Err(error) => {
+                    drop(taken);
+                    failures += 1;
+                    tracing::warn!(%error, queue, "claiming jobs failed");
+                    let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    tokio::select! {
+                        () = stop.cancelled() => break 'wait,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Row {
+    id: Uuid,
+    organization_id: Option<Uuid>,
+    kind: String,
+    args: serde_json::Value,
+    attempt: i32,
+    max_attempts: i32,
+    run_at: DateTime<Utc>,
+    priority: i16,
+}
+
+async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<Row>, sqlx::Error> {
+    let mut rows = sqlx::query_as!(
+        Row,
+        r#"
+        WITH next AS (
+            SELECT id FROM jobs
+            WHERE state IN ('available', 'scheduled', 'retryable') AND queue = $1 AND run_at <= now()
+            ORDER BY priority, run_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), worker_id = $3
+        FROM next WHERE j.id = next.id
+        RETURNING j.id, j.organization_id, j.kind, j.args, j.attempt, j.max_attempts, j.run_at, j.priority
+        "#,
+        queue,
+        i64::try_from(n).unwrap_or(1),
+        shared.worker_id,
+    )
+    .fetch_all(&shared.pool)
+    .await?;
+    rows.sort_by_key(|r| (r.priority, r.run_at, r.id));
+    Ok(rows)
+}
+
+async fn hand_over(
+    shared: &Shared,
+    queue: &str,
+    tx: &mpsc::Sender<Claimed>,
+    jobs: Vec<Row>,
+    taken: &mut OwnedSemaphorePermit,
+) {
+    for row in jobs {
+        let Some(slot) = taken.split(1) else {
+            // Never claimed more rows than slots; if it happens, give the row straight back.
+            give_back(shared, row.id, row.attempt);
+            continue;
+        };
+        let claimed = Claimed {
+            id: row.id,
+            organization_id: row.organization_id,
+            queue: queue.to_owned(),
+            kind: row.kind,
+            args: row.args,
+            attempt: row.attempt,
+            max_attempts: row.max_attempts,
+            run_at: row.run_at,
+            slot,
+        };
+        if let Err(mpsc::error::SendError(claimed)) = tx.send(claimed).await {
+            give_back(shared, claimed.id, claimed.attempt);
+        }
+    }
+}
+
+/// Returns a claimed job to the queue without spending its attempt.
+pub(crate) fn give_back(shared: &Shared, id: Uuid, attempt: i32) {
+    let _ = shared.completions.send(Completion {
+        id,
+        attempt,
+        state: "available",
+        run_at: Some(Utc::now()),
+        error: None,
+        attempt_delta: -1,
+    });
+}
+
+/// Queue depth and the age of the oldest waiting job, as Prometheus gauges.
+pub(crate) async fn report_queues(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Ok(mut conn) = shared.pool.acquire().await else {
+            continue;
+        };
+        match zoark_jobs::admin::queues(&mut conn, None).await {
+            Ok(stats) => {
+                for q in stats {
+                    for (state, n) in [
+                        ("scheduled", q.scheduled),
+                        ("available", q.available),
+                        ("running", q.running),
+                        ("retryable", q.retryable),
+                        ("completed", q.completed),
+                        ("discarded", q.discarded),
+                        ("cancelled", q.cancelled),
+                    ] {
+                        metrics::gauge!("zoark_queue_jobs", "queue" => q.queue.clone(), "state" => state)
+                            .set(n as f64);
+                    }
+                    metrics::gauge!("zoark_queue_oldest_available_seconds", "queue" => q.queue.clone())
+                        .set(q.oldest_available_age_secs.unwrap_or(0.0));
+                }
+            }
+            Err(error) => tracing::debug!(%error, "queue statistics failed"),
+        }
+    }
+}

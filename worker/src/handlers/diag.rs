@@ -1,0 +1,40 @@
+//! `diag.noop` and `diag.record`: the kinds benchmarks, crash tests and smoke checks enqueue.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use zoark_jobs::diag::{Noop, Record};
+
+use crate::{
+    WorkerContext,
+    engine::{JobContext, JobResult, Registry},
+};
+
+pub fn register(registry: Registry, ctx: &WorkerContext) -> Registry {
+    let ctx = ctx.clone();
+    registry
+        .register(|_: Noop, _: JobContext| async { Ok(()) })
+        .register(move |args: Record, job: JobContext| record(ctx.clone(), args, job))
+}
+
+async fn record(ctx: WorkerContext, args: Record, job: JobContext) -> JobResult {
+    if args.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(args.sleep_ms)).await;
+    }
+    sqlx::query!(
+        "INSERT INTO job_diagnostics (job_id, attempt, marker) VALUES ($1, $2, $3)",
+        job.id,
+        job.attempt,
+        args.marker,
+    )
+    .execute(&ctx.pool)
+    .await
+    .context("recording the diagnostic row")?;
+    if args.notify {
+        sqlx::query!("SELECT pg_notify('zoark_diag', $1)", job.id.to_string())
+            .execute(&ctx.pool)
+            .await
+            .context("notifying")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `maintenance.prune_jobs` and `maintenance.rescue_jobs`.
+
+use anyhow::Context as _;
+use zoark_jobs::maintenance::{PruneJobs, RescueJobs};
+
+use crate::{
+    WorkerContext,
+    engine::{JobContext, JobResult, Registry, rescue},
+};
+
+pub fn register(registry: Registry, ctx: &WorkerContext) -> Registry {
+    let prune_ctx = ctx.clone();
+    let rescue_ctx = ctx.clone();
+    registry
+        .register(move |_: PruneJobs, job: JobContext| prune(prune_ctx.clone(), job))
+        .register(move |_: RescueJobs, _: JobContext| {
+            let ctx = rescue_ctx.clone();
+            async move {
+                let rescued = rescue(&ctx.pool, ctx.settings.worker.rescue_after).await?;
+                tracing::info!(jobs = rescued, "rescue pass");
+                Ok(())
+            }
+        })
+}
+
+/// Deletes finished jobs past their retention, a bounded batch at a time so one run never
+/// holds long locks; stops early when cancelled.
+async fn prune(ctx: WorkerContext, job: JobContext) -> JobResult {
+    let retention = &ctx.settings.job_retention;
+    let finished = retention.finished.as_secs_f64();
+    let discarded = retention.discarded.as_secs_f64();
+    let mut total = 0u64;
+    loop {
+        let deleted = sqlx::query!(
+            r#"
+            DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                WHERE finalized_at IS NOT NULL
+                  AND ((state IN ('completed', 'cancelled') AND finalized_at < now() - make_interval(secs => $1))
+                    OR (state = 'discarded' AND finalized_at < now() - make_interval(secs => $2)))
+                LIMIT 10000
+            )
+            "#,
+            finished,
+            discarded,
+        )
+        .execute(&ctx.pool)
+        .await
+        .context("pruning finished jobs")?
+        .rows_affected();
+        total += deleted;
+        if deleted < 10_000 || job.cancelled.is_cancelled() {
+            break;
+        }
+    }
+    tracing::info!(jobs = total, "pruned finished jobs");
+    Ok(())
+}
