@@ -2,8 +2,11 @@
 //!
 //! Leadership is a session-level Postgres advisory lock held on a dedicated connection: one
 //! replica holds it and ticks; the others retry every few seconds and take over within that
-//! interval when the leader's connection goes away (crash, network, shutdown). The cron table and
-//! per-organization schedules arrive with the job engine; this module owns the leadership loop.
+//! interval when the leader's connection goes away (crash, network, shutdown). Each tick the
+//! leader enqueues the due ticks of the static [`cron::CronTable`] and of the organizations'
+//! agent schedules ([`cron`]), each exactly once.
+
+pub mod cron;
 
 use std::time::Duration;
 
@@ -45,9 +48,10 @@ pub async fn run(
     zoark_core::db::wait_until_migrated(&pool, &shutdown).await?;
     pool.close().await;
     let url = settings.database_url().to_owned();
+    let table = cron::CronTable::platform()?;
     tracing::info!("zoark-scheduler started");
     while !shutdown.is_cancelled() {
-        match lead(&url, timing, &leader, &shutdown).await {
+        match lead(&url, &table, timing, &leader, &shutdown).await {
             Ok(()) => {}
             Err(error) => tracing::warn!(%error, "scheduler connection lost"),
         }
@@ -62,10 +66,10 @@ pub async fn run(
 }
 
 /// One attempt: connect, try the lock, and while held check the session every tick until
-/// shutdown or a lost connection. The cron table and per-organization schedules (the job engine
-/// issue) will enqueue their due ticks from this loop.
+/// shutdown or a lost connection, enqueueing due ticks.
 async fn lead(
     url: &str,
+    table: &cron::CronTable,
     timing: Timing,
     leader: &watch::Sender<bool>,
     shutdown: &CancellationToken,
@@ -93,6 +97,13 @@ async fn lead(
             _ = interval.tick() => {
                 // The lock lives as long as this session: a failed ping means it is gone.
                 sqlx::query("SELECT 1").execute(&mut conn).await?;
+                let now = chrono::Utc::now();
+                if let Err(error) = cron::run_static(&mut conn, table, now).await {
+                    tracing::warn!(%error, "enqueueing cron ticks failed; retrying next tick");
+                }
+                if let Err(error) = cron::run_agent_schedules(&mut conn, now).await {
+                    tracing::warn!(%error, "enqueueing agent schedules failed; retrying next tick");
+                }
             }
         }
     }

@@ -67,3 +67,118 @@ async fn exactly_one_of_three_replicas_leads_and_a_follower_takes_over_when_it_s
         handle.await.unwrap().unwrap();
     }
 }
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
+    let app = TestApp::spawn().await;
+    let table = zoark_scheduler::cron::CronTable::platform().unwrap();
+    // First sight records the latest tick without running it.
+    let mut conn = app.pool.acquire().await.unwrap();
+    let now = chrono::Utc::now();
+    zoark_scheduler::cron::run_static(&mut conn, &table, now)
+        .await
+        .unwrap();
+    assert_eq!(count(&app, "SELECT count(*) FROM jobs").await, 0);
+    // Down for three hours: the rescue entry (every minute) missed 180 ticks, pruning 3.
+    sqlx::query("UPDATE cron_ticks SET last_tick_at = last_tick_at - interval '3 hours'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut racers = Vec::new();
+    for _ in 0..4 {
+        let pool = app.pool.clone();
+        racers.push(tokio::spawn(async move {
+            let table = zoark_scheduler::cron::CronTable::platform().unwrap();
+            let mut conn = pool.acquire().await.unwrap();
+            zoark_scheduler::cron::run_static(&mut conn, &table, now)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut total = 0;
+    for r in racers {
+        total += r.await.unwrap();
+    }
+    assert_eq!(total, 2, "one job per entry, whoever enqueued it");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM jobs WHERE kind = 'maintenance.rescue_jobs'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM jobs WHERE kind = 'maintenance.prune_jobs'"
+        )
+        .await,
+        1
+    );
+    // The same instant again enqueues nothing.
+    zoark_scheduler::cron::run_static(&mut conn, &table, now)
+        .await
+        .unwrap();
+    assert_eq!(count(&app, "SELECT count(*) FROM jobs").await, 2);
+}
+
+#[tokio::test]
+async fn a_due_agent_schedule_runs_once_for_all_missed_ticks_and_moves_to_its_next_local_tick() {
+    let app = TestApp::spawn().await;
+    let org: uuid::Uuid =
+        sqlx::query_scalar("INSERT INTO organizations (name) VALUES ('Acme') RETURNING id")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let agent: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO agents (organization_id, kind, name) VALUES ($1, 'task_monitor', 'Watcher') RETURNING id",
+    )
+    .bind(org)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    // 09:00 every day in Paris; last due three days ago.
+    let schedule: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO agent_schedules (organization_id, agent_id, cron_expression, time_zone, next_run_at)
+         VALUES ($1, $2, '0 9 * * *', 'Europe/Paris', now() - interval '3 days') RETURNING id",
+    )
+    .bind(org)
+    .bind(agent)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let now = chrono::Utc::now();
+    let n = zoark_scheduler::cron::run_agent_schedules(&mut conn, now)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let n = zoark_scheduler::cron::run_agent_schedules(&mut conn, now)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nothing is due any more");
+    let (job_org, kind, key): (uuid::Uuid, String, String) =
+        sqlx::query_as("SELECT organization_id, kind, unique_key FROM jobs")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((job_org, kind.as_str()), (org, "agents.run_scheduled"));
+    assert!(key.starts_with(&schedule.to_string()));
+    let next: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT next_run_at FROM agent_schedules WHERE id = $1")
+            .bind(schedule)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let local = next.with_timezone(&chrono_tz::Europe::Paris);
+    assert!(next > now && next - now <= chrono::Duration::days(1));
+    assert_eq!(local.format("%H:%M:%S").to_string(), "09:00:00");
+}
