@@ -287,3 +287,95 @@ async fn sigterm_lets_an_in_flight_request_finish_before_zoark_api_exits() {
         "the process waited for the request"
     );
 }
+
+#[tokio::test]
+async fn a_worker_killed_mid_run_loses_no_job_and_repeats_only_those_in_flight() {
+    let app = zoark_tests::TestApp::spawn().await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    let jobs: Vec<zoark_jobs::NewJob> = (0..10_000)
+        .map(|i| {
+            let job = zoark_jobs::diag::Record {
+                marker: format!("crash-{i}"),
+                sleep_ms: 20,
+                notify: false,
+            };
+            zoark_jobs::NewJob::new(&job, zoark_jobs::Opts::platform()).unwrap()
+        })
+        .collect();
+    zoark_jobs::enqueue_many(&mut conn, jobs).await.unwrap();
+    let env = [
+        ("DATABASE_URL", app.database.url.as_str()),
+        ("ZOARK_ENV", "development"),
+        ("ZOARK_WORKER_QUEUES", "diagnostics=50"),
+        ("ZOARK_WORKER_HEARTBEAT_SECS", "1"),
+        ("ZOARK_WORKER_RESCUE_AFTER_SECS", "3"),
+    ];
+    let mut first = start("zoark-worker", &[], &env);
+    first.wait_for_line("job engine started", Duration::from_secs(20));
+    let recorded = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM job_diagnostics")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    while recorded().await < 2_000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    let in_flight: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'running'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(!in_flight.is_empty(), "the kill happened mid-run");
+    let done_at_kill = recorded().await;
+    assert!(done_at_kill < 10_000, "the kill happened mid-run");
+
+    let second = start("zoark-worker", &[], &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let completed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if completed == 10_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{completed} of 10000 completed after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(second);
+    let missing: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs j WHERE NOT EXISTS (SELECT 1 FROM job_diagnostics d WHERE d.job_id = j.id)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(missing, 0, "every job ran");
+    let repeated: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT job_id FROM job_diagnostics GROUP BY job_id HAVING count(*) > 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let stray: Vec<_> = repeated
+        .iter()
+        .filter(|id| !in_flight.contains(id))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "jobs repeated that were not in flight at the kill: {stray:?}"
+    );
+    // Rescued attempts say so in their history.
+    let rescued: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE errors @> '[{\"kind\": \"rescued\"}]'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(rescued as usize, in_flight.len());
+}
