@@ -276,6 +276,10 @@ impl ApiResponse for ApiError {
         MetaResponses {
             responses: vec![
                 problem(400, "Malformed JSON or an invalid parameter."),
+                problem(401, "Missing, unknown, revoked or expired credentials."),
+                problem(403, "The caller's role does not allow this."),
+                problem(404, "No such resource in the caller's organization."),
+                problem(409, "The resource's state does not allow this."),
                 problem(
                     422,
                     "The body does not satisfy the contract; `errors` names each field.",

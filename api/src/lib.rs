@@ -5,7 +5,9 @@
 //! - [`serve`] binds `$PORT` and shuts down gracefully;
 //! - [`error`] is the single error mapping to problem+json.
 
+pub mod auth;
 pub mod error;
+pub mod events;
 pub mod json;
 pub mod middleware;
 pub mod routes;
@@ -20,10 +22,10 @@ use zoark_core::Settings;
 pub use crate::state::AppState;
 
 /// All operations, in the order they appear in the spec.
-pub type Api = routes::health::HealthApi;
+pub type Api = (routes::health::HealthApi, routes::jobs::JobsApi);
 
 fn api() -> Api {
-    routes::health::HealthApi
+    (routes::health::HealthApi, routes::jobs::JobsApi)
 }
 
 /// The OpenAPI service; `server_url` is where Swagger UI sends requests.
@@ -32,7 +34,10 @@ pub fn openapi(server_url: &str) -> OpenApiService<Api, ()> {
         .description(
             "The ZOARK OS backend: projects, tasks, approvals, broadcasts and agents on a durable \
              Postgres job queue. Errors are RFC 9457 `application/problem+json` documents with a \
-             stable `code`; every response carries `x-request-id`.",
+             stable `code`; every response carries `x-request-id`.\n\n\
+             `GET /api/v1/events` (WebSocket, `Authorization: Bearer` on the upgrade) streams the \
+             organization's job state changes as JSON messages \
+             `{id, organization_id, kind, queue, state, attempt}`.",
         )
         .server(server_url)
 }
@@ -51,6 +56,7 @@ pub fn app(state: AppState) -> impl Endpoint + 'static {
         .nest("/", service)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at("/api/v1/events", poem::get(events::events))
         .data(state)
         .with(middleware::RequestContext)
 }
@@ -68,6 +74,7 @@ pub async fn serve(
     let addr = std::net::SocketAddr::new(settings.http.host, settings.http.port);
     let timeout = settings.http.shutdown_timeout;
     let state = AppState {
+        events: events::EventHub::start(pool.clone()),
         pool: pool.clone(),
         settings: Arc::new(settings),
     };

@@ -10,4 +10,6 @@ use zoark_core::Settings;
 pub struct AppState {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
+    /// Job state changes, fanned out to WebSocket subscribers.
+    pub events: crate::events::EventHub,
 }

@@ -87,6 +87,7 @@ impl TestAppBuilder {
         );
         let settings = Arc::new(settings);
         let state = zoark_api::AppState {
+            events: zoark_api::events::EventHub::start(pool.clone()),
             pool: pool.clone(),
             settings: settings.clone(),
         };

@@ -1,0 +1,267 @@
+//! The jobs API: tenant-scoped listing, inspection, cancel, retry, queue statistics, and the
+//! WebSocket of job events fed by workers through LISTEN/NOTIFY.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+use uuid::Uuid;
+use zoark_jobs::{Opts, diag::Record, enqueue};
+use zoark_tests::TestApp;
+
+struct Tenant {
+    id: Uuid,
+    lead: String,
+    viewer: String,
+}
+
+async fn tenant(app: &TestApp, name: &str) -> Tenant {
+    let mut conn = app.pool.acquire().await.unwrap();
+    let id: Uuid = sqlx::query_scalar("INSERT INTO organizations (name) VALUES ($1) RETURNING id")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let key = |role: &'static str| {
+        let key = zoark_core::db::api_keys::generate();
+        (key, role)
+    };
+    let (lead, _) = key("lead");
+    let (viewer, _) = key("viewer");
+    zoark_core::db::api_keys::insert(&mut conn, id, "ci", "lead", &lead)
+        .await
+        .unwrap();
+    zoark_core::db::api_keys::insert(&mut conn, id, "ro", "viewer", &viewer)
+        .await
+        .unwrap();
+    Tenant { id, lead, viewer }
+}
+
+async fn job_of(app: &TestApp, org: Uuid, marker: &str) -> Uuid {
+    let mut conn = app.pool.acquire().await.unwrap();
+    let job = Record {
+        marker: marker.into(),
+        ..Record::default()
+    };
+    enqueue(&mut conn, &job, Opts::organization(org))
+        .await
+        .unwrap()
+        .id
+}
+
+async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut req = app.client.request(method, app.url(path));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    if status >= 400 {
+        assert_eq!(
+            res.headers()["content-type"].to_str().unwrap(),
+            "application/problem+json",
+            "{path}"
+        );
+    }
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_tenant_sees_filters_pages_cancels_and_retries_only_its_own_jobs() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "A").await;
+    let b = tenant(&app, "B").await;
+    let first = job_of(&app, a.id, "one").await;
+    let second = job_of(&app, a.id, "two").await;
+    let theirs = job_of(&app, b.id, "theirs").await;
+    sqlx::query(
+        "UPDATE jobs SET state = 'discarded', attempt = 1, finalized_at = now(),
+                errors = '[{\"attempt\": 1, \"kind\": \"fatal\", \"error\": \"bad address\"}]' WHERE id = $1",
+    )
+    .bind(first)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+
+    let (status, body) = call(&app, get.clone(), "/api/v1/jobs", None).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    let (status, _) = call(&app, get.clone(), "/api/v1/jobs", Some("zk_notakey0000")).await;
+    assert_eq!(status, 401);
+
+    let (status, page) = call(&app, get.clone(), "/api/v1/jobs?limit=1", Some(&a.viewer)).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"][0]["id"], second.to_string(), "newest first");
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, page) = call(
+        &app,
+        get.clone(),
+        &format!("/api/v1/jobs?limit=1&cursor={cursor}"),
+        Some(&a.viewer),
+    )
+    .await;
+    assert_eq!(page["items"][0]["id"], first.to_string());
+    assert!(page["next_cursor"].is_null(), "two jobs, two pages");
+
+    let (_, page) = call(
+        &app,
+        get.clone(),
+        "/api/v1/jobs?state=discarded",
+        Some(&a.viewer),
+    )
+    .await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["errors"][0]["error"], "bad address");
+    let (status, body) = call(
+        &app,
+        get.clone(),
+        "/api/v1/jobs?state=exploded",
+        Some(&a.viewer),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = call(
+        &app,
+        get.clone(),
+        "/api/v1/jobs?limit=1000",
+        Some(&a.viewer),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let (status, job) = call(
+        &app,
+        get.clone(),
+        &format!("/api/v1/jobs/{second}"),
+        Some(&a.viewer),
+    )
+    .await;
+    assert_eq!((status, job["args"]["marker"].as_str()), (200, Some("two")));
+    for path in [format!("/api/v1/jobs/{theirs}")] {
+        let (status, body) = call(&app, get.clone(), &path, Some(&a.lead)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("job_not_found"))
+        );
+    }
+    for action in ["retry", "cancel"] {
+        let (status, _) = call(
+            &app,
+            post.clone(),
+            &format!("/api/v1/jobs/{theirs}/{action}"),
+            Some(&a.lead),
+        )
+        .await;
+        assert_eq!(status, 404, "another tenant's job cannot be {action}ed");
+    }
+    let (_, theirs_now) = call(
+        &app,
+        get.clone(),
+        &format!("/api/v1/jobs/{theirs}"),
+        Some(&b.viewer),
+    )
+    .await;
+    assert_eq!(theirs_now["state"], "available", "untouched");
+
+    let (status, _) = call(
+        &app,
+        post.clone(),
+        &format!("/api/v1/jobs/{first}/retry"),
+        Some(&a.viewer),
+    )
+    .await;
+    assert_eq!(status, 403, "viewers cannot retry");
+    let (status, job) = call(
+        &app,
+        post.clone(),
+        &format!("/api/v1/jobs/{first}/retry"),
+        Some(&a.lead),
+    )
+    .await;
+    assert_eq!((status, job["state"].as_str()), (200, Some("available")));
+    let (status, job) = call(
+        &app,
+        post.clone(),
+        &format!("/api/v1/jobs/{second}/cancel"),
+        Some(&a.lead),
+    )
+    .await;
+    assert_eq!((status, job["state"].as_str()), (200, Some("cancelled")));
+    let (status, body) = call(
+        &app,
+        post.clone(),
+        &format!("/api/v1/jobs/{second}/cancel"),
+        Some(&a.lead),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("job_state_conflict"))
+    );
+
+    let (status, queues) = call(&app, get.clone(), "/api/v1/queues", Some(&a.viewer)).await;
+    assert_eq!(status, 200);
+    let q = &queues["items"][0];
+    assert_eq!(
+        (
+            q["queue"].as_str(),
+            q["available"].as_i64(),
+            q["cancelled"].as_i64()
+        ),
+        (Some("diagnostics"), Some(1), Some(1)),
+        "only A's jobs are counted: {queues}"
+    );
+}
+
+#[tokio::test]
+async fn the_event_socket_streams_a_workers_state_changes_to_the_jobs_own_tenant_only() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "A").await;
+    let b = tenant(&app, "B").await;
+    let connect = |key: String| {
+        let url = app.url("/api/v1/events").replace("http://", "ws://");
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            req.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+            );
+            tokio_tungstenite::connect_async(req).await.unwrap().0
+        }
+    };
+    let mut ours = connect(a.viewer.clone()).await;
+    let mut others = connect(b.viewer.clone()).await;
+    // Unauthenticated upgrades are refused with a problem.
+    let anonymous =
+        tokio_tungstenite::connect_async(app.url("/api/v1/events").replace("http://", "ws://"))
+            .await;
+    assert!(anonymous.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let id = job_of(&app, a.id, "watched").await;
+    app.drain_jobs(Duration::from_secs(10)).await.unwrap();
+    let mut states = Vec::new();
+    while states.last().map(String::as_str) != Some("completed") {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ours.next())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .unwrap();
+        let event: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        assert_eq!(event["id"], id.to_string());
+        states.push(event["state"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(states, ["available", "running", "completed"]);
+    let leaked = tokio::time::timeout(Duration::from_millis(500), others.next()).await;
+    assert!(leaked.is_err(), "another tenant received {leaked:?}");
+}
