@@ -15,7 +15,10 @@ pub mod state;
 
 use std::{future::Future, sync::Arc};
 
-use poem::{Endpoint, EndpointExt, Route, Server, listener::TcpListener};
+use poem::{
+    Endpoint, EndpointExt, Route, Server,
+    listener::{Listener, TcpListener},
+};
 use poem_openapi::OpenApiService;
 use zoark_core::Settings;
 
@@ -78,9 +81,10 @@ pub async fn serve(
         pool: pool.clone(),
         settings: Arc::new(settings),
     };
-    let listener = TcpListener::bind(addr);
+    // Bind before announcing, so "listening" means connections are accepted.
+    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
     tracing::info!(%addr, "zoark-api listening");
-    Server::new(listener)
+    Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app(state), shutdown, Some(timeout))
         .await?;
     pool.close().await;

@@ -11,7 +11,8 @@ use url::Url;
 
 /// Development-only JWT signing secret; refused in production.
 /// The queues a worker claims from when `ZOARK_WORKER_QUEUES` is not set.
-pub const DEFAULT_QUEUES: &str = "default=10,email=20,agents=5,indexing=2,maintenance=2,diagnostics=2";
+pub const DEFAULT_QUEUES: &str =
+    "default=10,email=20,agents=5,indexing=2,maintenance=2,diagnostics=2";
 
 const DEV_JWT_SECRET: &str = "zoark-development-jwt-secret-do-not-use-in-production";
 /// Development-only AES-256 key (base64 of 32 bytes); refused in production.
@@ -253,6 +254,8 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     /// The most jobs one claim takes from a queue.
     pub claim_batch: usize,
+    /// Where the worker serves `/metrics` for Prometheus; `None` serves nothing.
+    pub metrics_port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -603,6 +606,13 @@ impl Settings {
                 rescue_after: r.secs_or("ZOARK_WORKER_RESCUE_AFTER_SECS", 20)?,
                 poll_interval: r.secs_or("ZOARK_WORKER_POLL_SECS", 5)?,
                 claim_batch: r.parse_or("ZOARK_WORKER_CLAIM_BATCH", 500)?,
+                metrics_port: match r
+                    .get("ZOARK_WORKER_METRICS_PORT")
+                    .filter(|v| !v.trim().is_empty())
+                {
+                    None => None,
+                    Some(_) => Some(r.parse_or("ZOARK_WORKER_METRICS_PORT", 0u16)?),
+                },
             },
             job_retention: JobRetention {
                 finished: Duration::from_secs(

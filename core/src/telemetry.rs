@@ -75,11 +75,19 @@ pub fn install_crypto_provider() {
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(error) => {
-                tracing::warn!(%error, "could not install the Prometheus recorder");
-                None
+        .get_or_init(|| {
+            match PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("zoark_job_duration_seconds".into()),
+                    &[0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0],
+                )
+                .and_then(|b| b.install_recorder())
+            {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "could not install the Prometheus recorder");
+                    None
+                }
             }
         })
         .as_ref()

@@ -332,7 +332,15 @@ async fn a_worker_killed_mid_run_loses_no_job_and_repeats_only_those_in_flight()
     let done_at_kill = recorded().await;
     assert!(done_at_kill < 10_000, "the kill happened mid-run");
 
-    let second = start("zoark-worker", &[], &env);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut second_env = env.to_vec();
+    second_env.push(("ZOARK_WORKER_METRICS_PORT", &metrics_port));
+    let second = start("zoark-worker", &[], &second_env);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let completed: i64 =
@@ -349,6 +357,22 @@ async fn a_worker_killed_mid_run_loses_no_job_and_repeats_only_those_in_flight()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"zoark_jobs_total{kind="diag.record",queue="diagnostics",state="completed"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("zoark_job_duration_seconds_bucket"),
+        "{metrics}"
+    );
     drop(second);
     let missing: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM jobs j WHERE NOT EXISTS (SELECT 1 FROM job_diagnostics d WHERE d.job_id = j.id)",

@@ -33,12 +33,44 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         pool: pool.clone(),
         settings: std::sync::Arc::new(settings),
     };
+    if let Some(port) = ctx.settings.worker.metrics_port {
+        serve_metrics(port, shutdown.clone()).await?;
+    }
     let registry = handlers::registry(&ctx);
+    tracing::info!(job.kinds = ?registry.kinds(), "zoark-worker started");
     let config = engine::EngineConfig::from_settings(&ctx.settings.worker);
     engine::Engine::new(pool.clone(), config, registry)
         .run(shutdown)
         .await?;
     pool.close().await;
     tracing::info!("zoark-worker stopped");
+    Ok(())
+}
+
+/// `/metrics` on `port` (job counters by kind and state, run-time histogram, queue depth and
+/// oldest-available age) until shutdown.
+async fn serve_metrics(port: u16, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use poem::{Route, Server, get, handler, listener::TcpListener};
+
+    #[handler]
+    fn metrics() -> String {
+        zoark_core::telemetry::prometheus()
+            .map(|h| h.render())
+            .unwrap_or_default()
+    }
+
+    let _ = zoark_core::telemetry::prometheus();
+    let listener = TcpListener::bind(std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+    let app = Route::new().at("/metrics", get(metrics));
+    tokio::spawn(async move {
+        let stopped = shutdown.cancelled_owned();
+        if let Err(error) = Server::new(listener)
+            .run_with_graceful_shutdown(app, stopped, None)
+            .await
+        {
+            tracing::error!(%error, "the metrics endpoint stopped");
+        }
+    });
+    tracing::info!(port, "serving /metrics");
     Ok(())
 }
