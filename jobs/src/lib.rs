@@ -10,6 +10,12 @@ pub mod agents;
 pub mod diag;
 mod enqueue;
 pub mod maintenance;
+
+/// The enqueue statement, for `cargo xtask bench queue` to run as the raw-SQL ceiling.
+pub mod sql {
+    /// Inserts one chunk of jobs given as parallel arrays (`$1`–`$9`).
+    pub const INSERT_JOBS: &str = include_str!("sql/insert_jobs.sql");
+}
 mod state;
 
 use std::time::Duration;

@@ -4,8 +4,10 @@
 //!   `zoark-worker` and `zoark-scheduler` as three processes with prefixed output;
 //! - `test`: local Postgres, then the whole suite with nextest;
 //! - `openapi`: write or check the committed spec; `sqlx`: prepare or check `.sqlx/`;
-//! - `pg`: start, stop or show the local cluster.
+//! - `pg`: start, stop or show the local cluster;
+//! - `bench queue`: Zoark's job engine beside graphile-worker and the raw-SQL ceiling.
 
+mod bench;
 mod dev;
 mod postgres;
 mod process;
@@ -42,10 +44,25 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Benchmarks, run against their own local cluster (`.zoark/bench/pg`).
+    Bench {
+        #[command(subcommand)]
+        what: BenchKind,
+    },
     /// Manage the project-local Postgres cluster under .zoark/.
     Pg {
         #[command(subcommand)]
         action: PgAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Bulk enqueue, drain, pickup latency, idle load and RSS: Zoark, graphile-worker, raw SQL.
+    Queue {
+        /// Extra arguments for `zoark-bench queue` (e.g. `--jobs 20000`; see `--help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -71,6 +88,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Test { args } => test(&root, &args),
         Command::Openapi { check } => openapi(&root, check),
         Command::Sqlx { check } => sqlx(&root, check),
+        Command::Bench {
+            what: BenchKind::Queue { args },
+        } => bench::queue(&root, &args),
         Command::Pg {
             action: PgAction::Start,
         } => {

@@ -33,12 +33,64 @@ pub struct Provisioned {
 struct LocalCluster {
     bindir: PathBuf,
     data: PathBuf,
+    profile: Profile,
+}
+
+/// Which project-local cluster: each has its own directory and server settings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `.zoark/pg`, for `dev` and `test`: durability traded for speed.
+    Dev,
+    /// `.zoark/bench/pg`, for `bench`: stock durability, statement statistics.
+    Bench,
+}
+
+impl Profile {
+    fn dir(self) -> &'static str {
+        match self {
+            Self::Dev => ".zoark/pg",
+            Self::Bench => ".zoark/bench/pg",
+        }
+    }
+
+    /// Where the search for a free port starts, so that both clusters can run at once.
+    fn first_port(self) -> u16 {
+        match self {
+            Self::Dev => 54329,
+            Self::Bench => 54429,
+        }
+    }
+
+    fn settings(self) -> &'static str {
+        match self {
+            Self::Dev => {
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+            }
+            Self::Bench => {
+                "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=off \
+                 -c max_connections=200"
+            }
+        }
+    }
 }
 
 impl Provisioned {
     /// The URL of `database` on this server.
     pub fn url(&self, database: &str) -> String {
         format!("{}/{database}", self.base)
+    }
+
+    /// The server URL without a database.
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    /// A client program of the local cluster's installation (e.g. `pgbench`), else from PATH.
+    pub fn client_bin(&self, name: &str) -> Result<PathBuf> {
+        match &self.local {
+            Some(cluster) if cluster.bin(name).exists() => Ok(cluster.bin(name)),
+            _ => which(name),
+        }
     }
 
     /// Whether this run started the local cluster.
@@ -126,8 +178,14 @@ impl Provisioned {
 
 /// Provisions Postgres as described in the module documentation.
 pub fn provision(root: &Path) -> Result<Provisioned> {
+    provision_profile(root, Profile::Dev)
+}
+
+/// Provisions the cluster of `profile`; `DATABASE_URL` is honoured for [`Profile::Dev`] only.
+pub fn provision_profile(root: &Path, profile: Profile) -> Result<Provisioned> {
     if let Ok(url) = std::env::var("DATABASE_URL")
         && !url.is_empty()
+        && profile == Profile::Dev
     {
         let base = strip_database(&url);
         let pg = Provisioned {
@@ -141,16 +199,17 @@ pub fn provision(root: &Path) -> Result<Provisioned> {
     }
     let bindir = ensure_server()?;
     ensure_extensions(&bindir)?;
-    let dir = cluster_dir(root)?;
+    let dir = cluster_dir(root, profile)?;
     let data = dir.join("data");
     let cluster = LocalCluster {
         bindir: bindir.clone(),
         data: data.clone(),
+        profile,
     };
     if !data.join("PG_VERSION").exists() {
         cluster.init()?;
     }
-    let port = cluster_port(&dir)?;
+    let port = cluster_port(&dir, profile.first_port())?;
     let started = if cluster.running() {
         None
     } else {
@@ -169,10 +228,11 @@ pub fn provision(root: &Path) -> Result<Provisioned> {
 /// Stops the local cluster, whoever started it.
 pub fn stop_local(root: &Path) -> Result<()> {
     let bindir = find_bindir().context("no Postgres installation found")?;
-    let dir = cluster_dir(root)?;
+    let dir = cluster_dir(root, Profile::Dev)?;
     let cluster = LocalCluster {
         bindir,
         data: dir.join("data"),
+        profile: Profile::Dev,
     };
     if cluster.running() {
         cluster.stop()?;
@@ -240,11 +300,10 @@ impl LocalCluster {
     }
 
     fn start(&self, dir: &Path, port: u16) -> Result<()> {
-        // Durability is traded for speed: this cluster holds development and test data only.
         let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300",
-            dir.display()
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} {}",
+            dir.display(),
+            self.profile.settings()
         );
         run(self
             .command("pg_ctl")
@@ -276,21 +335,26 @@ impl LocalCluster {
     }
 }
 
-/// `.zoark/pg`, owned by the server user when running as root. If that user cannot reach the
-/// checkout (e.g. it lives under /root), the cluster goes to /var/tmp and `.zoark/pg` links to it.
-fn cluster_dir(root: &Path) -> Result<PathBuf> {
-    let dir = root.join(".zoark/pg");
+/// The profile's directory (`.zoark/pg`), owned by the server user when running as root. If that
+/// user cannot reach the checkout (e.g. it lives under /root), the cluster goes to /var/tmp and
+/// the directory links to it.
+fn cluster_dir(root: &Path, profile: Profile) -> Result<PathBuf> {
+    let dir = root.join(profile.dir());
     if dir.exists() {
         return Ok(dir);
     }
-    std::fs::create_dir_all(root.join(".zoark")).context("creating .zoark")?;
-    std::fs::create_dir_all(&dir).context("creating .zoark/pg")?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     if is_root() {
-        run(Command::new("chown")
-            .args([SERVER_USER, SERVER_USER])
-            .arg(&dir)
-            .arg(root.join(".zoark")))
-        .or_else(|_| run(Command::new("chown").arg(SERVER_USER).arg(&dir)))?;
+        // The server user must be able to traverse every folder down to the data directory.
+        let mut owned = vec![dir.clone()];
+        let mut parent = dir.parent();
+        while let Some(p) = parent
+            && p != root
+        {
+            owned.push(p.to_path_buf());
+            parent = p.parent();
+        }
+        run(Command::new("chown").arg(SERVER_USER).args(&owned))?;
         let reachable = Command::new("runuser")
             .args(["-u", SERVER_USER, "--", "test", "-w"])
             .arg(&dir)
@@ -313,16 +377,16 @@ fn cluster_dir(root: &Path) -> Result<PathBuf> {
 }
 
 /// The recorded port, or a free one chosen and recorded now.
-fn cluster_port(dir: &Path) -> Result<u16> {
+fn cluster_port(dir: &Path, first: u16) -> Result<u16> {
     let file = dir.join("port");
     if let Ok(text) = std::fs::read_to_string(&file)
         && let Ok(port) = text.trim().parse()
     {
         return Ok(port);
     }
-    let port = (54329..54400)
+    let port = (first..first + 70)
         .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .context("no free port between 54329 and 54400")?;
+        .with_context(|| format!("no free port between {first} and {}", first + 70))?;
     std::fs::write(&file, port.to_string())?;
     Ok(port)
 }

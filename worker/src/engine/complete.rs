@@ -89,22 +89,8 @@ async fn write(pool: &PgPool, worker_id: Uuid, batch: &[Completion]) -> Result<u
         errors.push(c.error.clone());
         deltas.push(c.attempt_delta);
     }
-    // A job cancelled while running ends `cancelled` unless it completed or was discarded.
-    let result = sqlx::query!(
-        r#"
-        UPDATE jobs j SET
-            state = CASE WHEN j.cancel_requested_at IS NOT NULL AND d.state IN ('retryable', 'scheduled', 'available')
-                         THEN 'cancelled' ELSE d.state END,
-            finalized_at = CASE WHEN d.state IN ('completed', 'discarded', 'cancelled')
-                                  OR j.cancel_requested_at IS NOT NULL THEN now() END,
-            run_at = coalesce(d.run_at, j.run_at),
-            attempt = j.attempt + d.attempt_delta,
-            errors = CASE WHEN d.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(d.error) END,
-            worker_id = NULL
-        FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::int4[])
-             AS d(id, attempt, state, run_at, error, attempt_delta)
-        WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = $7
-        "#,
+    let result = sqlx::query_file!(
+        "src/engine/sql/complete.sql",
         &ids,
         &attempts,
         &states,

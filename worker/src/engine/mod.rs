@@ -16,6 +16,14 @@ mod lease;
 pub mod registry;
 mod wake;
 
+/// The engine's hot statements, for `cargo xtask bench queue` to run as the raw-SQL ceiling.
+pub mod sql {
+    /// Claims up to `$2` due jobs of queue `$1` for worker `$3`.
+    pub const CLAIM: &str = include_str!("sql/claim.sql");
+    /// Writes a batch of outcomes (parallel arrays `$1`–`$6`) fenced on worker `$7`.
+    pub const COMPLETE: &str = include_str!("sql/complete.sql");
+}
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},

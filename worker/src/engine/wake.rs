@@ -220,20 +220,9 @@ struct Row {
 }
 
 async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<Row>, sqlx::Error> {
-    let mut rows = sqlx::query_as!(
+    let mut rows = sqlx::query_file_as!(
         Row,
-        r#"
-        WITH next AS (
-            SELECT id FROM jobs
-            WHERE state IN ('available', 'scheduled', 'retryable') AND queue = $1 AND run_at <= now()
-            ORDER BY priority, run_at, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), worker_id = $3
-        FROM next WHERE j.id = next.id
-        RETURNING j.id, j.organization_id, j.kind, j.args, j.attempt, j.max_attempts, j.run_at, j.priority
-        "#,
+        "src/engine/sql/claim.sql",
         queue,
         i64::try_from(n).unwrap_or(1),
         shared.worker_id,

@@ -1,0 +1,100 @@
+//! Databases for the runs, and the query counter behind "idle queries/s".
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sqlx::{AssertSqlSafe, PgPool, postgres::PgPoolOptions};
+
+/// A connection to the server's `postgres` database.
+pub async fn admin_pool(server: &str) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url(server, "postgres"))
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
+    // Counting statements needs the library preloaded; without it, transactions are counted.
+    let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&pool)
+        .await;
+    Ok(pool)
+}
+
+pub fn url(server: &str, database: &str) -> String {
+    format!("{}/{database}", server.trim_end_matches('/'))
+}
+
+/// Drops and creates `name`; returns its URL.
+pub async fn fresh(admin: &PgPool, server: &str, name: &str) -> anyhow::Result<String> {
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(admin)
+    .await?;
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(admin)
+        .await?;
+    Ok(url(server, name))
+}
+
+/// A small pool on `url`.
+pub async fn pool(url: &str) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new().max_connections(4).connect(url).await?)
+}
+
+/// How statements against one database are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuerySource {
+    /// `sum(calls)` of `pg_stat_statements` (top-level statements, utility statements such as
+    /// BEGIN/COMMIT/LISTEN not tracked).
+    PgStatStatements,
+    /// `xact_commit + xact_rollback` of `pg_stat_database`.
+    PgStatDatabase,
+}
+
+pub async fn query_source(admin: &PgPool) -> QuerySource {
+    let statements = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_statements")
+        .fetch_one(admin)
+        .await;
+    if statements.is_ok() {
+        QuerySource::PgStatStatements
+    } else {
+        QuerySource::PgStatDatabase
+    }
+}
+
+/// Statements (or transactions) run so far against `database`.
+pub async fn queries(admin: &PgPool, source: QuerySource, database: &str) -> anyhow::Result<i64> {
+    let sql = match source {
+        QuerySource::PgStatStatements => {
+            "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements s \
+             JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1"
+        }
+        QuerySource::PgStatDatabase => {
+            "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database WHERE datname = $1"
+        }
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(database)
+        .fetch_one(admin)
+        .await?)
+}
+
+/// Polls `exists_sql` (a `SELECT EXISTS …` of unfinished work) every 10 ms until it is false;
+/// returns when that was first seen.
+pub async fn wait_until_none(
+    pool: &PgPool,
+    exists_sql: &'static str,
+    limit: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left: bool = sqlx::query_scalar(exists_sql).fetch_one(pool).await?;
+        let now = Instant::now();
+        if !left {
+            return Ok(now);
+        }
+        anyhow::ensure!(now < deadline, "the queue did not drain within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,170 @@
+//! The raw-SQL ceiling: pgbench running Zoark's own enqueue, claim and complete statements
+//! (the very files the engine compiles in, wrapped in SQL functions) with no worker process.
+
+use std::{path::Path, time::Instant};
+
+use anyhow::Context as _;
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+use crate::{QueueArgs, db, report::Figures};
+
+const DATABASE: &str = "bench_raw";
+/// Rows per enqueue statement, as `enqueue_many` chunks them.
+const CHUNK: usize = 5_000;
+
+const INSERT_SCRIPT: &str = "\
+SELECT count(*) FROM bench_insert(
+  ARRAY(SELECT uuid_generate_v7() FROM generate_series(1, :chunk)),
+  array_fill(NULL::uuid, ARRAY[:chunk]),
+  array_fill('diag.noop'::text, ARRAY[:chunk]),
+  array_fill('diagnostics'::text, ARRAY[:chunk]),
+  array_fill('{}'::jsonb, ARRAY[:chunk]),
+  array_fill(0::int2, ARRAY[:chunk]),
+  array_fill(20, ARRAY[:chunk]),
+  array_fill(NULL::timestamptz, ARRAY[:chunk]),
+  array_fill(NULL::text, ARRAY[:chunk]));
+";
+
+/// Claim a batch, then write it completed: two transactions, as the engine does.
+const DRAIN_SCRIPT: &str = "\
+SELECT coalesce(array_agg(o_id)::text, '{}') AS ids,
+       coalesce(array_agg(o_attempt)::text, '{}') AS attempts,
+       count(*) AS n
+FROM bench_claim('diagnostics', :batch, ':worker') \\gset
+SELECT bench_complete(':ids'::uuid[], ':attempts'::int4[],
+  array_fill('completed'::text, ARRAY[:n]), array_fill(NULL::timestamptz, ARRAY[:n]),
+  array_fill(NULL::jsonb, ARRAY[:n]), array_fill(0, ARRAY[:n]), ':worker'::uuid);
+";
+
+pub async fn run(args: &QueueArgs, admin: &sqlx::PgPool) -> anyhow::Result<Figures> {
+    let pgbench = args.pgbench.as_ref().context("--pgbench is required")?;
+    let url = db::fresh(admin, &args.server, DATABASE).await?;
+    let pool = db::pool(&url).await?;
+    zoark_core::db::migrate_all(&pool).await?;
+    for (name, params, returns, body) in [
+        (
+            "bench_insert",
+            "uuid[], uuid[], text[], text[], jsonb[], int2[], int4[], timestamptz[], text[]",
+            "TABLE (o_id uuid, o_state text)",
+            zoark_jobs::sql::INSERT_JOBS,
+        ),
+        (
+            "bench_claim",
+            "text, int8, uuid",
+            "TABLE (o_id uuid, o_organization_id uuid, o_kind text, o_args jsonb, o_attempt int4, \
+             o_max_attempts int4, o_run_at timestamptz, o_priority int2)",
+            zoark_worker::engine::sql::CLAIM,
+        ),
+        (
+            "bench_complete",
+            "uuid[], int4[], text[], timestamptz[], jsonb[], int4[], uuid",
+            "void",
+            zoark_worker::engine::sql::COMPLETE,
+        ),
+    ] {
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE FUNCTION {name}({params}) RETURNS {returns} LANGUAGE sql AS $bench$\n{body}\n$bench$"
+        )))
+        .execute(&pool)
+        .await
+        .with_context(|| format!("creating {name}"))?;
+    }
+    let worker: Uuid = sqlx::query_scalar(
+        "INSERT INTO job_workers (hostname, pid, queues) VALUES ('pgbench', 0, '{diagnostics}') RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await?;
+
+    let dir = args
+        .out
+        .parent()
+        .map_or_else(|| Path::new(".").to_path_buf(), Path::to_path_buf);
+    std::fs::create_dir_all(&dir)?;
+    let insert_script = dir.join("raw-insert.sql");
+    let drain_script = dir.join("raw-drain.sql");
+    std::fs::write(&insert_script, INSERT_SCRIPT)?;
+    std::fs::write(&drain_script, DRAIN_SCRIPT)?;
+
+    let statements = args.jobs.div_ceil(CHUNK);
+    let jobs = statements * CHUNK;
+    let start = Instant::now();
+    pgbench_run(
+        pgbench,
+        &url,
+        &insert_script,
+        1,
+        statements,
+        &[("chunk", CHUNK.to_string())],
+    )?;
+    let bulk_enqueue_per_s = jobs as f64 / start.elapsed().as_secs_f64();
+
+    let per_client = jobs.div_ceil(args.raw_batch * args.raw_clients);
+    let start = Instant::now();
+    pgbench_run(
+        pgbench,
+        &url,
+        &drain_script,
+        args.raw_clients,
+        per_client,
+        &[
+            ("batch", args.raw_batch.to_string()),
+            ("worker", worker.to_string()),
+        ],
+    )?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
+        .fetch_one(&pool)
+        .await?;
+    anyhow::ensure!(
+        usize::try_from(done)? == jobs,
+        "pgbench completed {done} of {jobs} jobs"
+    );
+    let drain_per_s = jobs as f64 / elapsed;
+    println!("bulk enqueue: {bulk_enqueue_per_s:.0} jobs/s; drain: {drain_per_s:.0} jobs/s");
+    pool.close().await;
+    Ok(Figures {
+        system: "raw-sql",
+        settings: format!(
+            "pgbench: enqueue {CHUNK} rows per statement, 1 client; drain {} clients, claim {} per statement",
+            args.raw_clients, args.raw_batch
+        ),
+        bulk_enqueue_per_s: Some(bulk_enqueue_per_s),
+        drain_per_s: Some(drain_per_s),
+        pickup_p50_ms: None,
+        pickup_p99_ms: None,
+        idle_queries_per_s: None,
+        rss_mib: None,
+    })
+}
+
+fn pgbench_run(
+    pgbench: &Path,
+    url: &str,
+    script: &Path,
+    clients: usize,
+    transactions: usize,
+    vars: &[(&str, String)],
+) -> anyhow::Result<()> {
+    let mut cmd = std::process::Command::new(pgbench);
+    cmd.args(["--no-vacuum", "--protocol=simple", "--client"])
+        .arg(clients.to_string())
+        .arg("--jobs")
+        .arg(clients.to_string())
+        .arg("--transactions")
+        .arg(transactions.to_string())
+        .arg("--file")
+        .arg(script);
+    for (name, value) in vars {
+        cmd.arg("--define").arg(format!("{name}={value}"));
+    }
+    cmd.arg(url);
+    let out = cmd.output().context("running pgbench")?;
+    anyhow::ensure!(
+        out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("aborted"),
+        "pgbench failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

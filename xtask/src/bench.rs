@@ -1,0 +1,123 @@
+//! `cargo xtask bench queue`: provisions the benchmark cluster (`.zoark/bench/pg`: stock
+//! durability, `pg_stat_statements`), installs the peers into `.zoark/bench/peers` (Node.js 22
+//! and graphile-worker 0.18 from npm; pgbench comes with Postgres), builds `zoark-worker` and
+//! `zoark-bench` in release mode, and runs `zoark-bench queue`, which prints the table and writes
+//! `<target>/bench/queue.json`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::postgres::{self, Profile};
+
+const GRAPHILE_WORKER: &str = "graphile-worker@0.18.0";
+const NODE: &str = "node@22.23.3";
+
+pub fn queue(root: &Path, args: &[String]) -> Result<()> {
+    let peers = install_peers(root)?;
+    build(root)?;
+    let pg = postgres::provision_profile(root, Profile::Bench)?;
+    let result = run_queue(root, &pg, &peers, args);
+    pg.stop_if_started()?;
+    result
+}
+
+struct Peers {
+    node: PathBuf,
+    graphile_script: PathBuf,
+}
+
+fn install_peers(root: &Path) -> Result<Peers> {
+    let dir = root.join(".zoark/bench/peers");
+    std::fs::create_dir_all(&dir).context("creating .zoark/bench/peers")?;
+    let node = dir.join("node_modules/.bin/node");
+    let installed = std::fs::read_to_string(dir.join("package.json")).unwrap_or_default();
+    let wanted = [GRAPHILE_WORKER, NODE].iter().all(|spec| {
+        let (name, version) = spec.rsplit_once('@').unwrap_or((spec, ""));
+        installed.contains(&format!("\"{name}\": \"{version}\""))
+    });
+    if !wanted || !node.exists() {
+        println!(
+            "xtask: installing {NODE} and {GRAPHILE_WORKER} into {}",
+            dir.display()
+        );
+        let status = std::process::Command::new("npm")
+            .args([
+                "install",
+                "--save-exact",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+            ])
+            .arg(&dir)
+            .args([NODE, GRAPHILE_WORKER])
+            .status()
+            .context("running npm (Node.js and npm are needed to install the peers)")?;
+        if !status.success() {
+            bail!("npm install {NODE} {GRAPHILE_WORKER} failed");
+        }
+    }
+    let graphile_script = dir.join("worker.mjs");
+    std::fs::copy(root.join("bench/graphile/worker.mjs"), &graphile_script)
+        .context("copying bench/graphile/worker.mjs")?;
+    Ok(Peers {
+        node,
+        graphile_script,
+    })
+}
+
+fn build(root: &Path) -> Result<()> {
+    let status = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "zoark-worker",
+            "-p",
+            "zoark-bench",
+        ])
+        .env("SQLX_OFFLINE", "true")
+        .current_dir(root)
+        .status()
+        .context("building zoark-worker and zoark-bench")?;
+    if !status.success() {
+        bail!("building zoark-worker and zoark-bench failed");
+    }
+    Ok(())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+fn run_queue(
+    root: &Path,
+    pg: &postgres::Provisioned,
+    peers: &Peers,
+    args: &[String],
+) -> Result<()> {
+    let target = target_dir(root);
+    let status = std::process::Command::new(target.join("release/zoark-bench"))
+        .arg("queue")
+        .arg("--server")
+        .arg(pg.server())
+        .arg("--worker-bin")
+        .arg(target.join("release/zoark-worker"))
+        .arg("--node")
+        .arg(&peers.node)
+        .arg("--graphile-script")
+        .arg(&peers.graphile_script)
+        .arg("--pgbench")
+        .arg(pg.client_bin("pgbench")?)
+        .arg("--out")
+        .arg(target.join("bench/queue.json"))
+        .args(args)
+        .current_dir(root)
+        .status()
+        .context("running zoark-bench")?;
+    if !status.success() {
+        bail!("the queue benchmark failed");
+    }
+    Ok(())
+}
