@@ -139,7 +139,24 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The engine runs on a pool of its own, with `pool`'s connection options and limits plus
+    /// two planner settings. `plan_cache_mode = force_custom_plan`: each claim and completion is
+    /// planned for the `jobs` table as it is now; a generic plan cached while the table was
+    /// small seq-scans it once a burst of jobs arrives, until autovacuum analyzes it (measured:
+    /// 250 ms per claim of 500 instead of 5 ms). `random_page_cost = 1.1`: the hot part of
+    /// `jobs` is in memory, and with the default of 4 the planner prefers scanning the whole
+    /// table to probing the primary key for each outcome of a batch.
     pub fn new(pool: PgPool, config: EngineConfig, registry: Registry) -> Self {
+        let options = (*pool.connect_options()).clone().options([
+            ("plan_cache_mode", "force_custom_plan"),
+            ("random_page_cost", "1.1"),
+        ]);
+        let limits = pool.options();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(limits.get_max_connections())
+            .acquire_timeout(limits.get_acquire_timeout())
+            .idle_timeout(limits.get_idle_timeout())
+            .connect_lazy_with(options);
         Self {
             pool,
             config,
@@ -258,6 +275,7 @@ impl Engine {
         if let Err(error) = lease::deregister(&self.pool, worker_id).await {
             tracing::warn!(%error, "could not deregister; the row expires with its heartbeat");
         }
+        self.pool.close().await;
         tracing::info!("job engine stopped");
         Ok(())
     }
