@@ -48,14 +48,18 @@ pub struct QueueArgs {
     /// Jobs for the bulk enqueue and the drain.
     #[arg(long, default_value_t = 100_000)]
     pub jobs: usize,
+    /// Bulk-enqueue-and-drain rounds per system; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Sequential insert→start samples (after 100 warm-up jobs).
     #[arg(long, default_value_t = 1_000)]
     pub samples: usize,
     /// Seconds an idle worker is watched for its query rate.
     #[arg(long, default_value_t = 30)]
     pub idle_secs: u64,
-    /// Slots of Zoark's `diagnostics` queue.
-    #[arg(long, default_value_t = 100)]
+    /// Slots of Zoark's `diagnostics` queue. No-op jobs are tokio tasks; like River's bench
+    /// (`MaxWorkers` 2000), the drain is measured with many slots so claims come in full batches.
+    #[arg(long, default_value_t = 1000)]
     pub zoark_concurrency: usize,
     /// graphile-worker's `concurrentJobs`.
     #[arg(long, default_value_t = 24)]

@@ -171,6 +171,23 @@ impl Peer {
         }
     }
 
+    /// Removes the drained jobs and vacuums, so every round starts from the same table.
+    async fn clear(self, pool: &PgPool) -> anyhow::Result<()> {
+        let (delete, vacuum) = match self {
+            Self::Zoark => (
+                "DELETE FROM jobs WHERE kind = 'diag.noop'",
+                "VACUUM ANALYZE jobs",
+            ),
+            Self::Graphile => (
+                "DELETE FROM graphile_worker._private_jobs",
+                "VACUUM ANALYZE graphile_worker._private_jobs",
+            ),
+        };
+        sqlx::query(delete).execute(pool).await?;
+        sqlx::query(vacuum).execute(pool).await?;
+        Ok(())
+    }
+
     /// Checks the drain lost nothing.
     async fn verify(self, pool: &PgPool, n: usize) -> anyhow::Result<()> {
         if self == Self::Zoark {
@@ -238,28 +255,50 @@ pub async fn run(args: &QueueArgs, admin: &PgPool, peer: Peer) -> anyhow::Result
     let p99 = percentile(&latencies, 99.0);
     println!("pickup: p50 {p50:.2} ms, p99 {p99:.2} ms");
 
-    // Bulk enqueue while the worker idles, then the burn-down from the commit on.
-    let (start, committed) = peer.bulk(&pool, args.jobs).await?;
-    let done = db::wait_until_none(&pool, peer.unfinished_sql(), Duration::from_secs(600))
-        .await
-        .map_err(|e| e.context(worker.last_lines()))?;
-    let bulk_enqueue_per_s = args.jobs as f64 / (committed - start).as_secs_f64();
-    let drain_per_s = args.jobs as f64 / (done - committed).as_secs_f64();
-    peer.verify(&pool, args.jobs).await?;
-    println!("bulk enqueue: {bulk_enqueue_per_s:.0} jobs/s; drain: {drain_per_s:.0} jobs/s");
+    // Bulk enqueue while the worker idles, then the burn-down from the commit on; the median of
+    // `rounds`, the table cleared and vacuumed between rounds.
+    let mut bulk = Vec::new();
+    let mut drain = Vec::new();
+    let mut cpu = Vec::new();
+    for round in 1..=args.rounds {
+        let cpu_before = worker.cpu_seconds()?;
+        let (start, committed) = peer.bulk(&pool, args.jobs).await?;
+        let done = db::wait_until_none(&pool, peer.unfinished_sql(), Duration::from_secs(600))
+            .await
+            .map_err(|e| e.context(worker.last_lines()))?;
+        let cpu_per_job = (worker.cpu_seconds()? - cpu_before) * 1e6 / args.jobs as f64;
+        peer.verify(&pool, args.jobs).await?;
+        let bulk_per_s = args.jobs as f64 / (committed - start).as_secs_f64();
+        let drain_per_s = args.jobs as f64 / (done - committed).as_secs_f64();
+        println!(
+            "round {round}: bulk enqueue {bulk_per_s:.0} jobs/s; drain {drain_per_s:.0} jobs/s \
+             ({cpu_per_job:.1} µs of worker CPU per job)"
+        );
+        bulk.push(bulk_per_s);
+        drain.push(drain_per_s);
+        cpu.push(cpu_per_job);
+        peer.clear(&pool).await?;
+    }
 
     worker.stop().await?;
     pool.close().await;
     Ok(Figures {
         system: peer.name(),
         settings: peer.settings(args),
-        bulk_enqueue_per_s: Some(bulk_enqueue_per_s),
-        drain_per_s: Some(drain_per_s),
+        bulk_enqueue_per_s: median(bulk),
+        drain_per_s: median(drain),
         pickup_p50_ms: Some(p50),
         pickup_p99_ms: Some(p99),
         idle_queries_per_s: Some(idle_queries_per_s),
         rss_mib: Some(rss_mib),
+        worker_cpu_us_per_job: median(cpu),
     })
+}
+
+/// The median of the rounds (the upper one of an even count).
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// Nearest-rank percentile of sorted samples.

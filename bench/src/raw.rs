@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use crate::{QueueArgs, db, report::Figures};
+use crate::{QueueArgs, db, peers::median, report::Figures};
 
 const DATABASE: &str = "bench_raw";
 /// Rows per enqueue statement, as `enqueue_many` chunks them.
@@ -88,40 +88,48 @@ pub async fn run(args: &QueueArgs, admin: &sqlx::PgPool) -> anyhow::Result<Figur
 
     let statements = args.jobs.div_ceil(CHUNK);
     let jobs = statements * CHUNK;
-    let start = Instant::now();
-    pgbench_run(
-        pgbench,
-        &url,
-        &insert_script,
-        1,
-        statements,
-        &[("chunk", CHUNK.to_string())],
-    )?;
-    let bulk_enqueue_per_s = jobs as f64 / start.elapsed().as_secs_f64();
-
     let per_client = jobs.div_ceil(args.raw_batch * args.raw_clients);
-    let start = Instant::now();
-    pgbench_run(
-        pgbench,
-        &url,
-        &drain_script,
-        args.raw_clients,
-        per_client,
-        &[
-            ("batch", args.raw_batch.to_string()),
-            ("worker", worker.to_string()),
-        ],
-    )?;
-    let elapsed = start.elapsed().as_secs_f64();
-    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
-        .fetch_one(&pool)
-        .await?;
-    anyhow::ensure!(
-        usize::try_from(done)? == jobs,
-        "pgbench completed {done} of {jobs} jobs"
-    );
-    let drain_per_s = jobs as f64 / elapsed;
-    println!("bulk enqueue: {bulk_enqueue_per_s:.0} jobs/s; drain: {drain_per_s:.0} jobs/s");
+    let mut bulk = Vec::new();
+    let mut drain = Vec::new();
+    for round in 1..=args.rounds {
+        let start = Instant::now();
+        pgbench_run(
+            pgbench,
+            &url,
+            &insert_script,
+            1,
+            statements,
+            &[("chunk", CHUNK.to_string())],
+        )?;
+        let bulk_per_s = jobs as f64 / start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        pgbench_run(
+            pgbench,
+            &url,
+            &drain_script,
+            args.raw_clients,
+            per_client,
+            &[
+                ("batch", args.raw_batch.to_string()),
+                ("worker", worker.to_string()),
+            ],
+        )?;
+        let drain_per_s = jobs as f64 / start.elapsed().as_secs_f64();
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
+            .fetch_one(&pool)
+            .await?;
+        anyhow::ensure!(
+            usize::try_from(done)? == jobs,
+            "pgbench completed {done} of {jobs} jobs"
+        );
+        println!(
+            "round {round}: bulk enqueue {bulk_per_s:.0} jobs/s; drain {drain_per_s:.0} jobs/s"
+        );
+        bulk.push(bulk_per_s);
+        drain.push(drain_per_s);
+        sqlx::query("DELETE FROM jobs").execute(&pool).await?;
+        sqlx::query("VACUUM ANALYZE jobs").execute(&pool).await?;
+    }
     pool.close().await;
     Ok(Figures {
         system: "raw-sql",
@@ -129,12 +137,13 @@ pub async fn run(args: &QueueArgs, admin: &sqlx::PgPool) -> anyhow::Result<Figur
             "pgbench: enqueue {CHUNK} rows per statement, 1 client; drain {} clients, claim {} per statement",
             args.raw_clients, args.raw_batch
         ),
-        bulk_enqueue_per_s: Some(bulk_enqueue_per_s),
-        drain_per_s: Some(drain_per_s),
+        bulk_enqueue_per_s: median(bulk),
+        drain_per_s: median(drain),
         pickup_p50_ms: None,
         pickup_p99_ms: None,
         idle_queries_per_s: None,
         rss_mib: None,
+        worker_cpu_us_per_job: None,
     })
 }
 

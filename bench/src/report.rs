@@ -18,6 +18,8 @@ pub struct Figures {
     pub pickup_p99_ms: Option<f64>,
     pub idle_queries_per_s: Option<f64>,
     pub rss_mib: Option<f64>,
+    /// CPU time of the worker process during the drain, per job (not part of the shape).
+    pub worker_cpu_us_per_job: Option<f64>,
 }
 
 /// Reads one figure of a system.
@@ -97,13 +99,14 @@ impl Report {
             .iter()
             .filter(|s| s.system != "zoark")
             .collect();
-        let rows: [(&str, Figure); 6] = [
+        let rows: [(&str, Figure); 7] = [
             ("bulk enqueue (jobs/s)", |f| f.bulk_enqueue_per_s),
             ("drain (jobs/s)", |f| f.drain_per_s),
             ("pickup p50 (ms)", |f| f.pickup_p50_ms),
             ("pickup p99 (ms)", |f| f.pickup_p99_ms),
             ("idle queries/s", |f| f.idle_queries_per_s),
             ("idle RSS (MiB)", |f| f.rss_mib),
+            ("worker CPU/job (µs)", |f| f.worker_cpu_us_per_job),
         ];
         let mut header = format!("{:<24}", "");
         for s in &self.systems {
