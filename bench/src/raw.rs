@@ -1,5 +1,6 @@
-//! The raw-SQL ceiling: pgbench running Zoark's own enqueue, claim and complete statements
-//! (the very files the engine compiles in, wrapped in SQL functions) with no worker process.
+//! The raw-SQL ceiling: Zoark's own statements with no worker process — the enqueue's `COPY` fed
+//! pre-encoded rows, and pgbench running the claim and complete statements (the very files the
+//! engine compiles in, wrapped in SQL functions).
 
 use std::{path::Path, time::Instant};
 
@@ -10,21 +11,6 @@ use uuid::Uuid;
 use crate::{QueueArgs, db, peers::median, report::Figures};
 
 const DATABASE: &str = "bench_raw";
-/// Rows per enqueue statement, as `enqueue_many` chunks them.
-const CHUNK: usize = 5_000;
-
-const INSERT_SCRIPT: &str = "\
-SELECT count(*) FROM bench_insert(
-  ARRAY(SELECT uuid_generate_v7() FROM generate_series(1, :chunk)),
-  array_fill(NULL::uuid, ARRAY[:chunk]),
-  array_fill('diag.noop'::text, ARRAY[:chunk]),
-  array_fill('diagnostics'::text, ARRAY[:chunk]),
-  array_fill('{}'::jsonb, ARRAY[:chunk]),
-  array_fill(0::int2, ARRAY[:chunk]),
-  array_fill(20, ARRAY[:chunk]),
-  array_fill(NULL::timestamptz, ARRAY[:chunk]),
-  array_fill(NULL::text, ARRAY[:chunk]));
-";
 
 /// Claim a batch, then write it completed: two transactions, as the engine does.
 const DRAIN_SCRIPT: &str = "\
@@ -43,12 +29,6 @@ pub async fn run(args: &QueueArgs, admin: &sqlx::PgPool) -> anyhow::Result<Figur
     let pool = db::pool(&url).await?;
     zoark_core::db::migrate_all(&pool).await?;
     for (name, params, returns, body) in [
-        (
-            "bench_insert",
-            "uuid[], uuid[], text[], text[], jsonb[], int2[], int4[], timestamptz[], text[]",
-            "TABLE (o_id uuid, o_state text)",
-            zoark_jobs::sql::INSERT_JOBS,
-        ),
         (
             "bench_claim",
             "text, int8, uuid",
@@ -81,26 +61,26 @@ pub async fn run(args: &QueueArgs, admin: &sqlx::PgPool) -> anyhow::Result<Figur
         .parent()
         .map_or_else(|| Path::new(".").to_path_buf(), Path::to_path_buf);
     std::fs::create_dir_all(&dir)?;
-    let insert_script = dir.join("raw-insert.sql");
     let drain_script = dir.join("raw-drain.sql");
-    std::fs::write(&insert_script, INSERT_SCRIPT)?;
     std::fs::write(&drain_script, DRAIN_SCRIPT)?;
 
-    let statements = args.jobs.div_ceil(CHUNK);
-    let jobs = statements * CHUNK;
+    let jobs = args.jobs;
     let per_client = jobs.div_ceil(args.raw_batch * args.raw_clients);
     let mut bulk = Vec::new();
     let mut drain = Vec::new();
     for round in 1..=args.rounds {
+        // The engine's COPY statement, fed rows encoded beforehand.
+        let rows: String = (0..jobs)
+            .map(|_| format!("{},\\N,diag.noop,diagnostics,{{}},0,20\n", Uuid::now_v7()))
+            .collect();
         let start = Instant::now();
-        pgbench_run(
-            pgbench,
-            &url,
-            &insert_script,
-            1,
-            statements,
-            &[("chunk", CHUNK.to_string())],
-        )?;
+        let mut tx = pool.begin().await?;
+        let mut copy = tx.copy_in_raw(zoark_jobs::sql::COPY_JOBS).await?;
+        for piece in rows.as_bytes().chunks(1 << 20) {
+            copy.send(piece).await?;
+        }
+        copy.finish().await?;
+        tx.commit().await?;
         let bulk_per_s = jobs as f64 / start.elapsed().as_secs_f64();
         let start = Instant::now();
         pgbench_run(
@@ -134,7 +114,7 @@ pub async fn run(args: &QueueArgs, admin: &sqlx::PgPool) -> anyhow::Result<Figur
     Ok(Figures {
         system: "raw-sql",
         settings: format!(
-            "pgbench: enqueue {CHUNK} rows per statement, 1 client; drain {} clients, claim {} per statement",
+            "enqueue: the engine's COPY, rows encoded beforehand; drain: pgbench, {} clients, claim {} per statement",
             args.raw_clients, args.raw_batch
         ),
         bulk_enqueue_per_s: median(bulk),

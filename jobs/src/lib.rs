@@ -11,10 +11,12 @@ pub mod diag;
 mod enqueue;
 pub mod maintenance;
 
-/// The enqueue statement, for `cargo xtask bench queue` to run as the raw-SQL ceiling.
+/// The bulk enqueue statement, for `cargo xtask bench queue` to run as the raw-SQL ceiling.
 pub mod sql {
-    /// Inserts one chunk of jobs given as parallel arrays (`$1`–`$9`).
-    pub const INSERT_JOBS: &str = include_str!("sql/insert_jobs.sql");
+    /// Streams jobs without a unique key or start time as CSV: `id, organization_id, kind,
+    /// queue, args, priority, max_attempts`, NULL written `\N`.
+    pub const COPY_JOBS: &str = "COPY jobs (id, organization_id, kind, queue, args, priority, max_attempts) \
+                                 FROM STDIN (FORMAT csv, NULL '\\N')";
 }
 mod state;
 

@@ -1,6 +1,6 @@
 -- One chunk of enqueue_many: rows come as parallel arrays; a unique key held by an unfinished
--- job makes its row a no-op (the caller then looks up the holder). Also run by `cargo xtask bench
--- queue` as the raw-SQL ceiling.
+-- job makes its row a no-op (the caller then looks up the holder). Jobs without a unique key or a
+-- start time take the COPY path instead.
 INSERT INTO jobs (id, organization_id, kind, queue, state, args, priority, max_attempts, run_at, unique_key)
 SELECT id, org, kind, queue,
        CASE WHEN run_at > now() THEN 'scheduled' ELSE 'available' END,
