@@ -43,7 +43,7 @@ impl Report {
             .fetch_one(admin)
             .await?;
         let settings: Vec<(String, String)> = sqlx::query_as(
-            "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY($1) ORDER BY name",
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY($1) ORDER BY name",
         )
         .bind(
             [
