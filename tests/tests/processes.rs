@@ -403,3 +403,59 @@ async fn a_worker_killed_mid_run_loses_no_job_and_repeats_only_those_in_flight()
             .unwrap();
     assert_eq!(rescued as usize, in_flight.len());
 }
+
+/// With `SENTRY_DSN` set, a discarded job reaches Sentry as an error event with its kind and
+/// error (Sentry's ingestion endpoint is a wiremock server here).
+#[tokio::test]
+async fn a_discarded_job_is_reported_to_sentry() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+
+    let sentry = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&sentry)
+        .await;
+    let app = zoark_tests::TestApp::spawn().await;
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, queue, args, max_attempts) \
+         VALUES ('nobody.handles_this', 'default', '{}', 3) RETURNING id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let dsn = format!("http://public@{}/42", sentry.address());
+    let worker = start(
+        "zoark-worker",
+        &[],
+        &[
+            ("DATABASE_URL", app.database.url.as_str()),
+            ("SENTRY_DSN", &dsn),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let requests = sentry.received_requests().await.unwrap_or_default();
+        let bodies: Vec<String> = requests
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect();
+        if let Some(body) = bodies.into_iter().find(|b| b.contains("job discarded")) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no Sentry event within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(worker);
+    assert!(body.contains("unknown_kind"), "{body}");
+    assert!(body.contains("nobody.handles_this"), "{body}");
+    assert!(
+        body.contains(&id.to_string()),
+        "the event carries the job's span: {body}"
+    );
+    let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "discarded");
+}

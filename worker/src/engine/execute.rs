@@ -170,8 +170,18 @@ fn classify(
         }
         Outcome::Failed { kind, error } | Outcome::Fatal { kind, error } => {
             record("discarded");
-            // An error event: Sentry receives it when SENTRY_DSN is set.
-            tracing::error!(error.kind = kind, error = %error, attempts = job.attempt, "job discarded");
+            // An error event: Sentry receives it when SENTRY_DSN is set. Sentry keeps the event's
+            // own fields, not its span's: the job is named here again.
+            tracing::error!(
+                job.id = %job.id,
+                job.kind = %job.kind,
+                job.queue = %job.queue,
+                org.id = job.organization_id.map(|o| o.to_string()),
+                error.kind = kind,
+                error = %error,
+                attempts = job.attempt,
+                "job discarded"
+            );
             Some(completion(
                 "discarded",
                 None,
