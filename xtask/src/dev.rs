@@ -35,9 +35,6 @@ pub fn run(root: &Path) -> Result<()> {
     let pg = postgres::provision(root)?;
     let result = run_platform(root, &pg, &tx, &rx);
     pg.stop_if_started()?;
-    if pg.started_here() {
-        println!("xtask: stopped Postgres");
-    }
     result
 }
 

@@ -93,11 +93,6 @@ impl Provisioned {
         }
     }
 
-    /// Whether this run started the local cluster.
-    pub fn started_here(&self) -> bool {
-        self.started.is_some()
-    }
-
     /// Stops the cluster if this run started it — and nothing else.
     pub fn stop_if_started(&self) -> Result<()> {
         if let Some(cluster) = &self.started {
