@@ -6,6 +6,7 @@ pub mod db;
 pub mod process;
 pub mod settings;
 pub mod shutdown;
+pub mod storage;
 pub mod telemetry;
 
 pub use settings::Settings;

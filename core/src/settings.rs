@@ -238,6 +238,12 @@ pub struct BackupSettings {
     /// `file:///path` or `s3://bucket/prefix`.
     pub destination: Url,
     pub encryption_key: Option<EncryptionKey>,
+    /// Backups older than this are deleted after each successful backup.
+    pub retention: Duration,
+    /// When the scheduler enqueues the backup (cron, UTC); `None` when set to `off`.
+    pub schedule: Option<String>,
+    /// The `pg_dump` program (its major version must be at least the server's).
+    pub pg_dump: String,
 }
 
 #[derive(Debug, Clone)]
@@ -498,6 +504,23 @@ impl Settings {
                 reason: "must be a file:// or s3:// URL".into(),
             });
         }
+        let backup_retention = match r.parse_or("ZOARK_BACKUP_RETENTION_DAYS", 30u64)? {
+            0 => {
+                return Err(SettingsError::Invalid {
+                    var: "ZOARK_BACKUP_RETENTION_DAYS",
+                    reason: "must be at least 1 day".into(),
+                });
+            }
+            days => Duration::from_secs(days * 86_400),
+        };
+        if backup_destination.scheme() == "s3" && s3.is_none() {
+            return Err(SettingsError::Missing {
+                var: "ZOARK_S3_BUCKET",
+                hint: " (an s3:// ZOARK_BACKUP_DESTINATION uses the ZOARK_S3_* endpoint, region \
+                       and keys)"
+                    .into(),
+            });
+        }
         if prod && backup_key.is_none() {
             return Err(dev_default(
                 "ZOARK_BACKUP_ENCRYPTION_KEY",
@@ -596,6 +619,13 @@ impl Settings {
             backup: BackupSettings {
                 destination: backup_destination,
                 encryption_key: backup_key,
+                retention: backup_retention,
+                schedule: match r.get("ZOARK_BACKUP_SCHEDULE") {
+                    Some(off) if off == "off" => None,
+                    Some(schedule) => Some(schedule),
+                    None => Some("0 2 * * *".into()),
+                },
+                pg_dump: r.get("ZOARK_PG_DUMP").unwrap_or_else(|| "pg_dump".into()),
             },
             worker: WorkerSettings {
                 queues: r.parse_or_else("ZOARK_WORKER_QUEUES", || {
@@ -636,7 +666,7 @@ impl Settings {
 }
 
 impl EncryptionKey {
-    fn parse(var: &'static str, b64: &str) -> Result<Self, SettingsError> {
+    pub fn parse(var: &'static str, b64: &str) -> Result<Self, SettingsError> {
         use base64::Engine as _;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
@@ -825,6 +855,33 @@ mod tests {
         assert_eq!(s.http.port, 8080);
         assert_eq!(s.log_format, LogFormat::Pretty);
         assert_eq!(s.http.public_url.as_str(), "http://localhost:8080/");
+    }
+
+    #[test]
+    fn backup_settings_default_to_a_nightly_dump_and_reject_what_cannot_work() {
+        let db = ("DATABASE_URL", "postgres://localhost/zoark");
+        let s = Settings::from_source(&env(&[db])).unwrap();
+        assert_eq!(s.backup.schedule.as_deref(), Some("0 2 * * *"));
+        assert_eq!(s.backup.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.backup.pg_dump, "pg_dump");
+        let off = Settings::from_source(&env(&[db, ("ZOARK_BACKUP_SCHEDULE", "off")])).unwrap();
+        assert_eq!(off.backup.schedule, None);
+        let s3 = Settings::from_source(&env(&[db, ("ZOARK_BACKUP_DESTINATION", "s3://b/p")]));
+        assert!(matches!(
+            s3,
+            Err(SettingsError::Missing {
+                var: "ZOARK_S3_BUCKET",
+                ..
+            })
+        ));
+        let zero = Settings::from_source(&env(&[db, ("ZOARK_BACKUP_RETENTION_DAYS", "0")]));
+        assert!(matches!(
+            zero,
+            Err(SettingsError::Invalid {
+                var: "ZOARK_BACKUP_RETENTION_DAYS",
+                ..
+            })
+        ));
     }
 
     #[test]

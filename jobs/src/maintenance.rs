@@ -37,3 +37,20 @@ impl Job for RescueJobs {
         Some("rescue".into())
     }
 }
+
+/// Dumps the whole database with `pg_dump` (custom format, compressed), seals it with
+/// `ZOARK_BACKUP_ENCRYPTION_KEY` when set, streams it to `ZOARK_BACKUP_DESTINATION`, then
+/// deletes backups older than `ZOARK_BACKUP_RETENTION_DAYS`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackupDatabase {}
+
+impl Job for BackupDatabase {
+    const NAME: &'static str = "maintenance.backup_database";
+    const QUEUE: &'static str = "maintenance";
+    const MAX_ATTEMPTS: i32 = 3;
+    const TIMEOUT: Duration = Duration::from_secs(3600);
+
+    fn unique_key(&self) -> Option<String> {
+        Some("backup".into())
+    }
+}

@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection};
 use zoark_jobs::{
     Job, NewJob, Opts,
     agents::RunScheduledAgent,
-    maintenance::{PruneJobs, RescueJobs},
+    maintenance::{BackupDatabase, PruneJobs, RescueJobs},
 };
 
 /// One entry of the static table: a name (the `cron_ticks` key), a schedule in UTC and the job
@@ -55,12 +55,14 @@ fn platform_job<J: Job + Default>() -> Result<NewJob, zoark_jobs::EnqueueError> 
 }
 
 impl CronTable {
-    /// Rescue backstop every minute, pruning hourly at :05.
+    /// Rescue backstop every minute, pruning hourly at :05, and the database backup on
+    /// `backup_schedule` (`ZOARK_BACKUP_SCHEDULE`, daily at 02:00 UTC by default; `None` = off).
     ///
     /// # Errors
-    /// Never in practice: the expressions are constants, checked by a unit test.
-    pub fn platform() -> Result<Self, CronError> {
-        Ok(Self(vec![
+    /// When `backup_schedule` is not a cron expression (the other expressions are constants,
+    /// checked by a unit test).
+    pub fn platform(backup_schedule: Option<&str>) -> Result<Self, CronError> {
+        let mut entries = vec![
             CronEntry {
                 name: "maintenance.rescue_jobs",
                 schedule: parse("* * * * *")?,
@@ -71,7 +73,15 @@ impl CronTable {
                 schedule: parse("5 * * * *")?,
                 job: platform_job::<PruneJobs>,
             },
-        ]))
+        ];
+        if let Some(schedule) = backup_schedule {
+            entries.push(CronEntry {
+                name: "maintenance.backup_database",
+                schedule: parse(schedule)?,
+                job: platform_job::<BackupDatabase>,
+            });
+        }
+        Ok(Self(entries))
     }
 }
 
@@ -205,7 +215,9 @@ mod tests {
 
     #[test]
     fn the_platform_table_parses_and_five_field_expressions_get_seconds() {
-        assert_eq!(CronTable::platform().unwrap().0.len(), 2);
+        assert_eq!(CronTable::platform(None).unwrap().0.len(), 2);
+        assert_eq!(CronTable::platform(Some("0 2 * * *")).unwrap().0.len(), 3);
+        assert!(CronTable::platform(Some("at two")).is_err());
         let hourly = parse("5 * * * *").unwrap();
         let now = DateTime::parse_from_rfc3339("2026-11-25T10:07:30Z")
             .unwrap()

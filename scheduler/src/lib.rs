@@ -10,6 +10,8 @@ pub mod cron;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +50,8 @@ pub async fn run(
     zoark_core::db::wait_until_migrated(&pool, &shutdown).await?;
     pool.close().await;
     let url = settings.database_url().to_owned();
-    let table = cron::CronTable::platform()?;
+    let table = cron::CronTable::platform(settings.backup.schedule.as_deref())
+        .context("ZOARK_BACKUP_SCHEDULE")?;
     tracing::info!("zoark-scheduler started");
     while !shutdown.is_cancelled() {
         match lead(&url, &table, timing, &leader, &shutdown).await {

@@ -65,18 +65,35 @@ impl TestDatabase {
     /// # Errors
     /// When the server is unreachable or the migrations fail.
     pub async fn create() -> Result<Self> {
+        Self::create_from(true).await
+    }
+
+    /// A fresh database with no schema at all (e.g. to restore a backup into), dropped with
+    /// the value.
+    ///
+    /// # Errors
+    /// When the server is unreachable.
+    pub async fn create_empty() -> Result<Self> {
+        Self::create_from(false).await
+    }
+
+    async fn create_from(migrated: bool) -> Result<Self> {
         let server = server_url()?;
         let admin_url = with_database(&server, "postgres")?;
-        let template = template_name();
         let mut admin = PgConnection::connect(&admin_url)
             .await
             .context("connecting to the test server")?;
-        ensure_template(&mut admin, &admin_url, &template).await?;
         let name = format!("zoark_test_{}", uuid::Uuid::now_v7().simple());
+        let sql = if migrated {
+            let template = template_name();
+            ensure_template(&mut admin, &admin_url, &template).await?;
+            format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")
+        } else {
+            format!("CREATE DATABASE \"{name}\" TEMPLATE template0")
+        };
         let mut attempt = 0;
         loop {
-            let sql = format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"");
-            match admin.execute(AssertSqlSafe(sql)).await {
+            match admin.execute(AssertSqlSafe(sql.clone())).await {
                 Ok(_) => break,
                 // "source database is being accessed by other users": another process is cloning.
                 Err(sqlx::Error::Database(e))
@@ -85,7 +102,7 @@ impl TestDatabase {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(e).context("cloning the template database"),
+                Err(e) => return Err(e).context("creating the test database"),
             }
         }
         admin.close().await?;

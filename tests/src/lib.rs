@@ -210,6 +210,21 @@ impl TestApp {
     }
 }
 
+/// A binary of this workspace, built by `cargo xtask test` before the tests run.
+///
+/// # Panics
+/// When it was not built.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    // Integration tests run from target/<profile>/deps; the workspace's binaries sit one level up.
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(std::path::Path::to_path_buf))
+        .unwrap_or_else(|| panic!("no directory for the test executable"));
+    let path = dir.join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
 /// Engine settings for tests: fast heartbeats and rescue, a slow poll (so wake-ups must come
 /// from NOTIFY and timers), short shutdown.
 pub fn engine_config(queues: &[(&str, usize)]) -> EngineConfig {

@@ -5,22 +5,12 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-use zoark_tests::db::TestDatabase;
-
-fn binary(name: &str) -> PathBuf {
-    // Integration tests run from target/<profile>/deps; the workspace's binaries sit one level up.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|p| p.parent()).unwrap();
-    let path = dir.join(name);
-    assert!(path.exists(), "{} was not built", path.display());
-    path
-}
+use zoark_tests::{binary, db::TestDatabase};
 
 struct Running {
     child: Child,

@@ -78,15 +78,19 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 #[tokio::test]
 async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
     let app = TestApp::spawn().await;
-    let table = zoark_scheduler::cron::CronTable::platform().unwrap();
+    let daily = Some("0 2 * * *");
+    let table = zoark_scheduler::cron::CronTable::platform(daily).unwrap();
     // First sight records the latest tick without running it.
     let mut conn = app.pool.acquire().await.unwrap();
-    let now = chrono::Utc::now();
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T03:00:00Z")
+        .unwrap()
+        .to_utc();
     zoark_scheduler::cron::run_static(&mut conn, &table, now)
         .await
         .unwrap();
     assert_eq!(count(&app, "SELECT count(*) FROM jobs").await, 0);
-    // Down for three hours: the rescue entry (every minute) missed 180 ticks, pruning 3.
+    // Down for three hours: the rescue entry (every minute) missed 180 ticks, pruning 3, the
+    // daily backup (02:00) 1.
     sqlx::query("UPDATE cron_ticks SET last_tick_at = last_tick_at - interval '3 hours'")
         .execute(&app.pool)
         .await
@@ -95,7 +99,7 @@ async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
     for _ in 0..4 {
         let pool = app.pool.clone();
         racers.push(tokio::spawn(async move {
-            let table = zoark_scheduler::cron::CronTable::platform().unwrap();
+            let table = zoark_scheduler::cron::CronTable::platform(daily).unwrap();
             let mut conn = pool.acquire().await.unwrap();
             zoark_scheduler::cron::run_static(&mut conn, &table, now)
                 .await
@@ -106,7 +110,7 @@ async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
     for r in racers {
         total += r.await.unwrap();
     }
-    assert_eq!(total, 2, "one job per entry, whoever enqueued it");
+    assert_eq!(total, 3, "one job per entry, whoever enqueued it");
     assert_eq!(
         count(
             &app,
@@ -123,11 +127,19 @@ async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
         .await,
         1
     );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM jobs WHERE kind = 'maintenance.backup_database'"
+        )
+        .await,
+        1
+    );
     // The same instant again enqueues nothing.
     zoark_scheduler::cron::run_static(&mut conn, &table, now)
         .await
         .unwrap();
-    assert_eq!(count(&app, "SELECT count(*) FROM jobs").await, 2);
+    assert_eq!(count(&app, "SELECT count(*) FROM jobs").await, 3);
 }
 
 #[tokio::test]

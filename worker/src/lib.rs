@@ -6,6 +6,7 @@
 //! Shutdown (SIGTERM) stops claiming and lets in-flight jobs finish up to
 //! `ZOARK_WORKER_SHUTDOWN_TIMEOUT_SECS` (25 s by default).
 
+pub mod backup;
 pub mod engine;
 pub mod handlers;
 

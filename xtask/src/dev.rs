@@ -76,6 +76,14 @@ fn run_platform(
         bail!("the build failed");
     }
     let bin = |name: &str| root.join("target/debug").join(name);
+    // The nightly backup needs a pg_dump at least as new as the server: the cluster's own.
+    let pg_dump = match std::env::var("ZOARK_PG_DUMP") {
+        Ok(set) if !set.is_empty() => set,
+        _ => pg
+            .client_bin("pg_dump")
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "pg_dump".into()),
+    };
 
     let env = |cmd: &mut Command| {
         cmd.env("DATABASE_URL", &database_url)
@@ -85,6 +93,7 @@ fn run_platform(
                 std::env::var("ZOARK_HOST").unwrap_or_else(|_| "127.0.0.1".into()),
             )
             .env("ZOARK_ENV", "development")
+            .env("ZOARK_PG_DUMP", &pg_dump)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),

@@ -136,7 +136,8 @@ fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
     cmd.args(args)
         .current_dir(root)
         .env("DATABASE_URL", &url)
-        .env("ZOARK_TEST_DATABASE_URL", &url);
+        .env("ZOARK_TEST_DATABASE_URL", &url)
+        .env("ZOARK_PG_DUMP", pg.client_bin("pg_dump")?);
     let status = cmd.status().context("running the test suite")?;
     pg.stop_if_started()?;
     if !status.success() {

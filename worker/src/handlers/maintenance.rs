@@ -1,7 +1,7 @@
-//! `maintenance.prune_jobs` and `maintenance.rescue_jobs`.
+//! `maintenance.prune_jobs`, `maintenance.rescue_jobs` and `maintenance.backup_database`.
 
 use anyhow::Context as _;
-use zoark_jobs::maintenance::{PruneJobs, RescueJobs};
+use zoark_jobs::maintenance::{BackupDatabase, PruneJobs, RescueJobs};
 
 use crate::{
     WorkerContext,
@@ -11,6 +11,7 @@ use crate::{
 pub fn register(registry: Registry, ctx: &WorkerContext) -> Registry {
     let prune_ctx = ctx.clone();
     let rescue_ctx = ctx.clone();
+    let backup_ctx = ctx.clone();
     registry
         .register(move |_: PruneJobs, job: JobContext| prune(prune_ctx.clone(), job))
         .register(move |_: RescueJobs, _: JobContext| {
@@ -18,6 +19,19 @@ pub fn register(registry: Registry, ctx: &WorkerContext) -> Registry {
             async move {
                 let rescued = rescue(&ctx.pool, ctx.settings.worker.rescue_after).await?;
                 tracing::info!(jobs = rescued, "rescue pass");
+                Ok(())
+            }
+        })
+        .register(move |_: BackupDatabase, _: JobContext| {
+            let ctx = backup_ctx.clone();
+            async move {
+                let report = crate::backup::run(&ctx.settings, &ctx.pool).await?;
+                tracing::info!(
+                    backup.key = %report.key,
+                    backup.dump_bytes = report.dump_bytes,
+                    backup.expired_deleted = report.deleted,
+                    "backup done"
+                );
                 Ok(())
             }
         })

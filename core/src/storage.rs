@@ -1,0 +1,98 @@
+//! Object storage behind one interface (`object_store`): a local directory (`file:///path/`) or
+//! an S3-compatible bucket (`s3://bucket/prefix`, with the `ZOARK_S3_*` endpoint, region and keys).
+
+use std::sync::Arc;
+
+use object_store::{ObjectStore, aws::AmazonS3Builder, local::LocalFileSystem, path::Path};
+use secrecy::ExposeSecret;
+use url::Url;
+
+use crate::settings::S3Settings;
+
+/// A place to put objects: the store and the prefix every key of this use lives under.
+#[derive(Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location")
+            .field("store", &self.store.to_string())
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("`{0}` is neither a file:// nor an s3:// URL")]
+    Scheme(Url),
+    #[error("`{0}` names no bucket")]
+    NoBucket(Url),
+    #[error("an s3:// destination needs ZOARK_S3_ACCESS_KEY_ID and ZOARK_S3_SECRET_ACCESS_KEY")]
+    NoCredentials,
+    #[error("cannot create the directory {path}: {source}")]
+    Directory {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+}
+
+impl Location {
+    /// Opens the location a `file://` or `s3://` URL names. A local directory is created if it
+    /// does not exist.
+    ///
+    /// # Errors
+    /// An unsupported scheme, a missing bucket or credentials, or a directory that cannot be
+    /// created.
+    pub async fn open(url: &Url, s3: Option<&S3Settings>) -> Result<Self, StorageError> {
+        match url.scheme() {
+            "file" => {
+                let dir = url.path();
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|source| StorageError::Directory {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+                Ok(Self {
+                    store: Arc::new(LocalFileSystem::new_with_prefix(dir)?),
+                    prefix: Path::default(),
+                })
+            }
+            "s3" => {
+                let bucket = url
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| StorageError::NoBucket(url.clone()))?;
+                let s3 = s3.ok_or(StorageError::NoCredentials)?;
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
+                    .with_region(&s3.region)
+                    .with_access_key_id(s3.access_key_id.expose_secret())
+                    .with_secret_access_key(s3.secret_access_key.expose_secret());
+                // AWS itself: let object_store derive the regional endpoint. Anything else
+                // (MinIO, R2, a test server) is addressed path-style at the configured endpoint.
+                if s3.endpoint.host_str() != Some("s3.amazonaws.com") {
+                    builder = builder
+                        .with_endpoint(s3.endpoint.as_str().trim_end_matches('/'))
+                        .with_allow_http(s3.endpoint.scheme() == "http");
+                }
+                Ok(Self {
+                    store: Arc::new(builder.build()?),
+                    prefix: Path::from(url.path().trim_matches('/')),
+                })
+            }
+            _ => Err(StorageError::Scheme(url.clone())),
+        }
+    }
+
+    /// The full key of `name` under this location's prefix.
+    pub fn key(&self, name: &str) -> Path {
+        self.prefix.clone().join(name)
+    }
+}
