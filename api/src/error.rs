@@ -76,7 +76,7 @@ pub enum ApiError {
     #[error("authentication is required")]
     Unauthorized,
     #[error("{0}")]
-    Forbidden(&'static str),
+    Forbidden(String),
     #[error("{detail}")]
     NotFound { code: &'static str, detail: String },
     #[error("{detail}")]
@@ -94,6 +94,14 @@ pub enum ApiError {
     /// A bug or an outage: logged once with its cause, answered with an opaque 500.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// A database error nobody expected is a 500; expected ones (constraint violations a handler
+/// knows about) are mapped by the handler before `?`.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
 }
 
 impl ApiError {

@@ -19,6 +19,8 @@ use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use zoark_core::access::ReadJobs;
+
 use crate::{
     auth,
     error::{ApiError, problem_response},
@@ -90,12 +92,14 @@ pub async fn events(
     state: Data<&AppState>,
     request_id: Data<&RequestId>,
 ) -> Response {
-    let caller = match auth::bearer(req) {
-        Some(token) => auth::authenticate(&state, token).await,
+    let granted = match auth::bearer(req) {
+        Some(token) => auth::authenticate(&state, token)
+            .await
+            .and_then(|p| Ok(p.authorize::<ReadJobs>()?)),
         None => Err(ApiError::Unauthorized),
     };
-    let caller = match caller {
-        Ok(caller) => caller,
+    let granted = match granted {
+        Ok(granted) => granted,
         Err(error) => return problem_response(&error, Some(&request_id.0.0)),
     };
     let Some(ws) = ws else {
@@ -106,7 +110,7 @@ pub async fn events(
         return problem_response(&error, Some(&request_id.0.0));
     };
     let mut rx = state.events.subscribe();
-    let org = caller.organization_id;
+    let org = granted.organization_id();
     ws.on_upgrade(move |socket| async move {
         let (mut sink, mut stream) = socket.split();
         loop {

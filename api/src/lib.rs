@@ -12,6 +12,7 @@ pub mod json;
 pub mod middleware;
 pub mod routes;
 pub mod state;
+pub mod tokens;
 
 use std::{future::Future, sync::Arc};
 
@@ -73,7 +74,7 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pool = zoark_core::db::pool(&settings)?;
+    let pool = zoark_core::db::api_pool(&settings)?;
     let addr = std::net::SocketAddr::new(settings.http.host, settings.http.port);
     let timeout = settings.http.shutdown_timeout;
     let state = AppState {

@@ -36,9 +36,12 @@ pub async fn fresh(admin: &PgPool, server: &str, name: &str) -> anyhow::Result<S
     Ok(url(server, name))
 }
 
-/// A small pool on `url`.
+/// A small pool on `url`, on platform connections (row-level security bypassed, like a worker).
 pub async fn pool(url: &str) -> anyhow::Result<PgPool> {
-    Ok(PgPoolOptions::new().max_connections(4).connect(url).await?)
+    Ok(PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(zoark_core::db::platform_options(url)?)
+        .await?)
 }
 
 /// How statements against one database are counted.

@@ -231,7 +231,7 @@ pub async fn run(args: &QueueArgs, admin: &PgPool, peer: Peer) -> anyhow::Result
     // Pickup latency: insert from another connection, wait for the job's NOTIFY.
     let mut listener = PgListener::connect(&url).await?;
     listener.listen(peer.ping_channel()).await?;
-    let mut conn = PgConnection::connect(&url).await?;
+    let mut conn = PgConnection::connect_with(&zoark_core::db::platform_options(&url)?).await?;
     let mut latencies = Vec::with_capacity(args.samples);
     for i in 0..WARM_UP + args.samples {
         let start = Instant::now();

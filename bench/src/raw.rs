@@ -136,7 +136,9 @@ fn pgbench_run(
     vars: &[(&str, String)],
 ) -> anyhow::Result<()> {
     let mut cmd = std::process::Command::new(pgbench);
-    cmd.args(["--no-vacuum", "--protocol=simple", "--client"])
+    // A platform connection, like the worker's (row-level security bypassed).
+    cmd.env("PGOPTIONS", "-c zoark.rls=bypass")
+        .args(["--no-vacuum", "--protocol=simple", "--client"])
         .arg(clients.to_string())
         .arg("--jobs")
         .arg(clients.to_string())

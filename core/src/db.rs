@@ -2,9 +2,12 @@
 //! taking `&mut PgConnection` so callers compose them in one transaction.
 
 pub mod api_keys;
+pub mod audit;
 pub mod dev_seed;
 pub mod memberships;
 pub mod organizations;
+pub mod sessions;
+pub mod tenant;
 pub mod users;
 
 use std::time::Duration;
@@ -12,7 +15,7 @@ use std::time::Duration;
 use sqlx::{
     PgPool,
     migrate::{MigrateError, Migrator},
-    postgres::PgPoolOptions,
+    postgres::{PgConnectOptions, PgPoolOptions},
 };
 
 use crate::settings::Settings;
@@ -43,20 +46,42 @@ pub async fn migrate_all(pool: &PgPool) -> Result<(), MigrationError> {
     Ok(())
 }
 
-/// A pool configured from settings. Connections are opened lazily, so a process starts (and
-/// reports not-ready) while the database is down, and recovers without a restart.
+/// A platform pool (workers, scheduler, migrations, tools): its connections see every
+/// organization's rows (`zoark.rls = bypass`, see the row-level security migration).
+/// Connections are opened lazily, so a process starts (and reports not-ready) while the
+/// database is down, and recovers without a restart.
 ///
 /// # Errors
 /// When the URL cannot be parsed.
 pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
-    let options = settings
-        .database_url()
-        .parse::<sqlx::postgres::PgConnectOptions>()?;
-    Ok(PgPoolOptions::new()
+    Ok(pool_options(settings).connect_lazy_with(platform_options(settings.database_url())?))
+}
+
+/// The API's pool: row-level security applies. Tenant requests run in [`tenant::begin`]
+/// transactions; authentication in [`tenant::system`] ones.
+///
+/// # Errors
+/// When the URL cannot be parsed.
+pub fn api_pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
+    let options = settings.database_url().parse::<PgConnectOptions>()?;
+    Ok(pool_options(settings).connect_lazy_with(options))
+}
+
+/// Connection options of a platform connection to `url` (see [`pool`]).
+///
+/// # Errors
+/// When the URL cannot be parsed.
+pub fn platform_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(url
+        .parse::<PgConnectOptions>()?
+        .options([("zoark.rls", "bypass")]))
+}
+
+fn pool_options(settings: &Settings) -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
         .acquire_timeout(settings.database.acquire_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))
-        .connect_lazy_with(options))
 }
 
 /// `true` when a connection can be acquired and answers a query within the pool's timeout.

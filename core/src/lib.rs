@@ -1,6 +1,7 @@
 //! zoark-core: what every Zoark process shares — typed settings, telemetry, cryptography, domain
 //! types and database access (plain sqlx functions over `&mut PgConnection`, and [`db::migrate_all`]).
 
+pub mod access;
 pub mod crypto;
 pub mod db;
 pub mod process;

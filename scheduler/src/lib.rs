@@ -77,7 +77,7 @@ async fn lead(
     leader: &watch::Sender<bool>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut conn = PgConnection::connect(url).await?;
+    let mut conn = PgConnection::connect_with(&zoark_core::db::platform_options(url)?).await?;
     let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(LEADER_LOCK_KEY)
         .fetch_one(&mut conn)

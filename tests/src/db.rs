@@ -59,6 +59,20 @@ impl Hasher for Fnv {
 
 const TEMPLATE_LOCK: i64 = 0x7a6f_6172_6b74_706c;
 
+/// A pool of platform connections (row-level security bypassed) on `url`, like a worker's.
+///
+/// # Panics
+/// When the server is unreachable.
+pub async fn platform_pool(url: &str) -> sqlx::PgPool {
+    let options =
+        zoark_core::db::platform_options(url).unwrap_or_else(|e| panic!("parsing {url}: {e}"));
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+}
+
 impl TestDatabase {
     /// Creates a fresh, fully migrated database.
     ///
@@ -89,7 +103,8 @@ impl TestDatabase {
             ensure_template(&mut admin, &admin_url, &template).await?;
             format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")
         } else {
-            format!("CREATE DATABASE \"{name}\" TEMPLATE template0")
+            // template1 carries the extensions the application role cannot create itself.
+            format!("CREATE DATABASE \"{name}\" TEMPLATE template1")
         };
         let mut attempt = 0;
         loop {
@@ -141,7 +156,7 @@ async fn ensure_template(admin: &mut PgConnection, admin_url: &str, template: &s
         let url = with_database(admin_url, template)?;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
-            .connect(&url)
+            .connect_with(zoark_core::db::platform_options(&url)?)
             .await?;
         zoark_core::db::migrate_all(&pool)
             .await

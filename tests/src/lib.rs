@@ -9,6 +9,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod db;
+pub mod fixtures;
 pub mod peers;
 pub mod proxy;
 
@@ -77,7 +78,11 @@ impl TestAppBuilder {
         let settings = Settings::from_source(&env).unwrap_or_else(|e| panic!("test settings: {e}"));
         zoark_core::telemetry::install_crypto_provider();
         let _ = zoark_core::telemetry::prometheus();
+        // The test's own pool sees every organization (like a worker); the API gets its own,
+        // under row-level security, as in production.
         let pool = zoark_core::db::pool(&settings).unwrap_or_else(|e| panic!("test pool: {e}"));
+        let api_pool =
+            zoark_core::db::api_pool(&settings).unwrap_or_else(|e| panic!("API pool: {e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("binding: {e}"));
@@ -87,8 +92,8 @@ impl TestAppBuilder {
         );
         let settings = Arc::new(settings);
         let state = zoark_api::AppState {
-            events: zoark_api::events::EventHub::start(pool.clone()),
-            pool: pool.clone(),
+            events: zoark_api::events::EventHub::start(api_pool.clone()),
+            pool: api_pool,
             settings: settings.clone(),
         };
         let shutdown = CancellationToken::new();

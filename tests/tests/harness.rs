@@ -25,13 +25,13 @@ async fn each_test_gets_its_own_migrated_database_which_is_dropped_afterwards() 
     let a = TestDatabase::create().await.unwrap();
     let b = TestDatabase::create().await.unwrap();
     assert_ne!(a.name, b.name);
-    let pool = sqlx::PgPool::connect(&a.url).await.unwrap();
+    let pool = zoark_tests::db::platform_pool(&a.url).await;
     sqlx::query("INSERT INTO organizations (name) VALUES ('only in a')")
         .execute(&pool)
         .await
         .unwrap();
     pool.close().await;
-    let pool = sqlx::PgPool::connect(&b.url).await.unwrap();
+    let pool = zoark_tests::db::platform_pool(&b.url).await;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM organizations")
         .fetch_one(&pool)
         .await

@@ -9,8 +9,9 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 use uuid::Uuid;
+use zoark_core::access::Role;
 use zoark_jobs::{Opts, diag::Record, enqueue};
-use zoark_tests::TestApp;
+use zoark_tests::{TestApp, fixtures};
 
 struct Tenant {
     id: Uuid,
@@ -19,24 +20,9 @@ struct Tenant {
 }
 
 async fn tenant(app: &TestApp, name: &str) -> Tenant {
-    let mut conn = app.pool.acquire().await.unwrap();
-    let id: Uuid = sqlx::query_scalar("INSERT INTO organizations (name) VALUES ($1) RETURNING id")
-        .bind(name)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    let key = |role: &'static str| {
-        let key = zoark_core::db::api_keys::generate();
-        (key, role)
-    };
-    let (lead, _) = key("lead");
-    let (viewer, _) = key("viewer");
-    zoark_core::db::api_keys::insert(&mut conn, id, "ci", "lead", &lead)
-        .await
-        .unwrap();
-    zoark_core::db::api_keys::insert(&mut conn, id, "ro", "viewer", &viewer)
-        .await
-        .unwrap();
+    let id = fixtures::organization(&app.pool, name).await;
+    let lead = fixtures::api_key(&app.pool, id, Role::Lead).await;
+    let viewer = fixtures::api_key(&app.pool, id, Role::Viewer).await;
     Tenant { id, lead, viewer }
 }
 

@@ -221,10 +221,14 @@ fn pg_dump(settings: &Settings) -> anyhow::Result<tokio::process::Child> {
     let _ = url.set_password(None);
     let mut command = Command::new(&settings.backup.pg_dump);
     command
+        // Row-level security: dump every organization's rows (a platform connection), and let
+        // pg_dump read tables whose policies apply to it instead of refusing them.
+        .env("PGOPTIONS", "-c zoark.rls=bypass")
         .args([
             "--format=custom",
             "--no-owner",
             "--no-privileges",
+            "--enable-row-security",
             "--dbname",
         ])
         .arg(url.as_str())

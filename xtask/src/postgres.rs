@@ -18,11 +18,16 @@ use crate::process::{is_root, run, succeeds};
 
 const EXTENSIONS: [&str; 3] = ["vector", "hstore", "pgcrypto"];
 const SERVER_USER: &str = "postgres";
+/// The role development and tests connect as: it owns their databases but is no superuser,
+/// because row-level security does not apply to superusers.
+const APP_ROLE: &str = "zoark";
 
 /// A Postgres server ready for use.
 pub struct Provisioned {
-    /// Base URL without a database name, e.g. `postgres://postgres@127.0.0.1:54329`.
+    /// Base URL without a database name, e.g. `postgres://zoark@127.0.0.1:54329`.
     base: String,
+    /// The same server as its superuser (local clusters), for provisioning.
+    admin_base: String,
     /// Set when the cluster is local and this run started it.
     started: Option<LocalCluster>,
     /// Set when the cluster is local (started now or before).
@@ -75,9 +80,13 @@ impl Profile {
 }
 
 impl Provisioned {
-    /// The URL of `database` on this server.
+    /// The URL of `database` on this server, as the application role.
     pub fn url(&self, database: &str) -> String {
         format!("{}/{database}", self.base)
+    }
+
+    fn admin_url(&self, database: &str) -> String {
+        format!("{}/{database}", self.admin_base)
     }
 
     /// The server URL without a database.
@@ -108,7 +117,22 @@ impl Provisioned {
             &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
         )?;
         if exists.trim() != "1" {
-            self.psql("postgres", &format!("CREATE DATABASE \"{database}\""))?;
+            self.create_database(database)?;
+            return Ok(());
+        }
+        // A database made before the application role existed belongs to the superuser.
+        let owner = self.psql(
+            "postgres",
+            &format!(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{database}'"
+            ),
+        )?;
+        if self.admin_base != self.base && owner.trim() != APP_ROLE {
+            println!(
+                "xtask: recreating {database} for the `{APP_ROLE}` role (it was {})",
+                owner.trim()
+            );
+            self.recreate_database(database)?;
         }
         Ok(())
     }
@@ -119,7 +143,39 @@ impl Provisioned {
             "postgres",
             &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
         )?;
-        self.psql("postgres", &format!("CREATE DATABASE \"{database}\""))?;
+        self.create_database(database)
+    }
+
+    fn create_database(&self, database: &str) -> Result<()> {
+        let owner = if self.admin_base == self.base {
+            String::new()
+        } else {
+            format!(" OWNER \"{APP_ROLE}\"")
+        };
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE \"{database}\"{owner}"),
+        )?;
+        Ok(())
+    }
+
+    /// The application role (no superuser, may create databases) and the extensions it cannot
+    /// create itself (`vector` is not a trusted extension) in `template1`, so every database
+    /// created from it has them.
+    fn ensure_app_role(&self) -> Result<()> {
+        self.psql(
+            "postgres",
+            &format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') \
+                 THEN CREATE ROLE \"{APP_ROLE}\" LOGIN CREATEDB; END IF; END $$"
+            ),
+        )?;
+        for extension in EXTENSIONS {
+            self.psql(
+                "template1",
+                &format!("CREATE EXTENSION IF NOT EXISTS \"{extension}\""),
+            )?;
+        }
         Ok(())
     }
 
@@ -151,7 +207,7 @@ impl Provisioned {
             .unwrap_or_else(|| PathBuf::from("psql"));
         run(Command::new(psql)
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .arg(self.url(database)))
+            .arg(self.admin_url(database)))
     }
 
     /// Whether the extensions Zoark needs can be created on this server.
@@ -165,6 +221,17 @@ impl Provisioned {
             bail!(
                 "the server at DATABASE_URL lacks the extension(s) {missing:?}; Zoark needs vector (pgvector ≥ 0.7), \
                  hstore and pgcrypto (contrib)"
+            );
+        }
+        let privileged = self.psql(
+            "postgres",
+            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
+        )?;
+        if privileged.trim() == "t" {
+            bail!(
+                "DATABASE_URL connects as a superuser (or a BYPASSRLS role): row-level security would not \
+                 apply and its tests would fail. Connect as a role without SUPERUSER and BYPASSRLS that owns \
+                 the database and may create databases (CREATEDB)"
             );
         }
         Ok(())
@@ -184,6 +251,7 @@ pub fn provision_profile(root: &Path, profile: Profile) -> Result<Provisioned> {
     {
         let base = strip_database(&url);
         let pg = Provisioned {
+            admin_base: base.clone(),
             base,
             started: None,
             local: None,
@@ -211,12 +279,23 @@ pub fn provision_profile(root: &Path, profile: Profile) -> Result<Provisioned> {
         cluster.start(&dir, port)?;
         Some(cluster.clone())
     };
+    let admin_base = format!("postgres://{SERVER_USER}@127.0.0.1:{port}");
+    // The benchmark measures the queue as a superuser; development and tests use the
+    // application role, so row-level security applies as in production.
+    let base = match profile {
+        Profile::Dev => format!("postgres://{APP_ROLE}@127.0.0.1:{port}"),
+        Profile::Bench => admin_base.clone(),
+    };
     let pg = Provisioned {
-        base: format!("postgres://{SERVER_USER}@127.0.0.1:{port}"),
+        base,
+        admin_base,
         started,
         local: Some(cluster),
     };
-    pg.ensure_database("zoark_dev")?;
+    if profile == Profile::Dev {
+        pg.ensure_app_role()?;
+        pg.ensure_database("zoark_dev")?;
+    }
     Ok(pg)
 }
 

@@ -14,8 +14,13 @@ use zoark_jobs::{
     admin::{self, AdminError, JobFilter, JobRecord, QueueStats},
 };
 
+use zoark_core::{
+    access::{ManageJobs, ReadJobs},
+    db::tenant,
+};
+
 use crate::{
-    auth::{BearerAuth, Caller, Role, authenticate},
+    auth::BearerAuth,
     error::{ApiError, FieldError},
     routes::ApiTags,
     state::AppState,
@@ -163,10 +168,6 @@ fn admin_error(e: AdminError) -> ApiError {
     }
 }
 
-async fn caller(state: &AppState, auth: &BearerAuth) -> Result<Caller, ApiError> {
-    authenticate(state, &auth.0.token).await
-}
-
 #[OpenApi(tag = "ApiTags::Jobs", prefix_path = "/api/v1")]
 impl JobsApi {
     /// List jobs
@@ -195,7 +196,7 @@ impl JobsApi {
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> Result<Json<JobPage>, ApiError> {
-        let caller = caller(&state, &auth).await?;
+        let granted = auth.grant::<ReadJobs>(&state).await?;
         let limit = limit.0.unwrap_or(50);
         if !(1..=200).contains(&limit) {
             return Err(ApiError::InvalidParameter(FieldError {
@@ -220,10 +221,9 @@ impl JobsApi {
             created_before: created_before.0,
             before_id,
         };
-        let mut conn = state.pool.acquire().await.map_err(anyhow::Error::from)?;
-        let rows = admin::list(&mut conn, caller.organization_id, &filter, limit + 1)
-            .await
-            .map_err(anyhow::Error::from)?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let rows = admin::list(&mut tx, granted.organization_id(), &filter, limit + 1).await?;
+        tx.commit().await?;
         let more = rows.len() as i64 > limit;
         let items: Vec<Job> = rows
             .into_iter()
@@ -248,11 +248,12 @@ impl JobsApi {
         state: Data<&AppState>,
         id: Path<Uuid>,
     ) -> Result<Json<Job>, ApiError> {
-        let caller = caller(&state, &auth).await?;
-        let mut conn = state.pool.acquire().await.map_err(anyhow::Error::from)?;
-        let job = admin::get(&mut conn, caller.organization_id, id.0)
+        let granted = auth.grant::<ReadJobs>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let job = admin::get(&mut tx, granted.organization_id(), id.0)
             .await
             .map_err(admin_error)?;
+        tx.commit().await?;
         Ok(Json(job.into()))
     }
 
@@ -260,7 +261,7 @@ impl JobsApi {
     ///
     /// Makes a discarded, cancelled, completed, retryable or scheduled job available now (with
     /// one more attempt if it had used them all). 409 `job_state_conflict` for a running or
-    /// available job. Requires the `lead` role or above.
+    /// available job. Requires `jobs.manage` (lead or above).
     #[oai(path = "/jobs/:id/retry", method = "post", operation_id = "jobs_retry")]
     async fn retry(
         &self,
@@ -268,12 +269,12 @@ impl JobsApi {
         state: Data<&AppState>,
         id: Path<Uuid>,
     ) -> Result<Json<Job>, ApiError> {
-        let caller = caller(&state, &auth).await?;
-        caller.require(Role::Lead, "retrying jobs needs the lead role or above")?;
-        let mut conn = state.pool.acquire().await.map_err(anyhow::Error::from)?;
-        let job = admin::retry(&mut conn, Some(caller.organization_id), id.0)
+        let granted = auth.grant::<ManageJobs>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let job = admin::retry(&mut tx, Some(granted.organization_id()), id.0)
             .await
             .map_err(admin_error)?;
+        tx.commit().await?;
         Ok(Json(job.into()))
     }
 
@@ -282,7 +283,7 @@ impl JobsApi {
     /// A job that has not started is cancelled at once; a running one is asked to stop and ends
     /// `cancelled` when its handler does (its state stays `running` until then, with
     /// `cancel_requested_at` set). 409 `job_state_conflict` for a finished job. Requires the
-    /// `lead` role or above.
+    /// `jobs.manage` (lead or above).
     #[oai(
         path = "/jobs/:id/cancel",
         method = "post",
@@ -294,12 +295,12 @@ impl JobsApi {
         state: Data<&AppState>,
         id: Path<Uuid>,
     ) -> Result<Json<Job>, ApiError> {
-        let caller = caller(&state, &auth).await?;
-        caller.require(Role::Lead, "cancelling jobs needs the lead role or above")?;
-        let mut conn = state.pool.acquire().await.map_err(anyhow::Error::from)?;
-        let job = admin::cancel(&mut conn, Some(caller.organization_id), id.0)
+        let granted = auth.grant::<ManageJobs>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let job = admin::cancel(&mut tx, Some(granted.organization_id()), id.0)
             .await
             .map_err(admin_error)?;
+        tx.commit().await?;
         Ok(Json(job.into()))
     }
 
@@ -313,14 +314,14 @@ impl JobsApi {
         auth: BearerAuth,
         state: Data<&AppState>,
     ) -> Result<Json<QueueList>, ApiError> {
-        let caller = caller(&state, &auth).await?;
-        let mut conn = state.pool.acquire().await.map_err(anyhow::Error::from)?;
-        let items = admin::queues(&mut conn, Some(caller.organization_id))
-            .await
-            .map_err(anyhow::Error::from)?
+        let granted = auth.grant::<ReadJobs>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let items = admin::queues(&mut tx, Some(granted.organization_id()))
+            .await?
             .into_iter()
             .map(Queue::from)
             .collect();
+        tx.commit().await?;
         Ok(Json(QueueList { items }))
     }
 }

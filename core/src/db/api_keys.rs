@@ -32,28 +32,114 @@ pub async fn authenticate(
     .await
 }
 
-/// Creates a key; the caller shows `key` once and never stores it.
+/// Creates a key; the caller shows `key` once and never stores it. Returns its id.
 ///
 /// # Errors
 /// Database errors (unknown role, prefix collision).
 pub async fn insert(
     conn: &mut PgConnection,
     organization_id: Uuid,
-    name: &str,
-    role: &str,
-    key: &str,
+    new: &NewKey<'_>,
 ) -> sqlx::Result<Uuid> {
-    let prefix: String = key.chars().take(11).collect();
     sqlx::query_scalar!(
-        "INSERT INTO api_keys (organization_id, name, prefix, key_hash, role) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        r#"
+        INSERT INTO api_keys (organization_id, created_by, name, prefix, key_hash, role, expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        RETURNING id
+        "#,
         organization_id,
-        name,
-        prefix,
-        crate::crypto::token_digest(key),
-        role,
+        new.created_by,
+        new.name,
+        prefix(new.key),
+        crate::crypto::token_digest(new.key),
+        new.role.as_str(),
+        new.expires_at,
     )
     .fetch_one(conn)
     .await
+}
+
+/// A key to create.
+#[derive(Debug, Clone)]
+pub struct NewKey<'a> {
+    pub name: &'a str,
+    pub role: crate::access::Role,
+    pub key: &'a str,
+    pub created_by: Option<Uuid>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The visible part of a key (`zk_` + 8 characters), stored to recognise it in lists.
+pub fn prefix(key: &str) -> String {
+    key.chars().take(11).collect()
+}
+
+/// A key as listed (never the key itself).
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub role: String,
+    pub created_by: Option<Uuid>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The organization's keys, newest first, revoked ones included.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(
+    conn: &mut PgConnection,
+    proof: &crate::access::Granted<crate::access::ManageApiKeys>,
+) -> sqlx::Result<Vec<KeyInfo>> {
+    sqlx::query_as!(
+        KeyInfo,
+        r#"
+        SELECT id, name, prefix, role, created_by, created_at, expires_at, last_used_at, revoked_at
+        FROM api_keys WHERE organization_id = $1 ORDER BY created_at DESC, id DESC
+        "#,
+        proof.organization_id(),
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Revokes a key at once. `None` when the organization has no such key; `Some(false)` when it
+/// was already revoked.
+///
+/// # Errors
+/// Database errors.
+pub async fn revoke(
+    conn: &mut PgConnection,
+    proof: &crate::access::Granted<crate::access::ManageApiKeys>,
+    id: Uuid,
+) -> sqlx::Result<Option<bool>> {
+    let org = proof.organization_id();
+    let found = sqlx::query_scalar!(
+        "SELECT revoked_at FROM api_keys WHERE organization_id = $1 AND id = $2 FOR UPDATE",
+        org,
+        id,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match found {
+        None => Ok(None),
+        Some(Some(_)) => Ok(Some(false)),
+        Some(None) => {
+            sqlx::query!(
+                "UPDATE api_keys SET revoked_at = now() WHERE organization_id = $1 AND id = $2",
+                org,
+                id,
+            )
+            .execute(conn)
+            .await?;
+            Ok(Some(true))
+        }
+    }
 }
 
 /// A fresh key: `zk_` + 8 characters of visible prefix + 32 random characters.

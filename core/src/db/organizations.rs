@@ -16,3 +16,91 @@ pub async fn insert(conn: &mut PgConnection, name: &str) -> sqlx::Result<Uuid> {
     .fetch_one(conn)
     .await
 }
+
+/// An organization as its members see it.
+#[derive(Debug, Clone)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: Option<String>,
+    pub logo_url: Option<String>,
+    pub primary_color: Option<String>,
+    pub time_zone: String,
+    pub default_sender_email_account_id: Option<Uuid>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The proof's organization.
+///
+/// # Errors
+/// Database errors; `RowNotFound` when it was deleted.
+pub async fn get<P>(
+    conn: &mut PgConnection,
+    proof: &crate::access::Granted<P>,
+) -> sqlx::Result<Organization> {
+    sqlx::query_as!(
+        Organization,
+        r#"
+        SELECT id, name, display_name, logo_url, primary_color, time_zone,
+               default_sender_email_account_id, created_at, updated_at
+        FROM organizations WHERE id = $1 AND deleted_at IS NULL
+        "#,
+        proof.organization_id(),
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// A partial update: `None` leaves a field alone; `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Default)]
+pub struct Patch {
+    pub name: Option<String>,
+    pub display_name: Option<Option<String>>,
+    pub logo_url: Option<Option<String>>,
+    pub primary_color: Option<Option<String>>,
+    pub time_zone: Option<String>,
+    pub default_sender_email_account_id: Option<Option<Uuid>>,
+}
+
+/// Applies `patch` and returns the organization before and after.
+///
+/// # Errors
+/// Database errors: a CHECK violation for a value the schema refuses, a foreign-key violation
+/// for a sender account that is not the organization's.
+pub async fn update(
+    conn: &mut PgConnection,
+    proof: &crate::access::Granted<crate::access::UpdateOrganization>,
+    patch: &Patch,
+) -> sqlx::Result<(Organization, Organization)> {
+    let before = get(&mut *conn, proof).await?;
+    let after = sqlx::query_as!(
+        Organization,
+        r#"
+        UPDATE organizations SET
+            name = coalesce($2, name),
+            display_name = CASE WHEN $3 THEN $4 ELSE display_name END,
+            logo_url = CASE WHEN $5 THEN $6 ELSE logo_url END,
+            primary_color = CASE WHEN $7 THEN $8 ELSE primary_color END,
+            time_zone = coalesce($9, time_zone),
+            default_sender_email_account_id = CASE WHEN $10 THEN $11 ELSE default_sender_email_account_id END
+        WHERE id = $1 AND deleted_at IS NULL
+        RETURNING id, name, display_name, logo_url, primary_color, time_zone,
+                  default_sender_email_account_id, created_at, updated_at
+        "#,
+        proof.organization_id(),
+        patch.name,
+        patch.display_name.is_some(),
+        patch.display_name.clone().flatten(),
+        patch.logo_url.is_some(),
+        patch.logo_url.clone().flatten(),
+        patch.primary_color.is_some(),
+        patch.primary_color.clone().flatten(),
+        patch.time_zone,
+        patch.default_sender_email_account_id.is_some(),
+        patch.default_sender_email_account_id.flatten(),
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((before, after))
+}

@@ -44,3 +44,63 @@ pub async fn password_hash(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Resu
         .await
         .map(Option::flatten)
 }
+
+/// What sign-in needs to know about a user.
+#[derive(Debug, Clone)]
+pub struct LoginUser {
+    pub id: Uuid,
+    pub password_hash: Option<String>,
+    pub disabled: bool,
+}
+
+/// The user with this email (case-insensitive), for sign-in.
+///
+/// # Errors
+/// Database errors.
+pub async fn for_login(conn: &mut PgConnection, email: &str) -> sqlx::Result<Option<LoginUser>> {
+    sqlx::query_as!(
+        LoginUser,
+        r#"SELECT id, password_hash, disabled_at IS NOT NULL AS "disabled!" FROM users WHERE lower(email) = lower($1)"#,
+        email,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// A user's profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub last_login_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The profile of `user_id`.
+///
+/// # Errors
+/// Database errors; `RowNotFound` for an unknown user.
+pub async fn profile(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Profile> {
+    sqlx::query_as!(
+        Profile,
+        "SELECT id, email, name, created_at, last_login_at FROM users WHERE id = $1",
+        user_id,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Records a successful sign-in.
+///
+/// # Errors
+/// Database errors.
+pub async fn touch_login(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE users SET last_login_at = now() WHERE id = $1",
+        user_id
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
