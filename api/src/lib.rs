@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod json;
 pub mod middleware;
+pub mod pagination;
 pub mod routes;
 pub mod state;
 pub mod tokens;
@@ -26,10 +27,24 @@ use zoark_core::Settings;
 pub use crate::state::AppState;
 
 /// All operations, in the order they appear in the spec.
-pub type Api = (routes::health::HealthApi, routes::jobs::JobsApi);
+pub type Api = (
+    routes::health::HealthApi,
+    routes::auth::AuthApi,
+    routes::organization::OrganizationApi,
+    routes::api_keys::ApiKeysApi,
+    routes::audit_log::AuditLogApi,
+    routes::jobs::JobsApi,
+);
 
 fn api() -> Api {
-    (routes::health::HealthApi, routes::jobs::JobsApi)
+    (
+        routes::health::HealthApi,
+        routes::auth::AuthApi,
+        routes::organization::OrganizationApi,
+        routes::api_keys::ApiKeysApi,
+        routes::audit_log::AuditLogApi,
+        routes::jobs::JobsApi,
+    )
 }
 
 /// The OpenAPI service; `server_url` is where Swagger UI sends requests.

@@ -117,6 +117,8 @@ permissions! {
     ReadOrganization = "organization.read", Viewer;
     /// Change the organization's name, branding and settings.
     UpdateOrganization = "organization.update", Admin;
+    /// Delete the organization: every session and API key ends at once.
+    DeleteOrganization = "organization.delete", Admin;
     /// List the organization's members and their roles.
     ReadMembers = "members.read", Viewer;
     /// Invite people with a role at most the inviter's own.
@@ -232,6 +234,11 @@ impl<P> Granted<P> {
 
     pub fn actor(&self) -> Actor {
         self.principal.actor
+    }
+
+    /// The principal, e.g. to derive a weaker proof.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod crypto;
 pub mod db;
+pub mod identity;
 pub mod process;
 pub mod settings;
 pub mod shutdown;

@@ -41,3 +41,116 @@ pub async fn api_key(pool: &PgPool, organization_id: Uuid, role: Role) -> String
     .unwrap_or_else(|e| panic!("inserting an API key: {e}"));
     key
 }
+
+/// A password strong enough for registration.
+pub const PASSWORD: &str = "quietly orbiting walrus 42";
+
+/// A signed-in user, as registration or sign-in returned them.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user_id: Uuid,
+    pub organization_id: Uuid,
+    pub email: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+impl Account {
+    /// # Panics
+    /// When `body` is not a token pair.
+    pub fn from_tokens(email: &str, body: &serde_json::Value) -> Self {
+        let uuid = |v: &serde_json::Value| {
+            v.as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("not a token pair: {body}"))
+        };
+        let text = |v: &serde_json::Value| {
+            v.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("not a token pair: {body}"))
+        };
+        Self {
+            user_id: uuid(&body["user"]["id"]),
+            organization_id: uuid(&body["organization"]["id"]),
+            email: email.to_owned(),
+            access_token: text(&body["access_token"]),
+            refresh_token: text(&body["refresh_token"]),
+        }
+    }
+}
+
+/// Registers `email` with a new organization through the API.
+///
+/// # Panics
+/// When registration fails.
+pub async fn register(app: &crate::TestApp, email: &str, organization: &str) -> Account {
+    let response = app
+        .post_json(
+            "/api/v1/auth/register",
+            &serde_json::json!({
+                "email": email,
+                "password": PASSWORD,
+                "name": "Test User",
+                "organization_name": organization,
+            }),
+        )
+        .await;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("registration body: {e}"));
+    assert_eq!(status, 201, "registration failed: {body}");
+    Account::from_tokens(email, &body)
+}
+
+/// Adds a user with `role` to `organization_id` (directly in the database) and signs them in.
+///
+/// # Panics
+/// On a database error or a failed sign-in.
+pub async fn member(
+    app: &crate::TestApp,
+    organization_id: Uuid,
+    email: &str,
+    role: Role,
+) -> Account {
+    let hash =
+        zoark_core::crypto::hash_password(PASSWORD).unwrap_or_else(|e| panic!("hashing: {e}"));
+    let mut conn = app
+        .pool
+        .acquire()
+        .await
+        .unwrap_or_else(|e| panic!("acquiring: {e}"));
+    let user_id = zoark_core::db::users::insert(&mut conn, email, "Member", &hash)
+        .await
+        .unwrap_or_else(|e| panic!("inserting a user: {e}"));
+    zoark_core::db::memberships::insert(&mut conn, organization_id, user_id, role.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("inserting a membership: {e}"));
+    drop(conn);
+    login(app, email, Some(organization_id)).await
+}
+
+/// Signs `email` in with [`PASSWORD`].
+///
+/// # Panics
+/// When sign-in fails.
+pub async fn login(app: &crate::TestApp, email: &str, organization_id: Option<Uuid>) -> Account {
+    let response = app
+        .post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({
+                "email": email,
+                "password": PASSWORD,
+                "organization_id": organization_id,
+            }),
+        )
+        .await;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("login body: {e}"));
+    assert_eq!(status, 200, "login failed: {body}");
+    Account::from_tokens(email, &body)
+}

@@ -148,6 +148,27 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
+    /// Any request, with a bearer token and a JSON body when given.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method.clone(), self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
     /// A POST with an arbitrary body and content type (for malformed input).
     pub async fn post_raw(
         &self,

@@ -20,10 +20,7 @@ use zoark_core::{
 };
 
 use crate::{
-    auth::BearerAuth,
-    error::{ApiError, FieldError},
-    routes::ApiTags,
-    state::AppState,
+    auth::BearerAuth, error::ApiError, pagination::PageRequest, routes::ApiTags, state::AppState,
 };
 
 pub struct JobsApi;
@@ -197,44 +194,20 @@ impl JobsApi {
         cursor: Query<Option<String>>,
     ) -> Result<Json<JobPage>, ApiError> {
         let granted = auth.grant::<ReadJobs>(&state).await?;
-        let limit = limit.0.unwrap_or(50);
-        if !(1..=200).contains(&limit) {
-            return Err(ApiError::InvalidParameter(FieldError {
-                field: "limit".into(),
-                message: "must be between 1 and 200".into(),
-            }));
-        }
-        let before_id = match cursor.0.as_deref() {
-            None => None,
-            Some(c) => Some(c.parse::<Uuid>().map_err(|_| {
-                ApiError::InvalidParameter(FieldError {
-                    field: "cursor".into(),
-                    message: "not a cursor returned by this endpoint".into(),
-                })
-            })?),
-        };
+        let page = PageRequest::parse(limit.0, cursor.0.as_deref())?;
         let filter = JobFilter {
             state: job_state.0.map(Into::into),
             kind: kind.0,
             queue: queue.0,
             created_after: created_after.0,
             created_before: created_before.0,
-            before_id,
+            before_id: page.before_id,
         };
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        let rows = admin::list(&mut tx, granted.organization_id(), &filter, limit + 1).await?;
+        let rows = admin::list(&mut tx, granted.organization_id(), &filter, page.fetch()).await?;
         tx.commit().await?;
-        let more = rows.len() as i64 > limit;
-        let items: Vec<Job> = rows
-            .into_iter()
-            .take(usize::try_from(limit).unwrap_or(50))
-            .map(Job::from)
-            .collect();
-        let next_cursor = if more {
-            items.last().map(|j| j.id.to_string())
-        } else {
-            None
-        };
+        let (rows, next_cursor) = page.page(rows, |j| j.id);
+        let items = rows.into_iter().map(Job::from).collect();
         Ok(Json(JobPage { items, next_cursor }))
     }
 

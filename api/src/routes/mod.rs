@@ -1,7 +1,11 @@
 //! The OpenAPI operations, one module per area.
 
+pub mod api_keys;
+pub mod audit_log;
+pub mod auth;
 pub mod health;
 pub mod jobs;
+pub mod organization;
 
 /// Tags grouping operations in the spec and Swagger UI.
 #[derive(poem_openapi::Tags)]
@@ -10,4 +14,12 @@ pub enum ApiTags {
     Health,
     /// Durable jobs: inspect, cancel, retry; queue statistics.
     Jobs,
+    /// Registration, sign-in, tokens and sessions.
+    Auth,
+    /// The organization: name, branding, settings and members.
+    Organization,
+    /// Organization API keys.
+    ApiKeys,
+    /// Security-relevant actions.
+    AuditLog,
 }

@@ -24,6 +24,7 @@ pub async fn authenticate(
         r#"
         UPDATE api_keys SET last_used_at = now()
         WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+          AND organization_id IN (SELECT id FROM organizations WHERE deleted_at IS NULL)
         RETURNING id, organization_id, role
         "#,
         key_digest,

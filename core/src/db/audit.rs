@@ -40,6 +40,50 @@ pub struct Entry<'a> {
     pub client: &'a Client,
 }
 
+impl<'a> Entry<'a> {
+    /// An entry without target or details.
+    pub fn new(action: &'static str, client: &'a Client) -> Self {
+        Self {
+            action,
+            target: None,
+            metadata: Value::Object(serde_json::Map::new()),
+            client,
+        }
+    }
+
+    /// What was acted on.
+    #[must_use]
+    pub fn on(mut self, kind: &'static str, id: Uuid) -> Self {
+        self.target = Some((kind, id));
+        self
+    }
+
+    /// Details of the action (a JSON object).
+    #[must_use]
+    pub fn with(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+}
+
+/// Appends `entry` to the log of the proof's organization, as done by the proof's actor.
+///
+/// # Errors
+/// Database errors.
+pub async fn record_granted<P>(
+    conn: &mut PgConnection,
+    granted: &crate::access::Granted<P>,
+    entry: Entry<'_>,
+) -> sqlx::Result<()> {
+    record(
+        conn,
+        granted.organization_id(),
+        Some(granted.actor()),
+        entry,
+    )
+    .await
+}
+
 /// Appends `entry` to `organization_id`'s log.
 ///
 /// # Errors

@@ -153,8 +153,16 @@ pub async fn remove(
     Ok(previous)
 }
 
+/// The organization a user signs in to.
+#[derive(Debug, Clone)]
+pub struct LoginMembership {
+    pub organization_id: Uuid,
+    pub organization_name: String,
+    pub role: crate::access::Role,
+}
+
 /// The organization a user signs in to: `organization_id` when they are a member of it,
-/// otherwise (when `None`) their oldest membership. Returns the organization and role.
+/// otherwise (when `None`) their oldest membership.
 ///
 /// # Errors
 /// Database errors.
@@ -162,10 +170,10 @@ pub async fn for_login(
     conn: &mut PgConnection,
     user_id: Uuid,
     organization_id: Option<Uuid>,
-) -> sqlx::Result<Option<(Uuid, crate::access::Role)>> {
+) -> sqlx::Result<Option<LoginMembership>> {
     let row = sqlx::query!(
         r#"
-        SELECT m.organization_id, m.role
+        SELECT m.organization_id, o.name, m.role
         FROM memberships m JOIN organizations o ON o.id = m.organization_id
         WHERE m.user_id = $1 AND ($2::uuid IS NULL OR m.organization_id = $2) AND o.deleted_at IS NULL
         ORDER BY m.created_at, m.id
@@ -176,5 +184,11 @@ pub async fn for_login(
     )
     .fetch_optional(conn)
     .await?;
-    Ok(row.and_then(|r| Some((r.organization_id, r.role.parse().ok()?))))
+    Ok(row.and_then(|r| {
+        Some(LoginMembership {
+            organization_id: r.organization_id,
+            organization_name: r.name,
+            role: r.role.parse().ok()?,
+        })
+    }))
 }

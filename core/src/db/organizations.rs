@@ -104,3 +104,34 @@ pub async fn update(
     .await?;
     Ok((before, after))
 }
+
+/// Deletes the organization (a soft delete: its rows stay for the retention period) and ends
+/// every session and API key in it.
+///
+/// # Errors
+/// Database errors.
+pub async fn soft_delete(
+    conn: &mut PgConnection,
+    proof: &crate::access::Granted<crate::access::DeleteOrganization>,
+) -> sqlx::Result<()> {
+    let org = proof.organization_id();
+    sqlx::query!(
+        "UPDATE organizations SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
+        org
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE sessions SET revoked_at = now(), revoked_reason = 'admin' WHERE organization_id = $1 AND revoked_at IS NULL",
+        org
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE api_keys SET revoked_at = now() WHERE organization_id = $1 AND revoked_at IS NULL",
+        org
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
+}

@@ -208,6 +208,32 @@ pub async fn revoke(
     .map(|r| r.rows_affected() == 1)
 }
 
+/// Revokes one of the proof holder's own sessions. `false` when they have no such live session.
+///
+/// # Errors
+/// Database errors.
+pub async fn revoke_own(
+    conn: &mut PgConnection,
+    proof: &crate::access::Granted<crate::access::OwnAccount>,
+    user_id: Uuid,
+    session_id: Uuid,
+    reason: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query!(
+        r#"
+        UPDATE sessions SET revoked_at = now(), revoked_reason = $4
+        WHERE organization_id = $1 AND id = $2 AND user_id = $3 AND revoked_at IS NULL
+        "#,
+        proof.organization_id(),
+        session_id,
+        user_id,
+        reason,
+    )
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
 /// Revokes every live session of a user (in every organization). Returns how many.
 ///
 /// # Errors
@@ -244,8 +270,10 @@ pub async fn live_role(
         FROM sessions s
         JOIN users u ON u.id = s.user_id
         JOIN memberships m ON m.organization_id = s.organization_id AND m.user_id = s.user_id
+        JOIN organizations o ON o.id = s.organization_id
         WHERE s.organization_id = $1 AND s.id = $2 AND s.user_id = $3
           AND s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL
+          AND o.deleted_at IS NULL
         "#,
         organization_id,
         session_id,

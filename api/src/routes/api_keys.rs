@@ -1,0 +1,223 @@
+//! `/api/v1/api-keys`: organization API keys (`zk_…`), shown once, stored as SHA-256 digests.
+
+use chrono::{DateTime, Utc};
+use poem::{Request, web::Data};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use serde::Deserialize;
+use uuid::Uuid;
+use zoark_core::{
+    access::{ManageApiKeys, Role},
+    db::{
+        self,
+        api_keys::{self, NewKey},
+        audit::{self, Entry},
+        tenant,
+    },
+    identity::Name,
+};
+
+use crate::{
+    auth::{BearerAuth, client},
+    error::{ApiError, FieldError},
+    json::JsonBody,
+    routes::{
+        ApiTags,
+        auth::{Fields, NoContent},
+        organization::RoleName,
+    },
+    state::AppState,
+};
+
+pub struct ApiKeysApi;
+
+/// `POST /api-keys`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// What the key is for, e.g. `CI deploys`.
+    pub name: String,
+    /// The role the key acts with; at most your own.
+    pub role: RoleName,
+    /// When the key stops working; never when absent. Must be in the future.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key as listed: never the key itself.
+#[derive(Debug, Object)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    /// The key's first characters (`zk_` + 8), to recognise it.
+    pub prefix: String,
+    pub role: String,
+    /// The user who created it.
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key just created: `key` is shown this once.
+#[derive(Debug, Object)]
+pub struct CreatedApiKey {
+    pub id: Uuid,
+    /// `Authorization: Bearer <key>`. Store it now: it cannot be shown again.
+    pub key: String,
+    pub prefix: String,
+    pub name: String,
+    pub role: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Object)]
+pub struct ApiKeyList {
+    pub items: Vec<ApiKey>,
+}
+
+#[derive(ApiResponse)]
+pub enum KeyCreated {
+    /// The key, shown once.
+    #[oai(status = 201)]
+    Created(Json<CreatedApiKey>),
+}
+
+#[OpenApi(tag = "ApiTags::ApiKeys", prefix_path = "/api/v1/api-keys")]
+impl ApiKeysApi {
+    /// Create an API key
+    ///
+    /// A key acting in this organization with a role at most the creator's. The key is in the
+    /// response once and never again. Needs `api_keys.manage` (admin). Audited as
+    /// `api_key.created`.
+    #[oai(path = "/", method = "post", operation_id = "api_keys_create")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<NewApiKey>,
+    ) -> Result<KeyCreated, ApiError> {
+        let granted = auth.grant::<ManageApiKeys>(&state).await?;
+        let body = body.0;
+        let mut fields = Fields::default();
+        let name = fields.take("name", Name::parse(&body.name));
+        let role = Role::from(body.role);
+        if name
+            .as_ref()
+            .is_some_and(|n| n.as_str().chars().count() > 100)
+        {
+            fields.reject("name", "is longer than 100 characters");
+        }
+        if !granted.role().includes(role) {
+            fields.reject("role", "cannot be above your own role");
+        }
+        if body.expires_at.is_some_and(|at| at <= Utc::now()) {
+            fields.reject("expires_at", "must be in the future");
+        }
+        fields.finish()?;
+        let Some(name) = name else {
+            return Err(ApiError::Validation(vec![FieldError {
+                field: "name".into(),
+                message: "is required".into(),
+            }]));
+        };
+        let key = api_keys::generate();
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let id = api_keys::insert(
+            &mut tx,
+            granted.organization_id(),
+            &NewKey {
+                name: name.as_str(),
+                role,
+                key: &key,
+                created_by: granted.actor().user_id(),
+                expires_at: body.expires_at,
+            },
+        )
+        .await?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("api_key.created", &client(req, &state.settings))
+                .on("api_key", id)
+                .with(serde_json::json!({ "name": name.as_str(), "role": role.as_str() })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(KeyCreated::Created(Json(CreatedApiKey {
+            id,
+            prefix: api_keys::prefix(&key),
+            key,
+            name: name.as_str().to_owned(),
+            role: role.as_str().to_owned(),
+            expires_at: body.expires_at,
+        })))
+    }
+
+    /// List API keys
+    ///
+    /// The organization's keys, newest first, revoked ones included; never the keys
+    /// themselves. Needs `api_keys.manage` (admin).
+    #[oai(path = "/", method = "get", operation_id = "api_keys_list")]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+    ) -> Result<Json<ApiKeyList>, ApiError> {
+        let granted = auth.grant::<ManageApiKeys>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let items = db::api_keys::list(&mut tx, &granted)
+            .await?
+            .into_iter()
+            .map(|k| ApiKey {
+                id: k.id,
+                name: k.name,
+                prefix: k.prefix,
+                role: k.role,
+                created_by: k.created_by,
+                created_at: k.created_at,
+                expires_at: k.expires_at,
+                last_used_at: k.last_used_at,
+                revoked_at: k.revoked_at,
+            })
+            .collect();
+        tx.commit().await?;
+        Ok(Json(ApiKeyList { items }))
+    }
+
+    /// Revoke an API key
+    ///
+    /// The key stops working at once. Revoking a revoked key is a no-op. Needs
+    /// `api_keys.manage` (admin). Audited as `api_key.revoked`.
+    #[oai(path = "/:id", method = "delete", operation_id = "api_keys_revoke")]
+    async fn revoke(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        id: Path<Uuid>,
+    ) -> Result<NoContent, ApiError> {
+        let granted = auth.grant::<ManageApiKeys>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        match api_keys::revoke(&mut tx, &granted, id.0).await? {
+            None => {
+                return Err(ApiError::NotFound {
+                    code: "api_key_not_found",
+                    detail: "No API key with this id in the organization.".into(),
+                });
+            }
+            Some(false) => {}
+            Some(true) => {
+                audit::record_granted(
+                    &mut tx,
+                    &granted,
+                    Entry::new("api_key.revoked", &client(req, &state.settings))
+                        .on("api_key", id.0),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(NoContent::NoContent)
+    }
+}

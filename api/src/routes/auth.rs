@@ -1,0 +1,649 @@
+//! `/api/v1/auth`: registration, sign-in with throttling, rotating refresh tokens, sign-out,
+//! the caller's identity and sessions.
+
+use chrono::{DateTime, Utc};
+use poem::{Request, web::Data};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use serde::Deserialize;
+use uuid::Uuid;
+use zoark_core::{
+    access::{Actor, Granted, OwnAccount},
+    crypto,
+    db::{
+        self,
+        audit::{self, Entry},
+        login_throttle, sessions, tenant,
+    },
+    identity::{EmailAddress, Invalid, MAX_PASSWORD_BYTES, Name, NewPassword},
+};
+
+use crate::{
+    auth::{BearerAuth, client},
+    error::{ApiError, FieldError},
+    json::JsonBody,
+    routes::ApiTags,
+    state::AppState,
+    tokens,
+};
+
+pub struct AuthApi;
+
+/// `POST /auth/register`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Your email address; you sign in with it.
+    pub email: String,
+    /// At least 12 characters and hard to guess (not a common password, not made of your name
+    /// or email).
+    pub password: String,
+    /// Your name.
+    pub name: String,
+    /// The organization you create; you become its admin.
+    pub organization_name: String,
+}
+
+/// `POST /auth/login`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+    /// The organization to sign in to when you belong to several (default: the one you joined
+    /// first).
+    pub organization_id: Option<Uuid>,
+}
+
+/// `POST /auth/refresh`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token of the last sign-in or refresh. Single use.
+    pub refresh_token: String,
+}
+
+/// A user.
+#[derive(Debug, Object)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+}
+
+impl From<db::users::Profile> for User {
+    fn from(p: db::users::Profile) -> Self {
+        Self {
+            id: p.id,
+            email: p.email,
+            name: p.name,
+        }
+    }
+}
+
+/// An organization, briefly.
+#[derive(Debug, Object)]
+pub struct OrganizationRef {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// A new access token and its refresh token.
+#[derive(Debug, Object)]
+pub struct TokenPair {
+    pub user: User,
+    pub organization: OrganizationRef,
+    /// Your role in the organization: `admin`, `manager`, `lead`, `member` or `viewer`.
+    pub role: String,
+    /// `Authorization: Bearer <access_token>` on every request.
+    pub access_token: String,
+    /// Exchange it at `POST /api/v1/auth/refresh` before the access token expires. Single use:
+    /// presenting it twice ends the session.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// When the refresh token (and the session, unless refreshed) expires.
+    pub refresh_token_expires_at: DateTime<Utc>,
+}
+
+#[derive(ApiResponse)]
+pub enum Registered {
+    /// The account, its organization and a first session.
+    #[oai(status = 201)]
+    Created(Json<TokenPair>),
+}
+
+#[derive(ApiResponse)]
+pub enum NoContent {
+    /// Done.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+/// Who is calling.
+#[derive(Debug, Object)]
+pub struct Me {
+    /// The signed-in user; absent for an API key.
+    pub user: Option<User>,
+    /// The API key making the request; absent for a user.
+    pub api_key_id: Option<Uuid>,
+    /// The session of the access token; absent for an API key.
+    pub session_id: Option<Uuid>,
+    pub organization: OrganizationRef,
+    pub role: String,
+}
+
+/// A live session of the signed-in user.
+#[derive(Debug, Object)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_agent: Option<String>,
+    pub ip_address: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The session of the token making this request.
+    pub current: bool,
+}
+
+#[derive(Debug, Object)]
+pub struct SessionList {
+    pub items: Vec<Session>,
+}
+
+/// Collects the parse errors of a request, field by field.
+#[derive(Default)]
+pub struct Fields(Vec<FieldError>);
+
+impl Fields {
+    pub fn take<T>(&mut self, field: &str, parsed: Result<T, Invalid>) -> Option<T> {
+        parsed
+            .map_err(|e| {
+                self.0.push(FieldError {
+                    field: field.to_owned(),
+                    message: e.0,
+                })
+            })
+            .ok()
+    }
+
+    pub fn reject(&mut self, field: &str, message: &str) {
+        self.0.push(FieldError {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
+    /// # Errors
+    /// A 422 naming every field that did not parse.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.0))
+        }
+    }
+}
+
+/// The one answer to every failed sign-in, whatever the reason.
+fn bad_credentials() -> ApiError {
+    ApiError::Unauthorized
+}
+
+fn user_of(granted: &Granted<OwnAccount>) -> Result<(Uuid, Uuid), ApiError> {
+    match granted.actor() {
+        Actor::User {
+            user_id,
+            session_id,
+        } => Ok((user_id, session_id)),
+        Actor::ApiKey { .. } => Err(ApiError::InvalidParameter(FieldError {
+            field: "authorization".into(),
+            message: "this needs a user's access token; API keys have no session (revoke them \
+                      with DELETE /api/v1/api-keys/{id})"
+                .into(),
+        })),
+    }
+}
+
+/// A reference hash to verify against when the email is unknown, so that an unknown address
+/// costs the same time as a wrong password.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        // argon2 fails only on invalid parameters, which the defaults are not.
+        crypto::hash_password(&crypto::random_token(24)).unwrap_or_default()
+    })
+}
+
+async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let hash = hash.as_deref().unwrap_or_else(|| decoy_hash());
+        crypto::verify_password(&password, hash)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))
+}
+
+async fn hash_password(password: NewPassword) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || crypto::hash_password(password.expose()))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+fn retry_after(until: DateTime<Utc>) -> ApiError {
+    let secs = (until - Utc::now()).num_milliseconds().max(0);
+    ApiError::RateLimited {
+        retry_after: u64::try_from((secs + 999) / 1000).unwrap_or(1).max(1),
+    }
+}
+
+fn token_pair(
+    state: &AppState,
+    user: User,
+    organization: OrganizationRef,
+    role: &str,
+    refresh: sessions::IssuedRefresh,
+) -> Result<TokenPair, ApiError> {
+    let (access_token, expires_in) = tokens::issue(
+        &state.settings,
+        user.id,
+        organization.id,
+        refresh.session_id,
+    )?;
+    Ok(TokenPair {
+        user,
+        organization,
+        role: role.to_owned(),
+        access_token,
+        refresh_token: refresh.token,
+        token_type: "Bearer".into(),
+        expires_in,
+        refresh_token_expires_at: refresh.expires_at,
+    })
+}
+
+#[OpenApi(tag = "ApiTags::Auth", prefix_path = "/api/v1/auth")]
+impl AuthApi {
+    /// Register
+    ///
+    /// Creates an account and its organization, with you as the organization's admin, and signs
+    /// you in. 409 `email_taken` when the address already has an account.
+    #[oai(path = "/register", method = "post", operation_id = "auth_register")]
+    async fn register(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<RegisterRequest>,
+    ) -> Result<Registered, ApiError> {
+        let body = body.0;
+        let mut fields = Fields::default();
+        let email = fields.take("email", EmailAddress::parse(&body.email));
+        let name = fields.take("name", Name::parse(&body.name));
+        let organization_name =
+            fields.take("organization_name", Name::parse(&body.organization_name));
+        let password = fields.take(
+            "password",
+            NewPassword::parse(
+                &body.password,
+                &[&body.email, &body.name, &body.organization_name],
+            ),
+        );
+        fields.finish()?;
+        let (Some(email), Some(name), Some(organization_name), Some(password)) =
+            (email, name, organization_name, password)
+        else {
+            return Err(ApiError::Internal(anyhow::anyhow!("parsed fields missing")));
+        };
+        let hash = hash_password(password).await?;
+        let client = client(req, &state.settings);
+
+        let mut tx = tenant::system(&state.pool).await?;
+        let user_id = match db::users::insert(&mut tx, email.as_str(), name.as_str(), &hash).await {
+            Ok(id) => id,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                return Err(ApiError::Conflict {
+                    code: "email_taken",
+                    detail: "An account with this email already exists; sign in instead.".into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let organization_id =
+            db::organizations::insert(&mut tx, organization_name.as_str()).await?;
+        db::memberships::insert(&mut tx, organization_id, user_id, "admin").await?;
+        let refresh = sessions::create(
+            &mut tx,
+            organization_id,
+            user_id,
+            &client,
+            state.settings.auth.refresh_token_ttl,
+        )
+        .await?;
+        db::users::touch_login(&mut tx, user_id).await?;
+        let actor = Actor::User {
+            user_id,
+            session_id: refresh.session_id,
+        };
+        audit::record(
+            &mut tx,
+            organization_id,
+            Some(actor),
+            Entry::new("auth.registered", &client).on("user", user_id),
+        )
+        .await?;
+        tx.commit().await?;
+        let pair = token_pair(
+            &state,
+            User {
+                id: user_id,
+                email: email.to_string(),
+                name: name.as_str().to_owned(),
+            },
+            OrganizationRef {
+                id: organization_id,
+                name: organization_name.as_str().to_owned(),
+            },
+            "admin",
+            refresh,
+        )?;
+        Ok(Registered::Created(Json(pair)))
+    }
+
+    /// Sign in
+    ///
+    /// Exchanges an email and password for an access token and a refresh token. Every failure is
+    /// the same 401 in about the same time, whether the account exists or not. After 5 failures
+    /// for an account (20 for a client address) within 15 minutes each attempt must wait,
+    /// doubling from 1 s; after 10 (50) the account (address) is locked for 15 minutes: 429 with
+    /// `Retry-After`.
+    #[oai(path = "/login", method = "post", operation_id = "auth_login")]
+    async fn login(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<LoginRequest>,
+    ) -> Result<Json<TokenPair>, ApiError> {
+        let body = body.0;
+        let client = client(req, &state.settings);
+        let account_key = login_throttle::account_key(&body.email);
+        let mut keys = vec![account_key.clone()];
+        let client_key = client.ip.map(login_throttle::client_key);
+        keys.extend(client_key.clone());
+
+        let mut tx = tenant::system(&state.pool).await?;
+        if let Some(until) = login_throttle::locked_until(&mut tx, &keys).await? {
+            return Err(retry_after(until));
+        }
+        let user = match EmailAddress::parse(&body.email) {
+            Ok(email) => db::users::for_login(&mut tx, email.as_str()).await?,
+            Err(_) => None,
+        };
+        let password_ok = if body.password.len() > MAX_PASSWORD_BYTES {
+            false
+        } else {
+            let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+            // Unknown account: verify against a decoy so the time is the same.
+            verify_password(body.password, hash).await? && user.is_some()
+        };
+        let membership = match &user {
+            Some(u) if password_ok && !u.disabled => {
+                db::memberships::for_login(&mut tx, u.id, body.organization_id).await?
+            }
+            _ => None,
+        };
+        let known_user = user.as_ref().map(|u| u.id);
+        let (Some(user), Some(membership)) = (user.filter(|_| password_ok), membership) else {
+            login_throttle::record_failure(&mut tx, &account_key, login_throttle::ACCOUNT).await?;
+            if let Some(key) = &client_key {
+                login_throttle::record_failure(&mut tx, key, login_throttle::CLIENT).await?;
+            }
+            // A failure against a real account goes to the log of its (first) organization.
+            if let Some(user_id) = known_user
+                && let Some(home) = db::memberships::for_login(&mut tx, user_id, None).await?
+            {
+                audit::record(
+                    &mut tx,
+                    home.organization_id,
+                    None,
+                    Entry::new("auth.login_failed", &client).on("user", user_id),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            return Err(bad_credentials());
+        };
+        login_throttle::clear(&mut tx, &account_key).await?;
+        let refresh = sessions::create(
+            &mut tx,
+            membership.organization_id,
+            user.id,
+            &client,
+            state.settings.auth.refresh_token_ttl,
+        )
+        .await?;
+        db::users::touch_login(&mut tx, user.id).await?;
+        audit::record(
+            &mut tx,
+            membership.organization_id,
+            Some(Actor::User {
+                user_id: user.id,
+                session_id: refresh.session_id,
+            }),
+            Entry::new("auth.login", &client).on("session", refresh.session_id),
+        )
+        .await?;
+        let profile = db::users::profile(&mut tx, user.id).await?;
+        tx.commit().await?;
+        let pair = token_pair(
+            &state,
+            User::from(profile),
+            OrganizationRef {
+                id: membership.organization_id,
+                name: membership.organization_name,
+            },
+            membership.role.as_str(),
+            refresh,
+        )?;
+        Ok(Json(pair))
+    }
+
+    /// Refresh
+    ///
+    /// Spends a refresh token for a new access token and a new refresh token. A refresh token
+    /// works once: presenting a spent one again revokes the whole session (it was copied), and
+    /// is 401 like an unknown, expired or revoked one.
+    #[oai(path = "/refresh", method = "post", operation_id = "auth_refresh")]
+    async fn refresh(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<RefreshRequest>,
+    ) -> Result<Json<TokenPair>, ApiError> {
+        let client = client(req, &state.settings);
+        let mut tx = tenant::system(&state.pool).await?;
+        let refreshed = sessions::refresh(
+            &mut tx,
+            &body.0.refresh_token,
+            state.settings.auth.refresh_token_ttl,
+        )
+        .await?;
+        match refreshed {
+            sessions::Refreshed::Rotated {
+                organization_id,
+                user_id,
+                role,
+                refresh,
+            } => {
+                let profile = db::users::profile(&mut tx, user_id).await?;
+                let organization =
+                    db::memberships::for_login(&mut tx, user_id, Some(organization_id))
+                        .await?
+                        .ok_or(ApiError::Unauthorized)?;
+                tx.commit().await?;
+                let pair = token_pair(
+                    &state,
+                    User::from(profile),
+                    OrganizationRef {
+                        id: organization_id,
+                        name: organization.organization_name,
+                    },
+                    role.as_str(),
+                    refresh,
+                )?;
+                Ok(Json(pair))
+            }
+            sessions::Refreshed::Reused {
+                organization_id,
+                user_id,
+                session_id,
+            } => {
+                audit::record(
+                    &mut tx,
+                    organization_id,
+                    None,
+                    Entry::new("auth.refresh_token_reused", &client)
+                        .on("session", session_id)
+                        .with(serde_json::json!({ "user_id": user_id })),
+                )
+                .await?;
+                tx.commit().await?;
+                tracing::warn!(session.id = %session_id, "a spent refresh token was presented; the session is revoked");
+                Err(ApiError::Unauthorized)
+            }
+            sessions::Refreshed::Invalid => Err(ApiError::Unauthorized),
+        }
+    }
+
+    /// Sign out
+    ///
+    /// Ends the session of the access token: its refresh token stops working and its access
+    /// tokens are refused from now on.
+    #[oai(path = "/logout", method = "post", operation_id = "auth_logout")]
+    async fn logout(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+    ) -> Result<NoContent, ApiError> {
+        let granted = auth.grant::<OwnAccount>(&state).await?;
+        let (user_id, session_id) = user_of(&granted)?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        sessions::revoke_own(&mut tx, &granted, user_id, session_id, "logout").await?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("auth.logout", &client(req, &state.settings)).on("session", session_id),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(NoContent::NoContent)
+    }
+
+    /// Who am I
+    ///
+    /// The caller: the signed-in user (or the API key), the organization and the role.
+    #[oai(path = "/me", method = "get", operation_id = "auth_me")]
+    async fn me(&self, auth: BearerAuth, state: Data<&AppState>) -> Result<Json<Me>, ApiError> {
+        let granted = auth.grant::<OwnAccount>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let organization = db::organizations::get(&mut tx, &granted).await?;
+        let (user, session_id) = match granted.actor() {
+            Actor::User {
+                user_id,
+                session_id,
+            } => {
+                let p = db::users::profile(&mut tx, user_id).await?;
+                (
+                    Some(User {
+                        id: p.id,
+                        email: p.email,
+                        name: p.name,
+                    }),
+                    Some(session_id),
+                )
+            }
+            Actor::ApiKey { .. } => (None, None),
+        };
+        tx.commit().await?;
+        Ok(Json(Me {
+            user,
+            api_key_id: granted.actor().api_key_id(),
+            session_id,
+            organization: OrganizationRef {
+                id: organization.id,
+                name: organization.name,
+            },
+            role: granted.role().to_string(),
+        }))
+    }
+
+    /// List my sessions
+    ///
+    /// Your live sessions in this organization, newest first.
+    #[oai(
+        path = "/sessions",
+        method = "get",
+        operation_id = "auth_sessions_list"
+    )]
+    async fn sessions(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+    ) -> Result<Json<SessionList>, ApiError> {
+        let granted = auth.grant::<OwnAccount>(&state).await?;
+        let (user_id, current) = user_of(&granted)?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let items = sessions::list_live(&mut tx, &granted, user_id)
+            .await?
+            .into_iter()
+            .map(|s| Session {
+                current: s.id == current,
+                id: s.id,
+                user_agent: s.user_agent,
+                ip_address: s.ip_address,
+                created_at: s.created_at,
+                last_used_at: s.last_used_at,
+                expires_at: s.expires_at,
+            })
+            .collect();
+        tx.commit().await?;
+        Ok(Json(SessionList { items }))
+    }
+
+    /// Revoke one of my sessions
+    ///
+    /// Signs one of your sessions out (another device, or this one). 404 `session_not_found`
+    /// for a session that is not yours or already ended.
+    #[oai(
+        path = "/sessions/:id",
+        method = "delete",
+        operation_id = "auth_sessions_revoke"
+    )]
+    async fn revoke_session(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        id: Path<Uuid>,
+    ) -> Result<NoContent, ApiError> {
+        let granted = auth.grant::<OwnAccount>(&state).await?;
+        let (user_id, _) = user_of(&granted)?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        if !sessions::revoke_own(&mut tx, &granted, user_id, id.0, "logout").await? {
+            return Err(ApiError::NotFound {
+                code: "session_not_found",
+                detail: "You have no live session with this id.".into(),
+            });
+        }
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("auth.session_revoked", &client(req, &state.settings)).on("session", id.0),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(NoContent::NoContent)
+    }
+}

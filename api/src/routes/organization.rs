@@ -1,0 +1,500 @@
+//! `/api/v1/organization`: the caller's organization (name, branding, settings) and its members.
+
+use chrono::{DateTime, Utc};
+use poem::{Request, web::Data};
+use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined};
+use serde::Deserialize;
+use uuid::Uuid;
+use zoark_core::{
+    access::{
+        DeleteOrganization, ManageMembers, ReadMembers, ReadOrganization, Role, UpdateOrganization,
+    },
+    db::{
+        self,
+        audit::{self, Entry},
+        memberships::ChangeError,
+        organizations::Patch,
+        tenant,
+    },
+    identity::{Invalid, Name},
+};
+
+use crate::{
+    auth::{BearerAuth, client},
+    error::{ApiError, FieldError},
+    json::JsonBody,
+    routes::{ApiTags, auth::Fields, auth::NoContent},
+    state::AppState,
+};
+
+pub struct OrganizationApi;
+
+/// The organization: its name, branding and settings.
+#[derive(Debug, Object)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub branding: Branding,
+    pub settings: OrganizationSettings,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How the organization presents itself in emails and the dashboard.
+#[derive(Debug, Object)]
+pub struct Branding {
+    /// Shown instead of `name` when set.
+    pub display_name: Option<String>,
+    /// An http(s) URL of the logo.
+    pub logo_url: Option<String>,
+    /// `#rrggbb`.
+    pub primary_color: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct OrganizationSettings {
+    /// IANA time zone for schedules and reminders, e.g. `Europe/Paris`.
+    pub time_zone: String,
+    /// The email account system emails are sent from.
+    pub default_sender_email_account_id: Option<Uuid>,
+}
+
+impl From<db::organizations::Organization> for Organization {
+    fn from(o: db::organizations::Organization) -> Self {
+        Self {
+            id: o.id,
+            name: o.name,
+            branding: Branding {
+                display_name: o.display_name,
+                logo_url: o.logo_url,
+                primary_color: o.primary_color,
+            },
+            settings: OrganizationSettings {
+                time_zone: o.time_zone,
+                default_sender_email_account_id: o.default_sender_email_account_id,
+            },
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+/// Changes to the organization: absent fields stay, `null` clears an optional one.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationPatch {
+    #[serde(default)]
+    pub name: MaybeUndefined<String>,
+    #[serde(default)]
+    pub branding: MaybeUndefined<BrandingPatch>,
+    #[serde(default)]
+    pub settings: MaybeUndefined<SettingsPatch>,
+}
+
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrandingPatch {
+    #[serde(default)]
+    pub display_name: MaybeUndefined<String>,
+    #[serde(default)]
+    pub logo_url: MaybeUndefined<String>,
+    #[serde(default)]
+    pub primary_color: MaybeUndefined<String>,
+}
+
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    #[serde(default)]
+    pub time_zone: MaybeUndefined<String>,
+    #[serde(default)]
+    pub default_sender_email_account_id: MaybeUndefined<Uuid>,
+}
+
+fn logo_url(raw: &str) -> Result<String, Invalid> {
+    let url = url::Url::parse(raw.trim()).map_err(|e| Invalid(format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || raw.len() > 2048 {
+        return Err(Invalid(
+            "must be an http(s) URL of at most 2048 characters".into(),
+        ));
+    }
+    Ok(url.to_string())
+}
+
+fn color(raw: &str) -> Result<String, Invalid> {
+    let hex = raw.strip_prefix('#').unwrap_or_default();
+    if hex.len() == 6 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(format!("#{}", hex.to_ascii_lowercase()))
+    } else {
+        Err(Invalid("must be a colour like #1a2b3c".into()))
+    }
+}
+
+fn time_zone(raw: &str) -> Result<String, Invalid> {
+    raw.parse::<chrono_tz::Tz>()
+        .map(|tz| tz.name().to_owned())
+        .map_err(|_| Invalid("is not an IANA time zone (e.g. Europe/Paris)".into()))
+}
+
+/// `MaybeUndefined<T>` → `None` (leave), `Some(None)` (clear), `Some(Some(v))` (set, parsed).
+fn optional<T>(
+    fields: &mut Fields,
+    field: &str,
+    value: MaybeUndefined<String>,
+    parse: impl Fn(&str) -> Result<T, Invalid>,
+) -> Option<Option<T>> {
+    match value {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => fields.take(field, parse(&v)).map(Some),
+    }
+}
+
+fn parse_patch(body: OrganizationPatch) -> Result<Patch, ApiError> {
+    let mut fields = Fields::default();
+    let mut patch = Patch::default();
+    match body.name {
+        MaybeUndefined::Undefined => {}
+        MaybeUndefined::Null => fields.reject("name", "cannot be null"),
+        MaybeUndefined::Value(name) => {
+            patch.name = fields
+                .take("name", Name::parse(&name))
+                .map(|n| n.as_str().to_owned());
+        }
+    }
+    match body.branding {
+        MaybeUndefined::Value(b) => {
+            patch.display_name =
+                optional(&mut fields, "branding.display_name", b.display_name, |v| {
+                    Name::parse(v).map(|n| n.as_str().to_owned())
+                });
+            patch.logo_url = optional(&mut fields, "branding.logo_url", b.logo_url, logo_url);
+            patch.primary_color = optional(
+                &mut fields,
+                "branding.primary_color",
+                b.primary_color,
+                color,
+            );
+        }
+        MaybeUndefined::Null => {
+            patch.display_name = Some(None);
+            patch.logo_url = Some(None);
+            patch.primary_color = Some(None);
+        }
+        MaybeUndefined::Undefined => {}
+    }
+    match body.settings {
+        MaybeUndefined::Value(s) => {
+            match s.time_zone {
+                MaybeUndefined::Undefined => {}
+                MaybeUndefined::Null => fields.reject("settings.time_zone", "cannot be null"),
+                MaybeUndefined::Value(tz) => {
+                    patch.time_zone = fields.take("settings.time_zone", time_zone(&tz));
+                }
+            }
+            patch.default_sender_email_account_id = match s.default_sender_email_account_id {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(id) => Some(Some(id)),
+            };
+        }
+        MaybeUndefined::Null => fields.reject("settings", "cannot be null"),
+        MaybeUndefined::Undefined => {}
+    }
+    fields.finish()?;
+    Ok(patch)
+}
+
+/// A member of the organization.
+#[derive(Debug, Object)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    /// `admin`, `manager`, `lead`, `member` or `viewer`.
+    pub role: String,
+    pub joined_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+pub struct MemberList {
+    pub items: Vec<Member>,
+}
+
+/// A role, most powerful first.
+#[derive(Debug, Clone, Copy, poem_openapi::Enum, Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum RoleName {
+    Admin,
+    Manager,
+    Lead,
+    Member,
+    Viewer,
+}
+
+impl From<RoleName> for Role {
+    fn from(r: RoleName) -> Self {
+        match r {
+            RoleName::Admin => Role::Admin,
+            RoleName::Manager => Role::Manager,
+            RoleName::Lead => Role::Lead,
+            RoleName::Member => Role::Member,
+            RoleName::Viewer => Role::Viewer,
+        }
+    }
+}
+
+/// `PATCH /organization/members/{user_id}`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberPatch {
+    pub role: RoleName,
+}
+
+fn member_error(e: ChangeError) -> ApiError {
+    match e {
+        ChangeError::NotFound => ApiError::NotFound {
+            code: "member_not_found",
+            detail: "No member with this user id in the organization.".into(),
+        },
+        ChangeError::LastAdmin => ApiError::Conflict {
+            code: "last_admin",
+            detail: "The organization's last admin can be neither demoted nor removed; make \
+                     someone else admin first."
+                .into(),
+        },
+        ChangeError::Database(e) => e.into(),
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Organization", prefix_path = "/api/v1/organization")]
+impl OrganizationApi {
+    /// Get the organization
+    ///
+    /// Name, branding and settings of the caller's organization. Needs `organization.read`.
+    #[oai(path = "/", method = "get", operation_id = "organization_get")]
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+    ) -> Result<Json<Organization>, ApiError> {
+        let granted = auth.grant::<ReadOrganization>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let organization = db::organizations::get(&mut tx, &granted).await?;
+        tx.commit().await?;
+        Ok(Json(organization.into()))
+    }
+
+    /// Update the organization
+    ///
+    /// Changes the name, branding or settings; absent fields stay as they are, `null` clears
+    /// an optional one. Needs `organization.update` (admin). Audited as
+    /// `organization.updated` with the changed fields.
+    #[oai(path = "/", method = "patch", operation_id = "organization_update")]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<OrganizationPatch>,
+    ) -> Result<Json<Organization>, ApiError> {
+        let granted = auth.grant::<UpdateOrganization>(&state).await?;
+        let patch = parse_patch(body.0)?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let (before, after) = match db::organizations::update(&mut tx, &granted, &patch).await {
+            Ok(changed) => changed,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23503") => {
+                return Err(ApiError::Validation(vec![FieldError {
+                    field: "settings.default_sender_email_account_id".into(),
+                    message: "is not an email account of this organization".into(),
+                }]));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let before = Organization::from(before);
+        let after_view = Organization::from(after);
+        let changes = changed_fields(&before, &after_view);
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("organization.updated", &client(req, &state.settings))
+                .on("organization", granted.organization_id())
+                .with(serde_json::json!({ "changed": changes })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Json(after_view))
+    }
+
+    /// Delete the organization
+    ///
+    /// Ends every session and API key of the organization at once; its data is kept for the
+    /// retention period, then purged. Needs `organization.delete` (admin). Audited as
+    /// `organization.deleted`.
+    #[oai(path = "/", method = "delete", operation_id = "organization_delete")]
+    async fn delete(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+    ) -> Result<NoContent, ApiError> {
+        let granted = auth.grant::<DeleteOrganization>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("organization.deleted", &client(req, &state.settings))
+                .on("organization", granted.organization_id()),
+        )
+        .await?;
+        db::organizations::soft_delete(&mut tx, &granted).await?;
+        tx.commit().await?;
+        Ok(NoContent::NoContent)
+    }
+
+    /// List members
+    ///
+    /// Everyone in the organization with their role, by join date. Needs `members.read`.
+    #[oai(path = "/members", method = "get", operation_id = "members_list")]
+    async fn members(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+    ) -> Result<Json<MemberList>, ApiError> {
+        let granted = auth.grant::<ReadMembers>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let items = db::memberships::list(&mut tx, &granted)
+            .await?
+            .into_iter()
+            .map(|m| Member {
+                user_id: m.user_id,
+                email: m.email,
+                name: m.name,
+                role: m.role,
+                joined_at: m.joined_at,
+            })
+            .collect();
+        tx.commit().await?;
+        Ok(Json(MemberList { items }))
+    }
+
+    /// Change a member's role
+    ///
+    /// Needs `members.manage` (admin). 409 `last_admin` when it would leave the organization
+    /// without an admin. Audited as `member.role_changed`.
+    #[oai(
+        path = "/members/:user_id",
+        method = "patch",
+        operation_id = "members_update"
+    )]
+    async fn update_member(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        user_id: Path<Uuid>,
+        body: JsonBody<MemberPatch>,
+    ) -> Result<Json<Member>, ApiError> {
+        let granted = auth.grant::<ManageMembers>(&state).await?;
+        let role = Role::from(body.0.role);
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let previous = db::memberships::change_role(&mut tx, &granted, user_id.0, role)
+            .await
+            .map_err(member_error)?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("member.role_changed", &client(req, &state.settings))
+                .on("user", user_id.0)
+                .with(serde_json::json!({ "from": previous, "to": role.as_str() })),
+        )
+        .await?;
+        let member = db::memberships::list(&mut tx, &grant_read(&granted)?)
+            .await?
+            .into_iter()
+            .find(|m| m.user_id == user_id.0)
+            .ok_or_else(|| member_error(ChangeError::NotFound))?;
+        tx.commit().await?;
+        Ok(Json(Member {
+            user_id: member.user_id,
+            email: member.email,
+            name: member.name,
+            role: member.role,
+            joined_at: member.joined_at,
+        }))
+    }
+
+    /// Remove a member
+    ///
+    /// Removes the user from the organization and ends their sessions in it. Needs
+    /// `members.manage` (admin). 409 `last_admin` for the last admin. Audited as
+    /// `member.removed`.
+    #[oai(
+        path = "/members/:user_id",
+        method = "delete",
+        operation_id = "members_remove"
+    )]
+    async fn remove_member(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        user_id: Path<Uuid>,
+    ) -> Result<NoContent, ApiError> {
+        let granted = auth.grant::<ManageMembers>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let previous = db::memberships::remove(&mut tx, &granted, user_id.0)
+            .await
+            .map_err(member_error)?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("member.removed", &client(req, &state.settings))
+                .on("user", user_id.0)
+                .with(serde_json::json!({ "role": previous })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(NoContent::NoContent)
+    }
+}
+
+/// Managing members includes reading them.
+fn grant_read(
+    granted: &zoark_core::access::Granted<ManageMembers>,
+) -> Result<zoark_core::access::Granted<ReadMembers>, ApiError> {
+    Ok(granted.principal().authorize::<ReadMembers>()?)
+}
+
+/// The dotted names of the fields that differ.
+fn changed_fields(before: &Organization, after: &Organization) -> Vec<&'static str> {
+    let pairs: [(&'static str, bool); 6] = [
+        ("name", before.name != after.name),
+        (
+            "branding.display_name",
+            before.branding.display_name != after.branding.display_name,
+        ),
+        (
+            "branding.logo_url",
+            before.branding.logo_url != after.branding.logo_url,
+        ),
+        (
+            "branding.primary_color",
+            before.branding.primary_color != after.branding.primary_color,
+        ),
+        (
+            "settings.time_zone",
+            before.settings.time_zone != after.settings.time_zone,
+        ),
+        (
+            "settings.default_sender_email_account_id",
+            before.settings.default_sender_email_account_id
+                != after.settings.default_sender_email_account_id,
+        ),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+}
