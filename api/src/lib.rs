@@ -11,6 +11,7 @@ pub mod events;
 pub mod json;
 pub mod middleware;
 pub mod pagination;
+pub mod permissions;
 pub mod routes;
 pub mod state;
 pub mod tokens;

@@ -1,5 +1,5 @@
 //! `zoark-api`: `serve` (the `web` process), `migrate` (the `release` phase), `openapi` (prints
-//! the spec), and `dev-seed` (the development organization; refused in production).
+//! the spec), `permissions` (prints the permission matrix), and `dev-seed` (the development organization; refused in production).
 
 use clap::{Parser, Subcommand};
 use zoark_core::{Settings, process};
@@ -19,6 +19,8 @@ enum Command {
     Migrate,
     /// Print the OpenAPI spec as JSON.
     Openapi,
+    /// Print the permission matrix (docs/permissions.md) as Markdown.
+    Permissions,
     /// Create the development organization and admin user if they do not exist; prints the
     /// credentials once. Refused when ZOARK_ENV=production.
     DevSeed,
@@ -27,9 +29,16 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Openapi) = cli.command {
-        println!("{}", zoark_api::spec_json());
-        return std::process::ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::Openapi) => {
+            println!("{}", zoark_api::spec_json());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Some(Command::Permissions) => {
+            print!("{}", zoark_api::permissions::markdown());
+            return std::process::ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let started = match process::start("zoark-api") {
         Ok(started) => started,
@@ -40,7 +49,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve => zoark_api::serve(settings, zoark_core::shutdown::signal()).await,
         Command::Migrate => migrate(&settings).await,
         Command::DevSeed => dev_seed(&settings).await,
-        Command::Openapi => Ok(()),
+        Command::Openapi | Command::Permissions => Ok(()),
     };
     process::exit("zoark-api", result)
 }

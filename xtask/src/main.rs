@@ -147,27 +147,31 @@ fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
 }
 
 fn openapi(root: &std::path::Path, check: bool) -> Result<()> {
+    generated_doc(root, "openapi", "docs/openapi.json", check)?;
+    generated_doc(root, "permissions", "docs/permissions.md", check)
+}
+
+/// Writes (or, with `check`, compares) a document `zoark-api <command>` prints.
+fn generated_doc(root: &std::path::Path, command: &str, file: &str, check: bool) -> Result<()> {
     let output = std::process::Command::new("cargo")
-        .args(["run", "--quiet", "-p", "zoark-api", "--", "openapi"])
+        .args(["run", "--quiet", "-p", "zoark-api", "--", command])
         .current_dir(root)
         .output()
-        .context("running zoark-api openapi")?;
+        .with_context(|| format!("running zoark-api {command}"))?;
     if !output.status.success() {
         bail!(
-            "zoark-api openapi failed: {}",
+            "zoark-api {command} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let path = root.join("docs/openapi.json");
-    let generated = String::from_utf8(output.stdout).context("the spec is not UTF-8")?;
+    let path = root.join(file);
+    let generated = String::from_utf8(output.stdout).context("the output is not UTF-8")?;
     if check {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         if committed != generated {
-            bail!(
-                "docs/openapi.json is out of date: run `cargo xtask openapi` and commit the result"
-            );
+            bail!("{file} is out of date: run `cargo xtask openapi` and commit the result");
         }
-        println!("docs/openapi.json is current");
+        println!("{file} is current");
     } else {
         std::fs::write(&path, generated).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());

@@ -1,0 +1,250 @@
+//! The permission matrix against the served spec: every operation is in the matrix, declares its
+//! security, refuses callers without credentials and the role just below its permission, and
+//! answers 404 — never another organization's data, never a 500 — when a user of organization B
+//! names organization A's resources.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use zoark_api::permissions::{OPERATIONS, least_role};
+use zoark_core::access::Role;
+use zoark_jobs::{Opts, diag::Record, enqueue};
+use zoark_tests::{TestApp, fixtures};
+
+struct Operation {
+    id: String,
+    method: Method,
+    path: String,
+    secured: bool,
+}
+
+async fn operations(app: &TestApp) -> Vec<Operation> {
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut out = Vec::new();
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            out.push(Operation {
+                id: op["operationId"].as_str().unwrap().to_owned(),
+                method: method.to_uppercase().parse().unwrap(),
+                path: path.clone(),
+                secured: op["security"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|r| r.get("BearerAuth").is_some())),
+            });
+        }
+    }
+    out
+}
+
+/// A body each operation accepts, so that only authorization can refuse it.
+fn valid_body(operation_id: &str) -> Option<Value> {
+    match operation_id {
+        "auth_register" => Some(
+            json!({"email": "new@example.com", "password": fixtures::PASSWORD,
+                                        "name": "N", "organization_name": "O"}),
+        ),
+        "auth_login" => Some(json!({"email": "x@example.com", "password": "x"})),
+        "auth_refresh" => Some(json!({"refresh_token": "zr_x"})),
+        "organization_update" => Some(json!({"name": "Renamed"})),
+        "members_update" => Some(json!({"role": "viewer"})),
+        "api_keys_create" => Some(json!({"name": "k", "role": "viewer"})),
+        _ => None,
+    }
+}
+
+fn below(role: Role) -> Option<Role> {
+    let i = Role::ALL.iter().position(|r| *r == role)?;
+    Role::ALL.get(i + 1).copied()
+}
+
+fn with_ids(path: &str, id: Uuid) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').unwrap() + open;
+        out.push_str(&rest[..open]);
+        out.push_str(&id.to_string());
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[tokio::test]
+async fn every_operation_is_in_the_matrix_and_declares_its_security() {
+    let app = TestApp::spawn().await;
+    let served: BTreeMap<String, bool> = operations(&app)
+        .await
+        .into_iter()
+        .map(|o| (o.id, o.secured))
+        .collect();
+    let matrix: BTreeSet<&str> = OPERATIONS.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        served.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        matrix,
+        "api/src/permissions.rs must list exactly the served operations"
+    );
+    for (id, permission) in OPERATIONS {
+        assert_eq!(
+            served[*id],
+            permission.is_some(),
+            "{id}: the spec's security must match the matrix"
+        );
+        if let Some(name) = permission {
+            assert!(
+                zoark_api::permissions::permission(name).is_some(),
+                "{id}: unknown permission {name}"
+            );
+        }
+    }
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/permissions.md"
+    ))
+    .unwrap();
+    assert_eq!(
+        committed,
+        zoark_api::permissions::markdown(),
+        "run cargo xtask openapi"
+    );
+}
+
+#[tokio::test]
+async fn every_secured_operation_refuses_no_credentials_and_the_role_just_below_its_own() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "A").await;
+    let mut tokens = BTreeMap::new();
+    for role in [Role::Manager, Role::Lead, Role::Member, Role::Viewer] {
+        let user = fixtures::member(
+            &app,
+            admin.organization_id,
+            &format!("{role}@example.com"),
+            role,
+        )
+        .await;
+        tokens.insert(role.as_str(), user.access_token);
+    }
+    let mut checked = 0;
+    for op in operations(&app).await.into_iter().filter(|o| o.secured) {
+        let path = with_ids(&op.path, Uuid::now_v7());
+        let body = valid_body(&op.id);
+        let anonymous = app
+            .call(op.method.clone(), &path, None, body.as_ref())
+            .await;
+        assert_eq!(anonymous.status(), 401, "{} without credentials", op.id);
+        let role = least_role(&op.id).unwrap();
+        if let Some(lower) = below(role) {
+            let response = app
+                .call(
+                    op.method.clone(),
+                    &path,
+                    Some(&tokens[lower.as_str()]),
+                    body.as_ref(),
+                )
+                .await;
+            let status = response.status();
+            let problem: Value = response.json().await.unwrap();
+            assert_eq!(status, 403, "{} as {lower}: {problem}", op.id);
+            assert_eq!(problem["code"], "forbidden");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 8,
+        "only {checked} operations need more than viewer"
+    );
+}
+
+#[tokio::test]
+async fn organization_b_gets_404_for_every_resource_of_organization_a() {
+    let app = TestApp::spawn().await;
+    let a = fixtures::register(&app, "a@example.com", "A").await;
+    let a_member = fixtures::member(&app, a.organization_id, "a2@example.com", Role::Member).await;
+    let b = fixtures::register(&app, "b@example.com", "B").await;
+    let a_session: Uuid = sqlx::query_scalar(
+        "SELECT id FROM sessions WHERE user_id = $1 ORDER BY created_at LIMIT 1",
+    )
+    .bind(a.user_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let (_, key) = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/api-keys",
+                Some(&a.access_token),
+                Some(&json!({"name": "A's key", "role": "viewer"})),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        ((), body["id"].as_str().unwrap().parse::<Uuid>().unwrap())
+    };
+    let a_job = {
+        let mut conn = app.pool.acquire().await.unwrap();
+        let job = Record {
+            marker: "secret-of-a".into(),
+            ..Record::default()
+        };
+        enqueue(&mut conn, &job, Opts::organization(a.organization_id))
+            .await
+            .unwrap()
+            .id
+    };
+    // One of A's resources for every path parameter the API has.
+    let fixtures_by_path: BTreeMap<&str, Uuid> = BTreeMap::from([
+        ("/api/v1/auth/sessions/{id}", a_session),
+        ("/api/v1/organization/members/{user_id}", a_member.user_id),
+        ("/api/v1/api-keys/{id}", key),
+        ("/api/v1/jobs/{id}", a_job),
+        ("/api/v1/jobs/{id}/retry", a_job),
+        ("/api/v1/jobs/{id}/cancel", a_job),
+    ]);
+    let mut walked = 0;
+    for op in operations(&app).await {
+        if !op.path.contains('{') {
+            continue;
+        }
+        let id = *fixtures_by_path
+            .get(op.path.as_str())
+            .unwrap_or_else(|| panic!("{}: add one of A's resources for this path", op.path));
+        let path = with_ids(&op.path, id);
+        let response = app
+            .call(
+                op.method.clone(),
+                &path,
+                Some(&b.access_token),
+                valid_body(&op.id).as_ref(),
+            )
+            .await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 404, "{} {path} as B: {text}", op.method);
+        assert!(
+            !text.contains("secret-of-a") && !text.contains("a2@example.com"),
+            "{text}"
+        );
+        walked += 1;
+    }
+    assert!(walked >= 6);
+    // And A's resources are untouched: the member is still a member, the key and session live.
+    let (role, revoked_key, revoked_session): (String, bool, bool) = sqlx::query_as(
+        "SELECT (SELECT role FROM memberships WHERE user_id = $1),
+                (SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = $2),
+                (SELECT revoked_at IS NOT NULL FROM sessions WHERE id = $3)",
+    )
+    .bind(a_member.user_id)
+    .bind(key)
+    .bind(a_session)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (role.as_str(), revoked_key, revoked_session),
+        ("member", false, false)
+    );
+}
