@@ -12,6 +12,7 @@ pub mod json;
 pub mod middleware;
 pub mod pagination;
 pub mod permissions;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 pub mod tokens;
@@ -77,6 +78,7 @@ pub fn app(state: AppState) -> impl Endpoint + 'static {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/api/v1/events", poem::get(events::events))
+        .with(rate_limit::RateLimit)
         .data(state)
         .with(middleware::RequestContext)
 }
@@ -93,11 +95,7 @@ pub async fn serve(
     let pool = zoark_core::db::api_pool(&settings)?;
     let addr = std::net::SocketAddr::new(settings.http.host, settings.http.port);
     let timeout = settings.http.shutdown_timeout;
-    let state = AppState {
-        events: events::EventHub::start(pool.clone()),
-        pool: pool.clone(),
-        settings: Arc::new(settings),
-    };
+    let state = AppState::new(pool.clone(), Arc::new(settings));
     // Bind before announcing, so "listening" means connections are accepted.
     let acceptor = TcpListener::bind(addr).into_acceptor().await?;
     tracing::info!(%addr, "zoark-api listening");

@@ -146,6 +146,18 @@ pub struct HttpSettings {
     /// TLS is terminated by a proxy (Heroku router, load balancer) that sets `X-Forwarded-*`.
     pub behind_proxy: bool,
     pub shutdown_timeout: Duration,
+    pub rate_limits: RateLimitSettings,
+}
+
+/// Requests per minute (each with an equal burst), per API replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// Per signed-in user and per API key.
+    pub per_caller: u32,
+    /// Per client address, for requests without valid credentials.
+    pub per_address: u32,
+    /// Per client address on the sign-in, registration, refresh and reset routes.
+    pub auth_per_address: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -546,6 +558,11 @@ impl Settings {
                 shutdown_timeout: Duration::from_secs(
                     r.parse_or("ZOARK_HTTP_SHUTDOWN_TIMEOUT_SECS", 30)?,
                 ),
+                rate_limits: RateLimitSettings {
+                    per_caller: r.per_minute("ZOARK_RATE_LIMIT_PER_CALLER", 600)?,
+                    per_address: r.per_minute("ZOARK_RATE_LIMIT_PER_ADDRESS", 300)?,
+                    auth_per_address: r.per_minute("ZOARK_RATE_LIMIT_AUTH_PER_ADDRESS", 30)?,
+                },
             },
             auth: AuthSettings {
                 jwt_secret: SecretString::from(jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.into())),
@@ -728,6 +745,17 @@ impl Reader<'_> {
             token_url: url(token)?,
             api_base_url: url(api)?,
         })
+    }
+
+    /// A positive number of requests per minute.
+    fn per_minute(&self, var: &'static str, default: u32) -> Result<u32, SettingsError> {
+        match self.parse_or(var, default)? {
+            0 => Err(SettingsError::Invalid {
+                var,
+                reason: "must be at least 1 request per minute".into(),
+            }),
+            n => Ok(n),
+        }
     }
 
     /// A positive number of seconds.

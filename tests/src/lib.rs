@@ -73,6 +73,19 @@ impl TestAppBuilder {
                 "ZOARK_HTTP_SHUTDOWN_TIMEOUT_SECS".to_owned(),
                 "5".to_owned(),
             ),
+            // Tests sign in often from one address; the rate-limit test sets its own limits.
+            (
+                "ZOARK_RATE_LIMIT_AUTH_PER_ADDRESS".to_owned(),
+                "100000".to_owned(),
+            ),
+            (
+                "ZOARK_RATE_LIMIT_PER_ADDRESS".to_owned(),
+                "100000".to_owned(),
+            ),
+            (
+                "ZOARK_RATE_LIMIT_PER_CALLER".to_owned(),
+                "100000".to_owned(),
+            ),
         ]);
         env.extend(self.env);
         let settings = Settings::from_source(&env).unwrap_or_else(|e| panic!("test settings: {e}"));
@@ -91,11 +104,7 @@ impl TestAppBuilder {
             listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
         );
         let settings = Arc::new(settings);
-        let state = zoark_api::AppState {
-            events: zoark_api::events::EventHub::start(api_pool.clone()),
-            pool: api_pool,
-            settings: settings.clone(),
-        };
+        let state = zoark_api::AppState::new(api_pool, settings.clone());
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         let server = tokio::spawn(zoark_api::serve_on(listener, state, async move {
