@@ -15,6 +15,7 @@ pub mod permissions;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
+pub mod system_email;
 pub mod tokens;
 
 use std::{future::Future, sync::Arc};

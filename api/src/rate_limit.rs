@@ -32,11 +32,12 @@ type Keyed =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 /// The routes that take credentials rather than present them: limited per address, strictly.
-const AUTH_ROUTES: [&str; 5] = [
+const AUTH_ROUTES: [&str; 6] = [
     "/api/v1/auth/login",
     "/api/v1/auth/register",
     "/api/v1/auth/refresh",
     "/api/v1/auth/password-reset",
+    "/api/v1/auth/password-reset/confirm",
     "/api/v1/auth/accept-invitation",
 ];
 

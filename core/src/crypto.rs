@@ -89,6 +89,27 @@ pub fn open(key: &EncryptionKey, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> 
         .map_err(|_| CryptoError::Open)
 }
 
+/// [`seal`], as base64 text (for JSON payloads).
+///
+/// # Errors
+/// Only on an internal AEAD failure.
+pub fn seal_text(key: &EncryptionKey, plaintext: &[u8]) -> Result<String, CryptoError> {
+    use base64::Engine as _;
+    Ok(base64::engine::general_purpose::STANDARD.encode(seal(key, plaintext)?))
+}
+
+/// Opens what [`seal_text`] produced.
+///
+/// # Errors
+/// When it is not base64, was tampered with, or was sealed under another key.
+pub fn open_text(key: &EncryptionKey, sealed: &str) -> Result<Vec<u8>, CryptoError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|_| CryptoError::Open)?;
+    open(key, &bytes)
+}
+
 /// The header of a stream sealed by [`seal_stream`]: a format tag, then the 7-byte STREAM nonce.
 const STREAM_MAGIC: &[u8; 8] = b"ZKSEAL1\n";
 /// Plaintext bytes per sealed chunk; each chunk carries a 16-byte tag.

@@ -4,9 +4,11 @@
 pub mod api_keys;
 pub mod audit;
 pub mod dev_seed;
+pub mod invitations;
 pub mod login_throttle;
 pub mod memberships;
 pub mod organizations;
+pub mod password_resets;
 pub mod sessions;
 pub mod tenant;
 pub mod users;

@@ -12,6 +12,7 @@ pub mod db;
 pub mod fixtures;
 pub mod peers;
 pub mod proxy;
+pub mod smtp;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

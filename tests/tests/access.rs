@@ -52,6 +52,10 @@ fn valid_body(operation_id: &str) -> Option<Value> {
         "organization_update" => Some(json!({"name": "Renamed"})),
         "members_update" => Some(json!({"role": "viewer"})),
         "api_keys_create" => Some(json!({"name": "k", "role": "viewer"})),
+        "invitations_create" => Some(json!({"email": "invitee@example.com", "role": "viewer"})),
+        "auth_password_reset" => Some(json!({"email": "x@example.com"})),
+        "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),
+        "auth_accept_invitation" => Some(json!({"token": "x", "name": "n", "password": "p"})),
         _ => None,
     }
 }

@@ -7,6 +7,7 @@
 //! `ZOARK_WORKER_SHUTDOWN_TIMEOUT_SECS` (25 s by default).
 
 pub mod backup;
+pub mod email;
 pub mod engine;
 pub mod handlers;
 

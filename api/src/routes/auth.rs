@@ -12,10 +12,12 @@ use zoark_core::{
     db::{
         self,
         audit::{self, Entry},
-        login_throttle, sessions, tenant,
+        login_throttle, password_resets, sessions, tenant,
     },
     identity::{EmailAddress, Invalid, MAX_PASSWORD_BYTES, Name, NewPassword},
 };
+
+use zoark_jobs::{Opts, email::SystemTemplate};
 
 use crate::{
     auth::{BearerAuth, client},
@@ -23,7 +25,7 @@ use crate::{
     json::JsonBody,
     routes::ApiTags,
     state::AppState,
-    tokens,
+    system_email, tokens,
 };
 
 pub struct AuthApi;
@@ -60,6 +62,41 @@ pub struct LoginRequest {
 pub struct RefreshRequest {
     /// The refresh token of the last sign-in or refresh. Single use.
     pub refresh_token: String,
+}
+
+/// `POST /auth/password-reset`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetRequest {
+    pub email: String,
+}
+
+/// `POST /auth/password-reset/confirm`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetConfirm {
+    /// The token from the reset email's link.
+    pub token: String,
+    pub new_password: String,
+}
+
+/// `POST /auth/accept-invitation`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptInvitation {
+    /// The token from the invitation email's link.
+    pub token: String,
+    /// Your name (ignored when the address already has an account).
+    pub name: String,
+    /// A new password; or, when the address already has an account, its password.
+    pub password: String,
+}
+
+#[derive(ApiResponse)]
+pub enum Accepted {
+    /// Accepted; an email follows if the address has an account.
+    #[oai(status = 202)]
+    Accepted,
 }
 
 /// A user.
@@ -230,6 +267,13 @@ async fn hash_password(password: NewPassword) -> Result<String, ApiError> {
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+fn invalid_token(what: &str) -> ApiError {
+    ApiError::Validation(vec![FieldError {
+        field: "token".into(),
+        message: format!("is not a live {what} token: it is unknown, used or expired"),
+    }])
 }
 
 fn retry_after(until: DateTime<Utc>) -> ApiError {
@@ -514,6 +558,217 @@ impl AuthApi {
             }
             sessions::Refreshed::Invalid => Err(ApiError::Unauthorized),
         }
+    }
+
+    /// Request a password reset
+    ///
+    /// Always 202, whether the address has an account or not. For an account, an email with a
+    /// single-use link valid 30 minutes follows (at most one per minute).
+    #[oai(
+        path = "/password-reset",
+        method = "post",
+        operation_id = "auth_password_reset"
+    )]
+    async fn password_reset(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<PasswordResetRequest>,
+    ) -> Result<Accepted, ApiError> {
+        let client = client(req, &state.settings);
+        let mut tx = tenant::system(&state.pool).await?;
+        let user = match EmailAddress::parse(&body.0.email) {
+            Ok(email) => db::users::for_login(&mut tx, email.as_str()).await?,
+            Err(_) => None,
+        };
+        if let Some(user) = user.filter(|u| !u.disabled)
+            && let Some((token, expires_at)) = password_resets::create(&mut tx, user.id).await?
+        {
+            let profile = db::users::profile(&mut tx, user.id).await?;
+            system_email::enqueue(
+                &mut tx,
+                &state.settings,
+                &profile.email,
+                SystemTemplate::PasswordReset,
+                &serde_json::json!({
+                    "name": profile.name,
+                    "reset_url": system_email::link(&state.settings, "/reset-password", &token),
+                    "expires_at": system_email::when(expires_at),
+                }),
+                Opts::platform(),
+            )
+            .await?;
+            if let Some(home) = db::memberships::for_login(&mut tx, user.id, None).await? {
+                audit::record(
+                    &mut tx,
+                    home.organization_id,
+                    None,
+                    Entry::new("auth.password_reset_requested", &client).on("user", user.id),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Accepted::Accepted)
+    }
+
+    /// Set a new password
+    ///
+    /// Spends the reset token, sets the new password and signs the account out everywhere
+    /// (every session, in every organization). 422 naming `token` for an unknown, used or
+    /// expired token, or `new_password` for a weak one (the token then stays usable).
+    #[oai(
+        path = "/password-reset/confirm",
+        method = "post",
+        operation_id = "auth_password_reset_confirm"
+    )]
+    async fn password_reset_confirm(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<PasswordResetConfirm>,
+    ) -> Result<NoContent, ApiError> {
+        let body = body.0;
+        let client = client(req, &state.settings);
+        let mut tx = tenant::system(&state.pool).await?;
+        let user_id = password_resets::consume(&mut tx, &body.token)
+            .await?
+            .ok_or_else(|| invalid_token("password reset"))?;
+        let profile = db::users::profile(&mut tx, user_id).await?;
+        let mut fields = Fields::default();
+        let password = fields.take(
+            "new_password",
+            NewPassword::parse(&body.new_password, &[&profile.email, &profile.name]),
+        );
+        fields.finish()?;
+        let Some(password) = password else {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "parsed password missing"
+            )));
+        };
+        let hash = hash_password(password).await?;
+        db::users::set_password(&mut tx, user_id, &hash).await?;
+        let revoked = sessions::revoke_all_of_user(&mut tx, user_id, "password_reset").await?;
+        login_throttle::clear(&mut tx, &login_throttle::account_key(&profile.email)).await?;
+        if let Some(home) = db::memberships::for_login(&mut tx, user_id, None).await? {
+            audit::record(
+                &mut tx,
+                home.organization_id,
+                None,
+                Entry::new("auth.password_reset", &client)
+                    .on("user", user_id)
+                    .with(serde_json::json!({ "sessions_revoked": revoked })),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(NoContent::NoContent)
+    }
+
+    /// Accept an invitation
+    ///
+    /// Joins the organization with the invited role and signs you in to it. A new address gets
+    /// an account with `name` and `password`; an address that already has an account proves it
+    /// with that account's password (401 otherwise). 422 naming `token` for an unknown, used,
+    /// revoked or expired invitation.
+    #[oai(
+        path = "/accept-invitation",
+        method = "post",
+        operation_id = "auth_accept_invitation"
+    )]
+    async fn accept_invitation(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<AcceptInvitation>,
+    ) -> Result<Registered, ApiError> {
+        let body = body.0;
+        let client = client(req, &state.settings);
+        let mut tx = tenant::system(&state.pool).await?;
+        let invitation = db::invitations::pending(&mut tx, &body.token)
+            .await?
+            .ok_or_else(|| invalid_token("invitation"))?;
+        let user_id = match db::users::for_login(&mut tx, &invitation.email).await? {
+            Some(existing) => {
+                let ok = body.password.len() <= MAX_PASSWORD_BYTES
+                    && verify_password(body.password.clone(), existing.password_hash.clone())
+                        .await?;
+                if !ok || existing.disabled {
+                    return Err(bad_credentials());
+                }
+                existing.id
+            }
+            None => {
+                let mut fields = Fields::default();
+                let name = fields.take("name", Name::parse(&body.name));
+                let password = fields.take(
+                    "password",
+                    NewPassword::parse(
+                        &body.password,
+                        &[&invitation.email, &body.name, &invitation.organization_name],
+                    ),
+                );
+                fields.finish()?;
+                let (Some(name), Some(password)) = (name, password) else {
+                    return Err(ApiError::Internal(anyhow::anyhow!("parsed fields missing")));
+                };
+                let hash = hash_password(password).await?;
+                db::users::insert(&mut tx, &invitation.email, name.as_str(), &hash).await?
+            }
+        };
+        match db::memberships::insert(
+            &mut tx,
+            invitation.organization_id,
+            user_id,
+            invitation.role.as_str(),
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                return Err(ApiError::Conflict {
+                    code: "already_member",
+                    detail: "You are already a member of this organization; sign in instead."
+                        .into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        db::invitations::mark_accepted(&mut tx, invitation.id, user_id).await?;
+        let refresh = sessions::create(
+            &mut tx,
+            invitation.organization_id,
+            user_id,
+            &client,
+            state.settings.auth.refresh_token_ttl,
+        )
+        .await?;
+        db::users::touch_login(&mut tx, user_id).await?;
+        audit::record(
+            &mut tx,
+            invitation.organization_id,
+            Some(Actor::User {
+                user_id,
+                session_id: refresh.session_id,
+            }),
+            Entry::new("member.joined", &client)
+                .on("invitation", invitation.id)
+                .with(serde_json::json!({ "role": invitation.role.as_str() })),
+        )
+        .await?;
+        let profile = db::users::profile(&mut tx, user_id).await?;
+        tx.commit().await?;
+        let pair = token_pair(
+            &state,
+            User::from(profile),
+            OrganizationRef {
+                id: invitation.organization_id,
+                name: invitation.organization_name,
+            },
+            invitation.role.as_str(),
+            refresh,
+        )?;
+        Ok(Registered::Created(Json(pair)))
     }
 
     /// Sign out

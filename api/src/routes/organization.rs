@@ -7,17 +7,20 @@ use serde::Deserialize;
 use uuid::Uuid;
 use zoark_core::{
     access::{
-        DeleteOrganization, ManageMembers, ReadMembers, ReadOrganization, Role, UpdateOrganization,
+        DeleteOrganization, InviteMembers, ManageMembers, ReadMembers, ReadOrganization, Role,
+        UpdateOrganization,
     },
     db::{
         self,
         audit::{self, Entry},
+        invitations::InviteError,
         memberships::ChangeError,
         organizations::Patch,
         tenant,
     },
-    identity::{Invalid, Name},
+    identity::{EmailAddress, Invalid, Name},
 };
+use zoark_jobs::{Opts, email::SystemTemplate};
 
 use crate::{
     auth::{BearerAuth, client},
@@ -25,6 +28,7 @@ use crate::{
     json::JsonBody,
     routes::{ApiTags, auth::Fields, auth::NoContent},
     state::AppState,
+    system_email,
 };
 
 pub struct OrganizationApi;
@@ -205,6 +209,31 @@ fn parse_patch(body: OrganizationPatch) -> Result<Patch, ApiError> {
     Ok(patch)
 }
 
+/// `POST /organization/invitations`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvitation {
+    pub email: String,
+    /// The role the invitee gets; at most your own.
+    pub role: RoleName,
+}
+
+/// A pending invitation.
+#[derive(Debug, Object)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(poem_openapi::ApiResponse)]
+pub enum InvitationCreated {
+    /// Invited; the email is on its way (a job).
+    #[oai(status = 201)]
+    Created(Json<Invitation>),
+}
+
 /// A member of the organization.
 #[derive(Debug, Object)]
 pub struct Member {
@@ -351,6 +380,89 @@ impl OrganizationApi {
         db::organizations::soft_delete(&mut tx, &granted).await?;
         tx.commit().await?;
         Ok(NoContent::NoContent)
+    }
+
+    /// Invite someone
+    ///
+    /// Emails a single-use link (valid 7 days) that joins the organization with `role`, at most
+    /// your own. 409 `already_member` or `invitation_pending` for that address. Needs
+    /// `members.invite` (manager). Audited as `member.invited`.
+    #[oai(
+        path = "/invitations",
+        method = "post",
+        operation_id = "invitations_create"
+    )]
+    async fn invite(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<NewInvitation>,
+    ) -> Result<InvitationCreated, ApiError> {
+        let granted = auth.grant::<InviteMembers>(&state).await?;
+        let role = Role::from(body.0.role);
+        let mut fields = Fields::default();
+        let email = fields.take("email", EmailAddress::parse(&body.0.email));
+        if !granted.role().includes(role) {
+            fields.reject("role", "cannot be above your own role");
+        }
+        fields.finish()?;
+        let Some(email) = email else {
+            return Err(ApiError::Internal(anyhow::anyhow!("parsed email missing")));
+        };
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let created = db::invitations::create(&mut tx, &granted, email.as_str(), role)
+            .await
+            .map_err(|e| match e {
+                InviteError::AlreadyMember => ApiError::Conflict {
+                    code: "already_member",
+                    detail: "This address already belongs to a member of the organization.".into(),
+                },
+                InviteError::Pending => ApiError::Conflict {
+                    code: "invitation_pending",
+                    detail: "An invitation to this address is already pending.".into(),
+                },
+                InviteError::Database(e) => e.into(),
+            })?;
+        let organization = db::organizations::get(&mut tx, &granted).await?;
+        let inviter = match granted.actor().user_id() {
+            Some(user_id) => db::users::name(&mut tx, user_id).await?,
+            None => None,
+        };
+        let organization_name = organization
+            .display_name
+            .clone()
+            .unwrap_or_else(|| organization.name.clone());
+        system_email::enqueue(
+            &mut tx,
+            &state.settings,
+            email.as_str(),
+            SystemTemplate::Invitation,
+            &serde_json::json!({
+                "inviter_name": inviter.unwrap_or_else(|| organization_name.clone()),
+                "organization_name": organization_name,
+                "role": role.as_str(),
+                "accept_url": system_email::link(&state.settings, "/accept-invitation", &created.token),
+                "expires_at": system_email::when(created.expires_at),
+            }),
+            Opts::organization(granted.organization_id()),
+        )
+        .await?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("member.invited", &client(req, &state.settings))
+                .on("invitation", created.id)
+                .with(serde_json::json!({ "email": email.as_str(), "role": role.as_str() })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(InvitationCreated::Created(Json(Invitation {
+            id: created.id,
+            email: email.to_string(),
+            role: role.as_str().to_owned(),
+            expires_at: created.expires_at,
+        })))
     }
 
     /// List members

@@ -104,3 +104,28 @@ pub async fn touch_login(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result
     .await
     .map(|_| ())
 }
+
+/// Replaces a user's password hash.
+///
+/// # Errors
+/// Database errors.
+pub async fn set_password(conn: &mut PgConnection, user_id: Uuid, hash: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE users SET password_hash = $2 WHERE id = $1",
+        user_id,
+        hash
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// The user's display name.
+///
+/// # Errors
+/// Database errors.
+pub async fn name(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("SELECT name FROM users WHERE id = $1", user_id)
+        .fetch_optional(conn)
+        .await
+}

@@ -1,6 +1,7 @@
 //! One handler per job kind, in files mirroring `zoark-jobs`; [`registry`] lists them all.
 
 pub mod diag;
+pub mod email;
 pub mod maintenance;
 
 use crate::{WorkerContext, engine::Registry};
@@ -9,5 +10,6 @@ use crate::{WorkerContext, engine::Registry};
 pub fn registry(ctx: &WorkerContext) -> Registry {
     let registry = Registry::new();
     let registry = maintenance::register(registry, ctx);
+    let registry = email::register(registry, ctx);
     diag::register(registry, ctx)
 }

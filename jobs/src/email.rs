@@ -1,0 +1,45 @@
+//! Email jobs. [`SendSystemEmail`] carries one message the platform itself sends (invitation,
+//! password reset); the email issue adds organization accounts, broadcasts and delivery rows.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Job;
+
+/// Which system email; each has a text and an HTML template in `worker/src/email/templates/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemTemplate {
+    /// Params: `inviter_name`, `organization_name`, `role`, `accept_url`, `expires_at`.
+    Invitation,
+    /// Params: `name`, `reset_url`, `expires_at`.
+    PasswordReset,
+}
+
+impl SystemTemplate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invitation => "invitation",
+            Self::PasswordReset => "password_reset",
+        }
+    }
+}
+
+/// One system email to one address. The template parameters hold a secret (the link's
+/// single-use token), so they travel sealed with `ZOARK_ENCRYPTION_KEY`: the jobs table, its
+/// API and its logs never show them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendSystemEmail {
+    pub to: String,
+    pub template: SystemTemplate,
+    /// base64 of the AES-256-GCM sealed JSON object of template parameters.
+    pub sealed_params: String,
+}
+
+impl Job for SendSystemEmail {
+    const NAME: &'static str = "email.send_system";
+    const QUEUE: &'static str = "email";
+    const MAX_ATTEMPTS: i32 = 10;
+    const TIMEOUT: Duration = Duration::from_secs(60);
+}
