@@ -686,6 +686,33 @@ async fn pruning_deletes_finished_jobs_past_their_retention_only() {
         .unwrap();
         ids.push(id);
     }
+    // Sign-in bookkeeping: an old unlocked counter and an old reset token go, the rest stays.
+    sqlx::query(
+        "INSERT INTO login_throttle (key, failures, first_failure_at, locked_until, updated_at) VALUES
+           ('email:old@example.com', 3, now() - interval '2 days', NULL, now() - interval '2 days'),
+           ('email:locked@example.com', 10, now() - interval '2 days', now() + interval '1 hour', now() - interval '2 days'),
+           ('ip:127.0.0.1', 1, now(), NULL, now())",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let user = zoark_core::db::users::insert(
+        &mut *app.pool.acquire().await.unwrap(),
+        "u@example.com",
+        "U",
+        "$argon2id$x",
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at) VALUES
+           ($1, sha256('a'), now() - interval '3 days', now() - interval '2 days'),
+           ($1, sha256('b'), now(), now() + interval '30 minutes')",
+    )
+    .bind(user)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     push(
         &app,
         &zoark_jobs::maintenance::PruneJobs {},
@@ -693,6 +720,16 @@ async fn pruning_deletes_finished_jobs_past_their_retention_only() {
     )
     .await;
     app.drain_jobs(Duration::from_secs(10)).await.unwrap();
+    let throttles: Vec<String> = sqlx::query_scalar("SELECT key FROM login_throttle ORDER BY key")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(throttles, ["email:locked@example.com", "ip:127.0.0.1"]);
+    let resets: i64 = sqlx::query_scalar("SELECT count(*) FROM password_reset_tokens")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(resets, 1);
     let left: Vec<Uuid> =
         sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'test.probe' ORDER BY id")
             .fetch_all(&app.pool)

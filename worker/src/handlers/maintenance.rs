@@ -68,5 +68,27 @@ async fn prune(ctx: WorkerContext, job: JobContext) -> JobResult {
         }
     }
     tracing::info!(jobs = total, "pruned finished jobs");
+    // Sign-in bookkeeping that can no longer matter: counters past their window and lock,
+    // reset tokens a day past expiry.
+    let throttles = sqlx::query!(
+        "DELETE FROM login_throttle WHERE updated_at < now() - interval '1 day'
+           AND (locked_until IS NULL OR locked_until < now())"
+    )
+    .execute(&ctx.pool)
+    .await
+    .context("pruning sign-in throttles")?
+    .rows_affected();
+    let resets = sqlx::query!(
+        "DELETE FROM password_reset_tokens WHERE expires_at < now() - interval '1 day'"
+    )
+    .execute(&ctx.pool)
+    .await
+    .context("pruning password reset tokens")?
+    .rows_affected();
+    tracing::info!(
+        login_throttle = throttles,
+        password_reset_tokens = resets,
+        "pruned sign-in bookkeeping"
+    );
     Ok(())
 }
