@@ -697,7 +697,7 @@ async fn pruning_deletes_finished_jobs_past_their_retention_only() {
     .await
     .unwrap();
     let user = zoark_core::db::users::insert(
-        &mut *app.pool.acquire().await.unwrap(),
+        &mut app.pool.acquire().await.unwrap(),
         "u@example.com",
         "U",
         "$argon2id$x",
