@@ -36,6 +36,7 @@ pub type Api = (
     routes::organization::OrganizationApi,
     routes::api_keys::ApiKeysApi,
     routes::audit_log::AuditLogApi,
+    routes::email_accounts::EmailAccountsApi,
     routes::jobs::JobsApi,
 );
 
@@ -46,6 +47,7 @@ fn api() -> Api {
         routes::organization::OrganizationApi,
         routes::api_keys::ApiKeysApi,
         routes::audit_log::AuditLogApi,
+        routes::email_accounts::EmailAccountsApi,
         routes::jobs::JobsApi,
     )
 }

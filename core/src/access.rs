@@ -129,6 +129,10 @@ permissions! {
     ManageApiKeys = "api_keys.manage", Admin;
     /// Read the audit log.
     ReadAuditLog = "audit_log.read", Admin;
+    /// See the organization's sending accounts (never their secrets).
+    ReadEmailAccounts = "email_accounts.read", Member;
+    /// Connect, change, test and remove sending accounts.
+    ManageEmailAccounts = "email_accounts.manage", Manager;
     /// List jobs, their attempts and errors, and queue statistics.
     ReadJobs = "jobs.read", Viewer;
     /// Retry and cancel jobs.

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod dev_seed;
+pub mod email_accounts;
 pub mod invitations;
 pub mod login_throttle;
 pub mod memberships;

@@ -15,6 +15,8 @@ pub enum SystemTemplate {
     Invitation,
     /// Params: `name`, `reset_url`, `expires_at`.
     PasswordReset,
+    /// Params: `display_name`, `from_address`, `requested_by`.
+    AccountTest,
 }
 
 impl SystemTemplate {
@@ -22,6 +24,7 @@ impl SystemTemplate {
         match self {
             Self::Invitation => "invitation",
             Self::PasswordReset => "password_reset",
+            Self::AccountTest => "account_test",
         }
     }
 }
@@ -41,5 +44,21 @@ impl Job for SendSystemEmail {
     const NAME: &'static str = "email.send_system";
     const QUEUE: &'static str = "email";
     const MAX_ATTEMPTS: i32 = 10;
+    const TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+/// A test message through one of the organization's sending accounts, to prove its settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendTestEmail {
+    pub account_id: uuid::Uuid,
+    pub to: String,
+    /// Who asked, for the message's text.
+    pub requested_by: String,
+}
+
+impl Job for SendTestEmail {
+    const NAME: &'static str = "email.send_test";
+    const QUEUE: &'static str = "email";
+    const MAX_ATTEMPTS: i32 = 3;
     const TIMEOUT: Duration = Duration::from_secs(60);
 }

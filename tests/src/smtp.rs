@@ -1,5 +1,6 @@
 //! A real SMTP server on loopback that records what it receives: enough of RFC 5321 for
-//! lettre (EHLO/HELO, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT), no TLS, no auth.
+//! lettre (EHLO/HELO, AUTH PLAIN accepting any credentials and recording them, MAIL, RCPT, DATA
+//! with dot-unstuffing, RSET, NOOP, QUIT), no TLS.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +16,8 @@ pub struct Received {
     pub to: Vec<String>,
     /// The message (headers and body) exactly as sent, CRLF line ends.
     pub data: String,
+    /// `user:password` of the session's `AUTH PLAIN`, if it authenticated.
+    pub auth: Option<String>,
 }
 
 impl Received {
@@ -90,6 +93,7 @@ async fn session(socket: tokio::net::TcpStream, store: Arc<Mutex<Vec<Received>>>
     let mut lines = BufReader::new(read);
     let _ = write.write_all(b"220 zoark-test ESMTP\r\n").await;
     let (mut from, mut to) = (String::new(), Vec::new());
+    let mut auth: Option<String> = None;
     let mut line = String::new();
     loop {
         line.clear();
@@ -99,7 +103,18 @@ async fn session(socket: tokio::net::TcpStream, store: Arc<Mutex<Vec<Received>>>
         let command = line.trim_end().to_owned();
         let upper = command.to_ascii_uppercase();
         let reply: &[u8] = if upper.starts_with("EHLO") {
-            b"250-zoark-test\r\n250 8BITMIME\r\n"
+            b"250-zoark-test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
+        } else if upper.starts_with("AUTH PLAIN ") {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(command[11..].trim())
+                .unwrap_or_default();
+            let parts: Vec<String> = decoded
+                .split(|b| *b == 0)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            auth = parts.get(1..3).map(|p| format!("{}:{}", p[0], p[1]));
+            b"235 authenticated\r\n"
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             b"250 OK\r\n"
         } else if upper.starts_with("MAIL FROM:") {
@@ -131,6 +146,7 @@ async fn session(socket: tokio::net::TcpStream, store: Arc<Mutex<Vec<Received>>>
                     from: from.clone(),
                     to: to.clone(),
                     data,
+                    auth: auth.clone(),
                 });
             }
             b"250 OK queued\r\n"

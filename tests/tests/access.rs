@@ -52,6 +52,10 @@ fn valid_body(operation_id: &str) -> Option<Value> {
         "organization_update" => Some(json!({"name": "Renamed"})),
         "members_update" => Some(json!({"role": "viewer"})),
         "api_keys_create" => Some(json!({"name": "k", "role": "viewer"})),
+        "email_accounts_create" => Some(json!({"provider": "smtp", "display_name": "Ops",
+            "from_address": "ops@example.com", "host": "smtp.example.com", "port": 587, "security": "starttls"})),
+        "email_accounts_update" => Some(json!({"display_name": "Renamed"})),
+        "email_accounts_test" => Some(json!({})),
         "invitations_create" => Some(json!({"email": "invitee@example.com", "role": "viewer"})),
         "auth_password_reset" => Some(json!({"email": "x@example.com"})),
         "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),
@@ -188,6 +192,18 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         let body: Value = response.json().await.unwrap();
         ((), body["id"].as_str().unwrap().parse::<Uuid>().unwrap())
     };
+    let a_account = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/email-accounts",
+                Some(&a.access_token),
+                valid_body("email_accounts_create").as_ref(),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     let a_job = {
         let mut conn = app.pool.acquire().await.unwrap();
         let job = Record {
@@ -204,6 +220,8 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/auth/sessions/{id}", a_session),
         ("/api/v1/organization/members/{user_id}", a_member.user_id),
         ("/api/v1/api-keys/{id}", key),
+        ("/api/v1/email-accounts/{id}", a_account),
+        ("/api/v1/email-accounts/{id}/test", a_account),
         ("/api/v1/jobs/{id}", a_job),
         ("/api/v1/jobs/{id}/retry", a_job),
         ("/api/v1/jobs/{id}/cancel", a_job),
@@ -229,7 +247,9 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         let text = response.text().await.unwrap();
         assert_eq!(status, 404, "{} {path} as B: {text}", op.method);
         assert!(
-            !text.contains("secret-of-a") && !text.contains("a2@example.com"),
+            !text.contains("secret-of-a")
+                && !text.contains("a2@example.com")
+                && !text.contains("ops@example.com"),
             "{text}"
         );
         walked += 1;

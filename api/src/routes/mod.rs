@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit_log;
 pub mod auth;
+pub mod email_accounts;
 pub mod health;
 pub mod jobs;
 pub mod organization;
@@ -22,4 +23,6 @@ pub enum ApiTags {
     ApiKeys,
     /// Security-relevant actions.
     AuditLog,
+    /// Sending accounts of the organization.
+    EmailAccounts,
 }

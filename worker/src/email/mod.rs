@@ -34,6 +34,14 @@ fn templates() -> Result<Environment<'static>, minijinja::Error> {
         "password_reset.txt",
         include_str!("templates/password_reset.txt"),
     )?;
+    env.add_template(
+        "account_test.html",
+        include_str!("templates/account_test.html"),
+    )?;
+    env.add_template(
+        "account_test.txt",
+        include_str!("templates/account_test.txt"),
+    )?;
     Ok(env)
 }
 
@@ -51,6 +59,9 @@ pub fn render(template: SystemTemplate, params: &serde_json::Value) -> anyhow::R
             text_param("organization_name")
         ),
         SystemTemplate::PasswordReset => "Reset your Zoark password".to_owned(),
+        SystemTemplate::AccountTest => {
+            format!("Zoark test message from {}", text_param("display_name"))
+        }
     };
     let mut context = params.clone();
     if let Some(object) = context.as_object_mut() {
@@ -108,32 +119,49 @@ impl Mailer {
                     .smtp_host
                     .as_deref()
                     .context("ZOARK_SMTP_HOST is not set")?;
-                let builder = match settings.smtp_security {
-                    SmtpSecurity::None => {
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                let credentials = match (&settings.smtp_username, &settings.smtp_password) {
+                    (Some(user), Some(password)) => {
+                        Some((user.clone(), password.expose_secret().to_owned()))
                     }
-                    SmtpSecurity::StartTls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?
-                    }
-                    SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
+                    _ => None,
                 };
-                let mut builder = builder
-                    .port(settings.smtp_port)
-                    .timeout(Some(std::time::Duration::from_secs(30)));
-                if let (Some(user), Some(password)) =
-                    (&settings.smtp_username, &settings.smtp_password)
-                {
-                    builder = builder.credentials(Credentials::new(
-                        user.clone(),
-                        password.expose_secret().to_owned(),
-                    ));
-                }
-                Ok(Self::Smtp {
+                Self::smtp(
                     from,
-                    transport: builder.build(),
-                })
+                    host,
+                    settings.smtp_port,
+                    settings.smtp_security,
+                    credentials,
+                )
             }
         }
+    }
+
+    /// An SMTP transport (pooled) to `host:port`.
+    ///
+    /// # Errors
+    /// An unusable host name for TLS.
+    pub fn smtp(
+        from: Mailbox,
+        host: &str,
+        port: u16,
+        security: SmtpSecurity,
+        credentials: Option<(String, String)>,
+    ) -> anyhow::Result<Self> {
+        let builder = match security {
+            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            SmtpSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?,
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
+        };
+        let mut builder = builder
+            .port(port)
+            .timeout(Some(std::time::Duration::from_secs(30)));
+        if let Some((user, password)) = credentials {
+            builder = builder.credentials(Credentials::new(user, password));
+        }
+        Ok(Self::Smtp {
+            from,
+            transport: builder.build(),
+        })
     }
 
     /// Sends `message` to `to`; returns the message id.

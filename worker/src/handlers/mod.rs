@@ -2,6 +2,7 @@
 
 pub mod diag;
 pub mod email;
+pub mod email_test;
 pub mod maintenance;
 
 use crate::{WorkerContext, engine::Registry};
@@ -11,5 +12,6 @@ pub fn registry(ctx: &WorkerContext) -> Registry {
     let registry = Registry::new();
     let registry = maintenance::register(registry, ctx);
     let registry = email::register(registry, ctx);
+    let registry = email_test::register(registry, ctx);
     diag::register(registry, ctx)
 }

@@ -1,0 +1,564 @@
+//! `/api/v1/email-accounts`: the organization's sending accounts. SMTP for now (the password
+//! sealed at rest, never returned); Gmail and Outlook over OAuth come with the email issue.
+
+use chrono::{DateTime, Utc};
+use poem::{Request, web::Data};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined,
+};
+use serde::Deserialize;
+use uuid::Uuid;
+use zoark_core::{
+    access::{Granted, ManageEmailAccounts, ReadEmailAccounts},
+    crypto,
+    db::{
+        self,
+        audit::{self, Entry},
+        email_accounts::{self, Smtp, SmtpPatch, WriteError},
+        tenant,
+    },
+    identity::{EmailAddress, Invalid, MAX_PASSWORD_BYTES, Name},
+};
+use zoark_jobs::{Opts, email::SendTestEmail};
+
+use crate::{
+    auth::{BearerAuth, client},
+    error::ApiError,
+    json::JsonBody,
+    routes::{
+        ApiTags,
+        auth::{Fields, NoContent},
+    },
+    state::AppState,
+};
+
+pub struct EmailAccountsApi;
+
+/// How an account reaches its provider.
+#[derive(Debug, Clone, Copy, Enum, Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// Any SMTP server.
+    Smtp,
+}
+
+/// Transport security of the SMTP connection.
+#[derive(Debug, Clone, Copy, Enum, Deserialize, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    /// Plain text (a relay on a private network only).
+    None,
+    /// Upgrade with STARTTLS (usually port 587).
+    Starttls,
+    /// TLS from the first byte (usually port 465).
+    Tls,
+}
+
+impl Security {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Starttls => "starttls",
+            Self::Tls => "tls",
+        }
+    }
+}
+
+/// `POST /email-accounts`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEmailAccount {
+    pub provider: Provider,
+    /// The sender name recipients see.
+    pub display_name: String,
+    pub from_address: String,
+    /// The SMTP server's host name.
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub username: Option<String>,
+    /// Stored sealed with AES-256-GCM; never returned.
+    pub password: Option<String>,
+}
+
+/// `PATCH /email-accounts/{id}`: absent fields stay; `null` clears the username or password.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailAccountPatch {
+    #[serde(default)]
+    pub display_name: MaybeUndefined<String>,
+    #[serde(default)]
+    pub from_address: MaybeUndefined<String>,
+    #[serde(default)]
+    pub host: MaybeUndefined<String>,
+    #[serde(default)]
+    pub port: MaybeUndefined<u16>,
+    #[serde(default)]
+    pub security: MaybeUndefined<Security>,
+    #[serde(default)]
+    pub username: MaybeUndefined<String>,
+    #[serde(default)]
+    pub password: MaybeUndefined<String>,
+}
+
+/// `POST /email-accounts/{id}/test`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    /// Where to send the test message (default: your own address, or the account's for an API
+    /// key).
+    pub to: Option<String>,
+}
+
+/// SMTP settings of an account (never the password).
+#[derive(Debug, Object)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: i32,
+    /// `none`, `starttls` or `tls`.
+    pub security: String,
+    pub username: Option<String>,
+    /// Whether a password is stored.
+    pub has_password: bool,
+}
+
+/// A sending account.
+#[derive(Debug, Object)]
+pub struct EmailAccount {
+    pub id: Uuid,
+    /// `smtp`, `gmail` or `outlook`.
+    pub provider: String,
+    pub display_name: String,
+    pub from_address: String,
+    /// `active`, `needs_reauth` or `disabled`.
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub smtp: Option<SmtpSettings>,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<email_accounts::Account> for EmailAccount {
+    fn from(a: email_accounts::Account) -> Self {
+        let smtp = match (a.smtp_host, a.smtp_port, a.smtp_security) {
+            (Some(host), Some(port), Some(security)) => Some(SmtpSettings {
+                host,
+                port,
+                security,
+                username: a.smtp_username,
+                has_password: a.has_password,
+            }),
+            _ => None,
+        };
+        Self {
+            id: a.id,
+            provider: a.provider,
+            display_name: a.display_name,
+            from_address: a.from_address,
+            status: a.status,
+            status_reason: a.status_reason,
+            smtp,
+            created_by: a.created_by,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct EmailAccountList {
+    pub items: Vec<EmailAccount>,
+}
+
+/// The enqueued test message.
+#[derive(Debug, Object)]
+pub struct TestQueued {
+    /// Follow it at `GET /api/v1/jobs/{job_id}`.
+    pub job_id: Uuid,
+    pub to: String,
+}
+
+#[derive(ApiResponse)]
+pub enum AccountCreated {
+    /// The account.
+    #[oai(status = 201)]
+    Created(Json<EmailAccount>),
+}
+
+#[derive(ApiResponse)]
+pub enum TestAccepted {
+    /// The test message is queued.
+    #[oai(status = 202)]
+    Accepted(Json<TestQueued>),
+}
+
+fn host(raw: &str) -> Result<String, Invalid> {
+    let host = raw.trim();
+    if host.is_empty()
+        || host.len() > 255
+        || host.contains("://")
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '@')
+    {
+        return Err(Invalid(
+            "must be a host name or address, like smtp.example.com".into(),
+        ));
+    }
+    Ok(host.to_owned())
+}
+
+fn port(port: u16) -> Result<u16, Invalid> {
+    if port == 0 {
+        Err(Invalid("must be between 1 and 65535".into()))
+    } else {
+        Ok(port)
+    }
+}
+
+fn password(state: &AppState, raw: &str) -> Result<Vec<u8>, Invalid> {
+    if raw.is_empty() || raw.len() > MAX_PASSWORD_BYTES {
+        return Err(Invalid(format!("must be 1 to {MAX_PASSWORD_BYTES} bytes")));
+    }
+    crypto::seal(&state.settings.encryption_key, raw.as_bytes())
+        .map_err(|e| Invalid(format!("could not be sealed: {e}")))
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound {
+        code: "email_account_not_found",
+        detail: "No email account with this id in the organization.".into(),
+    }
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::NotFound => not_found(),
+        WriteError::DuplicateAddress => ApiError::Conflict {
+            code: "email_account_exists",
+            detail: "Another SMTP account of the organization already sends from this address."
+                .into(),
+        },
+        WriteError::InUse => ApiError::Conflict {
+            code: "email_account_in_use",
+            detail: "Broadcasts or deliveries still use this account; disable it instead.".into(),
+        },
+        WriteError::Database(e) => e.into(),
+    }
+}
+
+async fn load(
+    tx: &mut sqlx::PgConnection,
+    granted: &Granted<impl Sized>,
+    id: Uuid,
+) -> Result<EmailAccount, ApiError> {
+    email_accounts::get(tx, granted, id)
+        .await?
+        .map(EmailAccount::from)
+        .ok_or_else(not_found)
+}
+
+#[OpenApi(tag = "ApiTags::EmailAccounts", prefix_path = "/api/v1/email-accounts")]
+impl EmailAccountsApi {
+    /// Add an SMTP account
+    ///
+    /// The password is sealed at rest and never returned. 409 `email_account_exists` when
+    /// another SMTP account already sends from the address. Needs `email_accounts.manage`
+    /// (manager). Audited as `email_account.created`.
+    #[oai(path = "/", method = "post", operation_id = "email_accounts_create")]
+    async fn create(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<NewEmailAccount>,
+    ) -> Result<AccountCreated, ApiError> {
+        let granted = auth.grant::<ManageEmailAccounts>(&state).await?;
+        let body = body.0;
+        let Provider::Smtp = body.provider;
+        let mut fields = Fields::default();
+        let display_name = fields.take("display_name", Name::parse(&body.display_name));
+        let from_address = fields.take("from_address", EmailAddress::parse(&body.from_address));
+        let host = fields.take("host", host(&body.host));
+        let port = fields.take("port", port(body.port));
+        let sealed_password = match body.password.as_deref() {
+            Some(raw) => fields.take("password", password(&state, raw)).map(Some),
+            None => Some(None),
+        };
+        fields.finish()?;
+        let (Some(display_name), Some(from_address), Some(host), Some(port), Some(sealed_password)) =
+            (display_name, from_address, host, port, sealed_password)
+        else {
+            return Err(ApiError::Internal(anyhow::anyhow!("parsed fields missing")));
+        };
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let id = email_accounts::insert_smtp(
+            &mut tx,
+            &granted,
+            &Smtp {
+                display_name: display_name.as_str().to_owned(),
+                from_address: from_address.to_string(),
+                host,
+                port,
+                security: body.security.as_str().to_owned(),
+                username: body.username.filter(|u| !u.is_empty()),
+                sealed_password,
+            },
+        )
+        .await
+        .map_err(write_error)?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("email_account.created", &client(req, &state.settings))
+                .on("email_account", id)
+                .with(serde_json::json!({ "provider": "smtp", "from_address": from_address.as_str() })),
+        )
+        .await?;
+        let account = load(&mut tx, &granted, id).await?;
+        tx.commit().await?;
+        Ok(AccountCreated::Created(Json(account)))
+    }
+
+    /// List email accounts
+    ///
+    /// Newest first, never with secrets. Needs `email_accounts.read` (member).
+    #[oai(path = "/", method = "get", operation_id = "email_accounts_list")]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+    ) -> Result<Json<EmailAccountList>, ApiError> {
+        let granted = auth.grant::<ReadEmailAccounts>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let items = email_accounts::list(&mut tx, &granted)
+            .await?
+            .into_iter()
+            .map(EmailAccount::from)
+            .collect();
+        tx.commit().await?;
+        Ok(Json(EmailAccountList { items }))
+    }
+
+    /// Get an email account
+    ///
+    /// Needs `email_accounts.read` (member).
+    #[oai(path = "/:id", method = "get", operation_id = "email_accounts_get")]
+    async fn get(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<Uuid>,
+    ) -> Result<Json<EmailAccount>, ApiError> {
+        let granted = auth.grant::<ReadEmailAccounts>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let account = load(&mut tx, &granted, id.0).await?;
+        tx.commit().await?;
+        Ok(Json(account))
+    }
+
+    /// Change an SMTP account
+    ///
+    /// Absent fields stay; `null` clears the username or the password. Needs
+    /// `email_accounts.manage` (manager). Audited as `email_account.updated` with the changed
+    /// field names (never values).
+    #[oai(
+        path = "/:id",
+        method = "patch",
+        operation_id = "email_accounts_update"
+    )]
+    async fn update(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        id: Path<Uuid>,
+        body: JsonBody<EmailAccountPatch>,
+    ) -> Result<Json<EmailAccount>, ApiError> {
+        let granted = auth.grant::<ManageEmailAccounts>(&state).await?;
+        let body = body.0;
+        let mut fields = Fields::default();
+        let mut patch = SmtpPatch::default();
+        let mut changed: Vec<&'static str> = Vec::new();
+        let required = |fields: &mut Fields, name: &'static str| {
+            fields.reject(name, "cannot be null");
+        };
+        match body.display_name {
+            MaybeUndefined::Value(v) => {
+                patch.display_name = fields
+                    .take("display_name", Name::parse(&v))
+                    .map(|n| n.as_str().to_owned());
+                changed.push("display_name");
+            }
+            MaybeUndefined::Null => required(&mut fields, "display_name"),
+            MaybeUndefined::Undefined => {}
+        }
+        match body.from_address {
+            MaybeUndefined::Value(v) => {
+                patch.from_address = fields
+                    .take("from_address", EmailAddress::parse(&v))
+                    .map(|e| e.to_string());
+                changed.push("from_address");
+            }
+            MaybeUndefined::Null => required(&mut fields, "from_address"),
+            MaybeUndefined::Undefined => {}
+        }
+        match body.host {
+            MaybeUndefined::Value(v) => {
+                patch.host = fields.take("host", host(&v));
+                changed.push("host");
+            }
+            MaybeUndefined::Null => required(&mut fields, "host"),
+            MaybeUndefined::Undefined => {}
+        }
+        match body.port {
+            MaybeUndefined::Value(v) => {
+                patch.port = fields.take("port", port(v));
+                changed.push("port");
+            }
+            MaybeUndefined::Null => required(&mut fields, "port"),
+            MaybeUndefined::Undefined => {}
+        }
+        match body.security {
+            MaybeUndefined::Value(v) => {
+                patch.security = Some(v.as_str().to_owned());
+                changed.push("security");
+            }
+            MaybeUndefined::Null => required(&mut fields, "security"),
+            MaybeUndefined::Undefined => {}
+        }
+        match body.username {
+            MaybeUndefined::Value(v) => {
+                patch.username = Some(Some(v).filter(|u| !u.is_empty()));
+                changed.push("username");
+            }
+            MaybeUndefined::Null => {
+                patch.username = Some(None);
+                changed.push("username");
+            }
+            MaybeUndefined::Undefined => {}
+        }
+        match body.password {
+            MaybeUndefined::Value(v) => {
+                patch.sealed_password = fields.take("password", password(&state, &v)).map(Some);
+                changed.push("password");
+            }
+            MaybeUndefined::Null => {
+                patch.sealed_password = Some(None);
+                changed.push("password");
+            }
+            MaybeUndefined::Undefined => {}
+        }
+        fields.finish()?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        email_accounts::update_smtp(&mut tx, &granted, id.0, &patch)
+            .await
+            .map_err(write_error)?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("email_account.updated", &client(req, &state.settings))
+                .on("email_account", id.0)
+                .with(serde_json::json!({ "changed": changed })),
+        )
+        .await?;
+        let account = load(&mut tx, &granted, id.0).await?;
+        tx.commit().await?;
+        Ok(Json(account))
+    }
+
+    /// Remove an email account
+    ///
+    /// 409 `email_account_in_use` while broadcasts or deliveries reference it. Needs
+    /// `email_accounts.manage` (manager). Audited as `email_account.deleted`.
+    #[oai(
+        path = "/:id",
+        method = "delete",
+        operation_id = "email_accounts_delete"
+    )]
+    async fn delete(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        id: Path<Uuid>,
+    ) -> Result<NoContent, ApiError> {
+        let granted = auth.grant::<ManageEmailAccounts>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        email_accounts::delete(&mut tx, &granted, id.0)
+            .await
+            .map_err(write_error)?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("email_account.deleted", &client(req, &state.settings))
+                .on("email_account", id.0),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(NoContent::NoContent)
+    }
+
+    /// Send a test message
+    ///
+    /// Queues a test message through the account (a job: follow it in the jobs API; a refused
+    /// login or address discards it with the server's answer). Needs `email_accounts.manage`
+    /// (manager).
+    #[oai(
+        path = "/:id/test",
+        method = "post",
+        operation_id = "email_accounts_test"
+    )]
+    async fn test(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        id: Path<Uuid>,
+        body: JsonBody<TestRequest>,
+    ) -> Result<TestAccepted, ApiError> {
+        let granted = auth.grant::<ManageEmailAccounts>(&state).await?;
+        let mut fields = Fields::default();
+        let to = match body.0.to.as_deref() {
+            Some(raw) => fields
+                .take("to", EmailAddress::parse(raw))
+                .map(|e| e.to_string()),
+            None => None,
+        };
+        fields.finish()?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let account = load(&mut tx, &granted, id.0).await?;
+        if account.provider != "smtp" {
+            return Err(ApiError::Conflict {
+                code: "provider_not_supported",
+                detail: "Only SMTP accounts can be tested yet.".into(),
+            });
+        }
+        let requester = match granted.actor().user_id() {
+            Some(user_id) => Some(db::users::profile(&mut tx, user_id).await?),
+            None => None,
+        };
+        let to = to
+            .or_else(|| requester.as_ref().map(|p| p.email.clone()))
+            .unwrap_or_else(|| account.from_address.clone());
+        let requested_by = requester.map_or_else(|| "an API key".to_owned(), |p| p.name);
+        let job = zoark_jobs::enqueue(
+            &mut tx,
+            &SendTestEmail {
+                account_id: account.id,
+                to: to.clone(),
+                requested_by,
+            },
+            Opts::organization(granted.organization_id()),
+        )
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+        tx.commit().await?;
+        Ok(TestAccepted::Accepted(Json(TestQueued {
+            job_id: job.id,
+            to,
+        })))
+    }
+}

@@ -1,0 +1,254 @@
+//! Sending accounts. SMTP passwords (and, with OAuth, tokens) are stored only sealed with
+//! `ZOARK_ENCRYPTION_KEY`; nothing here returns them except [`smtp_for_sending`], for the
+//! worker.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::access::{Granted, ManageEmailAccounts, ReadEmailAccounts};
+
+/// An account as shown: never its secrets.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: Uuid,
+    pub provider: String,
+    pub display_name: String,
+    pub from_address: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<i32>,
+    pub smtp_security: Option<String>,
+    pub smtp_username: Option<String>,
+    pub has_password: bool,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An SMTP account's settings, the password still sealed.
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    pub display_name: String,
+    pub from_address: String,
+    pub host: String,
+    pub port: u16,
+    pub security: String,
+    pub username: Option<String>,
+    /// `nonce || ciphertext`, or `None` without authentication.
+    pub sealed_password: Option<Vec<u8>>,
+}
+
+/// Why a write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("no such email account")]
+    NotFound,
+    #[error("another account of this organization already sends from this address")]
+    DuplicateAddress,
+    #[error("the account is still used by broadcasts or deliveries")]
+    InUse,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn write_error(e: sqlx::Error) -> WriteError {
+    match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            WriteError::DuplicateAddress
+        }
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => WriteError::InUse,
+        _ => WriteError::Database(e),
+    }
+}
+
+/// Creates an SMTP account; returns its id.
+///
+/// # Errors
+/// [`WriteError::DuplicateAddress`]; database errors.
+pub async fn insert_smtp(
+    conn: &mut PgConnection,
+    proof: &Granted<ManageEmailAccounts>,
+    smtp: &Smtp,
+) -> Result<Uuid, WriteError> {
+    sqlx::query_scalar!(
+        r#"
+        INSERT INTO email_accounts (organization_id, provider, display_name, from_address, smtp_host,
+                                    smtp_port, smtp_security, smtp_username, smtp_password_ciphertext,
+                                    created_by)
+        VALUES ($1, 'smtp', $2, $3, $4, $5, $6, $7, $8, $9)
+        RETURNING id
+        "#,
+        proof.organization_id(),
+        smtp.display_name,
+        smtp.from_address,
+        smtp.host,
+        i32::from(smtp.port),
+        smtp.security,
+        smtp.username,
+        smtp.sealed_password,
+        proof.actor().user_id(),
+    )
+    .fetch_one(conn)
+    .await
+    .map_err(write_error)
+}
+
+/// The organization's accounts, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(
+    conn: &mut PgConnection,
+    proof: &Granted<ReadEmailAccounts>,
+) -> sqlx::Result<Vec<Account>> {
+    sqlx::query_as!(
+        Account,
+        r#"
+        SELECT id, provider, display_name, from_address, status, status_reason, smtp_host, smtp_port,
+               smtp_security, smtp_username, smtp_password_ciphertext IS NOT NULL AS "has_password!",
+               created_by, created_at, updated_at
+        FROM email_accounts WHERE organization_id = $1
+        ORDER BY created_at DESC, id DESC
+        "#,
+        proof.organization_id(),
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// One account of the proof's organization.
+///
+/// # Errors
+/// Database errors.
+pub async fn get<P>(
+    conn: &mut PgConnection,
+    proof: &Granted<P>,
+    id: Uuid,
+) -> sqlx::Result<Option<Account>> {
+    sqlx::query_as!(
+        Account,
+        r#"
+        SELECT id, provider, display_name, from_address, status, status_reason, smtp_host, smtp_port,
+               smtp_security, smtp_username, smtp_password_ciphertext IS NOT NULL AS "has_password!",
+               created_by, created_at, updated_at
+        FROM email_accounts WHERE organization_id = $1 AND id = $2
+        "#,
+        proof.organization_id(),
+        id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// A partial update of an SMTP account: `None` leaves a field alone; the username and password
+/// take `Some(None)` to clear them.
+#[derive(Debug, Clone, Default)]
+pub struct SmtpPatch {
+    pub display_name: Option<String>,
+    pub from_address: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub security: Option<String>,
+    pub username: Option<Option<String>>,
+    pub sealed_password: Option<Option<Vec<u8>>>,
+}
+
+/// Applies `patch`.
+///
+/// # Errors
+/// [`WriteError::NotFound`], [`WriteError::DuplicateAddress`]; database errors.
+pub async fn update_smtp(
+    conn: &mut PgConnection,
+    proof: &Granted<ManageEmailAccounts>,
+    id: Uuid,
+    patch: &SmtpPatch,
+) -> Result<(), WriteError> {
+    let updated = sqlx::query!(
+        r#"
+        UPDATE email_accounts SET
+            display_name = coalesce($3, display_name),
+            from_address = coalesce($4, from_address),
+            smtp_host = coalesce($5, smtp_host),
+            smtp_port = coalesce($6, smtp_port),
+            smtp_security = coalesce($7, smtp_security),
+            smtp_username = CASE WHEN $8 THEN $9 ELSE smtp_username END,
+            smtp_password_ciphertext = CASE WHEN $10 THEN $11 ELSE smtp_password_ciphertext END
+        WHERE organization_id = $1 AND id = $2 AND provider = 'smtp'
+        "#,
+        proof.organization_id(),
+        id,
+        patch.display_name,
+        patch.from_address,
+        patch.host,
+        patch.port.map(i32::from),
+        patch.security,
+        patch.username.is_some(),
+        patch.username.clone().flatten(),
+        patch.sealed_password.is_some(),
+        patch.sealed_password.clone().flatten(),
+    )
+    .execute(conn)
+    .await
+    .map_err(write_error)?;
+    if updated.rows_affected() == 0 {
+        return Err(WriteError::NotFound);
+    }
+    Ok(())
+}
+
+/// Deletes an account.
+///
+/// # Errors
+/// [`WriteError::NotFound`], [`WriteError::InUse`]; database errors.
+pub async fn delete(
+    conn: &mut PgConnection,
+    proof: &Granted<ManageEmailAccounts>,
+    id: Uuid,
+) -> Result<(), WriteError> {
+    let deleted = sqlx::query!(
+        "DELETE FROM email_accounts WHERE organization_id = $1 AND id = $2",
+        proof.organization_id(),
+        id,
+    )
+    .execute(conn)
+    .await
+    .map_err(write_error)?;
+    if deleted.rows_affected() == 0 {
+        return Err(WriteError::NotFound);
+    }
+    Ok(())
+}
+
+/// An SMTP account's settings for sending (worker side, platform connection).
+///
+/// # Errors
+/// Database errors.
+pub async fn smtp_for_sending(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<Smtp>> {
+    let row = sqlx::query!(
+        r#"
+        SELECT display_name, from_address, smtp_host AS "host!", smtp_port AS "port!",
+               smtp_security AS "security!", smtp_username, smtp_password_ciphertext
+        FROM email_accounts
+        WHERE organization_id = $1 AND id = $2 AND provider = 'smtp'
+        "#,
+        organization_id,
+        id,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| Smtp {
+        display_name: r.display_name,
+        from_address: r.from_address,
+        host: r.host,
+        port: u16::try_from(r.port).unwrap_or(587),
+        security: r.security,
+        username: r.smtp_username,
+        sealed_password: r.smtp_password_ciphertext,
+    }))
+}

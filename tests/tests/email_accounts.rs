@@ -1,0 +1,274 @@
+//! SMTP sending accounts through the API: the password sealed and never returned, validation,
+//! permissions, and a test message through the account to a real SMTP server on loopback.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use zoark_core::access::Role;
+use zoark_tests::{TestApp, fixtures, smtp::SmtpSink};
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let response = app.call(method, path, Some(token), body.as_ref()).await;
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn fields(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|e| e["field"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_smtp_account_keeps_its_password_sealed_and_sends_a_test_message() {
+    let smtp = SmtpSink::start().await;
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
+    let token = admin.access_token.as_str();
+    let (status, created) = call(
+        &app,
+        Method::POST,
+        "/api/v1/email-accounts",
+        token,
+        Some(json!({
+            "provider": "smtp", "display_name": "Engines Ops", "from_address": "ops@engines.test",
+            "host": "127.0.0.1", "port": smtp.port, "security": "none",
+            "username": "ops", "password": "smtp-secret-password"
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["smtp"]["has_password"], true);
+    assert!(!created.to_string().contains("smtp-secret-password"));
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT smtp_password_ciphertext FROM email_accounts")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        !stored.windows(8).any(|w| w == b"smtp-sec"),
+        "sealed at rest"
+    );
+    let opened = zoark_core::crypto::open(&app.settings.encryption_key, &stored).unwrap();
+    assert_eq!(opened, b"smtp-secret-password");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // The same address twice is a conflict; bad settings name their fields.
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        "/api/v1/email-accounts",
+        token,
+        Some(json!({
+            "provider": "smtp", "display_name": "Again", "from_address": "OPS@engines.test",
+            "host": "127.0.0.1", "port": 25, "security": "tls"
+        })),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (409, Some("email_account_exists"))
+    );
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        "/api/v1/email-accounts",
+        token,
+        Some(json!({
+            "provider": "smtp", "display_name": "", "from_address": "nope",
+            "host": "smtp://x", "port": 0, "security": "starttls"
+        })),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        fields(&body),
+        ["display_name", "from_address", "host", "port"]
+    );
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        "/api/v1/email-accounts",
+        token,
+        Some(json!({
+            "provider": "gmail", "display_name": "x", "from_address": "x@example.com",
+            "host": "h", "port": 1, "security": "tls"
+        })),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), fields(&body)),
+        (422, vec!["provider".to_owned()])
+    );
+
+    // A member sees accounts but cannot change them; a manager can.
+    let member = fixtures::member(&app, admin.organization_id, "m@example.com", Role::Member).await;
+    let (status, list) = call(
+        &app,
+        Method::GET,
+        "/api/v1/email-accounts",
+        &member.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), list["items"].as_array().unwrap().len()),
+        (200, 1)
+    );
+    let path = format!("/api/v1/email-accounts/{id}");
+    let (status, _) = call(
+        &app,
+        Method::PATCH,
+        &path,
+        &member.access_token,
+        Some(json!({"display_name": "x"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = call(
+        &app,
+        Method::PATCH,
+        &path,
+        token,
+        Some(json!({"display_name": "Engines", "password": null})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["smtp"]["has_password"].as_bool()),
+        (200, Some(false)),
+        "{body}"
+    );
+    let (status, _) = call(
+        &app,
+        Method::PATCH,
+        &path,
+        token,
+        Some(json!({"password": "smtp-secret-password"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // The test message goes out through the account, as a job.
+    let (status, queued) = call(
+        &app,
+        Method::POST,
+        &format!("{path}/test"),
+        token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    assert_eq!(queued["to"], "admin@example.com");
+    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
+    let (_, job) = call(
+        &app,
+        Method::GET,
+        &format!("/api/v1/jobs/{}", queued["job_id"].as_str().unwrap()),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].from.contains("ops@engines.test"));
+    assert_eq!(
+        messages[0].auth.as_deref(),
+        Some("ops:smtp-secret-password"),
+        "the sealed password was opened and used"
+    );
+    assert!(messages[0].to[0].contains("admin@example.com"));
+    assert!(
+        messages[0]
+            .decoded()
+            .contains("Subject: Zoark test message from Engines")
+    );
+
+    // Removal, audited.
+    let (status, _) = call(&app, Method::DELETE, &path, token, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call(&app, Method::GET, &path, token, None).await;
+    assert_eq!(status, 404);
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE action LIKE 'email_account.%' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        actions,
+        [
+            "email_account.created",
+            "email_account.updated",
+            "email_account.updated",
+            "email_account.deleted"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_test_message_to_an_unreachable_server_retries_with_its_error() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_, created) = call(
+        &app,
+        Method::POST,
+        "/api/v1/email-accounts",
+        &admin.access_token,
+        Some(json!({
+            "provider": "smtp", "display_name": "Down", "from_address": "down@engines.test",
+            "host": "127.0.0.1", "port": closed, "security": "none"
+        })),
+    )
+    .await;
+    let path = format!(
+        "/api/v1/email-accounts/{}/test",
+        created["id"].as_str().unwrap()
+    );
+    let (status, queued) = call(
+        &app,
+        Method::POST,
+        &path,
+        &admin.access_token,
+        Some(json!({"to": "x@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
+    let (_, job) = call(
+        &app,
+        Method::GET,
+        &format!("/api/v1/jobs/{}", queued["job_id"].as_str().unwrap()),
+        &admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(job["state"], "retryable", "{job}");
+    assert!(
+        job["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("will retry"),
+        "{job}"
+    );
+}
