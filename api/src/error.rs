@@ -91,6 +91,9 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("{detail}")]
     Unavailable { code: &'static str, detail: String },
+    /// A provider we depend on refused or failed (e.g. an OAuth token exchange).
+    #[error("{detail}")]
+    Upstream { code: &'static str, detail: String },
     /// A bug or an outage: logged once with its cause, answered with an opaque 500.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -118,6 +121,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,7 +136,8 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound { code, .. }
             | Self::Conflict { code, .. }
-            | Self::Unavailable { code, .. } => code,
+            | Self::Unavailable { code, .. }
+            | Self::Upstream { code, .. } => code,
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -297,6 +302,7 @@ impl ApiResponse for ApiError {
                     500,
                     "Unexpected error; the body reveals nothing, the cause is logged.",
                 ),
+                problem(502, "A provider Zoark depends on refused or failed."),
             ],
         }
     }

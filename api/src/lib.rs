@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod json;
 pub mod middleware;
+pub mod oauth;
 pub mod pagination;
 pub mod permissions;
 pub mod rate_limit;
@@ -98,7 +99,7 @@ pub async fn serve(
     let pool = zoark_core::db::api_pool(&settings)?;
     let addr = std::net::SocketAddr::new(settings.http.host, settings.http.port);
     let timeout = settings.http.shutdown_timeout;
-    let state = AppState::new(pool.clone(), Arc::new(settings));
+    let state = AppState::new(pool.clone(), Arc::new(settings))?;
     // Bind before announcing, so "listening" means connections are accepted.
     let acceptor = TcpListener::bind(addr).into_acceptor().await?;
     tracing::info!(%addr, "zoark-api listening");

@@ -34,6 +34,12 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("api_keys_revoke", Some(a::ManageApiKeys::NAME)),
     ("audit_log_list", Some(a::ReadAuditLog::NAME)),
     ("email_accounts_create", Some(a::ManageEmailAccounts::NAME)),
+    (
+        "email_accounts_oauth_start",
+        Some(a::ManageEmailAccounts::NAME),
+    ),
+    // The provider's redirect carries no bearer token; the single-use `state` proves the user.
+    ("email_accounts_oauth_callback", None),
     ("email_accounts_list", Some(a::ReadEmailAccounts::NAME)),
     ("email_accounts_get", Some(a::ReadEmailAccounts::NAME)),
     ("email_accounts_update", Some(a::ManageEmailAccounts::NAME)),

@@ -7,15 +7,23 @@ use zoark_core::Settings;
 
 impl AppState {
     /// The state of one API replica; starts the event fan-out and the limiter pruning.
-    pub fn new(pool: PgPool, settings: Arc<Settings>) -> Self {
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built (no TLS provider installed).
+    pub fn new(pool: PgPool, settings: Arc<Settings>) -> anyhow::Result<Self> {
         let rate_limits = crate::rate_limit::RateLimits::new(settings.http.rate_limits);
         crate::rate_limit::spawn_pruning(&rate_limits);
-        Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
             events: crate::events::EventHub::start(pool.clone()),
             pool,
             settings,
             rate_limits,
-        }
+            http,
+        })
     }
 }
 
@@ -28,4 +36,6 @@ pub struct AppState {
     pub events: crate::events::EventHub,
     /// This replica's rate limiters.
     pub rate_limits: Arc<crate::rate_limit::RateLimits>,
+    /// Outgoing HTTP (OAuth token exchanges): rustls, no redirects, 30 s timeout.
+    pub http: reqwest::Client,
 }

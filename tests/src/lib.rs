@@ -105,7 +105,8 @@ impl TestAppBuilder {
             listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
         );
         let settings = Arc::new(settings);
-        let state = zoark_api::AppState::new(api_pool, settings.clone());
+        let state = zoark_api::AppState::new(api_pool, settings.clone())
+            .unwrap_or_else(|e| panic!("API state: {e}"));
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         let server = tokio::spawn(zoark_api::serve_on(listener, state, async move {

@@ -69,13 +69,17 @@ fn below(role: Role) -> Option<Role> {
     Role::ALL.get(i + 1).copied()
 }
 
+/// The path with `id` for every id parameter (`{provider}` is a name, not a resource).
 fn with_ids(path: &str, id: Uuid) -> String {
     let mut out = String::new();
     let mut rest = path;
     while let Some(open) = rest.find('{') {
         let close = rest[open..].find('}').unwrap() + open;
         out.push_str(&rest[..open]);
-        out.push_str(&id.to_string());
+        match &rest[open + 1..close] {
+            "provider" => out.push_str("gmail"),
+            _ => out.push_str(&id.to_string()),
+        }
         rest = &rest[close + 1..];
     }
     out.push_str(rest);
@@ -228,7 +232,8 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
     ]);
     let mut walked = 0;
     for op in operations(&app).await {
-        if !op.path.contains('{') {
+        // Paths whose only parameter is a provider name hold no tenant's resource.
+        if !op.path.contains('{') || op.path.contains("{provider}") {
             continue;
         }
         let id = *fixtures_by_path

@@ -2,14 +2,18 @@
 //! sealed at rest, never returned); Gmail and Outlook over OAuth come with the email issue.
 
 use chrono::{DateTime, Utc};
+use oauth2::TokenResponse as _;
 use poem::{Request, web::Data};
 use poem_openapi::{
-    ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined,
+    ApiResponse, Enum, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+    types::MaybeUndefined,
 };
 use serde::Deserialize;
 use uuid::Uuid;
 use zoark_core::{
-    access::{Granted, ManageEmailAccounts, ReadEmailAccounts},
+    access::{Granted, ManageEmailAccounts, Permission as _, ReadEmailAccounts},
     crypto,
     db::{
         self,
@@ -23,8 +27,9 @@ use zoark_jobs::{Opts, email::SendTestEmail};
 
 use crate::{
     auth::{BearerAuth, client},
-    error::ApiError,
+    error::{ApiError, FieldError},
     json::JsonBody,
+    oauth::{self, OAuthProvider},
     routes::{
         ApiTags,
         auth::{Fields, NoContent},
@@ -181,6 +186,23 @@ pub struct TestQueued {
     pub to: String,
 }
 
+/// Where to send the user to connect an account.
+#[derive(Debug, Object)]
+pub struct OAuthStart {
+    /// Open it in the user's browser; the provider sends them back to the callback.
+    pub authorization_url: String,
+}
+
+/// The account a completed OAuth connection stored.
+#[derive(Debug, Object)]
+pub struct Connected {
+    pub id: Uuid,
+    /// `gmail` or `outlook`.
+    pub provider: String,
+    pub from_address: String,
+    pub status: String,
+}
+
 #[derive(ApiResponse)]
 pub enum AccountCreated {
     /// The account.
@@ -321,6 +343,183 @@ impl EmailAccountsApi {
         let account = load(&mut tx, &granted, id).await?;
         tx.commit().await?;
         Ok(AccountCreated::Created(Json(account)))
+    }
+
+    /// Connect Gmail or Outlook
+    ///
+    /// The authorization URL (code flow with PKCE) asking for the send scope (Gmail
+    /// `gmail.send`; Microsoft `Mail.Send offline_access`) and `openid email`. Its `state`,
+    /// valid 10 minutes and single use, is bound to you and the organization. Needs a user's
+    /// access token with `email_accounts.manage` (manager).
+    #[oai(
+        path = "/oauth/:provider/start",
+        method = "get",
+        operation_id = "email_accounts_oauth_start"
+    )]
+    async fn oauth_start(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        provider: Path<OAuthProvider>,
+    ) -> Result<Json<OAuthStart>, ApiError> {
+        let granted = auth.grant::<ManageEmailAccounts>(&state).await?;
+        let Some(user_id) = granted.actor().user_id() else {
+            return Err(ApiError::InvalidParameter(FieldError {
+                field: "authorization".into(),
+                message: "connecting an account needs a user's access token, not an API key".into(),
+            }));
+        };
+        let (authorization_url, csrf, verifier) = oauth::start(&state.settings, provider.0)
+            .map_err(|e| ApiError::Conflict {
+                code: "oauth_not_configured",
+                detail: e.to_string(),
+            })?;
+        let sealed = crypto::seal(&state.settings.encryption_key, verifier.as_bytes())
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        email_accounts::insert_oauth_state(
+            &mut tx,
+            &granted,
+            user_id,
+            provider.0.as_str(),
+            &csrf,
+            &sealed,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Json(OAuthStart { authorization_url }))
+    }
+
+    /// OAuth callback
+    ///
+    /// Where Google or Microsoft send the browser back: spends the `state`, exchanges the code
+    /// (with the PKCE verifier) for tokens, and stores the account with the tokens sealed (a
+    /// reconnection of the same address replaces its tokens and makes it active again). No
+    /// bearer token: the `state` proves who started it. 400 for a refused consent or an
+    /// unknown, used or expired `state`; 502 `oauth_exchange_failed` when the provider refuses
+    /// the code. Audited as `email_account.connected`.
+    #[oai(
+        path = "/oauth/:provider/callback",
+        method = "get",
+        operation_id = "email_accounts_oauth_callback"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn oauth_callback(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        provider: Path<OAuthProvider>,
+        /// The authorization code.
+        code: Query<Option<String>>,
+        /// The `state` of the start.
+        #[oai(name = "state")]
+        oauth_state: Query<Option<String>>,
+        /// Set by the provider when the user refused or something failed.
+        error: Query<Option<String>>,
+    ) -> Result<Json<Connected>, ApiError> {
+        let parameter = |field: &str, message: String| {
+            ApiError::InvalidParameter(FieldError {
+                field: field.into(),
+                message,
+            })
+        };
+        if let Some(error) = error.0 {
+            return Err(parameter(
+                "error",
+                format!("the provider answered `{error}`"),
+            ));
+        }
+        let (Some(code), Some(csrf)) = (code.0, oauth_state.0) else {
+            return Err(parameter("code", "`code` and `state` are required".into()));
+        };
+        let provider = provider.0;
+        let mut tx = tenant::system(&state.pool).await?;
+        let pending = email_accounts::consume_oauth_state(&mut tx, provider.as_str(), &csrf)
+            .await?
+            .ok_or_else(|| parameter("state", "is unknown, used or expired".into()))?;
+        tx.commit().await?;
+        let verifier = crypto::open(&state.settings.encryption_key, &pending.sealed_verifier)
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let upstream = |detail: String| ApiError::Upstream {
+            code: "oauth_exchange_failed",
+            detail,
+        };
+        let tokens = oauth::exchange(
+            &state.settings,
+            &state.http,
+            provider,
+            &code,
+            String::from_utf8_lossy(&verifier).into_owned(),
+        )
+        .await
+        .map_err(|e| upstream(e.to_string()))?;
+        let (identity, email) = oauth::identity(tokens.extra_fields().id_token.as_deref())
+            .map_err(|e| upstream(e.to_string()))?;
+        let refresh = tokens.refresh_token().ok_or_else(|| {
+            upstream(
+                "the provider sent no refresh token; remove Zoark's access in your account \
+                 settings and connect again"
+                    .into(),
+            )
+        })?;
+        let key = &state.settings.encryption_key;
+        let seal = |secret: &str| {
+            crypto::seal(key, secret.as_bytes()).map_err(|e| ApiError::Internal(e.into()))
+        };
+        let expires_at = tokens
+            .expires_in()
+            .and_then(|d| chrono::Duration::from_std(d).ok().map(|d| Utc::now() + d));
+        let stored = email_accounts::OAuthTokens {
+            provider: provider.as_str().to_owned(),
+            display_name: identity.name.clone().unwrap_or_else(|| email.clone()),
+            from_address: email.clone(),
+            subject: identity.sub.clone(),
+            sealed_access_token: seal(tokens.access_token().secret())?,
+            sealed_refresh_token: seal(refresh.secret())?,
+            expires_at,
+            scopes: tokens
+                .scopes()
+                .map(|s| s.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default(),
+        };
+        let mut tx = tenant::system(&state.pool).await?;
+        // The user must still be allowed to manage accounts in that organization.
+        let membership =
+            db::memberships::for_login(&mut tx, pending.user_id, Some(pending.organization_id))
+                .await?
+                .filter(|m| m.role.includes(ManageEmailAccounts::MIN_ROLE))
+                .ok_or_else(|| {
+                    ApiError::Forbidden(
+                        "you may no longer manage this organization's email accounts".into(),
+                    )
+                })?;
+        let id = email_accounts::upsert_oauth(
+            &mut tx,
+            membership.organization_id,
+            pending.user_id,
+            &stored,
+        )
+        .await?;
+        audit::record(
+            &mut tx,
+            membership.organization_id,
+            None,
+            Entry::new("email_account.connected", &client(req, &state.settings))
+                .on("email_account", id)
+                .with(serde_json::json!({
+                    "provider": provider.as_str(),
+                    "from_address": email,
+                    "user_id": pending.user_id,
+                })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Json(Connected {
+            id,
+            provider: provider.as_str().to_owned(),
+            from_address: email,
+            status: "active".into(),
+        }))
     }
 
     /// List email accounts

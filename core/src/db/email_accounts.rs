@@ -252,3 +252,117 @@ pub async fn smtp_for_sending(
         sealed_password: r.smtp_password_ciphertext,
     }))
 }
+
+/// A pending OAuth connection: the PKCE verifier sealed, the state stored as SHA-256.
+///
+/// # Errors
+/// Database errors.
+pub async fn insert_oauth_state(
+    conn: &mut PgConnection,
+    proof: &Granted<ManageEmailAccounts>,
+    user_id: Uuid,
+    provider: &str,
+    state: &str,
+    sealed_verifier: &[u8],
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        INSERT INTO oauth_states (organization_id, user_id, provider, state_hash, pkce_verifier_ciphertext, expires_at)
+        VALUES ($1, $2, $3, $4, $5, now() + interval '10 minutes')
+        "#,
+        proof.organization_id(),
+        user_id,
+        provider,
+        crate::crypto::token_digest(state),
+        sealed_verifier,
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// A consumed OAuth state: whose connection it was.
+#[derive(Debug, Clone)]
+pub struct OAuthState {
+    pub organization_id: Uuid,
+    pub user_id: Uuid,
+    pub sealed_verifier: Vec<u8>,
+}
+
+/// Spends a live state of `provider` (single use, 10 minutes).
+///
+/// # Errors
+/// Database errors.
+pub async fn consume_oauth_state(
+    conn: &mut PgConnection,
+    provider: &str,
+    state: &str,
+) -> sqlx::Result<Option<OAuthState>> {
+    sqlx::query_as!(
+        OAuthState,
+        r#"
+        UPDATE oauth_states SET consumed_at = now()
+        WHERE state_hash = $1 AND provider = $2 AND consumed_at IS NULL AND expires_at > now()
+        RETURNING organization_id, user_id, pkce_verifier_ciphertext AS sealed_verifier
+        "#,
+        crate::crypto::token_digest(state),
+        provider,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// A connected OAuth account's tokens, sealed.
+#[derive(Debug, Clone)]
+pub struct OAuthTokens {
+    pub provider: String,
+    pub display_name: String,
+    pub from_address: String,
+    pub subject: Option<String>,
+    pub sealed_access_token: Vec<u8>,
+    pub sealed_refresh_token: Vec<u8>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+}
+
+/// Stores a connected account, or refreshes the tokens of the one with the same provider and
+/// address (a reconnection makes it active again). Returns its id.
+///
+/// # Errors
+/// Database errors.
+pub async fn upsert_oauth(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    created_by: Uuid,
+    tokens: &OAuthTokens,
+) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar!(
+        r#"
+        INSERT INTO email_accounts (organization_id, provider, display_name, from_address, oauth_subject,
+                                    oauth_access_token_ciphertext, oauth_refresh_token_ciphertext,
+                                    oauth_expires_at, oauth_scopes, created_by)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        ON CONFLICT (organization_id, provider, lower(from_address)) DO UPDATE SET
+            oauth_subject = EXCLUDED.oauth_subject,
+            oauth_access_token_ciphertext = EXCLUDED.oauth_access_token_ciphertext,
+            oauth_refresh_token_ciphertext = EXCLUDED.oauth_refresh_token_ciphertext,
+            oauth_expires_at = EXCLUDED.oauth_expires_at,
+            oauth_scopes = EXCLUDED.oauth_scopes,
+            status = 'active',
+            status_reason = NULL
+        RETURNING id
+        "#,
+        organization_id,
+        tokens.provider,
+        tokens.display_name,
+        tokens.from_address,
+        tokens.subject,
+        tokens.sealed_access_token,
+        tokens.sealed_refresh_token,
+        tokens.expires_at,
+        &tokens.scopes,
+        created_by,
+    )
+    .fetch_one(conn)
+    .await
+}
