@@ -346,3 +346,41 @@ impl poem::IntoResponse for ProblemJson {
             .body(body)
     }
 }
+
+/// Collects the parse errors of a request, field by field.
+#[derive(Default)]
+pub struct Fields(Vec<FieldError>);
+
+impl Fields {
+    pub fn take<T>(
+        &mut self,
+        field: &str,
+        parsed: Result<T, zoark_core::identity::Invalid>,
+    ) -> Option<T> {
+        parsed
+            .map_err(|e| {
+                self.0.push(FieldError {
+                    field: field.to_owned(),
+                    message: e.0,
+                })
+            })
+            .ok()
+    }
+
+    pub fn reject(&mut self, field: &str, message: &str) {
+        self.0.push(FieldError {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
+    /// # Errors
+    /// A 422 naming every field that did not parse.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.0))
+        }
+    }
+}

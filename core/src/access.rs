@@ -239,11 +239,6 @@ impl<P> Granted<P> {
     pub fn actor(&self) -> Actor {
         self.principal.actor
     }
-
-    /// The principal, e.g. to derive a weaker proof.
-    pub fn principal(&self) -> &Principal {
-        &self.principal
-    }
 }
 
 /// Anything that proves access to one organization: what [`crate::db::tenant::begin`] takes.

@@ -18,13 +18,9 @@ use zoark_core::{
 
 use crate::{
     auth::{BearerAuth, client},
-    error::{ApiError, FieldError},
+    error::{ApiError, FieldError, Fields},
     json::JsonBody,
-    routes::{
-        ApiTags,
-        auth::{Fields, NoContent},
-        organization::RoleName,
-    },
+    routes::{ApiTags, NoContent, organization::RoleName},
     state::AppState,
 };
 

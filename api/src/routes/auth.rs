@@ -14,16 +14,16 @@ use zoark_core::{
         audit::{self, Entry},
         login_throttle, password_resets, sessions, tenant,
     },
-    identity::{EmailAddress, Invalid, MAX_PASSWORD_BYTES, Name, NewPassword},
+    identity::{EmailAddress, MAX_PASSWORD_BYTES, Name, NewPassword},
 };
 
 use zoark_jobs::{Opts, email::SystemTemplate};
 
 use crate::{
     auth::{BearerAuth, client},
-    error::{ApiError, FieldError},
+    error::{ApiError, FieldError, Fields},
     json::JsonBody,
-    routes::ApiTags,
+    routes::{ApiTags, NoContent},
     state::AppState,
     system_email, tokens,
 };
@@ -151,13 +151,6 @@ pub enum Registered {
     Created(Json<TokenPair>),
 }
 
-#[derive(ApiResponse)]
-pub enum NoContent {
-    /// Done.
-    #[oai(status = 204)]
-    NoContent,
-}
-
 /// Who is calling.
 #[derive(Debug, Object)]
 pub struct Me {
@@ -187,40 +180,6 @@ pub struct Session {
 #[derive(Debug, Object)]
 pub struct SessionList {
     pub items: Vec<Session>,
-}
-
-/// Collects the parse errors of a request, field by field.
-#[derive(Default)]
-pub struct Fields(Vec<FieldError>);
-
-impl Fields {
-    pub fn take<T>(&mut self, field: &str, parsed: Result<T, Invalid>) -> Option<T> {
-        parsed
-            .map_err(|e| {
-                self.0.push(FieldError {
-                    field: field.to_owned(),
-                    message: e.0,
-                })
-            })
-            .ok()
-    }
-
-    pub fn reject(&mut self, field: &str, message: &str) {
-        self.0.push(FieldError {
-            field: field.to_owned(),
-            message: message.to_owned(),
-        });
-    }
-
-    /// # Errors
-    /// A 422 naming every field that did not parse.
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Validation(self.0))
-        }
-    }
 }
 
 /// The one answer to every failed sign-in, whatever the reason.

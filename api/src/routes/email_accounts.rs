@@ -27,13 +27,10 @@ use zoark_jobs::{Opts, email::SendTestEmail};
 
 use crate::{
     auth::{BearerAuth, client},
-    error::{ApiError, FieldError},
+    error::{ApiError, FieldError, Fields},
     json::JsonBody,
     oauth::{self, OAuthProvider},
-    routes::{
-        ApiTags,
-        auth::{Fields, NoContent},
-    },
+    routes::{ApiTags, NoContent},
     state::AppState,
 };
 

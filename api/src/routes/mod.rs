@@ -26,3 +26,11 @@ pub enum ApiTags {
     /// Sending accounts of the organization.
     EmailAccounts,
 }
+
+/// The answer of operations that return nothing.
+#[derive(poem_openapi::ApiResponse)]
+pub enum NoContent {
+    /// Done.
+    #[oai(status = 204)]
+    NoContent,
+}

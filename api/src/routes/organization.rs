@@ -24,9 +24,9 @@ use zoark_jobs::{Opts, email::SystemTemplate};
 
 use crate::{
     auth::{BearerAuth, client},
-    error::{ApiError, FieldError},
+    error::{ApiError, FieldError, Fields},
     json::JsonBody,
-    routes::{ApiTags, auth::Fields, auth::NoContent},
+    routes::{ApiTags, NoContent},
     state::AppState,
     system_email,
 };
@@ -522,10 +522,8 @@ impl OrganizationApi {
                 .with(serde_json::json!({ "from": previous, "to": role.as_str() })),
         )
         .await?;
-        let member = db::memberships::list(&mut tx, &grant_read(&granted)?)
+        let member = db::memberships::get(&mut tx, &granted, user_id.0)
             .await?
-            .into_iter()
-            .find(|m| m.user_id == user_id.0)
             .ok_or_else(|| member_error(ChangeError::NotFound))?;
         tx.commit().await?;
         Ok(Json(Member {
@@ -570,13 +568,6 @@ impl OrganizationApi {
         tx.commit().await?;
         Ok(NoContent::NoContent)
     }
-}
-
-/// Managing members includes reading them.
-fn grant_read(
-    granted: &zoark_core::access::Granted<ManageMembers>,
-) -> Result<zoark_core::access::Granted<ReadMembers>, ApiError> {
-    Ok(granted.principal().authorize::<ReadMembers>()?)
 }
 
 /// The dotted names of the fields that differ.

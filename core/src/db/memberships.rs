@@ -57,6 +57,29 @@ pub async fn list(
     .await
 }
 
+/// One member of the proof's organization.
+///
+/// # Errors
+/// Database errors.
+pub async fn get<P>(
+    conn: &mut PgConnection,
+    proof: &crate::access::Granted<P>,
+    user_id: Uuid,
+) -> sqlx::Result<Option<Member>> {
+    sqlx::query_as!(
+        Member,
+        r#"
+        SELECT u.id AS user_id, u.email, u.name, m.role, m.created_at AS joined_at
+        FROM memberships m JOIN users u ON u.id = m.user_id
+        WHERE m.organization_id = $1 AND m.user_id = $2
+        "#,
+        proof.organization_id(),
+        user_id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
 /// Why a membership change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
