@@ -2,16 +2,13 @@
 //! through the configured transport — SMTP (lettre, pooled, rustls) or, in development, the
 //! log. The email issue adds organization accounts, branding and delivery tracking.
 
+mod transport;
+
 use anyhow::Context as _;
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
-    message::{Mailbox, MultiPart},
-    transport::smtp::authentication::Credentials,
-};
 use minijinja::Environment;
-use secrecy::ExposeSecret as _;
-use zoark_core::settings::{EmailSettings, EmailTransport, SmtpSecurity};
 use zoark_jobs::email::SystemTemplate;
+
+pub use transport::{Mailer, SendError};
 
 /// A message ready to send.
 #[derive(Debug, Clone)]
@@ -81,129 +78,6 @@ pub fn render(template: SystemTemplate, params: &serde_json::Value) -> anyhow::R
         text,
         html,
     })
-}
-
-/// Why a message was not sent.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// The server refused for good (5xx) or the address is unusable: retrying cannot help.
-    #[error("refused permanently: {0}")]
-    Permanent(String),
-    /// Anything that may pass later (4xx, connection, timeout).
-    #[error("failed, will retry: {0}")]
-    Transient(String),
-}
-
-/// The configured transport.
-pub enum Mailer {
-    /// Development: the message is written to the log.
-    Console { from: Mailbox },
-    Smtp {
-        from: Mailbox,
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-    },
-}
-
-impl Mailer {
-    /// # Errors
-    /// An unusable sender address or SMTP host.
-    pub fn from_settings(settings: &EmailSettings) -> anyhow::Result<Self> {
-        let from: Mailbox = settings
-            .from_address
-            .parse()
-            .context("ZOARK_EMAIL_FROM is not a mailbox")?;
-        match settings.transport {
-            EmailTransport::Console => Ok(Self::Console { from }),
-            EmailTransport::Smtp => {
-                let host = settings
-                    .smtp_host
-                    .as_deref()
-                    .context("ZOARK_SMTP_HOST is not set")?;
-                let credentials = match (&settings.smtp_username, &settings.smtp_password) {
-                    (Some(user), Some(password)) => {
-                        Some((user.clone(), password.expose_secret().to_owned()))
-                    }
-                    _ => None,
-                };
-                Self::smtp(
-                    from,
-                    host,
-                    settings.smtp_port,
-                    settings.smtp_security,
-                    credentials,
-                )
-            }
-        }
-    }
-
-    /// An SMTP transport (pooled) to `host:port`.
-    ///
-    /// # Errors
-    /// An unusable host name for TLS.
-    pub fn smtp(
-        from: Mailbox,
-        host: &str,
-        port: u16,
-        security: SmtpSecurity,
-        credentials: Option<(String, String)>,
-    ) -> anyhow::Result<Self> {
-        let builder = match security {
-            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
-            SmtpSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?,
-            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
-        };
-        let mut builder = builder
-            .port(port)
-            .timeout(Some(std::time::Duration::from_secs(30)));
-        if let Some((user, password)) = credentials {
-            builder = builder.credentials(Credentials::new(user, password));
-        }
-        Ok(Self::Smtp {
-            from,
-            transport: builder.build(),
-        })
-    }
-
-    /// Sends `message` to `to`; returns the message id.
-    ///
-    /// # Errors
-    /// [`SendError`], classified for retrying.
-    pub async fn send(&self, to: &str, message: &Rendered) -> Result<String, SendError> {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|e| SendError::Permanent(format!("`{to}` is not an address: {e}")))?;
-        let (from, transport) = match self {
-            Self::Console { from } => (from, None),
-            Self::Smtp { from, transport } => (from, Some(transport)),
-        };
-        let message_id = format!("<{}@zoark>", uuid::Uuid::now_v7());
-        let email = Message::builder()
-            .from(from.clone())
-            .to(to.clone())
-            .subject(&message.subject)
-            .message_id(Some(message_id.clone()))
-            .multipart(MultiPart::alternative_plain_html(
-                message.text.clone(),
-                message.html.clone(),
-            ))
-            .map_err(|e| SendError::Permanent(format!("building the message: {e}")))?;
-        match transport {
-            None => {
-                tracing::info!(
-                    email.to = %to,
-                    email.subject = %message.subject,
-                    email.text = %message.text,
-                    "email (console transport, not sent)"
-                );
-                Ok(message_id)
-            }
-            Some(transport) => match transport.send(email).await {
-                Ok(_) => Ok(message_id),
-                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
-                Err(e) => Err(SendError::Transient(e.to_string())),
-            },
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use zoark_jobs::email::SendSystemEmail;
 
 use crate::{
     WorkerContext,
-    email::{Mailer, SendError, render},
+    email::{Mailer, render},
     engine::{JobContext, JobError, Registry},
 };
 
@@ -33,8 +33,7 @@ pub fn register(registry: Registry, ctx: &WorkerContext) -> Registry {
                     tracing::info!(email.template = job.template.as_str(), email.message_id = %message_id, "system email sent");
                     Ok(())
                 }
-                Err(e @ SendError::Permanent(_)) => Err(JobError::Fatal(e.into())),
-                Err(e @ SendError::Transient(_)) => Err(JobError::Retry(e.into())),
+                Err(e) => Err(e.into_job_error()),
             }
         }
     })

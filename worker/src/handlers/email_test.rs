@@ -6,7 +6,7 @@ use zoark_jobs::email::{SendTestEmail, SystemTemplate};
 
 use crate::{
     WorkerContext,
-    email::{Mailer, SendError, render},
+    email::{Mailer, render},
     engine::{JobContext, JobError, JobResult, Registry},
 };
 
@@ -57,7 +57,6 @@ async fn send(ctx: WorkerContext, job: SendTestEmail, run: JobContext) -> JobRes
             tracing::info!(email.account_id = %job.account_id, email.message_id = %message_id, "test email sent");
             Ok(())
         }
-        Err(e @ SendError::Permanent(_)) => Err(JobError::Fatal(e.into())),
-        Err(e @ SendError::Transient(_)) => Err(JobError::Retry(e.into())),
+        Err(e) => Err(e.into_job_error()),
     }
 }

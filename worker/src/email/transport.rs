@@ -1,0 +1,201 @@
+//! Delivery of a built message: SMTP (lettre, pooled, rustls) or, in development, the log.
+//! Errors are classified for the job engine: a permanent refusal fails at once, a bounce also
+//! suppresses the address, anything else retries with backoff.
+
+use anyhow::Context as _;
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
+    message::{Mailbox, MultiPart},
+    transport::smtp::authentication::Credentials,
+};
+use secrecy::ExposeSecret as _;
+use zoark_core::settings::{EmailSettings, EmailTransport, SmtpSecurity};
+
+use super::Rendered;
+
+/// Why a message was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Refused for good (SMTP 5xx, a provider's 4xx other than 429, an unusable address or a
+    /// disconnected account): retrying cannot help.
+    #[error("refused permanently: {0}")]
+    Permanent(String),
+    /// The recipient's mailbox does not exist (SMTP 550, 551, 553): fail, and suppress the
+    /// address.
+    #[error("bounced: {0}")]
+    Bounced(String),
+    /// Anything that may pass later (SMTP 4xx, 429, a provider's 5xx, connection, timeout).
+    #[error("failed, will retry: {0}")]
+    Transient(String),
+}
+
+impl SendError {
+    /// The job outcome: permanent refusals end the job, the rest retry.
+    pub fn into_job_error(self) -> crate::engine::JobError {
+        match self {
+            Self::Permanent(_) | Self::Bounced(_) => crate::engine::JobError::Fatal(self.into()),
+            Self::Transient(_) => crate::engine::JobError::Retry(self.into()),
+        }
+    }
+
+    fn from_smtp(e: &lettre::transport::smtp::Error) -> Self {
+        match e.status() {
+            Some(code) if e.is_permanent() => {
+                if matches!(code.to_string().as_str(), "550" | "551" | "553") {
+                    Self::Bounced(e.to_string())
+                } else {
+                    Self::Permanent(e.to_string())
+                }
+            }
+            _ if e.is_permanent() => Self::Permanent(e.to_string()),
+            _ => Self::Transient(e.to_string()),
+        }
+    }
+}
+
+/// The configured transport.
+pub enum Mailer {
+    /// Development: the message is written to the log.
+    Console { from: Mailbox },
+    Smtp {
+        from: Mailbox,
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+    },
+}
+
+impl Mailer {
+    /// # Errors
+    /// An unusable sender address or SMTP host.
+    pub fn from_settings(settings: &EmailSettings) -> anyhow::Result<Self> {
+        let from: Mailbox = settings
+            .from_address
+            .parse()
+            .context("ZOARK_EMAIL_FROM is not a mailbox")?;
+        match settings.transport {
+            EmailTransport::Console => Ok(Self::Console { from }),
+            EmailTransport::Smtp => {
+                let host = settings
+                    .smtp_host
+                    .as_deref()
+                    .context("ZOARK_SMTP_HOST is not set")?;
+                let credentials = match (&settings.smtp_username, &settings.smtp_password) {
+                    (Some(user), Some(password)) => {
+                        Some((user.clone(), password.expose_secret().to_owned()))
+                    }
+                    _ => None,
+                };
+                Self::smtp(
+                    from,
+                    host,
+                    settings.smtp_port,
+                    settings.smtp_security,
+                    credentials,
+                )
+            }
+        }
+    }
+
+    /// An SMTP transport (pooled) to `host:port`.
+    ///
+    /// # Errors
+    /// An unusable host name for TLS.
+    pub fn smtp(
+        from: Mailbox,
+        host: &str,
+        port: u16,
+        security: SmtpSecurity,
+        credentials: Option<(String, String)>,
+    ) -> anyhow::Result<Self> {
+        let builder = match security {
+            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            SmtpSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?,
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
+        };
+        let mut builder = builder
+            .port(port)
+            .timeout(Some(std::time::Duration::from_secs(30)));
+        if let Some((user, password)) = credentials {
+            builder = builder.credentials(Credentials::new(user, password));
+        }
+        Ok(Self::Smtp {
+            from,
+            transport: builder.build(),
+        })
+    }
+
+    /// The sender of the messages this transport sends.
+    pub fn from(&self) -> &Mailbox {
+        match self {
+            Self::Console { from } | Self::Smtp { from, .. } => from,
+        }
+    }
+
+    /// Sends `message` to `to`; returns the message id.
+    ///
+    /// # Errors
+    /// [`SendError`], classified for retrying.
+    pub async fn send(&self, to: &str, message: &Rendered) -> Result<String, SendError> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|e| SendError::Permanent(format!("`{to}` is not an address: {e}")))?;
+        let message_id = format!("<{}@zoark>", uuid::Uuid::now_v7());
+        let email = build(self.from().clone(), to, message, &message_id, &[])?;
+        self.send_message(email).await?;
+        Ok(message_id)
+    }
+
+    /// Sends a built message.
+    ///
+    /// # Errors
+    /// [`SendError`], classified for retrying.
+    pub async fn send_message(&self, email: Message) -> Result<(), SendError> {
+        match self {
+            Self::Console { .. } => {
+                tracing::info!(
+                    email.to = ?email.envelope().to(),
+                    email.message = %String::from_utf8_lossy(&email.formatted()),
+                    "email (console transport, not sent)"
+                );
+                Ok(())
+            }
+            Self::Smtp { transport, .. } => transport
+                .send(email)
+                .await
+                .map(|_| ())
+                .map_err(|e| SendError::from_smtp(&e)),
+        }
+    }
+}
+
+/// A header this crate adds beyond lettre's typed ones (`List-Unsubscribe`, ...).
+pub type ExtraHeader = (lettre::message::header::HeaderName, String);
+
+/// An RFC 5322 message: text and HTML alternatives, the given `Message-ID` and extra headers.
+///
+/// # Errors
+/// [`SendError::Permanent`] when the message cannot be built.
+pub fn build(
+    from: Mailbox,
+    to: Mailbox,
+    message: &Rendered,
+    message_id: &str,
+    headers: &[ExtraHeader],
+) -> Result<Message, SendError> {
+    let mut builder = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(&message.subject)
+        .message_id(Some(message_id.to_owned()));
+    for (name, value) in headers {
+        builder = builder.raw_header(lettre::message::header::HeaderValue::new(
+            name.clone(),
+            value.clone(),
+        ));
+    }
+    builder
+        .multipart(MultiPart::alternative_plain_html(
+            message.text.clone(),
+            message.html.clone(),
+        ))
+        .map_err(|e| SendError::Permanent(format!("building the message: {e}")))
+}
