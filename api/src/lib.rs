@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod idempotency;
 pub mod json;
 pub mod middleware;
 pub mod oauth;
@@ -38,6 +39,7 @@ pub type Api = (
     routes::api_keys::ApiKeysApi,
     routes::audit_log::AuditLogApi,
     routes::email_accounts::EmailAccountsApi,
+    routes::broadcasts::BroadcastsApi,
     routes::jobs::JobsApi,
 );
 
@@ -49,6 +51,7 @@ fn api() -> Api {
         routes::api_keys::ApiKeysApi,
         routes::audit_log::AuditLogApi,
         routes::email_accounts::EmailAccountsApi,
+        routes::broadcasts::BroadcastsApi,
         routes::jobs::JobsApi,
     )
 }

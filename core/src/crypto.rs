@@ -55,6 +55,28 @@ pub fn token_digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// HMAC-SHA256 keyed for `purpose` with a key derived from `key` (one key per use, so a
+/// signature made for one purpose is worthless for another).
+fn mac(key: &EncryptionKey, purpose: &str) -> hmac::Hmac<Sha256> {
+    use hmac::{KeyInit as _, Mac as _};
+    // HMAC takes keys of any length: `new_from_slice` cannot fail.
+    let keyed = |k: &[u8]| {
+        hmac::Hmac::<Sha256>::new_from_slice(k)
+            .unwrap_or_else(|_| hmac::Hmac::<Sha256>::new(&Default::default()))
+    };
+    let mut derive = keyed(key.bytes());
+    derive.update(purpose.as_bytes());
+    keyed(&derive.finalize().into_bytes())
+}
+
+/// HMAC-SHA256 of `message` for `purpose`.
+pub fn sign(key: &EncryptionKey, purpose: &str, message: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    let mut mac = mac(key, purpose);
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
 /// Seals `plaintext` with AES-256-GCM; the output is `nonce || ciphertext`.
 ///
 /// # Errors

@@ -3,8 +3,11 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod broadcasts;
+pub mod deliveries;
 pub mod dev_seed;
 pub mod email_accounts;
+pub mod idempotency;
 pub mod invitations;
 pub mod login_throttle;
 pub mod memberships;

@@ -196,6 +196,9 @@ pub struct EmailSettings {
     pub smtp_security: SmtpSecurity,
     pub smtp_username: Option<String>,
     pub smtp_password: Option<SecretString>,
+    /// The first retry delay of a failed delivery; each later one doubles it (with jitter),
+    /// `ZOARK_EMAIL_RETRY_BASE_MS`, 30 s by default.
+    pub retry_base: Duration,
 }
 
 /// An OpenAI-compatible HTTP provider.
@@ -478,6 +481,15 @@ impl Settings {
             smtp_security: r.parse_or("ZOARK_SMTP_SECURITY", SmtpSecurity::StartTls)?,
             smtp_username: r.get("ZOARK_SMTP_USERNAME"),
             smtp_password: r.get("ZOARK_SMTP_PASSWORD").map(SecretString::from),
+            retry_base: match r.parse_or("ZOARK_EMAIL_RETRY_BASE_MS", 30_000u64)? {
+                0 => {
+                    return Err(SettingsError::Invalid {
+                        var: "ZOARK_EMAIL_RETRY_BASE_MS",
+                        reason: "must be at least 1 millisecond".into(),
+                    });
+                }
+                ms => Duration::from_millis(ms),
+            },
         };
         if prod && email.from_address.contains("@localhost") {
             return Err(dev_default("ZOARK_EMAIL_FROM", "it is a localhost address"));

@@ -116,6 +116,29 @@ pub async fn get(
     .ok_or(AdminError::NotFound)
 }
 
+/// Cancels the given jobs of an organization that have not started (a running one finishes its
+/// attempt). Returns how many were cancelled.
+///
+/// # Errors
+/// Database errors.
+pub async fn cancel_waiting(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    ids: &[Uuid],
+) -> Result<u64, sqlx::Error> {
+    sqlx::query!(
+        r#"
+        UPDATE jobs SET state = 'cancelled', finalized_at = now(), cancel_requested_at = now()
+        WHERE organization_id = $1 AND id = ANY($2) AND state IN ('scheduled', 'available', 'retryable')
+        "#,
+        organization_id,
+        ids,
+    )
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
+}
+
 /// Cancels a job: a job that has not started is `cancelled` at once; a running one is asked to
 /// stop (its worker hears `zoark_job_cancel`, or sees the request at its next heartbeat) and
 /// ends `cancelled` when it does.

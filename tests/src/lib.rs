@@ -180,6 +180,26 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
+    /// [`Self::call`], answering the status and the body as JSON (`Null` when empty, a string
+    /// when not JSON).
+    pub async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self.call(method, path, token, body).await;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, value)
+    }
+
     /// A POST with an arbitrary body and content type (for malformed input).
     pub async fn post_raw(
         &self,
@@ -245,6 +265,19 @@ impl TestApp {
             let _ = server.await;
         }
     }
+}
+
+/// The `field` of each entry of a problem's `errors`, in order.
+pub fn field_names(problem: &serde_json::Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A binary of this workspace, built by `cargo xtask test` before the tests run.

@@ -1,8 +1,13 @@
 //! A real SMTP server on loopback that records what it receives: enough of RFC 5321 for
 //! lettre (EHLO/HELO, AUTH PLAIN accepting any credentials and recording them, MAIL, RCPT, DATA
-//! with dot-unstuffing, RSET, NOOP, QUIT), no TLS.
+//! with dot-unstuffing, RSET, NOOP, QUIT), no TLS. It can be told to fail: answer a stage with
+//! a code (421, 451, 550, ...) or drop the connection there, for the next N attempts, for a
+//! share of all attempts, or always for one recipient.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
 
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -44,10 +49,58 @@ impl Received {
     }
 }
 
+/// Where in a session a fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The greeting.
+    Connect,
+    Mail,
+    Rcpt,
+    /// After the message was received, instead of accepting it (it is not recorded).
+    Data,
+}
+
+/// What a fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this code (4xx transient, 5xx permanent); a 421 also closes the connection.
+    Reply(u16),
+    /// Close the connection without answering.
+    Drop,
+}
+
+#[derive(Default)]
+struct Faults {
+    next: VecDeque<(Stage, Fault)>,
+    share: HashMap<Stage, (Fault, u32)>,
+    recipients: HashMap<String, u16>,
+    /// xorshift state: the same faults every run.
+    seed: u64,
+    injected: usize,
+}
+
+impl Faults {
+    fn at(&mut self, stage: Stage) -> Option<Fault> {
+        if let Some(i) = self.next.iter().position(|(s, _)| *s == stage) {
+            self.injected += 1;
+            return self.next.remove(i).map(|(_, f)| f);
+        }
+        let (fault, percent) = *self.share.get(&stage)?;
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        (self.seed % 100 < u64::from(percent)).then(|| {
+            self.injected += 1;
+            fault
+        })
+    }
+}
+
 /// The server; dropped with the test.
 pub struct SmtpSink {
     pub port: u16,
     received: Arc<Mutex<Vec<Received>>>,
+    faults: Arc<Mutex<Faults>>,
 }
 
 impl SmtpSink {
@@ -62,13 +115,51 @@ impl SmtpSink {
             .unwrap_or_else(|e| panic!("{e}"))
             .port();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let store = received.clone();
+        let faults = Arc::new(Mutex::new(Faults {
+            seed: 0x9E37_79B9_7F4A_7C15,
+            ..Faults::default()
+        }));
+        let (store, injected) = (received.clone(), faults.clone());
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(session(socket, store.clone()));
+                tokio::spawn(session(socket, store.clone(), injected.clone()));
             }
         });
-        Self { port, received }
+        Self {
+            port,
+            received,
+            faults,
+        }
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next `times` sessions reaching `stage` get `fault`.
+    pub fn fail_next(&self, stage: Stage, fault: Fault, times: usize) {
+        self.faults()
+            .next
+            .extend(std::iter::repeat_n((stage, fault), times));
+    }
+
+    /// `percent` of everything reaching `stage` gets `fault` (pseudo-random, the same each run).
+    pub fn fail_share(&self, stage: Stage, fault: Fault, percent: u32) {
+        self.faults().share.insert(stage, (fault, percent));
+    }
+
+    /// `RCPT TO` this address is always answered with `code`.
+    pub fn reject_recipient(&self, address: &str, code: u16) {
+        self.faults()
+            .recipients
+            .insert(address.to_ascii_lowercase(), code);
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> usize {
+        self.faults().injected
     }
 
     /// What arrived so far.
@@ -88,9 +179,42 @@ impl SmtpSink {
     }
 }
 
-async fn session(socket: tokio::net::TcpStream, store: Arc<Mutex<Vec<Received>>>) {
+fn fault_at(faults: &Mutex<Faults>, stage: Stage) -> Option<Fault> {
+    faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .at(stage)
+}
+
+fn reply_for(code: u16) -> Vec<u8> {
+    let text = match code {
+        421 => "service not available, closing channel",
+        450 | 451 => "requested action aborted: local error, try again later",
+        452 => "insufficient system storage",
+        550 => "mailbox unavailable: no such user",
+        552 => "exceeded storage allocation",
+        553 => "mailbox name not allowed",
+        554 => "transaction failed",
+        _ => "injected failure",
+    };
+    format!("{code} {text}\r\n").into_bytes()
+}
+
+async fn session(
+    socket: tokio::net::TcpStream,
+    store: Arc<Mutex<Vec<Received>>>,
+    faults: Arc<Mutex<Faults>>,
+) {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
+    match fault_at(&faults, Stage::Connect) {
+        Some(Fault::Drop) => return,
+        Some(Fault::Reply(code)) => {
+            let _ = write.write_all(&reply_for(code)).await;
+            return;
+        }
+        None => {}
+    }
     let _ = write.write_all(b"220 zoark-test ESMTP\r\n").await;
     let (mut from, mut to) = (String::new(), Vec::new());
     let mut auth: Option<String> = None;
@@ -102,6 +226,37 @@ async fn session(socket: tokio::net::TcpStream, store: Arc<Mutex<Vec<Received>>>
         }
         let command = line.trim_end().to_owned();
         let upper = command.to_ascii_uppercase();
+        let stage = if upper.starts_with("MAIL FROM:") {
+            Some(Stage::Mail)
+        } else if upper.starts_with("RCPT TO:") {
+            Some(Stage::Rcpt)
+        } else {
+            None
+        };
+        let mut fault = stage.and_then(|stage| fault_at(&faults, stage));
+        if stage == Some(Stage::Rcpt) && fault.is_none() {
+            let address = command[8..]
+                .trim()
+                .trim_matches(['<', '>'])
+                .to_ascii_lowercase();
+            let rejected = faults
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .recipients
+                .get(&address)
+                .copied();
+            fault = rejected.map(Fault::Reply);
+        }
+        match fault {
+            Some(Fault::Drop) => return,
+            Some(Fault::Reply(code)) => {
+                if write.write_all(&reply_for(code)).await.is_err() || code == 421 {
+                    return;
+                }
+                continue;
+            }
+            None => {}
+        }
         let reply: &[u8] = if upper.starts_with("EHLO") {
             b"250-zoark-test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
         } else if upper.starts_with("AUTH PLAIN ") {
@@ -140,6 +295,16 @@ async fn session(socket: tokio::net::TcpStream, store: Arc<Mutex<Vec<Received>>>
                     break;
                 }
                 data.push_str(line.strip_prefix('.').unwrap_or(&line));
+            }
+            match fault_at(&faults, Stage::Data) {
+                Some(Fault::Drop) => return,
+                Some(Fault::Reply(code)) => {
+                    if write.write_all(&reply_for(code)).await.is_err() || code == 421 {
+                        return;
+                    }
+                    continue;
+                }
+                None => {}
             }
             if let Ok(mut messages) = store.lock() {
                 messages.push(Received {

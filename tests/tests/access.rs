@@ -56,6 +56,9 @@ fn valid_body(operation_id: &str) -> Option<Value> {
             "from_address": "ops@example.com", "host": "smtp.example.com", "port": 587, "security": "starttls"})),
         "email_accounts_update" => Some(json!({"display_name": "Renamed"})),
         "email_accounts_test" => Some(json!({})),
+        "broadcasts_create" => Some(json!({"email_account_id": Uuid::nil(), "subject": "Hello",
+            "body_text": "Hi", "recipients": ["someone@example.com"]})),
+        "suppressions_create" => Some(json!({"email": "quiet@example.com"})),
         "invitations_create" => Some(json!({"email": "invitee@example.com", "role": "viewer"})),
         "auth_password_reset" => Some(json!({"email": "x@example.com"})),
         "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),
@@ -208,6 +211,33 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         let body: Value = response.json().await.unwrap();
         body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
     };
+    let a_broadcast = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/broadcasts",
+                Some(&a.access_token),
+                Some(
+                    &json!({"email_account_id": a_account, "subject": "secret-of-a",
+                    "body_text": "secret-of-a", "recipients": ["ops@example.com"]}),
+                ),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
+    let a_suppression = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/email-suppressions",
+                Some(&a.access_token),
+                Some(&json!({"email": "ops@example.com"})),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     let a_job = {
         let mut conn = app.pool.acquire().await.unwrap();
         let job = Record {
@@ -226,14 +256,20 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/api-keys/{id}", key),
         ("/api/v1/email-accounts/{id}", a_account),
         ("/api/v1/email-accounts/{id}/test", a_account),
+        ("/api/v1/broadcasts/{id}", a_broadcast),
+        ("/api/v1/broadcasts/{id}/send", a_broadcast),
+        ("/api/v1/broadcasts/{id}/cancel", a_broadcast),
+        ("/api/v1/broadcasts/{id}/deliveries", a_broadcast),
+        ("/api/v1/email-suppressions/{id}", a_suppression),
         ("/api/v1/jobs/{id}", a_job),
         ("/api/v1/jobs/{id}/retry", a_job),
         ("/api/v1/jobs/{id}/cancel", a_job),
     ]);
     let mut walked = 0;
     for op in operations(&app).await {
-        // Paths whose only parameter is a provider name hold no tenant's resource.
-        if !op.path.contains('{') || op.path.contains("{provider}") {
+        // Paths whose only parameter is a provider name, or a signed token (a capability
+        // naming its own organization), hold no tenant's resource.
+        if !op.path.contains('{') || op.path.contains("{provider}") || op.path.contains("{token}") {
             continue;
         }
         let id = *fixtures_by_path
@@ -276,4 +312,14 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         (role.as_str(), revoked_key, revoked_session),
         ("member", false, false)
     );
+    let (broadcast_status, suppressed): (String, i64) = sqlx::query_as(
+        "SELECT (SELECT status FROM broadcasts WHERE id = $1),
+                (SELECT count(*) FROM email_suppressions WHERE id = $2)",
+    )
+    .bind(a_broadcast)
+    .bind(a_suppression)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((broadcast_status.as_str(), suppressed), ("draft", 1));
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use zoark_core::access::Role;
-use zoark_tests::{TestApp, fixtures, smtp::SmtpSink};
+use zoark_tests::{TestApp, field_names, fixtures, smtp::SmtpSink};
 
 async fn call(
     app: &TestApp,
@@ -17,21 +17,8 @@ async fn call(
     token: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let response = app.call(method, path, Some(token), body.as_ref()).await;
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn fields(body: &Value) -> Vec<String> {
-    body["errors"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .map(|e| e["field"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    app.call_json(method, path, Some(token), body.as_ref())
+        .await
 }
 
 #[tokio::test]
@@ -96,7 +83,7 @@ async fn an_smtp_account_keeps_its_password_sealed_and_sends_a_test_message() {
     .await;
     assert_eq!(status, 422);
     assert_eq!(
-        fields(&body),
+        field_names(&body),
         ["display_name", "from_address", "host", "port"]
     );
     let (status, body) = call(
@@ -111,7 +98,7 @@ async fn an_smtp_account_keeps_its_password_sealed_and_sends_a_test_message() {
     )
     .await;
     assert_eq!(
-        (status.as_u16(), fields(&body)),
+        (status.as_u16(), field_names(&body)),
         (422, vec!["provider".to_owned()])
     );
 

@@ -20,15 +20,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let response = app.call(method, path, token, body.as_ref()).await;
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, value)
+    app.call_json(method, path, token, body.as_ref()).await
 }
 
 async fn me(app: &TestApp, token: &str) -> StatusCode {

@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit_log;
 pub mod auth;
+pub mod broadcasts;
 pub mod email_accounts;
 pub mod health;
 pub mod jobs;
@@ -25,6 +26,8 @@ pub enum ApiTags {
     AuditLog,
     /// Sending accounts of the organization.
     EmailAccounts,
+    /// Emails to many recipients, their deliveries, the suppression list and unsubscribing.
+    Broadcasts,
 }
 
 /// The answer of operations that return nothing.

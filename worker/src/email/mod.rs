@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use minijinja::Environment;
 use zoark_jobs::email::SystemTemplate;
 
-pub use transport::{Mailer, SendError};
+pub use transport::{ExtraHeader, Mailer, SendError, build};
 
 /// A message ready to send.
 #[derive(Debug, Clone)]

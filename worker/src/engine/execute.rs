@@ -19,8 +19,16 @@ use super::{
 /// What happened to the attempt.
 enum Outcome {
     Completed,
-    Failed { kind: &'static str, error: String },
-    Fatal { kind: &'static str, error: String },
+    /// `delay` overrides the contract's backoff.
+    Failed {
+        kind: &'static str,
+        error: String,
+        delay: Option<std::time::Duration>,
+    },
+    Fatal {
+        kind: &'static str,
+        error: String,
+    },
     Snoozed(std::time::Duration),
     Stopped(StopReason),
 }
@@ -63,6 +71,7 @@ async fn attempt(shared: Arc<Shared>, job: Claimed) {
             let ctx = JobContext {
                 id: job.id,
                 attempt: job.attempt,
+                max_attempts: job.max_attempts,
                 organization_id: job.organization_id,
                 cancelled: token.clone(),
             };
@@ -84,6 +93,7 @@ async fn attempt(shared: Arc<Shared>, job: Claimed) {
                         StopReason::LeaseLost => Outcome::Failed {
                             kind: "lease_lost",
                             error: "this worker lost contact with Postgres and stopped the attempt".into(),
+                            delay: None,
                         },
                         reason => Outcome::Stopped(reason),
                     }
@@ -92,10 +102,12 @@ async fn attempt(shared: Arc<Shared>, job: Claimed) {
                     Err(_) => Outcome::Failed {
                         kind: "timeout",
                         error: format!("the attempt exceeded its timeout of {:?}", registered.timeout),
+                        delay: None,
                     },
-                    Ok(Err(panic)) => Outcome::Failed { kind: "panic", error: panic_message(&panic) },
+                    Ok(Err(panic)) => Outcome::Failed { kind: "panic", error: panic_message(&panic), delay: None },
                     Ok(Ok(Ok(()))) => Outcome::Completed,
-                    Ok(Ok(Err(JobError::Retry(e)))) => Outcome::Failed { kind: "error", error: format!("{e:#}") },
+                    Ok(Ok(Err(JobError::Retry(e)))) => Outcome::Failed { kind: "error", error: format!("{e:#}"), delay: None },
+                    Ok(Ok(Err(JobError::RetryAfter(e, delay)))) => Outcome::Failed { kind: "error", error: format!("{e:#}"), delay: Some(delay) },
                     Ok(Ok(Err(JobError::Fatal(e)))) => Outcome::Fatal { kind: "fatal", error: format!("{e:#}") },
                     Ok(Ok(Err(JobError::Snooze(d)))) => Outcome::Snoozed(d),
                 },
@@ -155,8 +167,8 @@ fn classify(
             );
             Some(completion("completed", None, None, 0))
         }
-        Outcome::Failed { kind, error } if job.attempt < job.max_attempts => {
-            let delay = backoff(job.attempt);
+        Outcome::Failed { kind, error, delay } if job.attempt < job.max_attempts => {
+            let delay = delay.unwrap_or_else(|| backoff(job.attempt));
             let run_at =
                 now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
             record("retryable");
@@ -168,7 +180,7 @@ fn classify(
                 0,
             ))
         }
-        Outcome::Failed { kind, error } | Outcome::Fatal { kind, error } => {
+        Outcome::Failed { kind, error, .. } | Outcome::Fatal { kind, error } => {
             record("discarded");
             // An error event: Sentry receives it when SENTRY_DSN is set. Sentry keeps the event's
             // own fields, not its span's: the job is named here again.

@@ -13,6 +13,9 @@ use zoark_jobs::Job;
 pub enum JobError {
     /// Try again after the contract's backoff (or discard when attempts are exhausted).
     Retry(anyhow::Error),
+    /// Try again after this delay instead of the contract's backoff (e.g. a delay from the
+    /// handler's own settings, or a provider's `Retry-After`); spends an attempt like `Retry`.
+    RetryAfter(anyhow::Error, Duration),
     /// Never try again: the job is discarded with this error.
     Fatal(anyhow::Error),
     /// Run again after this long without spending an attempt (e.g. a provider's 429).
@@ -32,6 +35,8 @@ pub type JobResult = Result<(), JobError>;
 pub struct JobContext {
     pub id: Uuid,
     pub attempt: i32,
+    /// The attempts this job may use: `attempt == max_attempts` is its last.
+    pub max_attempts: i32,
     pub organization_id: Option<Uuid>,
     /// Cancelled when the job is cancelled, the worker hands it back at shutdown, or the worker
     /// lost its lease. Long handlers should check it between steps; the engine also stops

@@ -90,5 +90,21 @@ async fn prune(ctx: WorkerContext, job: JobContext) -> JobResult {
         password_reset_tokens = resets,
         "pruned sign-in bookkeeping"
     );
+    let idempotency = sqlx::query!("DELETE FROM idempotency_keys WHERE expires_at < now()")
+        .execute(&ctx.pool)
+        .await
+        .context("pruning idempotency keys")?
+        .rows_affected();
+    let mut conn = ctx.pool.acquire().await.context("acquiring a connection")?;
+    let orphans = zoark_core::db::deliveries::fail_orphans(&mut conn)
+        .await
+        .context("failing orphaned deliveries")?;
+    if orphans > 0 {
+        tracing::warn!(
+            deliveries = orphans,
+            "deliveries whose send job ended without a result marked failed"
+        );
+    }
+    tracing::info!(idempotency_keys = idempotency, "pruned idempotency keys");
     Ok(())
 }

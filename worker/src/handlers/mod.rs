@@ -2,6 +2,7 @@
 
 pub mod diag;
 pub mod email;
+pub mod email_delivery;
 pub mod email_test;
 pub mod maintenance;
 
@@ -13,5 +14,6 @@ pub fn registry(ctx: &WorkerContext) -> Registry {
     let registry = maintenance::register(registry, ctx);
     let registry = email::register(registry, ctx);
     let registry = email_test::register(registry, ctx);
+    let registry = email_delivery::register(registry, ctx);
     diag::register(registry, ctx)
 }
