@@ -703,3 +703,66 @@ async fn throttling_leaves_the_job_to_retry_and_a_refused_message_discards_it() 
         "a refused message says nothing about the account"
     );
 }
+
+#[tokio::test]
+async fn concurrent_sends_with_an_expired_token_refresh_it_once_and_return_gmails_id() {
+    let peers = Peers::start().await;
+    let app = TestApp::builder().peers(&peers).spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
+    let account = connected(
+        &app,
+        &admin,
+        "gmail",
+        "ada.sender@gmail.com",
+        ("ya29.expired-token", "1//refresh-token"),
+        chrono::Duration::minutes(-1),
+    )
+    .await;
+    // Slow enough that the second sender reaches the row lock while the first refreshes.
+    Mock::given(method("POST"))
+        .and(path(GOOGLE_TOKEN))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({
+                    "access_token": "ya29.fresh-token",
+                    "expires_in": 3599,
+                    "token_type": "Bearer",
+                }))
+                .set_delay(Duration::from_millis(500)),
+        )
+        .expect(1)
+        .mount(&peers.google)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(GMAIL_SEND))
+        .and(header("authorization", "Bearer ya29.fresh-token"))
+        .respond_with(gmail_sent())
+        .expect(2)
+        .mount(&peers.google)
+        .await;
+
+    let sender =
+        zoark_worker::email::OAuthSender::new(app.pool.clone(), app.settings.clone()).unwrap();
+    let message = |n: u32| {
+        zoark_worker::email::build(
+            "Ada Sender <ada.sender@gmail.com>".parse().unwrap(),
+            "friend@example.com".parse().unwrap(),
+            &zoark_worker::email::Rendered {
+                subject: format!("Message {n}"),
+                text: "Hello".into(),
+                html: "<p>Hello</p>".into(),
+            },
+            &format!("<message-{n}@zoark>"),
+            &[],
+        )
+        .unwrap()
+    };
+    let (first, second) = tokio::join!(
+        sender.send(admin.organization_id, account, message(1)),
+        sender.send(admin.organization_id, account, message(2)),
+    );
+    assert_eq!(first.unwrap(), "18c2f0a1b2c3d4e5");
+    assert_eq!(second.unwrap(), "18c2f0a1b2c3d4e5");
+    assert_eq!(requests_to(&peers.google, GOOGLE_TOKEN).await.len(), 1);
+    assert_eq!(stored_tokens(&app, account).await.0, "ya29.fresh-token");
+}
