@@ -1,21 +1,15 @@
-//! Connecting Gmail and Outlook sending accounts: the authorization-code flow with PKCE
-//! (oauth2 crate, HTTP through our reqwest), a `state` bound to the user and organization, and
-//! the send scopes (Gmail `gmail.send`; Microsoft `Mail.Send offline_access`) plus `openid
-//! email`, whose ID token names the address the account sends from.
+//! Connecting Gmail and Outlook sending accounts: the authorization-code flow with PKCE (the
+//! client and its token endpoint live in `zoark_core::oauth`), a `state` bound to the user and
+//! organization, and the send scopes (Gmail `gmail.send`; Microsoft `Mail.Send offline_access`)
+//! plus `openid email`, whose ID token names the address the account sends from.
 
 use base64::Engine as _;
-use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    StandardRevocableToken, StandardTokenResponse, TokenUrl,
-    basic::{
-        BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
-        BasicTokenType,
-    },
+use oauth2::{CsrfToken, PkceCodeChallenge, RedirectUrl, Scope};
+use serde::Deserialize;
+use zoark_core::{
+    Settings,
+    oauth::{self as core_oauth, Provider, TokenResponse},
 };
-use secrecy::ExposeSecret as _;
-use serde::{Deserialize, Serialize};
-use zoark_core::{Settings, settings::OAuthClient};
 
 /// The providers connected over OAuth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum, Deserialize)]
@@ -28,16 +22,13 @@ pub enum OAuthProvider {
 
 impl OAuthProvider {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gmail => "gmail",
-            Self::Outlook => "outlook",
-        }
+        self.provider().as_str()
     }
 
-    fn settings(self, settings: &Settings) -> &OAuthClient {
+    fn provider(self) -> Provider {
         match self {
-            Self::Gmail => &settings.oauth.google,
-            Self::Outlook => &settings.oauth.microsoft,
+            Self::Gmail => Provider::Gmail,
+            Self::Outlook => Provider::Outlook,
         }
     }
 
@@ -53,37 +44,10 @@ impl OAuthProvider {
     }
 }
 
-/// The OpenID Connect ID token that comes with the tokens.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-pub struct IdTokenField {
-    pub id_token: Option<String>,
-}
-
-impl ExtraTokenFields for IdTokenField {}
-
-pub type TokenResponse = StandardTokenResponse<IdTokenField, BasicTokenType>;
-
-type Client = oauth2::Client<
-    BasicErrorResponse,
-    TokenResponse,
-    BasicTokenIntrospectionResponse,
-    StandardRevocableToken,
-    BasicRevocationErrorResponse,
-    EndpointSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointSet,
->;
-
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
-    #[error("{0} is not configured: set its client id and secret")]
-    NotConfigured(&'static str),
-    #[error("invalid OAuth URL: {0}")]
-    Url(String),
-    #[error("the token exchange failed: {0}")]
-    Exchange(String),
+    #[error(transparent)]
+    Client(#[from] core_oauth::OAuthError),
     #[error("the provider's ID token names no email address")]
     NoEmail,
 }
@@ -98,19 +62,6 @@ pub fn redirect_url(settings: &Settings, provider: OAuthProvider) -> String {
     url.to_string()
 }
 
-fn client(settings: &Settings, provider: OAuthProvider) -> Result<Client, OAuthError> {
-    let config = provider.settings(settings);
-    let (Some(id), Some(secret)) = (&config.client_id, &config.client_secret) else {
-        return Err(OAuthError::NotConfigured(provider.as_str()));
-    };
-    let url = |e: oauth2::url::ParseError| OAuthError::Url(e.to_string());
-    Ok(oauth2::Client::new(ClientId::new(id.clone()))
-        .set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()))
-        .set_auth_uri(AuthUrl::new(config.authorize_url.to_string()).map_err(url)?)
-        .set_token_uri(TokenUrl::new(config.token_url.to_string()).map_err(url)?)
-        .set_redirect_uri(RedirectUrl::new(redirect_url(settings, provider)).map_err(url)?))
-}
-
 /// The authorization URL to send the user to, the `state` and the PKCE verifier to keep.
 ///
 /// # Errors
@@ -119,7 +70,9 @@ pub fn start(
     settings: &Settings,
     provider: OAuthProvider,
 ) -> Result<(String, String, String), OAuthError> {
-    let client = client(settings, provider)?;
+    let redirect = RedirectUrl::new(redirect_url(settings, provider))
+        .map_err(|e| core_oauth::OAuthError::Url(e.to_string()))?;
+    let client = core_oauth::client(settings, provider.provider())?.set_redirect_uri(redirect);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut request = client
         .authorize_url(CsrfToken::new_random)
@@ -152,52 +105,15 @@ pub async fn exchange(
     code: &str,
     verifier: String,
 ) -> Result<TokenResponse, OAuthError> {
-    let client = client(settings, provider)?;
-    // An owned client per request keeps the future free of borrowed lifetimes (Send for any).
-    let http = http.clone();
-    let send = move |request: oauth2::HttpRequest| {
-        let http = http.clone();
-        async move { send(&http, request).await }
-    };
-    client
-        .exchange_code(AuthorizationCode::new(code.to_owned()))
-        .set_pkce_verifier(PkceCodeVerifier::new(verifier))
-        .request_async(&send)
-        .await
-        .map_err(|e| OAuthError::Exchange(exchange_error(&e)))
-}
-
-fn exchange_error(e: &oauth2::RequestTokenError<reqwest::Error, BasicErrorResponse>) -> String {
-    match e {
-        oauth2::RequestTokenError::ServerResponse(r) => r.to_string(),
-        other => format!(
-            "{other}: {}",
-            std::error::Error::source(other)
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        ),
-    }
-}
-
-/// oauth2's HTTP requests through our reqwest (0.13, rustls).
-async fn send(
-    http: &reqwest::Client,
-    request: oauth2::HttpRequest,
-) -> Result<oauth2::HttpResponse, reqwest::Error> {
-    let (parts, body) = request.into_parts();
-    let response = http
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.bytes().await?.to_vec();
-    let mut out = oauth2::HttpResponse::new(body);
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
-    Ok(out)
+    Ok(core_oauth::exchange_code(
+        settings,
+        http,
+        provider.provider(),
+        &redirect_url(settings, provider),
+        code,
+        verifier,
+    )
+    .await?)
 }
 
 /// Who the tokens belong to, from the ID token's claims. The ID token came straight from the

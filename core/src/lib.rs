@@ -1,10 +1,12 @@
 //! zoark-core: what every Zoark process shares — typed settings, telemetry, cryptography, domain
-//! types and database access (plain sqlx functions over `&mut PgConnection`, and [`db::migrate_all`]).
+//! types, the email providers' OAuth clients and database access (plain sqlx functions over
+//! `&mut PgConnection`, and [`db::migrate_all`]).
 
 pub mod access;
 pub mod crypto;
 pub mod db;
 pub mod identity;
+pub mod oauth;
 pub mod process;
 pub mod settings;
 pub mod shutdown;

@@ -19,6 +19,8 @@ use zoark_core::Settings;
 pub struct WorkerContext {
     pub pool: sqlx::PgPool,
     pub settings: std::sync::Arc<Settings>,
+    /// Sends through organizations' Gmail and Outlook accounts.
+    pub oauth: email::OAuthSender,
 }
 
 /// Runs the worker until `shutdown` is cancelled.
@@ -31,9 +33,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     if shutdown.is_cancelled() {
         return Ok(());
     }
+    let settings = std::sync::Arc::new(settings);
     let ctx = WorkerContext {
         pool: pool.clone(),
-        settings: std::sync::Arc::new(settings),
+        oauth: email::OAuthSender::new(pool.clone(), settings.clone())?,
+        settings,
     };
     if let Some(port) = ctx.settings.worker.metrics_port {
         serve_metrics(port, shutdown.clone()).await?;

@@ -1,5 +1,5 @@
-//! `/api/v1/email-accounts`: the organization's sending accounts. SMTP for now (the password
-//! sealed at rest, never returned); Gmail and Outlook over OAuth come with the email issue.
+//! `/api/v1/email-accounts`: the organization's sending accounts: SMTP (the password sealed at
+//! rest, never returned) and Gmail or Outlook connected over OAuth (tokens sealed likewise).
 
 use chrono::{DateTime, Utc};
 use oauth2::TokenResponse as _;
@@ -700,9 +700,10 @@ impl EmailAccountsApi {
 
     /// Send a test message
     ///
-    /// Queues a test message through the account (a job: follow it in the jobs API; a refused
-    /// login or address discards it with the server's answer). Needs `email_accounts.manage`
-    /// (manager).
+    /// Queues a test message through the account: SMTP, or the Gmail API / Microsoft Graph for
+    /// an account connected over OAuth (a job: follow it in the jobs API; a refused login,
+    /// address or message discards it with the server's answer, and a refused refresh token also
+    /// marks the account `needs_reauth`). Needs `email_accounts.manage` (manager).
     #[oai(
         path = "/:id/test",
         method = "post",
@@ -726,12 +727,6 @@ impl EmailAccountsApi {
         fields.finish()?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         let account = load(&mut tx, &granted, id.0).await?;
-        if account.provider != "smtp" {
-            return Err(ApiError::Conflict {
-                code: "provider_not_supported",
-                detail: "Only SMTP accounts can be tested yet.".into(),
-            });
-        }
         let requester = match granted.actor().user_id() {
             Some(user_id) => Some(db::users::profile(&mut tx, user_id).await?),
             None => None,

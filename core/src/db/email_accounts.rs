@@ -1,6 +1,6 @@
 //! Sending accounts. SMTP passwords (and, with OAuth, tokens) are stored only sealed with
-//! `ZOARK_ENCRYPTION_KEY`; nothing here returns them except [`smtp_for_sending`], for the
-//! worker.
+//! `ZOARK_ENCRYPTION_KEY`; nothing here returns them except [`smtp_for_sending`],
+//! [`oauth_for_sending`] and [`lock_oauth_for_refresh`], for the worker.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -365,4 +365,129 @@ pub async fn upsert_oauth(
     )
     .fetch_one(conn)
     .await
+}
+
+/// An OAuth account as the worker sends through it, its tokens still sealed.
+#[derive(Debug, Clone)]
+pub struct OAuthSending {
+    /// `gmail` or `outlook`.
+    pub provider: String,
+    pub display_name: String,
+    pub from_address: String,
+    /// `active`, `needs_reauth` or `disabled`.
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub sealed_access_token: Option<Vec<u8>>,
+    pub sealed_refresh_token: Option<Vec<u8>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An OAuth account's settings and tokens for sending (worker side, platform connection).
+///
+/// # Errors
+/// Database errors.
+pub async fn oauth_for_sending(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<OAuthSending>> {
+    sqlx::query_as!(
+        OAuthSending,
+        r#"
+        SELECT provider, display_name, from_address, status, status_reason,
+               oauth_access_token_ciphertext AS sealed_access_token,
+               oauth_refresh_token_ciphertext AS sealed_refresh_token,
+               oauth_expires_at AS expires_at
+        FROM email_accounts
+        WHERE organization_id = $1 AND id = $2 AND provider IN ('gmail', 'outlook')
+        "#,
+        organization_id,
+        id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// [`oauth_for_sending`], the row locked until the transaction ends: one worker refreshes the
+/// tokens while the others wait, then see the new ones.
+///
+/// # Errors
+/// Database errors.
+pub async fn lock_oauth_for_refresh(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<OAuthSending>> {
+    sqlx::query_as!(
+        OAuthSending,
+        r#"
+        SELECT provider, display_name, from_address, status, status_reason,
+               oauth_access_token_ciphertext AS sealed_access_token,
+               oauth_refresh_token_ciphertext AS sealed_refresh_token,
+               oauth_expires_at AS expires_at
+        FROM email_accounts
+        WHERE organization_id = $1 AND id = $2 AND provider IN ('gmail', 'outlook')
+        FOR UPDATE
+        "#,
+        organization_id,
+        id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Stores refreshed tokens; `sealed_refresh_token` is `None` when the provider kept the old
+/// refresh token (then it stays).
+///
+/// # Errors
+/// Database errors.
+pub async fn store_refreshed_tokens(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+    sealed_access_token: &[u8],
+    sealed_refresh_token: Option<&[u8]>,
+    expires_at: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        UPDATE email_accounts SET
+            oauth_access_token_ciphertext = $3,
+            oauth_refresh_token_ciphertext = coalesce($4, oauth_refresh_token_ciphertext),
+            oauth_expires_at = $5
+        WHERE organization_id = $1 AND id = $2 AND provider IN ('gmail', 'outlook')
+        "#,
+        organization_id,
+        id,
+        sealed_access_token,
+        sealed_refresh_token,
+        expires_at,
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Takes an OAuth account out of service until it is reconnected, saying why.
+///
+/// # Errors
+/// Database errors.
+pub async fn mark_needs_reauth(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        UPDATE email_accounts SET status = 'needs_reauth', status_reason = $3
+        WHERE organization_id = $1 AND id = $2 AND provider IN ('gmail', 'outlook')
+        "#,
+        organization_id,
+        id,
+        reason,
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
 }

@@ -1,14 +1,16 @@
 //! System email: rendering (minijinja; `.html` templates escape every parameter) and delivery
 //! through the configured transport — SMTP (lettre, pooled, rustls) or, in development, the
-//! log. The email issue adds organization accounts, branding and delivery tracking.
+//! log — or through an organization's connected Gmail or Outlook account ([`OAuthSender`]).
 
+mod oauth;
 mod transport;
 
 use anyhow::Context as _;
 use minijinja::Environment;
 use zoark_jobs::email::SystemTemplate;
 
-pub use transport::{ExtraHeader, Mailer, SendError, build};
+pub use oauth::OAuthSender;
+pub use transport::{ExtraHeader, Mailer, SendError, build, inactive_account, mailbox};
 
 /// A message ready to send.
 #[derive(Debug, Clone)]

@@ -167,6 +167,56 @@ impl Mailer {
     }
 }
 
+/// The refusal for an account that is not `active` (it must be reconnected, or is disabled).
+pub fn inactive_account(status: &str, reason: Option<&str>) -> SendError {
+    SendError::Permanent(format!(
+        "the sending account cannot send (status `{status}`){}",
+        reason.map(|r| format!(": {r}")).unwrap_or_default()
+    ))
+}
+
+/// `Display Name <address>`, or the bare address when the name cannot be part of a mailbox.
+///
+/// # Errors
+/// [`SendError::Permanent`] for an unusable address.
+pub fn mailbox(display_name: &str, address: &str) -> Result<Mailbox, SendError> {
+    format!("{display_name} <{address}>")
+        .parse()
+        .or_else(|_| address.parse())
+        .map_err(|e| SendError::Permanent(format!("the sender address is unusable: {e}")))
+}
+
+impl Mailer {
+    /// The pooled transport of an organization's SMTP account (its password opened with `key`).
+    ///
+    /// # Errors
+    /// [`SendError::Permanent`]: a password sealed under another key, unusable settings.
+    pub fn for_account(
+        key: &zoark_core::settings::EncryptionKey,
+        account: &zoark_core::db::email_accounts::Smtp,
+    ) -> Result<Self, SendError> {
+        let password = account
+            .sealed_password
+            .as_deref()
+            .map(|sealed| zoark_core::crypto::open(key, sealed))
+            .transpose()
+            .map_err(|e| {
+                SendError::Permanent(format!("the stored password cannot be opened: {e}"))
+            })?
+            .map(|p| String::from_utf8_lossy(&p).into_owned());
+        let security: SmtpSecurity = account.security.parse().map_err(SendError::Permanent)?;
+        let from = mailbox(&account.display_name, &account.from_address)?;
+        Self::smtp(
+            from,
+            &account.host,
+            account.port,
+            security,
+            account.username.clone().zip(password),
+        )
+        .map_err(|e| SendError::Permanent(format!("{e:#}")))
+    }
+}
+
 /// A header this crate adds beyond lettre's typed ones (`List-Unsubscribe`, ...).
 pub type ExtraHeader = (lettre::message::header::HeaderName, String);
 

@@ -11,14 +11,10 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use lettre::message::{Mailbox, header::HeaderName};
 use uuid::Uuid;
-use zoark_core::{
-    crypto,
-    db::{
-        broadcasts,
-        deliveries::{self, AccountState, Claim, Claimed, Outcome},
-        email_accounts,
-    },
-    settings::SmtpSecurity,
+use zoark_core::db::{
+    broadcasts,
+    deliveries::{self, AccountState, Claim, Claimed, Outcome},
+    email_accounts,
 };
 use zoark_jobs::{
     Job as _,
@@ -27,7 +23,7 @@ use zoark_jobs::{
 
 use crate::{
     WorkerContext,
-    email::{Mailer, Rendered, SendError, build},
+    email::{Mailer, Rendered, SendError, build, inactive_account, mailbox},
     engine::{JobContext, JobError, JobResult, Registry},
 };
 
@@ -159,15 +155,10 @@ async fn deliver(
     if let Some(account) = &claimed.account
         && account.status != "active"
     {
-        return Err(SendError::Permanent(format!(
-            "the sending account is {}{}",
-            account.status.replace('_', " "),
-            account
-                .status_reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        )));
+        return Err(inactive_account(
+            &account.status,
+            account.status_reason.as_deref(),
+        ));
     }
     let sender = senders.get(claimed).await?;
     let to: Mailbox = claimed.recipient.parse().map_err(|e| {
@@ -190,6 +181,11 @@ async fn deliver(
     let email = build(from, to, &content, &message_id, &headers)?;
     match &*sender {
         Sender::Transport(mailer) => mailer.send_message(email).await.map(|()| message_id),
+        Sender::OAuth { account_id, .. } => {
+            ctx.oauth
+                .send(claimed.organization_id, *account_id, email)
+                .await
+        }
     }
 }
 
@@ -234,12 +230,15 @@ fn escape(text: &str) -> String {
 enum Sender {
     /// SMTP (an organization's account, pooled) or the platform's transport.
     Transport(Mailer),
+    /// A connected Gmail or Outlook account (tokens refreshed by the OAuth sender).
+    OAuth { account_id: Uuid, from: Mailbox },
 }
 
 impl Sender {
     fn from(&self) -> &Mailbox {
         match self {
             Self::Transport(mailer) => mailer.from(),
+            Self::OAuth { from, .. } => from,
         }
     }
 }
@@ -303,10 +302,23 @@ impl Senders {
         account: &AccountState,
     ) -> Result<Sender, SendError> {
         if account.provider != "smtp" {
-            return Err(SendError::Permanent(format!(
-                "sending through {} accounts is not available in this worker",
-                account.provider
-            )));
+            let mut conn = self
+                .ctx
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| SendError::Transient(format!("loading the account: {e}")))?;
+            let oauth = email_accounts::oauth_for_sending(&mut conn, organization_id, account.id)
+                .await
+                .map_err(|e| SendError::Transient(format!("loading the account: {e}")))?
+                .ok_or_else(|| {
+                    SendError::Permanent("the sending account no longer exists".into())
+                })?;
+            let from = mailbox(&oauth.display_name, &oauth.from_address)?;
+            return Ok(Sender::OAuth {
+                account_id: account.id,
+                from,
+            });
         }
         let smtp = {
             let mut conn = self
@@ -322,29 +334,7 @@ impl Senders {
                     SendError::Permanent("the sending account no longer exists".into())
                 })?
         };
-        let password = smtp
-            .sealed_password
-            .as_deref()
-            .map(|sealed| crypto::open(&self.ctx.settings.encryption_key, sealed))
-            .transpose()
-            .map_err(|e| {
-                SendError::Permanent(format!("the stored password cannot be opened: {e}"))
-            })?
-            .map(|p| String::from_utf8_lossy(&p).into_owned());
-        let security: SmtpSecurity = smtp.security.parse().map_err(SendError::Permanent)?;
-        let from = format!("{} <{}>", smtp.display_name, smtp.from_address)
-            .parse()
-            .or_else(|_| smtp.from_address.parse())
-            .map_err(|e| SendError::Permanent(format!("the sender address is unusable: {e}")))?;
-        Mailer::smtp(
-            from,
-            &smtp.host,
-            smtp.port,
-            security,
-            smtp.username.clone().zip(password),
-        )
-        .map(Sender::Transport)
-        .map_err(|e| SendError::Permanent(format!("{e:#}")))
+        Mailer::for_account(&self.ctx.settings.encryption_key, &smtp).map(Sender::Transport)
     }
 }
 

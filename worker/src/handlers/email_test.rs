@@ -1,12 +1,15 @@
-//! `email.send_test`: a test message through one of an organization's SMTP accounts.
+//! `email.send_test`: a test message through one of an organization's sending accounts, over
+//! SMTP or, for Gmail and Outlook, through the provider's API with the account's OAuth tokens.
 
 use anyhow::Context as _;
-use zoark_core::{crypto, db::email_accounts, settings::SmtpSecurity};
+use lettre::message::Mailbox;
+use uuid::Uuid;
+use zoark_core::db::email_accounts;
 use zoark_jobs::email::{SendTestEmail, SystemTemplate};
 
 use crate::{
     WorkerContext,
-    email::{Mailer, render},
+    email::{Mailer, Rendered, SendError, build, mailbox, render},
     engine::{JobContext, JobError, JobResult, Registry},
 };
 
@@ -20,38 +23,50 @@ async fn send(ctx: WorkerContext, job: SendTestEmail, run: JobContext) -> JobRes
         .organization_id
         .ok_or_else(|| JobError::Fatal(anyhow::anyhow!("a test email needs an organization")))?;
     let mut conn = ctx.pool.acquire().await.context("acquiring a connection")?;
-    let account = email_accounts::smtp_for_sending(&mut conn, organization_id, job.account_id)
+    if let Some(account) =
+        email_accounts::smtp_for_sending(&mut conn, organization_id, job.account_id)
+            .await
+            .context("loading the email account")?
+    {
+        drop(conn);
+        return send_smtp(&ctx, &job, account).await;
+    }
+    let account = email_accounts::oauth_for_sending(&mut conn, organization_id, job.account_id)
         .await
         .context("loading the email account")?
-        .ok_or_else(|| JobError::Fatal(anyhow::anyhow!("the SMTP account no longer exists")))?;
+        .ok_or_else(|| JobError::Fatal(anyhow::anyhow!("the email account no longer exists")))?;
     drop(conn);
-    let password = account
-        .sealed_password
-        .as_deref()
-        .map(|sealed| crypto::open(&ctx.settings.encryption_key, sealed))
-        .transpose()
-        .map_err(|e| JobError::Fatal(anyhow::anyhow!("the stored password cannot be opened: {e}")))?
-        .map(|p| String::from_utf8_lossy(&p).into_owned());
-    let security: SmtpSecurity = account
-        .security
+    let from =
+        mailbox(&account.display_name, &account.from_address).map_err(SendError::into_job_error)?;
+    let to: Mailbox = job
+        .to
         .parse()
-        .map_err(|e: String| JobError::Fatal(anyhow::anyhow!(e)))?;
-    let from = format!("{} <{}>", account.display_name, account.from_address)
-        .parse()
-        .or_else(|_| account.from_address.parse())
-        .map_err(|e| JobError::Fatal(anyhow::anyhow!("the sender address is unusable: {e}")))?;
-    let credentials = account.username.clone().zip(password);
-    let mailer = Mailer::smtp(from, &account.host, account.port, security, credentials)
-        .map_err(JobError::Fatal)?;
-    let message = render(
-        SystemTemplate::AccountTest,
-        &serde_json::json!({
-            "display_name": account.display_name,
-            "from_address": account.from_address,
-            "requested_by": job.requested_by,
-        }),
-    )
-    .map_err(JobError::Fatal)?;
+        .map_err(|e| JobError::Fatal(anyhow::anyhow!("`{}` is not an address: {e}", job.to)))?;
+    let message = test_message(&job, &account.display_name, &account.from_address)?;
+    let message_id = format!("<{}@zoark>", Uuid::now_v7());
+    let email = build(from, to, &message, &message_id, &[]).map_err(SendError::into_job_error)?;
+    let sent = ctx
+        .oauth
+        .send(organization_id, job.account_id, email)
+        .await
+        .map_err(SendError::into_job_error)?;
+    tracing::info!(
+        email.account_id = %job.account_id,
+        email.provider = %account.provider,
+        email.message_id = %sent,
+        "test email sent"
+    );
+    Ok(())
+}
+
+async fn send_smtp(
+    ctx: &WorkerContext,
+    job: &SendTestEmail,
+    account: email_accounts::Smtp,
+) -> JobResult {
+    let mailer = Mailer::for_account(&ctx.settings.encryption_key, &account)
+        .map_err(SendError::into_job_error)?;
+    let message = test_message(job, &account.display_name, &account.from_address)?;
     match mailer.send(&job.to, &message).await {
         Ok(message_id) => {
             tracing::info!(email.account_id = %job.account_id, email.message_id = %message_id, "test email sent");
@@ -59,4 +74,20 @@ async fn send(ctx: WorkerContext, job: SendTestEmail, run: JobContext) -> JobRes
         }
         Err(e) => Err(e.into_job_error()),
     }
+}
+
+fn test_message(
+    job: &SendTestEmail,
+    display_name: &str,
+    from_address: &str,
+) -> Result<Rendered, JobError> {
+    render(
+        SystemTemplate::AccountTest,
+        &serde_json::json!({
+            "display_name": display_name,
+            "from_address": from_address,
+            "requested_by": job.requested_by,
+        }),
+    )
+    .map_err(JobError::Fatal)
 }
