@@ -1,9 +1,11 @@
 //! `zoark-bench queue`: Zoark's job engine, graphile-worker and the raw-SQL ceiling measured one
-//! after the other on the same Postgres, each in a fresh database. `cargo xtask bench queue`
-//! provisions Postgres and the peers and runs this; see `docs/benchmarks.md` for the method.
+//! after the other on the same Postgres, each in a fresh database. `zoark-bench email`: email
+//! deliveries per second through the API, the jobs, the worker and SMTP. `cargo xtask bench
+//! queue|email` provisions Postgres (and the peers) and runs these; see `docs/benchmarks.md`.
 
 mod child;
 mod db;
+mod email;
 mod peers;
 mod raw;
 mod report;
@@ -23,6 +25,8 @@ struct Cli {
 enum Command {
     /// Bulk enqueue, burn-down drain, pickup latency, idle load and RSS, per system.
     Queue(QueueArgs),
+    /// Deliveries per second through API → jobs → worker → SMTP.
+    Email(email::EmailArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -97,6 +101,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Queue(args) => queue(args).await,
+            Command::Email(args) => email::run(args).await,
         }
     });
     match result {

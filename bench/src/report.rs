@@ -39,39 +39,9 @@ impl Report {
         args: &QueueArgs,
         systems: Vec<Figures>,
     ) -> anyhow::Result<Self> {
-        let version: String = sqlx::query_scalar("SHOW server_version")
-            .fetch_one(admin)
-            .await?;
-        let settings: Vec<(String, String)> = sqlx::query_as(
-            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY($1) ORDER BY name",
-        )
-        .bind(
-            [
-                "shared_buffers",
-                "max_connections",
-                "fsync",
-                "synchronous_commit",
-                "full_page_writes",
-                "wal_level",
-                "work_mem",
-                "shared_preload_libraries",
-            ]
-            .as_slice(),
-        )
-        .fetch_all(admin)
-        .await?;
-        let settings: serde_json::Map<String, Value> = settings
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
         Ok(Self {
             machine: machine(),
-            postgres: json!({
-                "version": version,
-                "settings": settings,
-                "idle_queries_counted_by": db::query_source(admin).await,
-                "same_host": true,
-            }),
+            postgres: postgres(admin).await?,
             workload: json!({
                 "bulk_and_drain_jobs": args.jobs,
                 "pickup_samples": args.samples,
@@ -136,6 +106,41 @@ impl Report {
     }
 }
 
+/// The server's version and the settings that matter for throughput.
+pub async fn postgres(admin: &PgPool) -> anyhow::Result<Value> {
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(admin)
+        .await?;
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY($1) ORDER BY name",
+    )
+    .bind(
+        [
+            "shared_buffers",
+            "max_connections",
+            "fsync",
+            "synchronous_commit",
+            "full_page_writes",
+            "wal_level",
+            "work_mem",
+            "shared_preload_libraries",
+        ]
+        .as_slice(),
+    )
+    .fetch_all(admin)
+    .await?;
+    let settings: serde_json::Map<String, Value> = settings
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    Ok(json!({
+        "version": version,
+        "settings": settings,
+        "idle_queries_counted_by": db::query_source(admin).await,
+        "same_host": true,
+    }))
+}
+
 fn cell(v: Option<f64>) -> String {
     match v {
         Some(v) if v >= 100.0 => format!("{v:.0}"),
@@ -144,7 +149,7 @@ fn cell(v: Option<f64>) -> String {
     }
 }
 
-fn machine() -> Value {
+pub fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()

@@ -167,6 +167,11 @@ impl SmtpSink {
         self.received.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
+    /// How many messages arrived so far.
+    pub fn received(&self) -> usize {
+        self.received.lock().map(|m| m.len()).unwrap_or_default()
+    }
+
     /// Settings that send system email here.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

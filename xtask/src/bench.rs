@@ -3,6 +3,9 @@
 //! and graphile-worker 0.18 from npm; pgbench comes with Postgres), builds `zoark-worker` and
 //! `zoark-bench` in release mode, and runs `zoark-bench queue`, which prints the table and writes
 //! `<target>/bench/queue.json`.
+//!
+//! `cargo xtask bench email`: the same cluster, `zoark-api`, `zoark-worker` and `zoark-bench`
+//! in release mode, then `zoark-bench email`, which writes `<target>/bench/email.json`.
 
 use std::path::{Path, PathBuf};
 
@@ -66,12 +69,39 @@ fn install_peers(root: &Path) -> Result<Peers> {
     })
 }
 
+pub fn email(root: &Path, args: &[String]) -> Result<()> {
+    build(root)?;
+    let pg = postgres::provision_profile(root, Profile::Bench)?;
+    let target = target_dir(root);
+    let status = std::process::Command::new(target.join("release/zoark-bench"))
+        .arg("email")
+        .arg("--server")
+        .arg(pg.server())
+        .arg("--api-bin")
+        .arg(target.join("release/zoark-api"))
+        .arg("--worker-bin")
+        .arg(target.join("release/zoark-worker"))
+        .arg("--out")
+        .arg(target.join("bench/email.json"))
+        .args(args)
+        .current_dir(root)
+        .status()
+        .context("running zoark-bench");
+    pg.stop_if_started()?;
+    if !status?.success() {
+        bail!("the email benchmark failed");
+    }
+    Ok(())
+}
+
 fn build(root: &Path) -> Result<()> {
     let status = std::process::Command::new("cargo")
         .args([
             "build",
             "--release",
             "--locked",
+            "-p",
+            "zoark-api",
             "-p",
             "zoark-worker",
             "-p",
@@ -80,9 +110,9 @@ fn build(root: &Path) -> Result<()> {
         .env("SQLX_OFFLINE", "true")
         .current_dir(root)
         .status()
-        .context("building zoark-worker and zoark-bench")?;
+        .context("building zoark-api, zoark-worker and zoark-bench")?;
     if !status.success() {
-        bail!("building zoark-worker and zoark-bench failed");
+        bail!("building zoark-api, zoark-worker and zoark-bench failed");
     }
     Ok(())
 }

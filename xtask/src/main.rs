@@ -6,6 +6,7 @@
 //! - `openapi`: write or check the committed spec; `sqlx`: prepare or check `.sqlx/`;
 //! - `pg`: start, stop or show the local cluster;
 //! - `bench queue`: Zoark's job engine beside graphile-worker and the raw-SQL ceiling.
+//! - `bench email`: email deliveries per second through API, jobs, worker and SMTP.
 
 mod bench;
 mod dev;
@@ -64,6 +65,12 @@ enum BenchKind {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Email deliveries per second through API → jobs → worker → SMTP on loopback.
+    Email {
+        /// Extra arguments for `zoark-bench email` (e.g. `--recipients 1000`; see `--help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +98,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchKind::Queue { args },
         } => bench::queue(&root, &args),
+        Command::Bench {
+            what: BenchKind::Email { args },
+        } => bench::email(&root, &args),
         Command::Pg {
             action: PgAction::Start,
         } => {

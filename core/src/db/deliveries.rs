@@ -498,3 +498,29 @@ pub async fn fail_orphans(conn: &mut PgConnection) -> sqlx::Result<u64> {
     .await
     .map(|r| r.rows_affected())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsubscribe_tokens_name_their_delivery_and_refuse_tampering() {
+        let key = EncryptionKey::from_bytes([7; 32]);
+        let other = EncryptionKey::from_bytes([8; 32]);
+        let id = Uuid::now_v7();
+        let token = unsubscribe_token(&key, id);
+        assert_eq!(token.len(), 43);
+        assert_eq!(unsubscribe_delivery(&key, &token), Some(id));
+        assert_eq!(unsubscribe_delivery(&other, &token), None);
+        // Another delivery's id with this signature, a flipped byte, a short or foreign token.
+        use base64::Engine as _;
+        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&token)
+            .unwrap();
+        bytes[3] ^= 1;
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
+        assert_eq!(unsubscribe_delivery(&key, &forged), None);
+        assert_eq!(unsubscribe_delivery(&key, &token[..40]), None);
+        assert_eq!(unsubscribe_delivery(&key, "not a token!"), None);
+    }
+}

@@ -3,6 +3,7 @@
 //! log — or through an organization's connected Gmail or Outlook account ([`OAuthSender`]).
 
 mod oauth;
+mod smtp;
 mod transport;
 
 use anyhow::Context as _;

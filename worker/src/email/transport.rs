@@ -11,7 +11,10 @@ use lettre::{
 use secrecy::ExposeSecret as _;
 use zoark_core::settings::{EmailSettings, EmailTransport, SmtpSecurity};
 
-use super::Rendered;
+use super::{
+    Rendered,
+    smtp::{PoolError, SmtpPool},
+};
 
 /// Why a message was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +60,10 @@ impl SendError {
 pub enum Mailer {
     /// Development: the message is written to the log.
     Console { from: Mailbox },
-    Smtp {
+    /// Plain or STARTTLS: our pool of `TCP_NODELAY` connections (see [`super::smtp`]).
+    Smtp { from: Mailbox, pool: SmtpPool },
+    /// Implicit TLS: lettre's pooled transport.
+    SmtpTls {
         from: Mailbox,
         transport: AsyncSmtpTransport<Tokio1Executor>,
     },
@@ -106,27 +112,38 @@ impl Mailer {
         security: SmtpSecurity,
         credentials: Option<(String, String)>,
     ) -> anyhow::Result<Self> {
-        let builder = match security {
-            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
-            SmtpSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?,
-            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
-        };
-        let mut builder = builder
-            .port(port)
-            .timeout(Some(std::time::Duration::from_secs(30)));
-        if let Some((user, password)) = credentials {
-            builder = builder.credentials(Credentials::new(user, password));
-        }
-        Ok(Self::Smtp {
-            from,
-            transport: builder.build(),
+        let timeout = std::time::Duration::from_secs(30);
+        let credentials = credentials.map(|(user, password)| Credentials::new(user, password));
+        Ok(match security {
+            SmtpSecurity::None | SmtpSecurity::StartTls => Self::Smtp {
+                from,
+                pool: SmtpPool::new(
+                    host,
+                    port,
+                    security == SmtpSecurity::StartTls,
+                    credentials,
+                    timeout,
+                ),
+            },
+            SmtpSecurity::Tls => {
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::relay(host)?
+                    .port(port)
+                    .timeout(Some(timeout));
+                if let Some(credentials) = credentials {
+                    builder = builder.credentials(credentials);
+                }
+                Self::SmtpTls {
+                    from,
+                    transport: builder.build(),
+                }
+            }
         })
     }
 
     /// The sender of the messages this transport sends.
     pub fn from(&self) -> &Mailbox {
         match self {
-            Self::Console { from } | Self::Smtp { from, .. } => from,
+            Self::Console { from } | Self::Smtp { from, .. } | Self::SmtpTls { from, .. } => from,
         }
     }
 
@@ -158,7 +175,14 @@ impl Mailer {
                 );
                 Ok(())
             }
-            Self::Smtp { transport, .. } => transport
+            Self::Smtp { pool, .. } => pool
+                .send(email.envelope(), &email.formatted())
+                .await
+                .map_err(|e| match e {
+                    PoolError::Smtp(e) => SendError::from_smtp(&e),
+                    other => SendError::Transient(other.to_string()),
+                }),
+            Self::SmtpTls { transport, .. } => transport
                 .send(email)
                 .await
                 .map(|_| ())
