@@ -1,13 +1,12 @@
-//! Enqueueing the platform's own emails (invitations, password resets) in the caller's
-//! transaction, with their parameters sealed (they carry single-use tokens).
+//! The platform's own emails (invitations, password resets) from the API: their links and
+//! dates, and enqueueing in the caller's transaction through
+//! [`zoark_jobs::email::enqueue_system`] (which seals the parameters: they carry single-use
+//! tokens).
 
 use serde_json::Value;
 use sqlx::PgConnection;
-use zoark_core::{Settings, crypto};
-use zoark_jobs::{
-    Opts,
-    email::{SendSystemEmail, SystemTemplate},
-};
+use zoark_core::Settings;
+use zoark_jobs::{Opts, email::SystemTemplate};
 
 use crate::error::ApiError;
 
@@ -27,7 +26,7 @@ pub fn when(at: chrono::DateTime<chrono::Utc>) -> String {
 /// Enqueues `template` to `to` with `params`, in `conn`'s transaction.
 ///
 /// # Errors
-/// Sealing or enqueue failures (500).
+/// A missing parameter, sealing or enqueue failures (500).
 pub async fn enqueue(
     conn: &mut PgConnection,
     settings: &Settings,
@@ -36,15 +35,7 @@ pub async fn enqueue(
     params: &Value,
     opts: Opts,
 ) -> Result<(), ApiError> {
-    let plain = serde_json::to_vec(params).map_err(|e| ApiError::Internal(e.into()))?;
-    let sealed_params = crypto::seal_text(&settings.encryption_key, &plain)
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let job = SendSystemEmail {
-        to: to.to_owned(),
-        template,
-        sealed_params,
-    };
-    zoark_jobs::enqueue(conn, &job, opts)
+    zoark_jobs::email::enqueue_system(conn, &settings.encryption_key, to, template, params, opts)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(())

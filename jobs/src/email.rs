@@ -1,13 +1,18 @@
 //! Email jobs. [`SendSystemEmail`] carries one message the platform itself sends (invitation,
-//! password reset); the email issue adds organization accounts, broadcasts and delivery rows.
+//! password reset, task and approval notices, reminders), enqueued with [`enqueue_system`]; the
+//! email issue adds organization accounts, broadcasts and delivery rows.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use zoark_core::{crypto, settings::EncryptionKey};
 
-use crate::Job;
+use crate::{EnqueueError, Enqueued, Job, Opts};
 
-/// Which system email; each has a text and an HTML template in `worker/src/email/templates/`.
+/// Which system email; each has a subject, a text and an HTML template in
+/// `worker/src/email/templates/`, and renders with the branding of the job's organization.
+///
+/// Parameters are strings unless noted; optional ones may be absent or `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SystemTemplate {
@@ -17,16 +22,148 @@ pub enum SystemTemplate {
     PasswordReset,
     /// Params: `display_name`, `from_address`, `requested_by`.
     AccountTest,
+    /// A task was assigned to the recipient. Params: `assignee_name`, `assigner_name`,
+    /// `task_title`, `project_name`, `task_url`; optional `due_date`.
+    TaskAssignment,
+    /// An item waits for the recipient's approval at one stage of its pipeline. Params:
+    /// `approver_name`, `requester_name`, `item_title`, `item_kind` (e.g. "invoice"),
+    /// `stage_name`, `approve_url`; optional `amount` (formatted, e.g. "€1,200.00").
+    ApprovalRequest,
+    /// An approval still waits. Params: `approver_name`, `item_title`, `item_kind`,
+    /// `waiting_since`, `escalated` (bool: the approval passed to the recipient, the next
+    /// approver, which changes the subject and wording), `approve_url`.
+    ApprovalNudge,
+    /// A reminder someone set. Params: `recipient_name`, `title`, `body` (plain text); optional
+    /// `due_at`, `url`.
+    Reminder,
+    /// Log your hours. Params: `recipient_name`, `period` (e.g. "week of 2026-11-23"),
+    /// `hours_logged`, `hours_expected` (numbers or strings), `timesheet_url`.
+    TimesheetReminder,
 }
 
 impl SystemTemplate {
+    /// The name in templates, job payloads and `email_deliveries.template`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Invitation => "invitation",
             Self::PasswordReset => "password_reset",
             Self::AccountTest => "account_test",
+            Self::TaskAssignment => "task_assignment",
+            Self::ApprovalRequest => "approval_request",
+            Self::ApprovalNudge => "approval_nudge",
+            Self::Reminder => "reminder",
+            Self::TimesheetReminder => "timesheet_reminder",
         }
     }
+
+    /// The parameters the template cannot do without (see each variant); a message without
+    /// one of them is refused rather than sent with a blank.
+    pub fn required_params(self) -> &'static [&'static str] {
+        match self {
+            Self::Invitation => &[
+                "inviter_name",
+                "organization_name",
+                "role",
+                "accept_url",
+                "expires_at",
+            ],
+            Self::PasswordReset => &["name", "reset_url", "expires_at"],
+            Self::AccountTest => &["display_name", "from_address", "requested_by"],
+            Self::TaskAssignment => &[
+                "assignee_name",
+                "assigner_name",
+                "task_title",
+                "project_name",
+                "task_url",
+            ],
+            Self::ApprovalRequest => &[
+                "approver_name",
+                "requester_name",
+                "item_title",
+                "item_kind",
+                "stage_name",
+                "approve_url",
+            ],
+            Self::ApprovalNudge => &[
+                "approver_name",
+                "item_title",
+                "item_kind",
+                "waiting_since",
+                "escalated",
+                "approve_url",
+            ],
+            Self::Reminder => &["recipient_name", "title", "body"],
+            Self::TimesheetReminder => &[
+                "recipient_name",
+                "period",
+                "hours_logged",
+                "hours_expected",
+                "timesheet_url",
+            ],
+        }
+    }
+
+    /// The first required parameter `params` lacks (absent or `null`), or the reason it is
+    /// not an object.
+    ///
+    /// # Errors
+    /// [`ParamsError`] naming what is wrong.
+    pub fn check_params(self, params: &serde_json::Value) -> Result<(), ParamsError> {
+        let object = params.as_object().ok_or(ParamsError::NotAnObject)?;
+        match self
+            .required_params()
+            .iter()
+            .find(|name| object.get(**name).is_none_or(serde_json::Value::is_null))
+        {
+            Some(name) => Err(ParamsError::Missing(self.as_str(), name)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parameters a template cannot render.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    #[error("the template parameters are not a JSON object")]
+    NotAnObject,
+    #[error("the {0} email needs the `{1}` parameter")]
+    Missing(&'static str, &'static str),
+}
+
+/// Why a system email could not be enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemEmailError {
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    #[error("sealing the parameters: {0}")]
+    Seal(#[from] crypto::CryptoError),
+    #[error(transparent)]
+    Enqueue(#[from] EnqueueError),
+}
+
+/// Enqueues `template` to `to` with `params` (a JSON object holding at least the template's
+/// [required parameters](SystemTemplate::required_params)) in `conn`'s transaction, the
+/// parameters sealed with `key`. `opts` names the organization whose branding the message
+/// carries ([`Opts::platform`] for Zoark's own).
+///
+/// # Errors
+/// A missing parameter, a sealing failure, or an enqueue (database) error.
+pub async fn enqueue_system(
+    conn: &mut sqlx::PgConnection,
+    key: &EncryptionKey,
+    to: &str,
+    template: SystemTemplate,
+    params: &serde_json::Value,
+    opts: Opts,
+) -> Result<Enqueued, SystemEmailError> {
+    template.check_params(params)?;
+    let plain = serde_json::to_vec(params).map_err(EnqueueError::Payload)?;
+    let job = SendSystemEmail {
+        to: to.to_owned(),
+        template,
+        sealed_params: crypto::seal_text(key, &plain)?,
+    };
+    Ok(crate::enqueue(conn, &job, opts).await?)
 }
 
 /// One system email to one address. The template parameters hold a secret (the link's
@@ -134,7 +271,7 @@ pub async fn send_broadcast(
 ) -> Result<FanOut, crate::EnqueueError> {
     use zoark_core::db::broadcasts;
 
-    use crate::{NewJob, Opts, enqueue, enqueue_many};
+    use crate::{NewJob, enqueue, enqueue_many};
 
     let recipients = broadcasts::resolve_recipients(conn, broadcast).await?;
     let fanned = broadcasts::fan_out(conn, broadcast, &recipients).await?;

@@ -1,5 +1,6 @@
 //! The identity emails end to end: password reset and invitations through the API, the email
-//! job, the real worker and a real SMTP server on loopback; the links' single-use tokens.
+//! job, the real worker and a real SMTP server on loopback; the links' single-use tokens; the
+//! organization's branding on what it sends.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -94,6 +95,9 @@ async fn a_password_reset_link_works_once_and_signs_the_account_out_everywhere()
     let message = &smtp.messages()[0];
     assert!(message.data.contains("Subject: Reset your Zoark password"));
     assert!(message.from.contains("no-reply@zoark.test"));
+    // No organization sends a password reset: Zoark's own branding.
+    assert!(message.decoded().contains("Sent by Zoark."));
+    assert!(!message.decoded().contains("via Zoark"));
 
     // A weak password is refused and the token survives it.
     let (status, body) = call(
@@ -381,4 +385,54 @@ async fn an_invitation_joins_new_and_existing_accounts_with_the_invited_role_onc
             "member.joined"
         ]
     );
+}
+
+#[tokio::test]
+async fn an_invitation_carries_the_organizations_name_logo_and_color() {
+    let (app, smtp) = app_with_smtp().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
+    let token = Some(admin.access_token.as_str());
+    let (status, body) = call(
+        &app,
+        Method::PATCH,
+        "/api/v1/organization",
+        token,
+        json!({"branding": {
+            "display_name": "Engines & Co",
+            "logo_url": "https://cdn.example.com/engines.png",
+            "primary_color": "#C0FFEE",
+        }}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        "/api/v1/organization/invitations",
+        token,
+        json!({"email": "grace@example.com", "role": "member"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    let mail = messages[0].decoded();
+    assert!(mail.contains("Content-Type: text/html"), "{mail}");
+    // The HTML part (minijinja escapes `&` and `/` in it).
+    assert!(
+        mail.contains("Sent by Engines &amp; Co via Zoark."),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(
+            r#"<img src="https:&#x2f;&#x2f;cdn.example.com&#x2f;engines.png" alt="Engines &amp; Co""#
+        ),
+        "{mail}"
+    );
+    assert!(mail.contains("background:#c0ffee"), "{mail}");
+    assert!(!mail.contains("#1f6feb"), "{mail}");
+    // The text part.
+    assert!(mail.contains("Sent by Engines & Co via Zoark."), "{mail}");
 }

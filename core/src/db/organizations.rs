@@ -52,6 +52,71 @@ pub async fn get<P>(
     .await
 }
 
+/// What the platform's emails show of an organization: its name in the header and footer, its
+/// logo, its color on buttons and links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branding {
+    /// The display name, else the name.
+    pub name: String,
+    pub logo_url: Option<String>,
+    pub primary_color: Option<String>,
+}
+
+impl Branding {
+    /// Zoark's blue, for organizations without a (valid) color of their own.
+    pub const DEFAULT_COLOR: &'static str = "#1f6feb";
+
+    /// Zoark's own branding, for emails no organization sends (password resets).
+    pub fn zoark() -> Self {
+        Self {
+            name: "Zoark".to_owned(),
+            logo_url: None,
+            primary_color: None,
+        }
+    }
+
+    /// The primary color when it is `#rrggbb`, else [`Self::DEFAULT_COLOR`]: the value goes into
+    /// inline CSS, so nothing but a hex color may reach it, whatever is stored.
+    pub fn color(&self) -> &str {
+        let valid = |c: &&str| {
+            c.strip_prefix('#')
+                .is_some_and(|hex| hex.len() == 6 && hex.chars().all(|h| h.is_ascii_hexdigit()))
+        };
+        self.primary_color
+            .as_deref()
+            .filter(valid)
+            .unwrap_or(Self::DEFAULT_COLOR)
+    }
+
+    /// The logo URL when it is an http(s) URL (never `javascript:` or `data:`).
+    pub fn logo(&self) -> Option<&str> {
+        self.logo_url
+            .as_deref()
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+    }
+}
+
+/// The branding of organization `organization_id`, or `None` when it does not exist (or was
+/// deleted). For platform connections (workers), which see every organization.
+///
+/// # Errors
+/// Database errors.
+pub async fn branding(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+) -> sqlx::Result<Option<Branding>> {
+    sqlx::query_as!(
+        Branding,
+        r#"
+        SELECT coalesce(display_name, name) AS "name!", logo_url, primary_color
+        FROM organizations WHERE id = $1 AND deleted_at IS NULL
+        "#,
+        organization_id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
 /// A partial update: `None` leaves a field alone; `Some(None)` clears an optional one.
 #[derive(Debug, Clone, Default)]
 pub struct Patch {

@@ -1,10 +1,11 @@
 //! `email.send_test`: a test message through one of an organization's sending accounts, over
-//! SMTP or, for Gmail and Outlook, through the provider's API with the account's OAuth tokens.
+//! SMTP or, for Gmail and Outlook, through the provider's API with the account's OAuth tokens;
+//! the message carries the organization's branding.
 
 use anyhow::Context as _;
 use lettre::message::Mailbox;
 use uuid::Uuid;
-use zoark_core::db::email_accounts;
+use zoark_core::db::{email_accounts, organizations::Branding};
 use zoark_jobs::email::{SendTestEmail, SystemTemplate};
 
 use crate::{
@@ -22,6 +23,7 @@ async fn send(ctx: WorkerContext, job: SendTestEmail, run: JobContext) -> JobRes
     let organization_id = run
         .organization_id
         .ok_or_else(|| JobError::Fatal(anyhow::anyhow!("a test email needs an organization")))?;
+    let branding = super::email::branding(&ctx.pool, Some(organization_id)).await?;
     let mut conn = ctx.pool.acquire().await.context("acquiring a connection")?;
     if let Some(account) =
         email_accounts::smtp_for_sending(&mut conn, organization_id, job.account_id)
@@ -29,7 +31,7 @@ async fn send(ctx: WorkerContext, job: SendTestEmail, run: JobContext) -> JobRes
             .context("loading the email account")?
     {
         drop(conn);
-        return send_smtp(&ctx, &job, account).await;
+        return send_smtp(&ctx, &job, account, &branding).await;
     }
     let account = email_accounts::oauth_for_sending(&mut conn, organization_id, job.account_id)
         .await
@@ -42,7 +44,12 @@ async fn send(ctx: WorkerContext, job: SendTestEmail, run: JobContext) -> JobRes
         .to
         .parse()
         .map_err(|e| JobError::Fatal(anyhow::anyhow!("`{}` is not an address: {e}", job.to)))?;
-    let message = test_message(&job, &account.display_name, &account.from_address)?;
+    let message = test_message(
+        &job,
+        &account.display_name,
+        &account.from_address,
+        &branding,
+    )?;
     let message_id = format!("<{}@zoark>", Uuid::now_v7());
     let email = build(from, to, &message, &message_id, &[]).map_err(SendError::into_job_error)?;
     let sent = ctx
@@ -63,10 +70,11 @@ async fn send_smtp(
     ctx: &WorkerContext,
     job: &SendTestEmail,
     account: email_accounts::Smtp,
+    branding: &Branding,
 ) -> JobResult {
     let mailer = Mailer::for_account(&ctx.settings.encryption_key, &account)
         .map_err(SendError::into_job_error)?;
-    let message = test_message(job, &account.display_name, &account.from_address)?;
+    let message = test_message(job, &account.display_name, &account.from_address, branding)?;
     match mailer.send(&job.to, &message).await {
         Ok(message_id) => {
             tracing::info!(email.account_id = %job.account_id, email.message_id = %message_id, "test email sent");
@@ -80,6 +88,7 @@ fn test_message(
     job: &SendTestEmail,
     display_name: &str,
     from_address: &str,
+    branding: &Branding,
 ) -> Result<Rendered, JobError> {
     render(
         SystemTemplate::AccountTest,
@@ -88,6 +97,7 @@ fn test_message(
             "from_address": from_address,
             "requested_by": job.requested_by,
         }),
+        branding,
     )
     .map_err(JobError::Fatal)
 }
