@@ -110,14 +110,18 @@ impl SystemTemplate {
     /// [`ParamsError`] naming what is wrong.
     pub fn check_params(self, params: &serde_json::Value) -> Result<(), ParamsError> {
         let object = params.as_object().ok_or(ParamsError::NotAnObject)?;
-        match self
+        if let Some(name) = self
             .required_params()
             .iter()
             .find(|name| object.get(**name).is_none_or(serde_json::Value::is_null))
         {
-            Some(name) => Err(ParamsError::Missing(self.as_str(), name)),
-            None => Ok(()),
+            return Err(ParamsError::Missing(self.as_str(), name));
         }
+        // A flag that switches wording must be a real boolean: the string "false" is truthy.
+        if self == Self::ApprovalNudge && object.get("escalated").is_some_and(|v| !v.is_boolean()) {
+            return Err(ParamsError::NotBoolean(self.as_str(), "escalated"));
+        }
+        Ok(())
     }
 }
 
@@ -128,6 +132,8 @@ pub enum ParamsError {
     NotAnObject,
     #[error("the {0} email needs the `{1}` parameter")]
     Missing(&'static str, &'static str),
+    #[error("the {0} email's `{1}` parameter must be true or false")]
+    NotBoolean(&'static str, &'static str),
 }
 
 /// Why a system email could not be enqueued.
@@ -305,4 +311,40 @@ pub async fn send_broadcast(
         queued: queued.len(),
         suppressed: fanned.len() - queued.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn parameters_are_checked_before_enqueueing() {
+        let nudge = json!({"approver_name": "A", "item_title": "Invoice 7", "item_kind": "invoice",
+                           "waiting_since": "2026-11-20", "escalated": false,
+                           "approve_url": "https://x/a"});
+        assert_eq!(SystemTemplate::ApprovalNudge.check_params(&nudge), Ok(()));
+        let mut escalated = nudge.clone();
+        escalated["escalated"] = json!(true);
+        assert_eq!(
+            SystemTemplate::ApprovalNudge.check_params(&escalated),
+            Ok(())
+        );
+        escalated["escalated"] = json!("false");
+        assert_eq!(
+            SystemTemplate::ApprovalNudge.check_params(&escalated),
+            Err(ParamsError::NotBoolean("approval_nudge", "escalated"))
+        );
+        let mut missing = nudge;
+        missing["approve_url"] = serde_json::Value::Null;
+        assert_eq!(
+            SystemTemplate::ApprovalNudge.check_params(&missing),
+            Err(ParamsError::Missing("approval_nudge", "approve_url"))
+        );
+        assert_eq!(
+            SystemTemplate::Reminder.check_params(&json!([])),
+            Err(ParamsError::NotAnObject)
+        );
+    }
 }
