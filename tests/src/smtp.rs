@@ -67,6 +67,9 @@ pub enum Fault {
     Reply(u16),
     /// Close the connection without answering.
     Drop,
+    /// At [`Stage::Data`]: keep the message (it counts as received), then close the connection
+    /// without answering — the client cannot know it was accepted.
+    AcceptThenDrop,
 }
 
 #[derive(Default)]
@@ -213,7 +216,7 @@ async fn session(
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
     match fault_at(&faults, Stage::Connect) {
-        Some(Fault::Drop) => return,
+        Some(Fault::Drop | Fault::AcceptThenDrop) => return,
         Some(Fault::Reply(code)) => {
             let _ = write.write_all(&reply_for(code)).await;
             return;
@@ -253,7 +256,7 @@ async fn session(
             fault = rejected.map(Fault::Reply);
         }
         match fault {
-            Some(Fault::Drop) => return,
+            Some(Fault::Drop | Fault::AcceptThenDrop) => return,
             Some(Fault::Reply(code)) => {
                 if write.write_all(&reply_for(code)).await.is_err() || code == 421 {
                     return;
@@ -301,8 +304,19 @@ async fn session(
                 }
                 data.push_str(line.strip_prefix('.').unwrap_or(&line));
             }
-            match fault_at(&faults, Stage::Data) {
-                Some(Fault::Drop) => return,
+            let fault = fault_at(&faults, Stage::Data);
+            if matches!(fault, None | Some(Fault::AcceptThenDrop))
+                && let Ok(mut messages) = store.lock()
+            {
+                messages.push(Received {
+                    from: from.clone(),
+                    to: to.clone(),
+                    data: data.clone(),
+                    auth: auth.clone(),
+                });
+            }
+            match fault {
+                Some(Fault::Drop | Fault::AcceptThenDrop) => return,
                 Some(Fault::Reply(code)) => {
                     if write.write_all(&reply_for(code)).await.is_err() || code == 421 {
                         return;
@@ -310,14 +324,6 @@ async fn session(
                     continue;
                 }
                 None => {}
-            }
-            if let Ok(mut messages) = store.lock() {
-                messages.push(Received {
-                    from: from.clone(),
-                    to: to.clone(),
-                    data,
-                    auth: auth.clone(),
-                });
             }
             b"250 OK queued\r\n"
         } else if upper.starts_with("QUIT") {

@@ -817,3 +817,27 @@ async fn a_delivery_is_sent_once_even_when_its_job_runs_twice() {
     assert_eq!(done["status"], "sent");
     assert_eq!(s.smtp.messages().len(), 2);
 }
+
+/// The one window the claim cannot close, shown as it is: the server accepted the message but
+/// the connection died before its answer, so the worker retries and the recipient gets a second
+/// copy — with the same Message-ID, derived from the delivery, so that it can be recognised.
+#[tokio::test]
+async fn a_message_accepted_but_never_acknowledged_is_sent_again_with_the_same_message_id() {
+    let s = setup().await;
+    s.smtp.fail_next(Stage::Data, Fault::AcceptThenDrop, 1);
+    let created = s.create(s.body(&["window@example.com".into()])).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    s.send(&id).await;
+    let done = s.run_until_finished(&id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "sent");
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 2, "the documented duplicate");
+    let ids: Vec<&str> = messages
+        .iter()
+        .map(|m| header(&m.data, "Message-ID").unwrap())
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+    let deliveries = s.deliveries(&id).await;
+    assert_eq!(deliveries[0]["attempts"], 2);
+    assert_eq!(deliveries[0]["provider_message_id"], ids[0]);
+}
