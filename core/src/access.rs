@@ -133,6 +133,10 @@ permissions! {
     ReadEmailAccounts = "email_accounts.read", Member;
     /// Connect, change, test and remove sending accounts.
     ManageEmailAccounts = "email_accounts.manage", Manager;
+    /// See the team directory.
+    ReadTeam = "team.read", Viewer;
+    /// Add, change and remove people of the team directory.
+    ManageTeam = "team.manage", Manager;
     /// See broadcasts, their deliveries and the suppression list.
     ReadBroadcasts = "broadcasts.read", Member;
     /// Create, send and cancel broadcasts; add to and remove from the suppression list.

@@ -14,6 +14,7 @@ pub mod memberships;
 pub mod organizations;
 pub mod password_resets;
 pub mod sessions;
+pub mod team_members;
 pub mod tenant;
 pub mod users;
 

@@ -59,6 +59,8 @@ fn valid_body(operation_id: &str) -> Option<Value> {
         "broadcasts_create" => Some(json!({"email_account_id": Uuid::nil(), "subject": "Hello",
             "body_text": "Hi", "recipients": ["someone@example.com"]})),
         "suppressions_create" => Some(json!({"email": "quiet@example.com"})),
+        "team_members_create" => Some(json!({"name": "Ada", "email": "ada@example.com"})),
+        "team_members_update" => Some(json!({"department": "Ops"})),
         "invitations_create" => Some(json!({"email": "invitee@example.com", "role": "viewer"})),
         "auth_password_reset" => Some(json!({"email": "x@example.com"})),
         "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),
@@ -211,6 +213,18 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         let body: Value = response.json().await.unwrap();
         body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
     };
+    let a_team_member = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/team-members",
+                Some(&a.access_token),
+                Some(&json!({"name": "secret-of-a", "email": "ops@example.com"})),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     let a_broadcast = {
         let response = app
             .call(
@@ -256,6 +270,7 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/api-keys/{id}", key),
         ("/api/v1/email-accounts/{id}", a_account),
         ("/api/v1/email-accounts/{id}/test", a_account),
+        ("/api/v1/team-members/{id}", a_team_member),
         ("/api/v1/broadcasts/{id}", a_broadcast),
         ("/api/v1/broadcasts/{id}/send", a_broadcast),
         ("/api/v1/broadcasts/{id}/cancel", a_broadcast),
@@ -312,6 +327,12 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         (role.as_str(), revoked_key, revoked_session),
         ("member", false, false)
     );
+    let (name,): (String,) = sqlx::query_as("SELECT name FROM team_members WHERE id = $1")
+        .bind(a_team_member)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(name, "secret-of-a");
     let (broadcast_status, suppressed): (String, i64) = sqlx::query_as(
         "SELECT (SELECT status FROM broadcasts WHERE id = $1),
                 (SELECT count(*) FROM email_suppressions WHERE id = $2)",

@@ -8,6 +8,7 @@ pub mod email_accounts;
 pub mod health;
 pub mod jobs;
 pub mod organization;
+pub mod team_members;
 
 /// Tags grouping operations in the spec and Swagger UI.
 #[derive(poem_openapi::Tags)]
@@ -26,6 +27,8 @@ pub enum ApiTags {
     AuditLog,
     /// Sending accounts of the organization.
     EmailAccounts,
+    /// The team directory: people, their roles and working hours.
+    Team,
     /// Emails to many recipients, their deliveries, the suppression list and unsubscribing.
     Broadcasts,
 }

@@ -115,7 +115,7 @@ pub struct SettingsPatch {
     pub default_sender_email_account_id: MaybeUndefined<Uuid>,
 }
 
-fn logo_url(raw: &str) -> Result<String, Invalid> {
+pub(crate) fn logo_url(raw: &str) -> Result<String, Invalid> {
     let url = url::Url::parse(raw.trim()).map_err(|e| Invalid(format!("is not a URL: {e}")))?;
     if !matches!(url.scheme(), "https" | "http") || raw.len() > 2048 {
         return Err(Invalid(
@@ -134,14 +134,14 @@ fn color(raw: &str) -> Result<String, Invalid> {
     }
 }
 
-fn time_zone(raw: &str) -> Result<String, Invalid> {
+pub(crate) fn time_zone(raw: &str) -> Result<String, Invalid> {
     raw.parse::<chrono_tz::Tz>()
         .map(|tz| tz.name().to_owned())
         .map_err(|_| Invalid("is not an IANA time zone (e.g. Europe/Paris)".into()))
 }
 
 /// `MaybeUndefined<T>` → `None` (leave), `Some(None)` (clear), `Some(Some(v))` (set, parsed).
-fn optional<T>(
+pub(crate) fn optional<T>(
     fields: &mut Fields,
     field: &str,
     value: MaybeUndefined<String>,
