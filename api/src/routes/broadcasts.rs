@@ -539,7 +539,7 @@ impl BroadcastsApi {
         let granted = auth.grant::<ManageBroadcasts>(&state).await?;
         let organization_id = granted.organization_id();
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        let (broadcast, job) = broadcasts::lock(&mut tx, organization_id, id.0)
+        let broadcast = broadcasts::lock(&mut tx, organization_id, id.0)
             .await?
             .ok_or_else(not_found)?;
         if !matches!(broadcast.status.as_str(), "draft" | "scheduled") {
@@ -557,7 +557,7 @@ impl BroadcastsApi {
                 ),
             });
         }
-        if let Some(job) = job {
+        if let Some(job) = broadcast.job_id {
             cancel_waiting(&mut tx, organization_id, &[job]).await?;
         }
         let fanned = send_broadcast(&mut tx, &broadcast)
@@ -605,7 +605,7 @@ impl BroadcastsApi {
         let granted = auth.grant::<ManageBroadcasts>(&state).await?;
         let organization_id = granted.organization_id();
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        let (broadcast, job) = broadcasts::lock(&mut tx, organization_id, id.0)
+        let broadcast = broadcasts::lock(&mut tx, organization_id, id.0)
             .await?
             .ok_or_else(not_found)?;
         if !matches!(broadcast.status.as_str(), "draft" | "scheduled" | "sending") {
@@ -614,7 +614,7 @@ impl BroadcastsApi {
                 detail: format!("The broadcast is already {}.", broadcast.status),
             });
         }
-        let jobs = broadcasts::cancel(&mut tx, &broadcast, job).await?;
+        let jobs = broadcasts::cancel(&mut tx, &broadcast).await?;
         let cancelled = cancel_waiting(&mut tx, organization_id, &jobs).await?;
         audit::record_granted(
             &mut tx,

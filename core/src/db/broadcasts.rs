@@ -25,6 +25,8 @@ pub struct Broadcast {
     pub recipient_count: i32,
     pub recipient_emails: Vec<String>,
     pub team_member_ids: Vec<Uuid>,
+    /// The scheduled send job of a `scheduled` broadcast.
+    pub job_id: Option<Uuid>,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -157,7 +159,7 @@ pub async fn list(
         r#"
         SELECT id, organization_id, email_account_id, project_id, subject, body_text, body_html, status,
                scheduled_for, started_at, finished_at, recipient_count, recipient_emails, team_member_ids,
-               created_by, created_at, updated_at
+               job_id, created_by, created_at, updated_at
         FROM broadcasts
         WHERE organization_id = $1 AND ($2::text IS NULL OR status = $2)
           AND ($3::uuid IS NULL OR id < $3)
@@ -187,7 +189,7 @@ pub async fn get(
         r#"
         SELECT id, organization_id, email_account_id, project_id, subject, body_text, body_html, status,
                scheduled_for, started_at, finished_at, recipient_count, recipient_emails, team_member_ids,
-               created_by, created_at, updated_at
+               job_id, created_by, created_at, updated_at
         FROM broadcasts WHERE organization_id = $1 AND id = $2
         "#,
         organization_id,
@@ -206,12 +208,13 @@ pub async fn lock(
     conn: &mut PgConnection,
     organization_id: Uuid,
     id: Uuid,
-) -> sqlx::Result<Option<(Broadcast, Option<Uuid>)>> {
-    let row = sqlx::query!(
+) -> sqlx::Result<Option<Broadcast>> {
+    sqlx::query_as!(
+        Broadcast,
         r#"
         SELECT id, organization_id, email_account_id, project_id, subject, body_text, body_html, status,
                scheduled_for, started_at, finished_at, recipient_count, recipient_emails, team_member_ids,
-               created_by, created_at, updated_at, job_id
+               job_id, created_by, created_at, updated_at
         FROM broadcasts WHERE organization_id = $1 AND id = $2
         FOR UPDATE
         "#,
@@ -219,31 +222,7 @@ pub async fn lock(
         id,
     )
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| {
-        (
-            Broadcast {
-                id: r.id,
-                organization_id: r.organization_id,
-                email_account_id: r.email_account_id,
-                project_id: r.project_id,
-                subject: r.subject,
-                body_text: r.body_text,
-                body_html: r.body_html,
-                status: r.status,
-                scheduled_for: r.scheduled_for,
-                started_at: r.started_at,
-                finished_at: r.finished_at,
-                recipient_count: r.recipient_count,
-                recipient_emails: r.recipient_emails,
-                team_member_ids: r.team_member_ids,
-                created_by: r.created_by,
-                created_at: r.created_at,
-                updated_at: r.updated_at,
-            },
-            r.job_id,
-        )
-    }))
+    .await
 }
 
 /// Deliveries of the given broadcasts counted by status: `(broadcast, status, count)`.
@@ -396,11 +375,7 @@ pub async fn set_delivery_jobs(
 ///
 /// # Errors
 /// Database errors.
-pub async fn cancel(
-    conn: &mut PgConnection,
-    broadcast: &Broadcast,
-    job_id: Option<Uuid>,
-) -> sqlx::Result<Vec<Uuid>> {
+pub async fn cancel(conn: &mut PgConnection, broadcast: &Broadcast) -> sqlx::Result<Vec<Uuid>> {
     let mut jobs = sqlx::query_scalar!(
         r#"
         WITH cancelled AS (
@@ -428,7 +403,7 @@ pub async fn cancel(
     )
     .execute(conn)
     .await?;
-    jobs.extend(job_id);
+    jobs.extend(broadcast.job_id);
     Ok(jobs)
 }
 

@@ -343,7 +343,7 @@ async fn fan_out(ctx: WorkerContext, job: SendBroadcast, run: JobContext) -> Job
         .organization_id
         .ok_or_else(|| JobError::Fatal(anyhow::anyhow!("a broadcast job needs an organization")))?;
     let mut tx = ctx.pool.begin().await.context("beginning a transaction")?;
-    let Some((broadcast, _)) = broadcasts::lock(&mut tx, organization_id, job.broadcast_id)
+    let Some(broadcast) = broadcasts::lock(&mut tx, organization_id, job.broadcast_id)
         .await
         .context("loading the broadcast")?
     else {
