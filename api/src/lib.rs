@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod etag;
 pub mod events;
 pub mod idempotency;
 pub mod json;
@@ -39,6 +40,8 @@ pub type Api = (
     routes::api_keys::ApiKeysApi,
     routes::audit_log::AuditLogApi,
     routes::team_members::TeamMembersApi,
+    routes::projects::ProjectsApi,
+    routes::tasks::TasksApi,
     routes::email_accounts::EmailAccountsApi,
     routes::broadcasts::BroadcastsApi,
     routes::jobs::JobsApi,
@@ -52,6 +55,8 @@ fn api() -> Api {
         routes::api_keys::ApiKeysApi,
         routes::audit_log::AuditLogApi,
         routes::team_members::TeamMembersApi,
+        routes::projects::ProjectsApi,
+        routes::tasks::TasksApi,
         routes::email_accounts::EmailAccountsApi,
         routes::broadcasts::BroadcastsApi,
         routes::jobs::JobsApi,

@@ -40,3 +40,20 @@ pub async fn enqueue(
         .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(())
 }
+
+/// Who acts, as emails name them: the user's name, or the organization's name for API keys.
+///
+/// # Errors
+/// Database errors.
+pub async fn actor_name<P>(
+    conn: &mut PgConnection,
+    granted: &zoark_core::access::Granted<P>,
+) -> Result<String, ApiError> {
+    if let Some(user_id) = granted.actor().user_id()
+        && let Some(name) = zoark_core::db::users::name(conn, user_id).await?
+    {
+        return Ok(name);
+    }
+    let organization = zoark_core::db::organizations::get(conn, granted).await?;
+    Ok(organization.display_name.unwrap_or(organization.name))
+}

@@ -145,6 +145,14 @@ permissions! {
     ReadJobs = "jobs.read", Viewer;
     /// Retry and cancel jobs.
     ManageJobs = "jobs.manage", Lead;
+    /// See projects, their members and metrics, tasks, the board and work history.
+    ReadProjects = "projects.read", Viewer;
+    /// Create, change, archive and delete projects; add and remove their members.
+    ManageProjects = "projects.manage", Lead;
+    /// Create and change tasks, move them on the board, log work, assign and unassign people.
+    WriteTasks = "tasks.write", Member;
+    /// Delete tasks with their history.
+    DeleteTasks = "tasks.delete", Lead;
 }
 
 /// Who acts: a user through a login session, or an API key.

@@ -13,7 +13,9 @@ pub mod login_throttle;
 pub mod memberships;
 pub mod organizations;
 pub mod password_resets;
+pub mod projects;
 pub mod sessions;
+pub mod tasks;
 pub mod team_members;
 pub mod tenant;
 pub mod users;
@@ -27,6 +29,13 @@ use sqlx::{
 };
 
 use crate::settings::Settings;
+
+/// Escapes `%`, `_` and `\\` so that a search term matches them literally in `ILIKE`.
+pub fn like_literal(q: &str) -> String {
+    q.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
 
 /// Zoark's own migrations (`migrations/` at the workspace root).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");

@@ -61,6 +61,12 @@ fn valid_body(operation_id: &str) -> Option<Value> {
         "suppressions_create" => Some(json!({"email": "quiet@example.com"})),
         "team_members_create" => Some(json!({"name": "Ada", "email": "ada@example.com"})),
         "team_members_update" => Some(json!({"department": "Ops"})),
+        "projects_create" => Some(json!({"name": "Bridge"})),
+        "projects_update" => Some(json!({"name": "Renamed"})),
+        "tasks_create" => Some(json!({"project_id": Uuid::nil(), "title": "Paint"})),
+        "tasks_update" => Some(json!({"title": "Renamed"})),
+        "tasks_move" => Some(json!({"status": "done"})),
+        "tasks_log_work" => Some(json!({"kind": "note", "note": "n"})),
         "invitations_create" => Some(json!({"email": "invitee@example.com", "role": "viewer"})),
         "auth_password_reset" => Some(json!({"email": "x@example.com"})),
         "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),
@@ -252,6 +258,31 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         let body: Value = response.json().await.unwrap();
         body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
     };
+    let a_project = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/projects",
+                Some(&a.access_token),
+                Some(&json!({"name": "secret-of-a"})),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
+    let a_task = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/tasks",
+                Some(&a.access_token),
+                Some(&json!({"project_id": a_project, "title": "secret-of-a",
+                             "assignee_ids": [a_team_member]})),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     let a_job = {
         let mut conn = app.pool.acquire().await.unwrap();
         let job = Record {
@@ -276,6 +307,14 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/broadcasts/{id}/cancel", a_broadcast),
         ("/api/v1/broadcasts/{id}/deliveries", a_broadcast),
         ("/api/v1/email-suppressions/{id}", a_suppression),
+        ("/api/v1/projects/{id}", a_project),
+        ("/api/v1/projects/{id}/members", a_project),
+        ("/api/v1/projects/{id}/members/{team_member_id}", a_project),
+        ("/api/v1/projects/{id}/board", a_project),
+        ("/api/v1/tasks/{id}", a_task),
+        ("/api/v1/tasks/{id}/move", a_task),
+        ("/api/v1/tasks/{id}/history", a_task),
+        ("/api/v1/tasks/{id}/assignees/{team_member_id}", a_task),
         ("/api/v1/jobs/{id}", a_job),
         ("/api/v1/jobs/{id}/retry", a_job),
         ("/api/v1/jobs/{id}/cancel", a_job),
@@ -343,4 +382,23 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
     .await
     .unwrap();
     assert_eq!((broadcast_status.as_str(), suppressed), ("draft", 1));
+    let (project_name, task_title, task_status, assignees): (String, String, String, i64) =
+        sqlx::query_as(
+            "SELECT p.name, t.title, t.status,
+                    (SELECT count(*) FROM task_assignments WHERE task_id = t.id)
+             FROM tasks t JOIN projects p ON p.id = t.project_id WHERE t.id = $1",
+        )
+        .bind(a_task)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            project_name.as_str(),
+            task_title.as_str(),
+            task_status.as_str(),
+            assignees
+        ),
+        ("secret-of-a", "secret-of-a", "backlog", 1)
+    );
 }

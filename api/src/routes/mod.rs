@@ -8,6 +8,8 @@ pub mod email_accounts;
 pub mod health;
 pub mod jobs;
 pub mod organization;
+pub mod projects;
+pub mod tasks;
 pub mod team_members;
 
 /// Tags grouping operations in the spec and Swagger UI.
@@ -31,6 +33,10 @@ pub enum ApiTags {
     Team,
     /// Emails to many recipients, their deliveries, the suppression list and unsubscribing.
     Broadcasts,
+    /// Projects, their members and their computed health and velocity.
+    Projects,
+    /// The task board: tasks, moves between columns, work history and assignments.
+    Tasks,
 }
 
 /// The answer of operations that return nothing.

@@ -10,7 +10,6 @@ use poem_openapi::{
     types::MaybeUndefined,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 use zoark_core::{
     access::{ManageTeam, ReadTeam},
@@ -25,7 +24,7 @@ use zoark_core::{
 use crate::{
     auth::{BearerAuth, client},
     error::{ApiError, Fields},
-    idempotency,
+    etag, idempotency,
     json::JsonBody,
     pagination::PageRequest,
     routes::{
@@ -159,16 +158,6 @@ pub enum TeamMemberCreated {
     ),
 }
 
-#[derive(ApiResponse)]
-pub enum TeamMemberFound {
-    /// The member, with its entity tag.
-    #[oai(status = 200)]
-    Ok(Json<Box<TeamMember>>, #[oai(header = "ETag")] String),
-    /// `If-None-Match` named the current entity tag: nothing changed.
-    #[oai(status = 304)]
-    NotModified(#[oai(header = "ETag")] String),
-}
-
 fn text(max: usize) -> impl Fn(&str) -> Result<String, Invalid> {
     move |raw: &str| {
         let v = raw.trim();
@@ -281,14 +270,6 @@ fn write_error(e: WriteError) -> ApiError {
     }
 }
 
-/// A strong entity tag: the SHA-256 of the representation.
-fn etag(member: &TeamMember) -> String {
-    let body = serde_json::to_vec(member).unwrap_or_default();
-    let digest = Sha256::digest(&body);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
-}
-
 #[OpenApi(tag = "ApiTags::Team", prefix_path = "/api/v1/team-members")]
 impl TeamMembersApi {
     /// Add a team member
@@ -388,7 +369,7 @@ impl TeamMembersApi {
         /// An entity tag from an earlier answer.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
-    ) -> Result<TeamMemberFound, ApiError> {
+    ) -> Result<etag::Found<TeamMember>, ApiError> {
         let granted = auth.grant::<ReadTeam>(&state).await?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         let member: TeamMember = team_members::get(&mut tx, &granted, id.0)
@@ -396,15 +377,7 @@ impl TeamMembersApi {
             .ok_or_else(not_found)?
             .into();
         tx.commit().await?;
-        let tag = etag(&member);
-        let matches = if_none_match.0.as_deref().is_some_and(|h| {
-            h.split(',')
-                .any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == tag)
-        });
-        if matches {
-            return Ok(TeamMemberFound::NotModified(tag));
-        }
-        Ok(TeamMemberFound::Ok(Json(Box::new(member)), tag))
+        Ok(etag::found(member, if_none_match.0.as_deref()))
     }
 
     /// Change a team member

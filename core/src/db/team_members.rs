@@ -126,10 +126,7 @@ pub async fn list(
         "#,
         proof.organization_id(),
         filter.department,
-        filter.query.as_deref().map(|q| q
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")),
+        filter.query.as_deref().map(super::like_literal),
         filter.before_id,
         limit,
     )
