@@ -153,6 +153,10 @@ permissions! {
     WriteTasks = "tasks.write", Member;
     /// Delete tasks with their history.
     DeleteTasks = "tasks.delete", Lead;
+    /// See the organization's agents and their schedules.
+    ReadAgents = "agents.read", Member;
+    /// Create, change and delete agent schedules.
+    ManageAgents = "agents.manage", Manager;
 }
 
 /// Who acts: a user through a login session, or an API key.

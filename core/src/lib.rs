@@ -8,6 +8,7 @@ pub mod db;
 pub mod identity;
 pub mod oauth;
 pub mod process;
+pub mod schedule;
 pub mod settings;
 pub mod shutdown;
 pub mod storage;

@@ -26,29 +26,7 @@ pub struct CronEntry {
 /// The platform's static cron table.
 pub struct CronTable(pub Vec<CronEntry>);
 
-#[derive(Debug, thiserror::Error)]
-#[error("`{expression}` is not a cron expression: {reason}")]
-pub struct CronError {
-    expression: String,
-    reason: String,
-}
-
-/// Parses a 5-field (minute precision) or 6/7-field (with seconds) cron expression.
-///
-/// # Errors
-/// When the expression does not parse.
-pub fn parse(expression: &str) -> Result<cron::Schedule, CronError> {
-    let fields = expression.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {expression}")
-    } else {
-        expression.to_owned()
-    };
-    cron::Schedule::from_str(&full).map_err(|e| CronError {
-        expression: expression.to_owned(),
-        reason: e.to_string(),
-    })
-}
+pub use zoark_core::schedule::{CronError, parse};
 
 fn platform_job<J: Job + Default>() -> Result<NewJob, zoark_jobs::EnqueueError> {
     NewJob::new(&J::default(), Opts::platform())
@@ -169,10 +147,7 @@ pub async fn run_agent_schedules(
             .map_err(|e| e.to_string())
             .and_then(|tz| {
                 let schedule = parse(&s.cron_expression).map_err(|e| e.to_string())?;
-                schedule
-                    .after(&now.with_timezone(&tz))
-                    .next()
-                    .map(|t| t.with_timezone(&Utc))
+                zoark_core::schedule::next_tick(&schedule, tz, now)
                     .ok_or_else(|| "the schedule has no future tick".to_owned())
             });
         match next {

@@ -67,6 +67,10 @@ fn valid_body(operation_id: &str) -> Option<Value> {
         "tasks_update" => Some(json!({"title": "Renamed"})),
         "tasks_move" => Some(json!({"status": "done"})),
         "tasks_log_work" => Some(json!({"kind": "note", "note": "n"})),
+        "agent_schedules_create" => {
+            Some(json!({"agent_id": Uuid::nil(), "cron_expression": "0 9 * * *"}))
+        }
+        "agent_schedules_update" => Some(json!({"enabled": false})),
         "invitations_create" => Some(json!({"email": "invitee@example.com", "role": "viewer"})),
         "auth_password_reset" => Some(json!({"email": "x@example.com"})),
         "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),
@@ -283,6 +287,25 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         let body: Value = response.json().await.unwrap();
         body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
     };
+    let a_agent: Uuid = sqlx::query_scalar(
+        "SELECT id FROM agents WHERE organization_id = $1 AND kind = 'task_monitor'",
+    )
+    .bind(a.organization_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let a_schedule = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/agent-schedules",
+                Some(&a.access_token),
+                Some(&json!({"agent_id": a_agent, "cron_expression": "0 9 * * *"})),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     let a_job = {
         let mut conn = app.pool.acquire().await.unwrap();
         let job = Record {
@@ -315,6 +338,8 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/tasks/{id}/move", a_task),
         ("/api/v1/tasks/{id}/history", a_task),
         ("/api/v1/tasks/{id}/assignees/{team_member_id}", a_task),
+        ("/api/v1/agents/{id}", a_agent),
+        ("/api/v1/agent-schedules/{id}", a_schedule),
         ("/api/v1/jobs/{id}", a_job),
         ("/api/v1/jobs/{id}/retry", a_job),
         ("/api/v1/jobs/{id}/cancel", a_job),
@@ -401,4 +426,10 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ),
         ("secret-of-a", "secret-of-a", "backlog", 1)
     );
+    let (enabled,): (bool,) = sqlx::query_as("SELECT enabled FROM agent_schedules WHERE id = $1")
+        .bind(a_schedule)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(enabled);
 }

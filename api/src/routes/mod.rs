@@ -1,5 +1,6 @@
 //! The OpenAPI operations, one module per area.
 
+pub mod agents;
 pub mod api_keys;
 pub mod audit_log;
 pub mod auth;
@@ -37,6 +38,8 @@ pub enum ApiTags {
     Projects,
     /// The task board: tasks, moves between columns, work history and assignments.
     Tasks,
+    /// The organization's agents and their cron schedules.
+    Agents,
 }
 
 /// The answer of operations that return nothing.
