@@ -13,6 +13,7 @@ pub mod json;
 pub mod middleware;
 pub mod oauth;
 pub mod pagination;
+pub mod params;
 pub mod permissions;
 pub mod rate_limit;
 pub mod routes;
