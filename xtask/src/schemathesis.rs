@@ -81,9 +81,22 @@ fn install(root: &Path) -> Result<PathBuf> {
     let python = ["python3", "python"]
         .into_iter()
         .find(|p| process::succeeds(p, &["-m", "venv", "--help"]))
-        .context("Python 3 with the venv module is needed to install schemathesis")?;
-    process::run(Command::new(python).args(["-m", "venv"]).arg(&venv))
-        .context("creating the virtualenv")?;
+        .context("Python 3 (3.10 or newer, with venv) is needed to install schemathesis")?;
+    let create = || {
+        process::run(
+            Command::new(python)
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+        )
+    };
+    if create().is_err() {
+        // Debian's python3 ships venv without ensurepip; python3-venv completes it.
+        if !postgres::apt_available() {
+            create().context("creating the virtualenv (is python3-venv installed?)")?;
+        }
+        postgres::apt_install(&["python3-venv"])?;
+        create().context("creating the virtualenv")?;
+    }
     let status = Command::new(venv.join("bin/pip"))
         .args([
             "install",
