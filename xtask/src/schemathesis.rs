@@ -254,12 +254,22 @@ impl Account {
 
     /// Signs in and creates a new admin API key (`zk_…`).
     fn admin_key(&self) -> Result<String> {
-        let session = post(
-            self.port,
-            "/api/v1/auth/login",
-            None,
-            &serde_json::json!({ "email": self.email, "password": self.password }),
-        )?;
+        let login = serde_json::json!({ "email": self.email, "password": self.password });
+        // The previous pass may have tried wrong passwords on this account: sign-in is then
+        // throttled for a few seconds (429).
+        let mut attempts = 0;
+        let session = loop {
+            match post(self.port, "/api/v1/auth/login", None, &login) {
+                Err(e)
+                    if attempts < 30
+                        && e.downcast_ref::<Refused>().is_some_and(|r| r.status == 429) =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                other => break other?,
+            }
+        };
         let access = session["access_token"]
             .as_str()
             .context("login returned no access_token")?;
@@ -298,9 +308,38 @@ fn post(
     let (head, payload) = response
         .split_once("\r\n\r\n")
         .context("malformed HTTP response")?;
-    let status = head.split_whitespace().nth(1).unwrap_or_default();
-    if !status.starts_with('2') {
-        bail!("POST {path} answered {status}: {payload}");
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    if !(200..300).contains(&status) {
+        return Err(Refused {
+            path: path.to_owned(),
+            status,
+            body: payload.to_owned(),
+        }
+        .into());
     }
     serde_json::from_str(payload).with_context(|| format!("POST {path} returned {payload}"))
 }
+
+/// A non-2xx answer to [`post`].
+#[derive(Debug)]
+struct Refused {
+    path: String,
+    status: u16,
+    body: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "POST {} answered {}: {}",
+            self.path, self.status, self.body
+        )
+    }
+}
+
+impl std::error::Error for Refused {}
