@@ -1,7 +1,7 @@
 //! `cargo xtask schemathesis`: the API against its own OpenAPI spec.
 //!
-//! Installs schemathesis (pinned) from PyPI into a virtualenv under `.zoark/tools`, builds
-//! `zoark-api`, recreates the `zoark_schemathesis` database on the local cluster and migrates it,
+//! Installs schemathesis (pinned) from PyPI into a virtualenv under `.zoark/tools`, builds the
+//! binaries, recreates the `zoark_schemathesis` database on the local cluster and migrates it,
 //! starts the API on a free loopback port, registers an organization through the API, then runs
 //! `st run` over every operation (in the passes of [`PASSES`], each with a new admin API key)
 //! with the checks and bounds of `xtask/schemathesis.toml`. Any finding fails the command. The
@@ -55,13 +55,15 @@ const PASSES: [(&str, &[&str]); 3] = [
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let st = install(root)?;
+    // The same build as `cargo xtask test` (whole workspace, so the same feature set): after it,
+    // as in CI, nothing is rebuilt.
     let status = Command::new("cargo")
-        .args(["build", "-p", "zoark-api"])
+        .args(["build", "--workspace", "--bins"])
         .current_dir(root)
         .status()
         .context("running cargo build")?;
     if !status.success() {
-        bail!("building zoark-api failed");
+        bail!("building the binaries failed");
     }
     let pg = postgres::provision(root)?;
     let result = against_fresh_api(root, &pg, &st, args);
