@@ -55,8 +55,8 @@ pub struct Problem {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// Invalid fields, for validation problems.
-    #[oai(skip_serializing_if_is_empty)]
+    /// Invalid fields, for validation problems; absent otherwise.
+    #[oai(default, skip_serializing_if_is_empty)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
@@ -296,6 +296,11 @@ impl ApiResponse for ApiError {
                 problem(
                     422,
                     "The body does not satisfy the contract; `errors` names each field.",
+                ),
+                problem(413, "The request body is larger than the limit."),
+                problem(
+                    415,
+                    "The request body is missing or not of the documented content type.",
                 ),
                 problem(429, "Rate limited; see `Retry-After`."),
                 problem(

@@ -101,7 +101,50 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Trailing characters after the document.
     de.end()
         .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    // Postgres stores no NUL character in text or jsonb: refuse it here, naming the field, rather
+    // than fail the insert. JSON can only spell it `\u0000`, so most bodies skip the walk.
+    if bytes.windows(6).any(|w| w == b"\\u0000")
+        && let Ok(document) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(field) = nul_field(&document, String::new())
+    {
+        return Err(ApiError::Validation(vec![FieldError {
+            field,
+            message: "must not contain the NUL character".into(),
+        }]));
+    }
     Ok(value)
+}
+
+/// The path (`items[2].name`, `body` for the document itself) of the first string or key holding
+/// a NUL character.
+fn nul_field(value: &serde_json::Value, path: String) -> Option<String> {
+    let here = || {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.clone()
+        }
+    };
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(here()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_field(item, format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let child = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                Some(child)
+            } else {
+                nul_field(item, child)
+            }
+        }),
+        _ => None,
+    }
 }
 
 fn missing_field(message: &str) -> Option<&str> {
@@ -172,6 +215,21 @@ mod tests {
             message.contains("`active`") && message.contains("`done`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_a_422_naming_its_field() {
+        assert_eq!(
+            field_error(r#"{"name": "a\u0000b", "count": 1}"#),
+            ("name".into(), "must not contain the NUL character".into())
+        );
+        let tagged = r#"{"name": "x", "count": 1, "tags": {"k": ["ok", "\u0000"]}}"#;
+        match parse::<serde_json::Value>(tagged.as_bytes()) {
+            Err(ApiError::Validation(errors)) => assert_eq!(errors[0].field, "tags.k[1]"),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+        // An escaped backslash followed by `u0000` is six ordinary characters.
+        assert!(parse::<Body>(br#"{"name": "\\u0000", "count": 1}"#).is_ok());
     }
 
     #[test]

@@ -14,9 +14,11 @@ pub mod json;
 pub mod middleware;
 pub mod oauth;
 pub mod pagination;
+pub mod params;
 pub mod permissions;
 pub mod rate_limit;
 pub mod routes;
+pub mod spec;
 pub mod state;
 pub mod system_email;
 pub mod tokens;
@@ -79,16 +81,22 @@ pub fn openapi(server_url: &str) -> OpenApiService<Api, ()> {
         .server(server_url)
 }
 
-/// The spec as committed in `docs/openapi.json` (server URL independent of the deployment).
+/// The spec as served at `/openapi.json` and committed in `docs/openapi.json` (server URL
+/// independent of the deployment).
 pub fn spec_json() -> String {
-    openapi("/").spec()
+    spec::with_nullable_optionals(&openapi("/").spec())
 }
 
 /// The complete HTTP application.
 pub fn app(state: AppState) -> impl Endpoint + 'static {
     let service = openapi("/");
     let docs = service.swagger_ui();
-    let spec = service.spec_endpoint();
+    let spec = spec_json();
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(spec.clone())
+    });
     Route::new()
         .nest("/", service)
         .nest("/docs", docs)

@@ -8,7 +8,7 @@ use poem::{Endpoint, IntoResponse, Middleware, Request, Response, http::HeaderVa
 use poem_openapi::OperationId;
 use tracing::Instrument;
 
-use crate::error::{ApiError, problem_response};
+use crate::error::{ApiError, FieldError, problem_response};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -43,6 +43,25 @@ fn incoming_id(req: &Request) -> Option<String> {
     ok.then(|| id.to_owned())
 }
 
+/// A query parameter (or the path) holding a NUL character, which no Postgres text can store:
+/// refused for every operation here, so no filter reaches the database with one.
+fn nul_parameter(req: &Request) -> Option<ApiError> {
+    let invalid = |field: String| {
+        Some(ApiError::InvalidParameter(FieldError {
+            field,
+            message: "must not contain the NUL character".into(),
+        }))
+    };
+    // `%00` is the only way to spell NUL in a URI.
+    if req.uri().path().contains("%00") {
+        return invalid("path".into());
+    }
+    let query = req.uri().query().filter(|q| q.contains("%00"))?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+        .and_then(|(name, _)| invalid(name.replace('\0', "")))
+}
+
 impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
     type Output = Response;
 
@@ -58,18 +77,22 @@ impl<E: Endpoint> Endpoint for RequestContextEndpoint<E> {
             request_id = %request_id,
         );
         let started = Instant::now();
+        let refused = nul_parameter(&req);
         // A panicking handler is a bug: answer 500 problem+json like any other, keep serving.
-        let result = std::panic::AssertUnwindSafe(self.inner.call(req).instrument(span.clone()))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
-                Err(ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into())
-            });
+        let result = match refused {
+            Some(error) => Err(error.into()),
+            None => std::panic::AssertUnwindSafe(self.inner.call(req).instrument(span.clone()))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".into());
+                    Err(ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into())
+                }),
+        };
         let (mut response, operation) = match result {
             Ok(output) => {
                 let response = output.into_response();

@@ -166,3 +166,105 @@ async fn metrics_expose_http_requests_in_prometheus_format() {
     );
     assert!(text.contains("zoark_http_request_duration_seconds"));
 }
+
+/// Found by schemathesis: bodies the spec called invalid.
+#[tokio::test]
+async fn problems_and_null_fields_are_what_the_served_spec_says() {
+    let app = TestApp::spawn().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let schemas = &spec["components"]["schemas"];
+
+    // A problem without field errors leaves `errors` out, so the schema must not require it.
+    let (status, body) = problem(app.get("/api/v1/auth/me").await).await;
+    assert_eq!(status, 401);
+    assert!(body.get("errors").is_none(), "{body}");
+    let required = schemas["Problem"]["required"].as_array().unwrap();
+    assert!(!required.contains(&Value::from("errors")), "{required:?}");
+
+    // An API key has no user: `user` and `session_id` are null, so they must be nullable.
+    let organization = zoark_tests::fixtures::organization(&app.pool, "Nulls").await;
+    let key =
+        zoark_tests::fixtures::api_key(&app.pool, organization, zoark_core::access::Role::Admin)
+            .await;
+    let (status, me) = app
+        .call_json(reqwest::Method::GET, "/api/v1/auth/me", Some(&key), None)
+        .await;
+    assert_eq!(status, 200);
+    for field in ["user", "session_id"] {
+        assert!(me[field].is_null(), "{field}: {me}");
+        assert_eq!(
+            schemas["Me"]["properties"][field]["nullable"], true,
+            "Me.{field}"
+        );
+    }
+
+    // A body without a content type is 415, which every operation documents.
+    let response = app
+        .client
+        .post(app.url("/api/v1/team-members"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(response).await;
+    assert_eq!(status, 415);
+    assert_eq!(body["code"], "unsupported_media_type");
+    assert!(
+        spec["paths"]["/api/v1/team-members"]["post"]["responses"]["415"].is_object(),
+        "415 is documented"
+    );
+}
+
+/// Found by probing what schemathesis reported as unreachable: Postgres stores no NUL character
+/// and no instant before 4713 BC, and such input was a 500 from the database.
+#[tokio::test]
+async fn nul_characters_and_instants_postgres_cannot_store_are_4xx_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let organization = zoark_tests::fixtures::organization(&app.pool, "Edges").await;
+    let key =
+        zoark_tests::fixtures::api_key(&app.pool, organization, zoark_core::access::Role::Admin)
+            .await;
+    let get = |path: &'static str| {
+        let app = &app;
+        let key = key.clone();
+        async move {
+            app.call_json(reqwest::Method::GET, path, Some(&key), None)
+                .await
+        }
+    };
+    for (path, field) in [
+        ("/api/v1/team-members?q=a%00b", "q"),
+        ("/api/v1/team-members?limit=5&department=%00", "department"),
+        ("/api/v1/audit-log?action=%00", "action"),
+        ("/api/v1/jobs?kind=%00", "kind"),
+        (
+            "/api/v1/jobs?created_after=-262143-01-01T00:00:00Z",
+            "created_after",
+        ),
+        (
+            "/api/v1/audit-log?created_before=-5000-01-01T00:00:00Z",
+            "created_before",
+        ),
+        ("/api/v1/unsubscribe/%00", "path"),
+    ] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(zoark_tests::field_names(&body), [field], "{path}");
+    }
+    // The oldest instant Postgres stores is still a filter.
+    let (status, body) = get("/api/v1/jobs?created_after=-4712-01-01T00:00:00Z").await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) = app
+        .call_json(
+            reqwest::Method::POST,
+            "/api/v1/team-members",
+            Some(&key),
+            Some(&serde_json::json!({
+                "name": "Ada", "email": "ada@example.com", "department": "R\u{0}D"
+            })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(zoark_tests::field_names(&body), ["department"]);
+}

@@ -213,7 +213,7 @@ fn prefix(name: &'static str, style: Style, stream: impl Read + Send + 'static) 
 }
 
 /// Polls `/health/ready` with a plain HTTP/1.1 request.
-fn wait_ready(port: &str, timeout: Duration) -> bool {
+pub fn wait_ready(port: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(mut stream) = TcpStream::connect(format!("127.0.0.1:{port}")) {

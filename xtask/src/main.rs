@@ -7,11 +7,13 @@
 //! - `pg`: start, stop or show the local cluster;
 //! - `bench queue`: Zoark's job engine beside graphile-worker and the raw-SQL ceiling.
 //! - `bench email`: email deliveries per second through API, jobs, worker and SMTP.
+//! - `schemathesis`: the running API fuzzed against its own OpenAPI spec.
 
 mod bench;
 mod dev;
 mod postgres;
 mod process;
+mod schemathesis;
 
 use std::path::PathBuf;
 
@@ -49,6 +51,12 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: BenchKind,
+    },
+    /// Fuzz a fresh API against its own OpenAPI spec with schemathesis (installed from PyPI).
+    Schemathesis {
+        /// Extra arguments for `st run` (e.g. `--max-examples 5`, `--include-tag Auth`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Manage the project-local Postgres cluster under .zoark/.
     Pg {
@@ -101,6 +109,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchKind::Email { args },
         } => bench::email(&root, &args),
+        Command::Schemathesis { args } => schemathesis::run(&root, &args),
         Command::Pg {
             action: PgAction::Start,
         } => {

@@ -495,11 +495,11 @@ fn which(name: &str) -> Result<PathBuf> {
         .context("not found")
 }
 
-fn apt_available() -> bool {
+pub fn apt_available() -> bool {
     is_root() && succeeds("apt-get", &["--version"])
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     println!("xtask: installing {}", packages.join(" "));
     let status = Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])

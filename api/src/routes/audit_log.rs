@@ -13,7 +13,12 @@ use zoark_core::{
 };
 
 use crate::{
-    auth::BearerAuth, error::ApiError, pagination::PageRequest, routes::ApiTags, state::AppState,
+    auth::BearerAuth,
+    error::ApiError,
+    pagination::PageRequest,
+    params::{Timestamp, instant},
+    routes::ApiTags,
+    state::AppState,
 };
 
 pub struct AuditLogApi;
@@ -66,9 +71,9 @@ impl AuditLogApi {
         /// Only actions on this target.
         target_id: Query<Option<Uuid>>,
         /// At or after (RFC 3339).
-        created_after: Query<Option<DateTime<Utc>>>,
+        created_after: Query<Option<Timestamp>>,
         /// Before (RFC 3339).
-        created_before: Query<Option<DateTime<Utc>>>,
+        created_before: Query<Option<Timestamp>>,
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<i64>>,
         /// The `next_cursor` of the previous page.
@@ -80,8 +85,8 @@ impl AuditLogApi {
             action: action.0,
             actor_user_id: actor_user_id.0,
             target_id: target_id.0,
-            after: created_after.0,
-            before: created_before.0,
+            after: instant(created_after.0),
+            before: instant(created_before.0),
             before_id: page.before_id,
         };
         let mut tx = tenant::begin(&state.pool, &granted).await?;

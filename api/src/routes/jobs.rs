@@ -20,7 +20,12 @@ use zoark_core::{
 };
 
 use crate::{
-    auth::BearerAuth, error::ApiError, pagination::PageRequest, routes::ApiTags, state::AppState,
+    auth::BearerAuth,
+    error::ApiError,
+    pagination::PageRequest,
+    params::{Timestamp, instant},
+    routes::ApiTags,
+    state::AppState,
 };
 
 pub struct JobsApi;
@@ -185,9 +190,9 @@ impl JobsApi {
         /// Only jobs of this queue.
         queue: Query<Option<String>>,
         /// Created at or after (RFC 3339).
-        created_after: Query<Option<DateTime<Utc>>>,
+        created_after: Query<Option<Timestamp>>,
         /// Created before (RFC 3339).
-        created_before: Query<Option<DateTime<Utc>>>,
+        created_before: Query<Option<Timestamp>>,
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<i64>>,
         /// The `next_cursor` of the previous page.
@@ -199,8 +204,8 @@ impl JobsApi {
             state: job_state.0.map(Into::into),
             kind: kind.0,
             queue: queue.0,
-            created_after: created_after.0,
-            created_before: created_before.0,
+            created_after: instant(created_after.0),
+            created_before: instant(created_before.0),
             before_id: page.before_id,
         };
         let mut tx = tenant::begin(&state.pool, &granted).await?;
