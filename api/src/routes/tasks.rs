@@ -33,6 +33,7 @@ use crate::{
     etag, idempotency,
     json::JsonBody,
     pagination::PageRequest,
+    params::{Timestamp, instant},
     routes::{ApiTags, NoContent, organization::optional, projects::long_text},
     state::AppState,
     system_email,
@@ -385,6 +386,13 @@ fn one_line(max: usize) -> impl Fn(&str) -> Result<String, Invalid> {
     }
 }
 
+/// An instant Postgres can store.
+fn storable(at: DateTime<Utc>) -> Result<DateTime<Utc>, Invalid> {
+    Timestamp::new(at)
+        .map(|t| t.0)
+        .map_err(|e| Invalid(e.into()))
+}
+
 fn parse(body: TaskPatch, creating: bool) -> Result<tasks::Fields, ApiError> {
     let mut fields = Fields::default();
     let mut out = tasks::Fields::default();
@@ -418,7 +426,7 @@ fn parse(body: TaskPatch, creating: bool) -> Result<tasks::Fields, ApiError> {
     out.due_at = match body.due_at {
         MaybeUndefined::Undefined => None,
         MaybeUndefined::Null => Some(None),
-        MaybeUndefined::Value(at) => Some(Some(at)),
+        MaybeUndefined::Value(at) => fields.take("due_at", storable(at)).map(Some),
     };
     fields.finish()?;
     Ok(out)
@@ -617,11 +625,11 @@ impl TasksApi {
         /// Only tasks at this stage.
         process_stage: Query<Option<ProcessStage>>,
         /// Updated at or after (RFC 3339).
-        updated_after: Query<Option<DateTime<Utc>>>,
+        updated_after: Query<Option<Timestamp>>,
         /// Updated before (RFC 3339).
-        updated_before: Query<Option<DateTime<Utc>>>,
+        updated_before: Query<Option<Timestamp>>,
         /// Due before (RFC 3339).
-        due_before: Query<Option<DateTime<Utc>>>,
+        due_before: Query<Option<Timestamp>>,
         /// Part of the title, case-insensitive.
         q: Query<Option<String>>,
         /// Page size, 1 to 200 (default 50).
@@ -641,9 +649,9 @@ impl TasksApi {
                 assignee_id: assignee_id.0,
                 health_status: health_status.0.map(db),
                 process_stage: process_stage.0.map(db),
-                updated_after: updated_after.0,
-                updated_before: updated_before.0,
-                due_before: due_before.0,
+                updated_after: instant(updated_after.0),
+                updated_before: instant(updated_before.0),
+                due_before: instant(due_before.0),
                 query: q.0.filter(|q| !q.is_empty()),
                 before_id: page.before_id,
             },
@@ -891,8 +899,12 @@ impl TasksApi {
         {
             fields.reject("minutes", "must be between 1 and 1440");
         }
-        if body.occurred_at.is_some_and(|at| at > Utc::now()) {
-            fields.reject("occurred_at", "cannot be in the future");
+        if let Some(at) = body.occurred_at {
+            if at > Utc::now() {
+                fields.reject("occurred_at", "cannot be in the future");
+            } else {
+                fields.take("occurred_at", storable(at));
+            }
         }
         fields.finish()?;
         let mut details = serde_json::Map::new();
