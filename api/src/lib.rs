@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod etag;
 pub mod events;
 pub mod idempotency;
 pub mod json;
@@ -42,6 +43,8 @@ pub type Api = (
     routes::email_accounts::EmailAccountsApi,
     routes::broadcasts::BroadcastsApi,
     routes::jobs::JobsApi,
+    routes::approvals::ApprovalTemplatesApi,
+    routes::approvals::ApprovalsApi,
 );
 
 fn api() -> Api {
@@ -55,6 +58,8 @@ fn api() -> Api {
         routes::email_accounts::EmailAccountsApi,
         routes::broadcasts::BroadcastsApi,
         routes::jobs::JobsApi,
+        routes::approvals::ApprovalTemplatesApi,
+        routes::approvals::ApprovalsApi,
     )
 }
 

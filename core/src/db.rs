@@ -2,6 +2,7 @@
 //! taking `&mut PgConnection` so callers compose them in one transaction.
 
 pub mod api_keys;
+pub mod approvals;
 pub mod audit;
 pub mod broadcasts;
 pub mod deliveries;

@@ -1,6 +1,7 @@
 //! The OpenAPI operations, one module per area.
 
 pub mod api_keys;
+pub mod approvals;
 pub mod audit_log;
 pub mod auth;
 pub mod broadcasts;
@@ -31,6 +32,9 @@ pub enum ApiTags {
     Team,
     /// Emails to many recipients, their deliveries, the suppression list and unsubscribing.
     Broadcasts,
+    /// Approval pipeline templates, approvals running on invoices, tasks and documents, and
+    /// their decisions.
+    Approvals,
 }
 
 /// The answer of operations that return nothing.

@@ -10,7 +10,6 @@ use poem_openapi::{
     types::MaybeUndefined,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 use zoark_core::{
     access::{ManageTeam, ReadTeam},
@@ -25,7 +24,7 @@ use zoark_core::{
 use crate::{
     auth::{BearerAuth, client},
     error::{ApiError, Fields},
-    idempotency,
+    etag, idempotency,
     json::JsonBody,
     pagination::PageRequest,
     routes::{
@@ -281,14 +280,6 @@ fn write_error(e: WriteError) -> ApiError {
     }
 }
 
-/// A strong entity tag: the SHA-256 of the representation.
-fn etag(member: &TeamMember) -> String {
-    let body = serde_json::to_vec(member).unwrap_or_default();
-    let digest = Sha256::digest(&body);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
-}
-
 #[OpenApi(tag = "ApiTags::Team", prefix_path = "/api/v1/team-members")]
 impl TeamMembersApi {
     /// Add a team member
@@ -396,12 +387,8 @@ impl TeamMembersApi {
             .ok_or_else(not_found)?
             .into();
         tx.commit().await?;
-        let tag = etag(&member);
-        let matches = if_none_match.0.as_deref().is_some_and(|h| {
-            h.split(',')
-                .any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == tag)
-        });
-        if matches {
+        let tag = etag::of(&member);
+        if etag::matches(if_none_match.0.as_deref(), &tag) {
             return Ok(TeamMemberFound::NotModified(tag));
         }
         Ok(TeamMemberFound::Ok(Json(Box::new(member)), tag))
