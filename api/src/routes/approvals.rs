@@ -161,6 +161,10 @@ pub struct NewApproval {
 pub struct Decision {
     /// Why (at most 5000 characters); required to reject.
     pub comment: Option<String>,
+    /// The step decided (from `steps[].id`). Optional: without it, whichever step is pending
+    /// when the request runs; with it, 409 `approval_step_not_pending` once that step was
+    /// decided, so two approvers racing on one step never approve two steps.
+    pub step_id: Option<Uuid>,
 }
 
 /// A step of an approval.
@@ -623,10 +627,10 @@ async fn decide(
     granted: &Granted<DecideApprovals>,
     id: Uuid,
     approve: bool,
-    comment: Option<String>,
+    decision: Decision,
 ) -> Result<Approval, ApiError> {
     let mut fields = Fields::default();
-    let comment = match comment.map(|c| c.trim().to_owned()) {
+    let comment = match decision.comment.map(|c| c.trim().to_owned()) {
         Some(c) if c.chars().count() > 5000 => {
             fields.reject("comment", "must be at most 5000 characters");
             None
@@ -651,6 +655,12 @@ async fn decide(
         .iter()
         .find(|s| s.status == "pending")
         .ok_or_else(finished)?;
+    if decision.step_id.is_some_and(|wanted| wanted != current.id) {
+        return Err(ApiError::Conflict {
+            code: "approval_step_not_pending",
+            detail: "That step is not the pending one any more; reload the approval.".into(),
+        });
+    }
     if !may_decide(&mut tx, granted, current).await? {
         return Err(ApiError::Refused {
             code: "not_an_approver",
@@ -1145,9 +1155,7 @@ impl ApprovalsApi {
         body: JsonBody<Decision>,
     ) -> Result<Json<Approval>, ApiError> {
         let granted = auth.grant::<DecideApprovals>(&state).await?;
-        Ok(Json(
-            decide(&state, &granted, id.0, true, body.0.comment).await?,
-        ))
+        Ok(Json(decide(&state, &granted, id.0, true, body.0).await?))
     }
 
     /// Reject the pending step
@@ -1168,9 +1176,7 @@ impl ApprovalsApi {
         body: JsonBody<Decision>,
     ) -> Result<Json<Approval>, ApiError> {
         let granted = auth.grant::<DecideApprovals>(&state).await?;
-        Ok(Json(
-            decide(&state, &granted, id.0, false, body.0.comment).await?,
-        ))
+        Ok(Json(decide(&state, &granted, id.0, false, body.0).await?))
     }
 
     /// Cancel an approval
