@@ -26,7 +26,7 @@ async fn call(
 
 /// A project and an invoice of `organization_id` (projects and invoices have their own API on
 /// other branches; the rows are what approvals need).
-async fn invoice(app: &TestApp, organization_id: Uuid, number: &str) -> Uuid {
+async fn new_invoice(app: &TestApp, organization_id: Uuid, number: &str) -> Uuid {
     let project: Uuid = sqlx::query_scalar(
         "INSERT INTO projects (organization_id, name) VALUES ($1, 'Site') RETURNING id",
     )
@@ -239,7 +239,7 @@ async fn templates_are_created_once_listed_cached_patched_archived_and_deleted()
     assert_eq!(changed.status(), 200);
 
     // A running approval keeps its copied steps through archive and delete.
-    let invoice = invoice(&app, admin.organization_id, "INV-1").await;
+    let invoice = new_invoice(&app, admin.organization_id, "INV-1").await;
     let approval = start(&app, token, &patched, "invoice", invoice).await;
     let (status, archived) = call(&app, Method::POST, &format!("{one}/archive"), token, None).await;
     assert_eq!(status, 200);
@@ -253,7 +253,7 @@ async fn templates_are_created_once_listed_cached_patched_archived_and_deleted()
     )
     .await;
     assert_eq!(active["items"][0]["name"], "Tasks");
-    let other = invoice(&app, admin.organization_id, "INV-2").await;
+    let other = new_invoice(&app, admin.organization_id, "INV-2").await;
     let (status, refused) = call(
         &app,
         Method::POST,
@@ -452,7 +452,7 @@ async fn an_invoice_passes_two_stages_and_each_stage_s_approvers_are_emailed() {
         ]}),
     )
     .await;
-    let invoice = invoice(&app, admin.organization_id, "INV-7").await;
+    let invoice = new_invoice(&app, admin.organization_id, "INV-7").await;
     let approval = start(&app, &cfo.access_token, &pipeline, "invoice", invoice).await;
     assert_eq!(approval["status"], "in_progress");
     assert_eq!(
@@ -616,7 +616,7 @@ async fn an_invoice_passes_two_stages_and_each_stage_s_approvers_are_emailed() {
 }
 
 #[tokio::test]
-async fn a_rejection_needs_a_comment_and_rejects_the_invoice_and_viewers_only_read() {
+async fn a_rejection_needs_a_comment_and_rejects_the_invoice_and_viewers_stay_out() {
     let app = TestApp::spawn().await;
     let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
     let token = admin.access_token.as_str();
@@ -631,7 +631,7 @@ async fn a_rejection_needs_a_comment_and_rejects_the_invoice_and_viewers_only_re
         ]}),
     )
     .await;
-    let invoice = invoice(&app, admin.organization_id, "INV-9").await;
+    let invoice = new_invoice(&app, admin.organization_id, "INV-9").await;
     // Wrong kind and unknown subjects are named.
     let (status, problem) = call(
         &app,
@@ -671,7 +671,8 @@ async fn a_rejection_needs_a_comment_and_rejects_the_invoice_and_viewers_only_re
     assert_eq!(status, 403);
     let approval = start(&app, token, &pipeline, "invoice", invoice).await;
     assert_eq!(addresses(&emails(&app).await), ["admin@example.com"]);
-    let (status, read) = call(
+    // Approvals are for members up: a viewer neither reads nor acts on them.
+    let (status, problem) = call(
         &app,
         Method::GET,
         &format!("/api/v1/approvals/{}", approval["id"].as_str().unwrap()),
@@ -680,8 +681,8 @@ async fn a_rejection_needs_a_comment_and_rejects_the_invoice_and_viewers_only_re
     )
     .await;
     assert_eq!(
-        (status.as_u16(), read["status"].as_str()),
-        (200, Some("in_progress"))
+        (status.as_u16(), problem["code"].as_str()),
+        (403, Some("forbidden"))
     );
     for action in ["approve", "reject", "cancel"] {
         let (status, problem) = call(
@@ -874,8 +875,8 @@ async fn overdue_steps_are_nudged_once_per_interval_and_escalate_after_n_nudges(
         ]}),
     )
     .await;
-    let overdue = invoice(&app, admin.organization_id, "INV-1").await;
-    let on_time = invoice(&app, admin.organization_id, "INV-2").await;
+    let overdue = new_invoice(&app, admin.organization_id, "INV-1").await;
+    let on_time = new_invoice(&app, admin.organization_id, "INV-2").await;
     let approval = start(&app, token, &pipeline, "invoice", overdue).await;
     start(&app, token, &pipeline, "invoice", on_time).await;
     let step: Uuid = approval["steps"][0]["id"]
