@@ -35,7 +35,7 @@ use crate::{
     etag, idempotency,
     json::JsonBody,
     pagination::PageRequest,
-    routes::{ApiTags, NoContent},
+    routes::{ApiTags, NoContent, team_members::text},
     state::AppState,
 };
 
@@ -301,19 +301,6 @@ fn one_of(allowed: &'static [&'static str]) -> impl Fn(&str) -> Result<String, I
             Ok(raw.to_owned())
         } else {
             Err(Invalid(format!("must be one of {}", allowed.join(", "))))
-        }
-    }
-}
-
-fn text(max: usize) -> impl Fn(&str) -> Result<String, Invalid> {
-    move |raw: &str| {
-        let v = raw.trim();
-        if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
-            Err(Invalid(format!(
-                "must be 1 to {max} characters on one line"
-            )))
-        } else {
-            Ok(v.to_owned())
         }
     }
 }

@@ -64,29 +64,19 @@ pub async fn nudge_overdue(pool: &PgPool, settings: &Settings) -> anyhow::Result
             )
             .await
             .context("loading the approvers")?;
-            enqueue_nudges(
-                &mut tx,
-                key,
-                org,
-                step.step_id,
-                nudge,
-                &since,
-                &item,
-                &approvers,
-                false,
-            )
-            .await
-            .context("enqueueing nudges")?;
+            // Past the threshold the escalation role hears too (approvers are told once).
+            let mut above = Vec::new();
             if escalates {
-                let mut above =
-                    approvals::role_holders(&mut tx, org, step.escalate_to_role.as_deref())
-                        .await
-                        .context("loading the escalation role's members")?;
+                above = approvals::role_holders(&mut tx, org, step.escalate_to_role.as_deref())
+                    .await
+                    .context("loading the escalation role's members")?;
                 above.retain(|r| {
                     !approvers
                         .iter()
                         .any(|a| a.email.eq_ignore_ascii_case(&r.email))
                 });
+            }
+            for (recipients, escalated) in [(&approvers, false), (&above, true)] {
                 enqueue_nudges(
                     &mut tx,
                     key,
@@ -95,11 +85,11 @@ pub async fn nudge_overdue(pool: &PgPool, settings: &Settings) -> anyhow::Result
                     nudge,
                     &since,
                     &item,
-                    &above,
-                    true,
+                    recipients,
+                    escalated,
                 )
                 .await
-                .context("enqueueing escalated nudges")?;
+                .context("enqueueing nudges")?;
             }
             tracing::info!(
                 org.id = %org,
