@@ -441,7 +441,10 @@ async fn load_template<P>(
     let template = approvals::get_template(conn, proof, id)
         .await?
         .ok_or_else(template_not_found)?;
-    Ok(with_stages(conn, proof, vec![template]).await?.remove(0))
+    with_stages(conn, proof, vec![template])
+        .await?
+        .pop()
+        .ok_or_else(template_not_found)
 }
 
 async fn with_stages<P>(
@@ -511,7 +514,10 @@ async fn load_approval<P>(
     let instance = approvals::get_instance(conn, proof, id)
         .await?
         .ok_or_else(not_found)?;
-    Ok(with_steps(conn, proof, vec![instance]).await?.remove(0))
+    with_steps(conn, proof, vec![instance])
+        .await?
+        .pop()
+        .ok_or_else(not_found)
 }
 
 /// Makes `step` the pending one and emails its approvers, in the caller's transaction.
