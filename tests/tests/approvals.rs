@@ -979,3 +979,89 @@ async fn overdue_steps_are_nudged_once_per_interval_and_escalate_after_n_nudges(
     // The requests of both invoices and four nudges of the overdue one.
     assert_eq!(clerk, 6);
 }
+
+#[tokio::test]
+async fn documents_and_tasks_are_approvable_and_a_project_template_keeps_to_its_project() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
+    let token = admin.access_token.as_str();
+    let org = admin.organization_id;
+    let file: Uuid = sqlx::query_scalar(
+        "INSERT INTO stored_files (organization_id, storage_key, filename, content_type, size_bytes, sha256)
+         VALUES ($1, 'k/contract.pdf', 'contract.pdf', 'application/pdf', 10, sha256('x'::bytea))
+         RETURNING id",
+    )
+    .bind(org)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let documents = template(
+        &app,
+        token,
+        json!({"name": "Contracts", "subject_type": "document",
+               "stages": [{"name": "Legal", "approver_role": "admin"}]}),
+    )
+    .await;
+    start(&app, token, &documents, "document", file).await;
+    let sent = emails(&app).await;
+    assert_eq!(
+        (sent[0].0.as_str(), sent[0].2["item_title"].as_str()),
+        ("admin@example.com", Some("contract.pdf"))
+    );
+
+    let projects: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO projects (organization_id, name) VALUES ($1, 'One'), ($1, 'Two') RETURNING id",
+    )
+    .bind(org)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let tasks: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO tasks (organization_id, project_id, title)
+         SELECT $1, p, 'Pour concrete' FROM unnest($2::uuid[]) AS p RETURNING id",
+    )
+    .bind(org)
+    .bind(&projects)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let scoped = template(
+        &app,
+        token,
+        json!({"name": "Site one", "subject_type": "task", "project_id": projects[0],
+               "stages": [{"name": "Lead", "approver_role": "lead"}]}),
+    )
+    .await;
+    let (_, listed) = call(
+        &app,
+        Method::GET,
+        &format!("/api/v1/approval-templates?project_id={}", projects[0]),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(listed["items"][0]["id"], scoped["id"]);
+    let (status, problem) = call(
+        &app,
+        Method::POST,
+        "/api/v1/approvals",
+        token,
+        Some(json!({"template_id": scoped["id"], "subject_type": "task", "subject_id": tasks[1]})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), field_names(&problem)),
+        (422, vec!["subject_id".to_owned()])
+    );
+    let approval = start(&app, token, &scoped, "task", tasks[0]).await;
+    assert_eq!(approval["subject_type"], "task");
+    let (_, tasks_only) = call(
+        &app,
+        Method::GET,
+        "/api/v1/approvals?subject_type=task",
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(tasks_only["items"].as_array().unwrap().len(), 1);
+}
