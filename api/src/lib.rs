@@ -48,6 +48,8 @@ pub type Api = (
     routes::email_accounts::EmailAccountsApi,
     routes::broadcasts::BroadcastsApi,
     routes::jobs::JobsApi,
+    routes::approvals::ApprovalTemplatesApi,
+    routes::approvals::ApprovalsApi,
 );
 
 fn api() -> Api {
@@ -64,6 +66,8 @@ fn api() -> Api {
         routes::email_accounts::EmailAccountsApi,
         routes::broadcasts::BroadcastsApi,
         routes::jobs::JobsApi,
+        routes::approvals::ApprovalTemplatesApi,
+        routes::approvals::ApprovalsApi,
     )
 }
 

@@ -92,6 +92,30 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("jobs_retry", Some(a::ManageJobs::NAME)),
     ("jobs_cancel", Some(a::ManageJobs::NAME)),
     ("queues_list", Some(a::ReadJobs::NAME)),
+    (
+        "approval_templates_create",
+        Some(a::ManageApprovalTemplates::NAME),
+    ),
+    ("approval_templates_list", Some(a::ReadApprovals::NAME)),
+    ("approval_templates_get", Some(a::ReadApprovals::NAME)),
+    (
+        "approval_templates_update",
+        Some(a::ManageApprovalTemplates::NAME),
+    ),
+    (
+        "approval_templates_archive",
+        Some(a::ManageApprovalTemplates::NAME),
+    ),
+    (
+        "approval_templates_delete",
+        Some(a::ManageApprovalTemplates::NAME),
+    ),
+    ("approvals_start", Some(a::StartApprovals::NAME)),
+    ("approvals_list", Some(a::ReadApprovals::NAME)),
+    ("approvals_get", Some(a::ReadApprovals::NAME)),
+    ("approvals_approve", Some(a::DecideApprovals::NAME)),
+    ("approvals_reject", Some(a::DecideApprovals::NAME)),
+    ("approvals_cancel", Some(a::StartApprovals::NAME)),
 ];
 
 /// The matrix row of a permission name.

@@ -157,6 +157,15 @@ permissions! {
     ReadAgents = "agents.read", Member;
     /// Create, change and delete agent schedules.
     ManageAgents = "agents.manage", Manager;
+    /// See approval pipeline templates, running approvals and their steps.
+    ReadApprovals = "approvals.read", Member;
+    /// Start an approval on an invoice, task or document; cancel one you started (managers:
+    /// any).
+    StartApprovals = "approvals.start", Member;
+    /// Approve or reject the pending step of an approval — only as one of its approvers.
+    DecideApprovals = "approvals.decide", Member;
+    /// Create, change, archive and delete approval pipeline templates.
+    ManageApprovalTemplates = "approval_templates.manage", Manager;
 }
 
 /// Who acts: a user through a login session, or an API key.

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod api_keys;
+pub mod approvals;
 pub mod audit;
 pub mod broadcasts;
 pub mod deliveries;

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod approvals;
 pub mod diag;
 pub mod email;
 mod enqueue;

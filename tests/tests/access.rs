@@ -75,6 +75,13 @@ fn valid_body(operation_id: &str) -> Option<Value> {
         "auth_password_reset" => Some(json!({"email": "x@example.com"})),
         "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),
         "auth_accept_invitation" => Some(json!({"token": "x", "name": "n", "password": "p"})),
+        "approval_templates_create" => Some(json!({"name": "T", "subject_type": "task",
+            "stages": [{"name": "Lead", "approver_role": "lead"}]})),
+        "approval_templates_update" => Some(json!({"name": "Renamed"})),
+        "approvals_start" => Some(json!({"template_id": Uuid::nil(), "subject_type": "task",
+            "subject_id": Uuid::nil()})),
+        "approvals_approve" => Some(json!({"comment": "ok"})),
+        "approvals_reject" => Some(json!({"comment": "no"})),
         _ => None,
     }
 }
@@ -317,6 +324,42 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
             .unwrap()
             .id
     };
+    let a_template = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/approval-templates",
+                Some(&a.access_token),
+                Some(&json!({"name": "secret-of-a", "subject_type": "task",
+                    "stages": [{"name": "secret-of-a", "approver_email": "ops@example.com"}]})),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
+    let a_approval = {
+        let task: Uuid = sqlx::query_scalar(
+            "WITH p AS (INSERT INTO projects (organization_id, name) VALUES ($1, 'secret-of-a') RETURNING id)
+             INSERT INTO tasks (organization_id, project_id, title) SELECT $1, id, 'secret-of-a' FROM p
+             RETURNING id",
+        )
+        .bind(a.organization_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/approvals",
+                Some(&a.access_token),
+                Some(
+                    &json!({"template_id": a_template, "subject_type": "task", "subject_id": task}),
+                ),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     // One of A's resources for every path parameter the API has.
     let fixtures_by_path: BTreeMap<&str, Uuid> = BTreeMap::from([
         ("/api/v1/auth/sessions/{id}", a_session),
@@ -343,6 +386,12 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/jobs/{id}", a_job),
         ("/api/v1/jobs/{id}/retry", a_job),
         ("/api/v1/jobs/{id}/cancel", a_job),
+        ("/api/v1/approval-templates/{id}", a_template),
+        ("/api/v1/approval-templates/{id}/archive", a_template),
+        ("/api/v1/approvals/{id}", a_approval),
+        ("/api/v1/approvals/{id}/approve", a_approval),
+        ("/api/v1/approvals/{id}/reject", a_approval),
+        ("/api/v1/approvals/{id}/cancel", a_approval),
     ]);
     let mut walked = 0;
     for op in operations(&app).await {
@@ -432,4 +481,17 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         .await
         .unwrap();
     assert!(enabled);
+    let (template_name, approval_status): (String, String) = sqlx::query_as(
+        "SELECT (SELECT name FROM approval_pipeline_templates WHERE id = $1),
+                (SELECT status FROM approval_instances WHERE id = $2)",
+    )
+    .bind(a_template)
+    .bind(a_approval)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (template_name.as_str(), approval_status.as_str()),
+        ("secret-of-a", "in_progress")
+    );
 }

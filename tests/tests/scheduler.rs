@@ -90,7 +90,7 @@ async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
         .unwrap();
     assert_eq!(count(&app, "SELECT count(*) FROM jobs").await, 0);
     // Down for three hours: the rescue entry (every minute) missed 180 ticks, pruning 3, the
-    // daily backup (02:00) 1.
+    // approval nudges 36, the daily backup (02:00) 1.
     sqlx::query("UPDATE cron_ticks SET last_tick_at = last_tick_at - interval '3 hours'")
         .execute(&app.pool)
         .await
@@ -110,7 +110,15 @@ async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
     for r in racers {
         total += r.await.unwrap();
     }
-    assert_eq!(total, 3, "one job per entry, whoever enqueued it");
+    assert_eq!(total, 4, "one job per entry, whoever enqueued it");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM jobs WHERE kind = 'approvals.nudge_overdue'"
+        )
+        .await,
+        1
+    );
     assert_eq!(
         count(
             &app,
@@ -139,7 +147,7 @@ async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
     zoark_scheduler::cron::run_static(&mut conn, &table, now)
         .await
         .unwrap();
-    assert_eq!(count(&app, "SELECT count(*) FROM jobs").await, 3);
+    assert_eq!(count(&app, "SELECT count(*) FROM jobs").await, 4);
 }
 
 #[tokio::test]

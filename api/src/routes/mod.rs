@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod api_keys;
+pub mod approvals;
 pub mod audit_log;
 pub mod auth;
 pub mod broadcasts;
@@ -40,6 +41,9 @@ pub enum ApiTags {
     Tasks,
     /// The organization's agents and their cron schedules.
     Agents,
+    /// Approval pipeline templates, approvals running on invoices, tasks and documents, and
+    /// their decisions.
+    Approvals,
 }
 
 /// The answer of operations that return nothing.

@@ -34,7 +34,7 @@ use crate::{
     json::JsonBody,
     pagination::PageRequest,
     params::{Timestamp, instant},
-    routes::{ApiTags, NoContent, organization::optional, projects::long_text},
+    routes::{ApiTags, NoContent, organization::optional, projects::long_text, team_members::text},
     state::AppState,
     system_email,
 };
@@ -373,19 +373,6 @@ fn title(raw: &str) -> Result<String, Invalid> {
     }
 }
 
-fn one_line(max: usize) -> impl Fn(&str) -> Result<String, Invalid> {
-    move |raw: &str| {
-        let v = raw.trim();
-        if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
-            Err(Invalid(format!(
-                "must be 1 to {max} characters on one line"
-            )))
-        } else {
-            Ok(v.to_owned())
-        }
-    }
-}
-
 /// An instant Postgres can store.
 fn storable(at: DateTime<Utc>) -> Result<DateTime<Utc>, Invalid> {
     Timestamp::new(at)
@@ -412,7 +399,7 @@ fn parse(body: TaskPatch, creating: bool) -> Result<tasks::Fields, ApiError> {
         &mut fields,
         "contact_person",
         body.contact_person,
-        one_line(200),
+        text(200),
     );
     if let Some(n) = body.people_count
         && !(0..=1_000_000).contains(&n)

@@ -158,7 +158,8 @@ pub enum TeamMemberCreated {
     ),
 }
 
-fn text(max: usize) -> impl Fn(&str) -> Result<String, Invalid> {
+/// One line of 1 to `max` characters, trimmed.
+pub(crate) fn text(max: usize) -> impl Fn(&str) -> Result<String, Invalid> {
     move |raw: &str| {
         let v = raw.trim();
         if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {

@@ -1,5 +1,6 @@
 //! One handler per job kind, in files mirroring `zoark-jobs`; [`registry`] lists them all.
 
+pub mod approvals;
 pub mod diag;
 pub mod email;
 pub mod email_delivery;
@@ -15,5 +16,6 @@ pub fn registry(ctx: &WorkerContext) -> Registry {
     let registry = email::register(registry, ctx);
     let registry = email_test::register(registry, ctx);
     let registry = email_delivery::register(registry, ctx);
+    let registry = approvals::register(registry, ctx);
     diag::register(registry, ctx)
 }
