@@ -7,7 +7,9 @@
 
 pub mod auth;
 pub mod error;
+pub mod etag;
 pub mod events;
+pub mod files;
 pub mod idempotency;
 pub mod json;
 pub mod middleware;
@@ -42,6 +44,8 @@ pub type Api = (
     routes::email_accounts::EmailAccountsApi,
     routes::broadcasts::BroadcastsApi,
     routes::jobs::JobsApi,
+    routes::documents::DocumentsApi,
+    routes::invoices::InvoicesApi,
 );
 
 fn api() -> Api {
@@ -55,6 +59,8 @@ fn api() -> Api {
         routes::email_accounts::EmailAccountsApi,
         routes::broadcasts::BroadcastsApi,
         routes::jobs::JobsApi,
+        routes::documents::DocumentsApi,
+        routes::invoices::InvoicesApi,
     )
 }
 

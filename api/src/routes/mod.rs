@@ -4,8 +4,10 @@ pub mod api_keys;
 pub mod audit_log;
 pub mod auth;
 pub mod broadcasts;
+pub mod documents;
 pub mod email_accounts;
 pub mod health;
+pub mod invoices;
 pub mod jobs;
 pub mod organization;
 pub mod team_members;
@@ -31,6 +33,10 @@ pub enum ApiTags {
     Team,
     /// Emails to many recipients, their deliveries, the suppression list and unsubscribing.
     Broadcasts,
+    /// Team members' documents: upload, list, download, delete.
+    Documents,
+    /// Project invoices, their status and their PDF.
+    Invoices,
 }
 
 /// The answer of operations that return nothing.
