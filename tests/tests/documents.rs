@@ -576,21 +576,6 @@ async fn documents_go_to_an_s3_compatible_bucket_when_one_is_configured() {
         .expect(1)
         .mount(&s3)
         .await;
-    // object_store deletes through DeleteObjects (POST ?delete with the keys).
-    Mock::given(method("POST"))
-        .and(path("/zoark-documents"))
-        .and(query_param("delete", ""))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("Content-Type", "application/xml")
-                .set_body_string(
-                    r#"<?xml version="1.0" encoding="UTF-8"?>
-<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"></DeleteResult>"#,
-                ),
-        )
-        .expect(1)
-        .mount(&s3)
-        .await;
     let app = TestApp::builder()
         .env("ZOARK_S3_BUCKET", "zoark-documents")
         .env("ZOARK_S3_ENDPOINT", s3.uri())
@@ -625,6 +610,23 @@ async fn documents_go_to_an_s3_compatible_bucket_when_one_is_configured() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap().as_ref(), PDF);
 
+    // object_store deletes through DeleteObjects (POST ?delete with the keys).
+    Mock::given(method("POST"))
+        .and(path("/zoark-documents"))
+        .and(query_param("delete", ""))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Content-Type", "application/xml")
+                .set_body_string(format!(
+                    r#"<?xml version="1.0" encoding="UTF-8"?>
+<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Deleted><Key>{key}</Key></Deleted>
+</DeleteResult>"#
+                )),
+        )
+        .expect(1)
+        .mount(&s3)
+        .await;
     let (status, _) = app
         .call_json(
             Method::DELETE,
