@@ -6,7 +6,10 @@
 //! against the allow-list of `zoark_core::files` (415) and hashes them; [`put`] writes the object
 //! under an unguessable per-organization key. [`FileBody`] serves a file back as an attachment.
 
-use std::{collections::BTreeMap, marker::PhantomData};
+use std::{
+    collections::{BTreeMap, btree_map::Entry},
+    marker::PhantomData,
+};
 
 use bytes::Bytes;
 use poem::{
@@ -197,17 +200,18 @@ impl<T> UploadBody<T> {
                 file = Some((filename, bytes));
             } else if !text_fields.contains(&name.as_str()) {
                 problems.reject(&name, "unknown field");
-            } else if fields.contains_key(&name) {
-                problems.reject(&name, "sent more than once");
             } else {
-                match read_bounded(field.into_async_read(), MAX_TEXT_FIELD_BYTES).await? {
-                    None => problems.reject(&name, "is longer than 16 KiB"),
-                    Some(bytes) => match String::from_utf8(bytes) {
-                        Ok(text) => {
-                            fields.insert(name, text);
-                        }
-                        Err(_) => problems.reject(&name, "is not UTF-8 text"),
-                    },
+                let text = match read_bounded(field.into_async_read(), MAX_TEXT_FIELD_BYTES).await?
+                {
+                    None => Err("is longer than 16 KiB"),
+                    Some(bytes) => String::from_utf8(bytes).map_err(|_| "is not UTF-8 text"),
+                };
+                match (text, fields.entry(name)) {
+                    (_, Entry::Occupied(e)) => problems.reject(e.key(), "sent more than once"),
+                    (Err(message), Entry::Vacant(e)) => problems.reject(e.key(), message),
+                    (Ok(text), Entry::Vacant(e)) => {
+                        e.insert(text);
+                    }
                 }
             }
         }

@@ -4,8 +4,11 @@
 /// A form under construction.
 #[derive(Debug, Clone, Default)]
 pub struct Form {
-    parts: Vec<(String, Option<(String, String)>, Vec<u8>)>,
+    parts: Vec<Part>,
 }
+
+/// A field: its name, its filename and claimed content type when it is a file, its bytes.
+type Part = (String, Option<(String, String)>, Vec<u8>);
 
 const BOUNDARY: &str = "zoark-test-boundary-7d1f0c";
 
