@@ -384,7 +384,7 @@ mod tests {
         );
         assert_eq!(
             content_disposition("Zeit; bericht \"é\".txt"),
-            "attachment; filename=\"Zeit_ bericht __.txt\"; \
+            "attachment; filename=\"Zeit_ bericht ___.txt\"; \
              filename*=UTF-8''Zeit%3B%20bericht%20%22%C3%A9%22.txt"
         );
     }
