@@ -314,6 +314,62 @@ pub async fn get(state: &AppState, key: &str) -> Result<Bytes, ApiError> {
     }
 }
 
+/// The errors of an operation that reads or writes files: [`ApiError`]'s, documented with the
+/// 413, 415 and 503 answers uploads and object storage add.
+#[derive(Debug)]
+pub struct FileError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for FileError {
+    fn from(e: E) -> Self {
+        Self(e.into())
+    }
+}
+
+impl From<FileError> for poem::Error {
+    fn from(e: FileError) -> Self {
+        e.0.into()
+    }
+}
+
+impl poem_openapi::ApiResponse for FileError {
+    fn meta() -> poem_openapi::registry::MetaResponses {
+        let mut meta = ApiError::meta();
+        let problem =
+            |status: u16, description: &'static str| poem_openapi::registry::MetaResponse {
+                description,
+                status: Some(status),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: crate::error::PROBLEM_JSON,
+                    schema: <crate::error::Problem as poem_openapi::types::Type>::schema_ref(),
+                }],
+                headers: vec![],
+            };
+        meta.responses.extend([
+            problem(
+                413,
+                "`payload_too_large`: the file is larger than `ZOARK_MAX_UPLOAD_BYTES`; nothing \
+                 was stored.",
+            ),
+            problem(
+                415,
+                "`unsupported_media_type`: the body is not multipart/form-data, or the file's \
+                 bytes are not an accepted type.",
+            ),
+            problem(
+                503,
+                "`storage_unavailable`: object storage failed; retry later.",
+            ),
+        ]);
+        meta.responses.sort_by_key(|r| r.status);
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        ApiError::register(registry);
+    }
+}
+
 /// A file served as an attachment: its stored content type, `Content-Disposition: attachment`
 /// with a safe filename, `X-Content-Type-Options: nosniff`, and a private cache policy.
 pub struct FileBody {

@@ -24,7 +24,7 @@ use crate::{
     auth::{BearerAuth, client},
     error::{ApiError, Fields},
     etag,
-    files::{self, FileBody, Received, UploadBody},
+    files::{self, FileBody, FileError, Received, UploadBody},
     idempotency,
     pagination::PageRequest,
     routes::{ApiTags, NoContent},
@@ -226,7 +226,7 @@ impl DocumentsApi {
         /// Makes a retried upload safe: the same key and form replay the first response.
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
-    ) -> Result<DocumentCreated, ApiError> {
+    ) -> Result<DocumentCreated, FileError> {
         let granted = auth.grant::<ManageDocuments>(&state).await?;
         let organization_id = granted.organization_id();
         // Refuse an unknown member before reading a large body.
@@ -304,7 +304,7 @@ impl DocumentsApi {
             Ok(document) => Ok(DocumentCreated::Created(Json(document), None)),
             Err(e) => {
                 files::discard(&state, &object).await;
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -396,7 +396,7 @@ impl DocumentsApi {
         auth: BearerAuth,
         state: Data<&AppState>,
         id: Path<Uuid>,
-    ) -> Result<Download, ApiError> {
+    ) -> Result<Download, FileError> {
         let granted = auth.grant::<ReadDocuments>(&state).await?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         let document = team_documents::get(&mut tx, &granted, id.0)
@@ -426,7 +426,7 @@ impl DocumentsApi {
         state: Data<&AppState>,
         req: &Request,
         id: Path<Uuid>,
-    ) -> Result<NoContent, ApiError> {
+    ) -> Result<NoContent, FileError> {
         let granted = auth.grant::<ManageDocuments>(&state).await?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         let document = team_documents::get(&mut tx, &granted, id.0)
@@ -435,7 +435,7 @@ impl DocumentsApi {
         // The row delete locks the document; a concurrent delete waits here and then finds
         // nothing. The object goes before the commit: if storage fails, the rows stay.
         if !team_documents::delete(&mut tx, &granted, id.0).await? {
-            return Err(not_found());
+            return Err(not_found().into());
         }
         stored_files::delete(&mut tx, &granted, document.file_id).await?;
         audit::record_granted(

@@ -26,7 +26,7 @@ use crate::{
     auth::{BearerAuth, client},
     error::{ApiError, Fields},
     etag,
-    files::{self, FileBody, UploadBody},
+    files::{self, FileBody, FileError, UploadBody},
     idempotency,
     json::JsonBody,
     pagination::PageRequest,
@@ -581,7 +581,7 @@ impl InvoicesApi {
         state: Data<&AppState>,
         req: &Request,
         id: Path<Uuid>,
-    ) -> Result<NoContent, ApiError> {
+    ) -> Result<NoContent, FileError> {
         let granted = auth.grant::<ManageInvoices>(&state).await?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         let locked = invoices::lock(&mut tx, &granted, id.0)
@@ -596,7 +596,8 @@ impl InvoicesApi {
                      can be deleted (void it instead).",
                     status.as_str()
                 ),
-            });
+            }
+            .into());
         }
         let pdf = match locked.pdf_file_id {
             Some(file_id) => stored_files::get(&mut tx, &granted, file_id).await?,
@@ -635,7 +636,7 @@ impl InvoicesApi {
         req: &Request,
         id: Path<Uuid>,
         body: UploadBody<InvoicePdfUpload>,
-    ) -> Result<Json<Invoice>, ApiError> {
+    ) -> Result<Json<Invoice>, FileError> {
         let granted = auth.grant::<ManageInvoices>(&state).await?;
         let organization_id = granted.organization_id();
         // Refuse an unknown invoice before reading a large body.
@@ -708,7 +709,7 @@ impl InvoicesApi {
             }
             Err(e) => {
                 files::discard(&state, &object).await;
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -723,7 +724,7 @@ impl InvoicesApi {
         auth: BearerAuth,
         state: Data<&AppState>,
         id: Path<Uuid>,
-    ) -> Result<Download, ApiError> {
+    ) -> Result<Download, FileError> {
         let granted = auth.grant::<ReadInvoices>(&state).await?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         let invoice = invoices::get(&mut tx, &granted, id.0)
