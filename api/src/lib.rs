@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod etag;
 pub mod events;
+pub mod files;
 pub mod idempotency;
 pub mod json;
 pub mod middleware;
@@ -50,6 +51,8 @@ pub type Api = (
     routes::jobs::JobsApi,
     routes::approvals::ApprovalTemplatesApi,
     routes::approvals::ApprovalsApi,
+    routes::documents::DocumentsApi,
+    routes::invoices::InvoicesApi,
 );
 
 fn api() -> Api {
@@ -68,6 +71,8 @@ fn api() -> Api {
         routes::jobs::JobsApi,
         routes::approvals::ApprovalTemplatesApi,
         routes::approvals::ApprovalsApi,
+        routes::documents::DocumentsApi,
+        routes::invoices::InvoicesApi,
     )
 }
 

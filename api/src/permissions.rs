@@ -116,6 +116,18 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("approvals_approve", Some(a::DecideApprovals::NAME)),
     ("approvals_reject", Some(a::DecideApprovals::NAME)),
     ("approvals_cancel", Some(a::StartApprovals::NAME)),
+    ("documents_create", Some(a::ManageDocuments::NAME)),
+    ("documents_list", Some(a::ReadDocuments::NAME)),
+    ("documents_get", Some(a::ReadDocuments::NAME)),
+    ("documents_download", Some(a::ReadDocuments::NAME)),
+    ("documents_delete", Some(a::ManageDocuments::NAME)),
+    ("invoices_create", Some(a::ManageInvoices::NAME)),
+    ("invoices_list", Some(a::ReadInvoices::NAME)),
+    ("invoices_get", Some(a::ReadInvoices::NAME)),
+    ("invoices_update", Some(a::ManageInvoices::NAME)),
+    ("invoices_delete", Some(a::ManageInvoices::NAME)),
+    ("invoices_pdf_put", Some(a::ManageInvoices::NAME)),
+    ("invoices_pdf_get", Some(a::ReadInvoices::NAME)),
 ];
 
 /// The matrix row of a permission name.

@@ -9,7 +9,8 @@ impl AppState {
     /// The state of one API replica; starts the event fan-out and the limiter pruning.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built (no TLS provider installed).
+    /// When the HTTP client cannot be built (no TLS provider installed) or the upload store
+    /// cannot be opened.
     pub fn new(pool: PgPool, settings: Arc<Settings>) -> anyhow::Result<Self> {
         let rate_limits = crate::rate_limit::RateLimits::new(settings.http.rate_limits);
         crate::rate_limit::spawn_pruning(&rate_limits);
@@ -17,7 +18,9 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(30))
             .build()?;
+        let uploads = zoark_core::storage::uploads(&settings.storage)?;
         Ok(Self {
+            uploads,
             events: crate::events::EventHub::start(pool.clone()),
             pool,
             settings,
@@ -38,4 +41,6 @@ pub struct AppState {
     pub rate_limits: Arc<crate::rate_limit::RateLimits>,
     /// Outgoing HTTP (OAuth token exchanges): rustls, no redirects, 30 s timeout.
     pub http: reqwest::Client,
+    /// Where uploaded files go: `ZOARK_STORAGE_DIR`, or the S3 bucket when configured.
+    pub uploads: zoark_core::storage::Location,
 }

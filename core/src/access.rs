@@ -166,6 +166,15 @@ permissions! {
     DecideApprovals = "approvals.decide", Member;
     /// Create, change, archive and delete approval pipeline templates.
     ManageApprovalTemplates = "approval_templates.manage", Manager;
+    /// See team members' documents (timesheets, reports, contracts) and download them.
+    ReadDocuments = "documents.read", Viewer;
+    /// Upload and delete team members' documents.
+    ManageDocuments = "documents.manage", Member;
+    /// See invoices and download their PDFs (amounts are not for viewers).
+    ReadInvoices = "invoices.read", Member;
+    /// Create, change, pay, void and delete invoices and attach their PDF; approving and
+    /// rejecting belong to approval pipelines.
+    ManageInvoices = "invoices.manage", Lead;
 }
 
 /// Who acts: a user through a login session, or an API key.

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod crypto;
 pub mod db;
+pub mod files;
 pub mod identity;
 pub mod oauth;
 pub mod process;

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use object_store::{ObjectStore, aws::AmazonS3Builder, local::LocalFileSystem, path::Path};
+use object_store::{
+    ObjectStore, ObjectStoreExt as _, aws::AmazonS3Builder, local::LocalFileSystem, path::Path,
+};
 use secrecy::ExposeSecret;
 use url::Url;
 
-use crate::settings::S3Settings;
+use crate::settings::{S3Settings, StorageSettings};
 
 /// A place to put objects: the store and the prefix every key of this use lives under.
 #[derive(Clone)]
@@ -50,20 +52,25 @@ impl Location {
     /// An unsupported scheme, a missing bucket or credentials, or a directory that cannot be
     /// created.
     pub async fn open(url: &Url, s3: Option<&S3Settings>) -> Result<Self, StorageError> {
+        if url.scheme() == "file" {
+            let dir = url.path();
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| StorageError::Directory {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+        }
+        Self::build(url, s3)
+    }
+
+    /// [`Self::open`] for a local directory that exists.
+    fn build(url: &Url, s3: Option<&S3Settings>) -> Result<Self, StorageError> {
         match url.scheme() {
-            "file" => {
-                let dir = url.path();
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .map_err(|source| StorageError::Directory {
-                        path: dir.to_owned(),
-                        source,
-                    })?;
-                Ok(Self {
-                    store: Arc::new(LocalFileSystem::new_with_prefix(dir)?),
-                    prefix: Path::default(),
-                })
-            }
+            "file" => Ok(Self {
+                store: Arc::new(LocalFileSystem::new_with_prefix(url.path())?),
+                prefix: Path::default(),
+            }),
             "s3" => {
                 let bucket = url
                     .host_str()
@@ -94,5 +101,69 @@ impl Location {
     /// The full key of `name` under this location's prefix.
     pub fn key(&self, name: &str) -> Path {
         self.prefix.clone().join(name)
+    }
+}
+
+/// Uploaded files (team documents, invoice PDFs): under `uploads/` of the S3 bucket when
+/// `ZOARK_S3_BUCKET` is set, otherwise in `ZOARK_STORAGE_DIR` (created if missing). Synchronous:
+/// it runs once, when a process starts.
+///
+/// # Errors
+/// As [`Location::open`].
+pub fn uploads(settings: &StorageSettings) -> Result<Location, StorageError> {
+    let directory = |source: std::io::Error| StorageError::Directory {
+        path: settings.local_dir.clone(),
+        source,
+    };
+    let url = match &settings.s3 {
+        Some(s3) => Url::parse(&format!("s3://{}/uploads", s3.bucket))
+            .map_err(|_| StorageError::NoBucket(s3.endpoint.clone()))?,
+        None => {
+            std::fs::create_dir_all(&settings.local_dir).map_err(directory)?;
+            let dir = std::path::absolute(&settings.local_dir).map_err(directory)?;
+            Url::from_directory_path(&dir)
+                .map_err(|()| directory(std::io::Error::other("not an absolute path")))?
+        }
+    };
+    Location::build(&url, settings.s3.as_ref())
+}
+
+impl Location {
+    /// The full key of a multi-segment `name` (`a/b/c`) under this location's prefix.
+    pub fn full_key(&self, name: &str) -> String {
+        if self.prefix.as_ref().is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+
+    /// Stores `bytes` under the full `key`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn put(&self, key: &str, bytes: bytes::Bytes) -> Result<(), StorageError> {
+        self.store.put(&Path::from(key), bytes.into()).await?;
+        Ok(())
+    }
+
+    /// The object under the full `key`.
+    ///
+    /// # Errors
+    /// Storage errors, `object_store::Error::NotFound` among them.
+    pub async fn get(&self, key: &str) -> Result<bytes::Bytes, StorageError> {
+        Ok(self.store.get(&Path::from(key)).await?.bytes().await?)
+    }
+
+    /// Deletes the object under the full `key`; an object that is already gone is not an error,
+    /// so a retried delete succeeds.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 }

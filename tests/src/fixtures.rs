@@ -154,3 +154,17 @@ pub async fn login(app: &crate::TestApp, email: &str, organization_id: Option<Uu
     assert_eq!(status, 200, "login failed: {body}");
     Account::from_tokens(email, &body)
 }
+
+/// A project of `organization_id`, written with SQL until projects have an API; tests that need
+/// one call this, so it is the one place to swap for the API later.
+///
+/// # Panics
+/// On a database error.
+pub async fn project(pool: &PgPool, organization_id: Uuid, name: &str) -> Uuid {
+    sqlx::query_scalar("INSERT INTO projects (organization_id, name) VALUES ($1, $2) RETURNING id")
+        .bind(organization_id)
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("inserting project {name}: {e}"))
+}

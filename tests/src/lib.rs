@@ -10,6 +10,7 @@
 
 pub mod db;
 pub mod fixtures;
+pub mod multipart;
 pub mod peers;
 pub mod proxy;
 pub mod smtp;
@@ -88,6 +89,14 @@ impl TestAppBuilder {
                 "100000".to_owned(),
             ),
         ]);
+        // Uploaded files go to a directory of this test's own.
+        env.insert(
+            "ZOARK_STORAGE_DIR".to_owned(),
+            std::env::temp_dir()
+                .join(format!("zoark-test-storage-{}", database.name))
+                .display()
+                .to_string(),
+        );
         env.extend(self.env);
         let settings = Settings::from_source(&env).unwrap_or_else(|e| panic!("test settings: {e}"));
         zoark_core::telemetry::install_crypto_provider();

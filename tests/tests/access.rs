@@ -13,7 +13,10 @@ use uuid::Uuid;
 use zoark_api::permissions::{OPERATIONS, least_role};
 use zoark_core::access::Role;
 use zoark_jobs::{Opts, diag::Record, enqueue};
-use zoark_tests::{TestApp, fixtures};
+use zoark_tests::{
+    TestApp, fixtures,
+    multipart::{Form, PDF},
+};
 
 struct Operation {
     id: String,
@@ -82,7 +85,38 @@ fn valid_body(operation_id: &str) -> Option<Value> {
             "subject_id": Uuid::nil()})),
         "approvals_approve" => Some(json!({"comment": "ok"})),
         "approvals_reject" => Some(json!({"comment": "no"})),
+        "invoices_create" => Some(json!({"project_id": Uuid::nil(), "number": "N-1",
+            "vendor": "V", "amount_minor": 1, "currency": "EUR",
+            "issued_on": "2026-01-01", "due_on": "2026-01-02"})),
+        "invoices_update" => Some(json!({"vendor": "Renamed"})),
         _ => None,
+    }
+}
+
+/// A `multipart/form-data` body for the upload operations (they take no JSON).
+fn valid_form(operation_id: &str) -> Option<Form> {
+    match operation_id {
+        "documents_create" => Some(
+            Form::new()
+                .file("file", "a.pdf", "application/pdf", PDF)
+                .text("kind", "report"),
+        ),
+        "invoices_pdf_put" => Some(Form::new().file("file", "a.pdf", "application/pdf", PDF)),
+        _ => None,
+    }
+}
+
+/// Calls an operation with its valid body: a form for uploads, JSON otherwise.
+async fn send(app: &TestApp, op: &Operation, path: &str, token: Option<&str>) -> reqwest::Response {
+    match valid_form(&op.id) {
+        Some(form) => {
+            app.upload(op.method.clone(), path, token, &form, None)
+                .await
+        }
+        None => {
+            app.call(op.method.clone(), path, token, valid_body(&op.id).as_ref())
+                .await
+        }
     }
 }
 
@@ -165,21 +199,11 @@ async fn every_secured_operation_refuses_no_credentials_and_the_role_just_below_
     let mut checked = 0;
     for op in operations(&app).await.into_iter().filter(|o| o.secured) {
         let path = with_ids(&op.path, Uuid::now_v7());
-        let body = valid_body(&op.id);
-        let anonymous = app
-            .call(op.method.clone(), &path, None, body.as_ref())
-            .await;
+        let anonymous = send(&app, &op, &path, None).await;
         assert_eq!(anonymous.status(), 401, "{} without credentials", op.id);
         let role = least_role(&op.id).unwrap();
         if let Some(lower) = below(role) {
-            let response = app
-                .call(
-                    op.method.clone(),
-                    &path,
-                    Some(&tokens[lower.as_str()]),
-                    body.as_ref(),
-                )
-                .await;
+            let response = send(&app, &op, &path, Some(&tokens[lower.as_str()])).await;
             let status = response.status();
             let problem: Value = response.json().await.unwrap();
             assert_eq!(status, 403, "{} as {lower}: {problem}", op.id);
@@ -360,6 +384,36 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         let body: Value = response.json().await.unwrap();
         body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
     };
+    let a_document = {
+        let form = Form::new().file("file", "secret-of-a.pdf", "application/pdf", PDF);
+        let response = app
+            .upload(
+                Method::POST,
+                &format!("/api/v1/team-members/{a_team_member}/documents"),
+                Some(&a.access_token),
+                &form,
+                None,
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
+    let a_invoice = {
+        let project = fixtures::project(&app.pool, a.organization_id, "secret-of-a").await;
+        let mut body = valid_body("invoices_create").unwrap();
+        body["project_id"] = json!(project);
+        body["number"] = json!("secret-of-a");
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/invoices",
+                Some(&a.access_token),
+                Some(&body),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     // One of A's resources for every path parameter the API has.
     let fixtures_by_path: BTreeMap<&str, Uuid> = BTreeMap::from([
         ("/api/v1/auth/sessions/{id}", a_session),
@@ -376,6 +430,11 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/projects/{id}", a_project),
         ("/api/v1/projects/{id}/members", a_project),
         ("/api/v1/projects/{id}/members/{team_member_id}", a_project),
+        ("/api/v1/team-members/{id}/documents", a_team_member),
+        ("/api/v1/documents/{id}", a_document),
+        ("/api/v1/documents/{id}/content", a_document),
+        ("/api/v1/invoices/{id}", a_invoice),
+        ("/api/v1/invoices/{id}/pdf", a_invoice),
         ("/api/v1/projects/{id}/board", a_project),
         ("/api/v1/tasks/{id}", a_task),
         ("/api/v1/tasks/{id}/move", a_task),
@@ -404,14 +463,7 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
             .get(op.path.as_str())
             .unwrap_or_else(|| panic!("{}: add one of A's resources for this path", op.path));
         let path = with_ids(&op.path, id);
-        let response = app
-            .call(
-                op.method.clone(),
-                &path,
-                Some(&b.access_token),
-                valid_body(&op.id).as_ref(),
-            )
-            .await;
+        let response = send(&app, &op, &path, Some(&b.access_token)).await;
         let status = response.status();
         let text = response.text().await.unwrap();
         assert_eq!(status, 404, "{} {path} as B: {text}", op.method);

@@ -6,8 +6,10 @@ pub mod approvals;
 pub mod audit_log;
 pub mod auth;
 pub mod broadcasts;
+pub mod documents;
 pub mod email_accounts;
 pub mod health;
+pub mod invoices;
 pub mod jobs;
 pub mod organization;
 pub mod projects;
@@ -44,6 +46,10 @@ pub enum ApiTags {
     /// Approval pipeline templates, approvals running on invoices, tasks and documents, and
     /// their decisions.
     Approvals,
+    /// Team members' documents: upload, list, download, delete.
+    Documents,
+    /// Project invoices, their status and their PDF.
+    Invoices,
 }
 
 /// The answer of operations that return nothing.
