@@ -42,6 +42,7 @@ pub type Api = (
     routes::email_accounts::EmailAccountsApi,
     routes::broadcasts::BroadcastsApi,
     routes::jobs::JobsApi,
+    routes::webhooks::WebhooksApi,
 );
 
 fn api() -> Api {
@@ -55,6 +56,7 @@ fn api() -> Api {
         routes::email_accounts::EmailAccountsApi,
         routes::broadcasts::BroadcastsApi,
         routes::jobs::JobsApi,
+        routes::webhooks::WebhooksApi,
     )
 }
 

@@ -66,6 +66,14 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("jobs_retry", Some(a::ManageJobs::NAME)),
     ("jobs_cancel", Some(a::ManageJobs::NAME)),
     ("queues_list", Some(a::ReadJobs::NAME)),
+    ("webhooks_create", Some(a::ManageWebhooks::NAME)),
+    ("webhooks_list", Some(a::ReadWebhooks::NAME)),
+    ("webhooks_get", Some(a::ReadWebhooks::NAME)),
+    ("webhooks_update", Some(a::ManageWebhooks::NAME)),
+    ("webhooks_delete", Some(a::ManageWebhooks::NAME)),
+    ("webhooks_rotate_secret", Some(a::ManageWebhooks::NAME)),
+    ("webhooks_test", Some(a::ManageWebhooks::NAME)),
+    ("webhooks_deliveries", Some(a::ReadWebhooks::NAME)),
 ];
 
 /// The matrix row of a permission name.

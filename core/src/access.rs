@@ -145,6 +145,10 @@ permissions! {
     ReadJobs = "jobs.read", Viewer;
     /// Retry and cancel jobs.
     ManageJobs = "jobs.manage", Lead;
+    /// See webhook endpoints (never their signing secrets) and their delivery log.
+    ReadWebhooks = "webhooks.read", Manager;
+    /// Create, change, test, rotate the secret of and delete webhook endpoints.
+    ManageWebhooks = "webhooks.manage", Admin;
 }
 
 /// Who acts: a user through a login session, or an API key.

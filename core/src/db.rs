@@ -17,6 +17,7 @@ pub mod sessions;
 pub mod team_members;
 pub mod tenant;
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@ pub mod email;
 pub mod email_delivery;
 pub mod email_test;
 pub mod maintenance;
+pub mod webhooks;
 
 use crate::{WorkerContext, engine::Registry};
 
@@ -15,5 +16,6 @@ pub fn registry(ctx: &WorkerContext) -> Registry {
     let registry = email::register(registry, ctx);
     let registry = email_test::register(registry, ctx);
     let registry = email_delivery::register(registry, ctx);
+    let registry = webhooks::register(registry, ctx);
     diag::register(registry, ctx)
 }
