@@ -61,6 +61,10 @@ fn valid_body(operation_id: &str) -> Option<Value> {
         "suppressions_create" => Some(json!({"email": "quiet@example.com"})),
         "team_members_create" => Some(json!({"name": "Ada", "email": "ada@example.com"})),
         "team_members_update" => Some(json!({"department": "Ops"})),
+        "webhooks_create" => {
+            Some(json!({"url": "https://hooks.example.com/z", "event_types": ["*"]}))
+        }
+        "webhooks_update" => Some(json!({"enabled": false})),
         "invitations_create" => Some(json!({"email": "invitee@example.com", "role": "viewer"})),
         "auth_password_reset" => Some(json!({"email": "x@example.com"})),
         "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),
@@ -263,6 +267,20 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
             .unwrap()
             .id
     };
+    let a_webhook = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/webhooks",
+                Some(&a.access_token),
+                Some(
+                    &json!({"url": "https://hooks.example.com/secret-of-a", "event_types": ["*"]}),
+                ),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     // One of A's resources for every path parameter the API has.
     let fixtures_by_path: BTreeMap<&str, Uuid> = BTreeMap::from([
         ("/api/v1/auth/sessions/{id}", a_session),
@@ -279,6 +297,10 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/jobs/{id}", a_job),
         ("/api/v1/jobs/{id}/retry", a_job),
         ("/api/v1/jobs/{id}/cancel", a_job),
+        ("/api/v1/webhooks/{id}", a_webhook),
+        ("/api/v1/webhooks/{id}/test", a_webhook),
+        ("/api/v1/webhooks/{id}/rotate-secret", a_webhook),
+        ("/api/v1/webhooks/{id}/deliveries", a_webhook),
     ]);
     let mut walked = 0;
     for op in operations(&app).await {

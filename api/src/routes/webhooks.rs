@@ -659,6 +659,7 @@ impl WebhooksApi {
         method = "get",
         operation_id = "webhooks_deliveries"
     )]
+    #[allow(clippy::too_many_arguments)] // one per query parameter: poem-openapi's extractors
     async fn deliveries(
         &self,
         auth: BearerAuth,
