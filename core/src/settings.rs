@@ -590,10 +590,16 @@ impl Settings {
             allow_private: r.parse_bool_or("ZOARK_WEBHOOKS_ALLOW_PRIVATE", false)?,
             allow_http: r.parse_bool_or("ZOARK_WEBHOOKS_ALLOW_HTTP", false)?,
         };
-        if prod && (webhooks.allow_private || webhooks.allow_http) {
+        if prod && webhooks.allow_private {
             return Err(dev_default(
                 "ZOARK_WEBHOOKS_ALLOW_PRIVATE",
-                "webhooks to private addresses or over plain http are for development only",
+                "webhooks to internal addresses are for development only",
+            ));
+        }
+        if prod && webhooks.allow_http {
+            return Err(dev_default(
+                "ZOARK_WEBHOOKS_ALLOW_HTTP",
+                "webhooks over plain http are for development only",
             ));
         }
 

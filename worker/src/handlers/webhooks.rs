@@ -310,3 +310,27 @@ fn transport_error(e: &reqwest::Error, ctx: &WorkerContext) -> Attempted {
         permanent,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_resolver_refuses_names_of_internal_addresses_unless_allowed() {
+        let name = |n: &str| n.parse::<Name>().unwrap();
+        let strict = GuardedResolver {
+            allow_private: false,
+        };
+        let error = match strict.resolve(name("localhost")).await {
+            Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
+            Err(e) => e,
+        };
+        assert!(error.downcast_ref::<Refused>().is_some(), "{error}");
+        assert!(error.to_string().contains("127.0.0.1"), "{error}");
+        let lenient = GuardedResolver {
+            allow_private: true,
+        };
+        let addrs: Vec<SocketAddr> = lenient.resolve(name("localhost")).await.unwrap().collect();
+        assert!(addrs.iter().any(|a| a.ip().is_loopback()), "{addrs:?}");
+    }
+}
