@@ -889,15 +889,35 @@ async fn a_discarded_job_is_sent_as_job_discarded_to_subscribed_enabled_endpoint
     .fetch_one(&app.pool)
     .await
     .unwrap();
+    // A job whose worker died on its last attempt is discarded by the rescue: also an event.
+    let orphan: Uuid = sqlx::query_scalar(
+        "INSERT INTO jobs (organization_id, kind, queue, args, max_attempts, attempt, state, worker_id, attempted_at)
+         VALUES ($1, 'reports.weekly', 'default', '{}', 1, 1, 'running', gen_random_uuid(), now())
+         RETURNING id",
+    )
+    .bind(admin.organization_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     work_until(
         &app,
-        "SELECT count(*) = 1 AND bool_and(status = 'succeeded') FROM webhook_deliveries",
+        "SELECT count(*) = 2 AND bool_and(status = 'succeeded') FROM webhook_deliveries",
         Duration::from_secs(20),
     )
     .await;
-    let received = receiver.received_requests().await.unwrap();
-    assert_eq!(received.len(), 1);
-    assert_eq!(received[0].url.path(), "/jobs");
+    let mut received = receiver.received_requests().await.unwrap();
+    assert_eq!(received.len(), 2);
+    assert!(received.iter().all(|r| r.url.path() == "/jobs"));
+    let events: Vec<Value> = received
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    let rescued = events
+        .iter()
+        .position(|e| e["data"]["job"]["id"] == orphan.to_string().as_str())
+        .expect("the rescued job's event");
+    assert_eq!(events[rescued]["data"]["job"]["error_kind"], "rescued");
+    received.remove(rescued);
     let event: Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(event["type"], "job.discarded");
     let job = &event["data"]["job"];

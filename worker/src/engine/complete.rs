@@ -110,15 +110,23 @@ async fn write(pool: &PgPool, worker_id: Uuid, batch: &[Completion]) -> Result<u
     // Discarded jobs may be webhook events: emitted in the transaction that discards them.
     let mut tx = pool.begin().await?;
     let result = query.execute(&mut *tx).await?;
-    let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-    match zoark_jobs::webhooks::emit_jobs_discarded(&mut savepoint, &discarded).await {
-        Ok(_) => savepoint.commit().await?,
-        Err(error) => {
-            // The outcomes matter more than the events: keep them, log the loss.
-            tracing::error!(%error, jobs = discarded.len(), "emitting job.discarded failed; the events are lost");
-            savepoint.rollback().await?;
-        }
-    }
+    emit_discarded(&mut tx, &discarded).await?;
     tx.commit().await?;
     Ok(result.rows_affected())
+}
+
+/// Emits `job.discarded` for those of `ids` this transaction discarded, in a savepoint: the
+/// job outcomes matter more than the events, so a failure is logged and the outcomes kept.
+pub(crate) async fn emit_discarded(
+    tx: &mut sqlx::PgConnection,
+    ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+    match zoark_jobs::webhooks::emit_jobs_discarded(&mut savepoint, ids).await {
+        Ok(_) => savepoint.commit().await,
+        Err(error) => {
+            tracing::error!(%error, jobs = ids.len(), "emitting job.discarded failed; the events are lost");
+            savepoint.rollback().await
+        }
+    }
 }
