@@ -294,6 +294,14 @@ fn parse(
     Ok(out)
 }
 
+/// So that handlers emitting events (`zoark_jobs::webhooks::emit`) can use `?`: a failure to
+/// record an event is a database failure, a 500.
+impl From<zoark_jobs::webhooks::EmitError> for ApiError {
+    fn from(e: zoark_jobs::webhooks::EmitError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
 fn not_found() -> ApiError {
     ApiError::NotFound {
         code: "webhook_not_found",
@@ -627,9 +635,7 @@ impl WebhooksApi {
             tx.commit().await?;
             return Ok(PingQueued::Accepted(Json(Box::new(found)), Some(true)));
         }
-        let emitted = zoark_jobs::webhooks::ping(&mut tx, organization_id, id.0)
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        let emitted = zoark_jobs::webhooks::ping(&mut tx, organization_id, id.0).await?;
         let delivery_id = emitted
             .delivery_ids
             .first()
