@@ -52,6 +52,16 @@ async fn create(app: &TestApp, token: &str, body: Value) -> Value {
     created
 }
 
+/// A receiver answering every POST with `status`.
+async fn receiver_answering(status: u16) -> MockServer {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(status))
+        .mount(&receiver)
+        .await;
+    receiver
+}
+
 /// Runs a worker until `sql` (a boolean query) holds.
 async fn work_until(app: &TestApp, sql: &str, timeout: Duration) {
     let token = CancellationToken::new();
@@ -570,11 +580,7 @@ async fn internal_addresses_are_refused_when_creating_and_when_delivering() {
     }
     // An endpoint that became internal (here: stored before the rules) is refused at delivery,
     // and nothing is sent.
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver_answering(200).await;
     let sealed = zoark_core::crypto::seal(&app.settings.encryption_key, b"whsec_x").unwrap();
     let id: Uuid = sqlx::query_scalar(
         "INSERT INTO webhooks (organization_id, url, event_types, secret_ciphertext)
@@ -848,11 +854,7 @@ async fn managers_read_admins_manage_and_other_organizations_see_nothing() {
 #[tokio::test]
 async fn a_discarded_job_is_sent_as_job_discarded_to_subscribed_enabled_endpoints_only() {
     let app = local_app(&[]).await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver_answering(200).await;
     let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
     let token = admin.access_token.as_str();
     let subscribed = create(
@@ -939,11 +941,7 @@ async fn a_discarded_job_is_sent_as_job_discarded_to_subscribed_enabled_endpoint
 #[tokio::test]
 async fn a_disabled_endpoint_ends_its_queued_deliveries_as_failed() {
     let app = local_app(&[]).await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver_answering(200).await;
     let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
     let token = admin.access_token.as_str();
     let hook = create(
@@ -1008,11 +1006,7 @@ async fn a_disabled_endpoint_ends_its_queued_deliveries_as_failed() {
 async fn a_finished_broadcast_is_sent_as_broadcast_finished() {
     let smtp = SmtpSink::start().await;
     let app = local_app(&[("ZOARK_PUBLIC_URL", "https://zoark.example")]).await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver_answering(200).await;
     let admin = fixtures::register(&app, "admin@engines.test", "Engines").await;
     let token = admin.access_token.as_str();
     let hook = create(
