@@ -35,44 +35,57 @@ use zoark_core::Settings;
 
 pub use crate::state::AppState;
 
-/// All operations, in the order they appear in the spec.
-pub type Api = (
+/// The platform's operations: health, identity, email, jobs, webhooks.
+pub type PlatformApi = (
     routes::health::HealthApi,
     routes::auth::AuthApi,
     routes::organization::OrganizationApi,
     routes::api_keys::ApiKeysApi,
     routes::audit_log::AuditLogApi,
-    routes::team_members::TeamMembersApi,
-    routes::projects::ProjectsApi,
-    routes::tasks::TasksApi,
-    routes::agents::AgentsApi,
     routes::email_accounts::EmailAccountsApi,
     routes::broadcasts::BroadcastsApi,
     routes::jobs::JobsApi,
-    routes::approvals::ApprovalTemplatesApi,
-    routes::approvals::ApprovalsApi,
+    routes::webhooks::WebhooksApi,
+);
+
+/// The ZOARK OS domain: the team, projects and tasks, documents, invoices, approvals, agents.
+pub type DomainApi = (
+    routes::team_members::TeamMembersApi,
+    routes::projects::ProjectsApi,
+    routes::tasks::TasksApi,
     routes::documents::DocumentsApi,
     routes::invoices::InvoicesApi,
+    routes::approvals::ApprovalTemplatesApi,
+    routes::approvals::ApprovalsApi,
+    routes::agents::AgentsApi,
 );
+
+/// All operations, in the order they appear in the spec (a tuple holds at most 16).
+pub type Api = (PlatformApi, DomainApi);
 
 fn api() -> Api {
     (
-        routes::health::HealthApi,
-        routes::auth::AuthApi,
-        routes::organization::OrganizationApi,
-        routes::api_keys::ApiKeysApi,
-        routes::audit_log::AuditLogApi,
-        routes::team_members::TeamMembersApi,
-        routes::projects::ProjectsApi,
-        routes::tasks::TasksApi,
-        routes::agents::AgentsApi,
-        routes::email_accounts::EmailAccountsApi,
-        routes::broadcasts::BroadcastsApi,
-        routes::jobs::JobsApi,
-        routes::approvals::ApprovalTemplatesApi,
-        routes::approvals::ApprovalsApi,
-        routes::documents::DocumentsApi,
-        routes::invoices::InvoicesApi,
+        (
+            routes::health::HealthApi,
+            routes::auth::AuthApi,
+            routes::organization::OrganizationApi,
+            routes::api_keys::ApiKeysApi,
+            routes::audit_log::AuditLogApi,
+            routes::email_accounts::EmailAccountsApi,
+            routes::broadcasts::BroadcastsApi,
+            routes::jobs::JobsApi,
+            routes::webhooks::WebhooksApi,
+        ),
+        (
+            routes::team_members::TeamMembersApi,
+            routes::projects::ProjectsApi,
+            routes::tasks::TasksApi,
+            routes::documents::DocumentsApi,
+            routes::invoices::InvoicesApi,
+            routes::approvals::ApprovalTemplatesApi,
+            routes::approvals::ApprovalsApi,
+            routes::agents::AgentsApi,
+        ),
     )
 }
 

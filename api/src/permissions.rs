@@ -128,6 +128,14 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("invoices_delete", Some(a::ManageInvoices::NAME)),
     ("invoices_pdf_put", Some(a::ManageInvoices::NAME)),
     ("invoices_pdf_get", Some(a::ReadInvoices::NAME)),
+    ("webhooks_create", Some(a::ManageWebhooks::NAME)),
+    ("webhooks_list", Some(a::ReadWebhooks::NAME)),
+    ("webhooks_get", Some(a::ReadWebhooks::NAME)),
+    ("webhooks_update", Some(a::ManageWebhooks::NAME)),
+    ("webhooks_delete", Some(a::ManageWebhooks::NAME)),
+    ("webhooks_rotate_secret", Some(a::ManageWebhooks::NAME)),
+    ("webhooks_test", Some(a::ManageWebhooks::NAME)),
+    ("webhooks_deliveries", Some(a::ReadWebhooks::NAME)),
 ];
 
 /// The matrix row of a permission name.

@@ -175,6 +175,10 @@ permissions! {
     /// Create, change, pay, void and delete invoices and attach their PDF; approving and
     /// rejecting belong to approval pipelines.
     ManageInvoices = "invoices.manage", Lead;
+    /// See webhook endpoints (never their signing secrets) and their delivery log.
+    ReadWebhooks = "webhooks.read", Manager;
+    /// Create, change, test, rotate the secret of and delete webhook endpoints.
+    ManageWebhooks = "webhooks.manage", Admin;
 }
 
 /// Who acts: a user through a login session, or an API key.

@@ -24,6 +24,7 @@ pub mod team_documents;
 pub mod team_members;
 pub mod tenant;
 pub mod users;
+pub mod webhooks;
 
 use std::time::Duration;
 

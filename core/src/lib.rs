@@ -14,5 +14,6 @@ pub mod settings;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use settings::Settings;

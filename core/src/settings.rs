@@ -12,7 +12,7 @@ use url::Url;
 /// Development-only JWT signing secret; refused in production.
 /// The queues a worker claims from when `ZOARK_WORKER_QUEUES` is not set.
 pub const DEFAULT_QUEUES: &str =
-    "default=10,email=20,agents=5,indexing=2,maintenance=2,diagnostics=2";
+    "default=10,email=20,agents=5,indexing=2,maintenance=2,diagnostics=2,webhooks=10";
 
 const DEV_JWT_SECRET: &str = "zoark-development-jwt-secret-do-not-use-in-production";
 /// Development-only AES-256 key (base64 of 32 bytes); refused in production.
@@ -129,6 +129,7 @@ pub struct Settings {
     pub backup: BackupSettings,
     pub worker: WorkerSettings,
     pub job_retention: JobRetention,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -277,6 +278,21 @@ pub struct WorkerSettings {
     pub claim_batch: usize,
     /// Where the worker serves `/metrics` for Prometheus; `None` serves nothing.
     pub metrics_port: Option<u16>,
+}
+
+/// Outgoing webhook deliveries.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// One delivery attempt may take this long (`ZOARK_WEBHOOKS_TIMEOUT_MS`, 10 s).
+    pub timeout: Duration,
+    /// The first retry delay; each later one doubles it, with jitter
+    /// (`ZOARK_WEBHOOKS_RETRY_BASE_MS`, 60 s).
+    pub retry_base: Duration,
+    /// Deliver to loopback, private and link-local addresses (`ZOARK_WEBHOOKS_ALLOW_PRIVATE`,
+    /// false; development and tests only).
+    pub allow_private: bool,
+    /// Accept plain `http://` endpoints (`ZOARK_WEBHOOKS_ALLOW_HTTP`, false).
+    pub allow_http: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -552,6 +568,41 @@ impl Settings {
             ));
         }
 
+        let webhooks = WebhookSettings {
+            timeout: match r.parse_or("ZOARK_WEBHOOKS_TIMEOUT_MS", 10_000u64)? {
+                ms @ 1..=50_000 => Duration::from_millis(ms),
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        var: "ZOARK_WEBHOOKS_TIMEOUT_MS",
+                        reason: "must be 1 to 50000 milliseconds".into(),
+                    });
+                }
+            },
+            retry_base: match r.parse_or("ZOARK_WEBHOOKS_RETRY_BASE_MS", 60_000u64)? {
+                0 => {
+                    return Err(SettingsError::Invalid {
+                        var: "ZOARK_WEBHOOKS_RETRY_BASE_MS",
+                        reason: "must be at least 1 millisecond".into(),
+                    });
+                }
+                ms => Duration::from_millis(ms),
+            },
+            allow_private: r.parse_bool_or("ZOARK_WEBHOOKS_ALLOW_PRIVATE", false)?,
+            allow_http: r.parse_bool_or("ZOARK_WEBHOOKS_ALLOW_HTTP", false)?,
+        };
+        if prod && webhooks.allow_private {
+            return Err(dev_default(
+                "ZOARK_WEBHOOKS_ALLOW_PRIVATE",
+                "webhooks to internal addresses are for development only",
+            ));
+        }
+        if prod && webhooks.allow_http {
+            return Err(dev_default(
+                "ZOARK_WEBHOOKS_ALLOW_HTTP",
+                "webhooks over plain http are for development only",
+            ));
+        }
+
         Ok(Self {
             environment,
             log_format: r.parse_or("ZOARK_LOG_FORMAT", default_log)?,
@@ -681,6 +732,7 @@ impl Settings {
                     86_400 * r.parse_or::<u64>("ZOARK_JOBS_DISCARDED_RETENTION_DAYS", 7)?,
                 ),
             },
+            webhooks,
         })
     }
 

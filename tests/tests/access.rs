@@ -61,6 +61,10 @@ fn valid_body(operation_id: &str) -> Option<Value> {
         "email_accounts_test" => Some(json!({})),
         "broadcasts_create" => Some(json!({"email_account_id": Uuid::nil(), "subject": "Hello",
             "body_text": "Hi", "recipients": ["someone@example.com"]})),
+        "webhooks_create" => {
+            Some(json!({"url": "https://hooks.example.com/z", "event_types": ["*"]}))
+        }
+        "webhooks_update" => Some(json!({"enabled": false})),
         "suppressions_create" => Some(json!({"email": "quiet@example.com"})),
         "team_members_create" => Some(json!({"name": "Ada", "email": "ada@example.com"})),
         "team_members_update" => Some(json!({"department": "Ops"})),
@@ -414,6 +418,20 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         let body: Value = response.json().await.unwrap();
         body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
     };
+    let a_webhook = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/webhooks",
+                Some(&a.access_token),
+                Some(
+                    &json!({"url": "https://hooks.example.com/secret-of-a", "event_types": ["*"]}),
+                ),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     // One of A's resources for every path parameter the API has.
     let fixtures_by_path: BTreeMap<&str, Uuid> = BTreeMap::from([
         ("/api/v1/auth/sessions/{id}", a_session),
@@ -430,6 +448,10 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/projects/{id}", a_project),
         ("/api/v1/projects/{id}/members", a_project),
         ("/api/v1/projects/{id}/members/{team_member_id}", a_project),
+        ("/api/v1/webhooks/{id}", a_webhook),
+        ("/api/v1/webhooks/{id}/test", a_webhook),
+        ("/api/v1/webhooks/{id}/rotate-secret", a_webhook),
+        ("/api/v1/webhooks/{id}/deliveries", a_webhook),
         ("/api/v1/team-members/{id}/documents", a_team_member),
         ("/api/v1/documents/{id}", a_document),
         ("/api/v1/documents/{id}/content", a_document),

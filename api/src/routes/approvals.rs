@@ -562,6 +562,22 @@ pub async fn complete_approval<P>(
     if instance.subject_type == "invoice" && outcome != "cancelled" {
         approvals::set_invoice_status(conn, proof, instance.subject_id, outcome).await?;
     }
+    if outcome != "cancelled" {
+        zoark_jobs::webhooks::emit(
+            conn,
+            proof.organization_id(),
+            zoark_core::webhooks::EventType::ApprovalCompleted,
+            serde_json::json!({ "approval": {
+                "id": instance.id,
+                "template_id": instance.template_id,
+                "subject_type": instance.subject_type,
+                "subject_id": instance.subject_id,
+                "outcome": outcome,
+                "completed_at": chrono::Utc::now(),
+            }}),
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ pub mod organization;
 pub mod projects;
 pub mod tasks;
 pub mod team_members;
+pub mod webhooks;
 
 /// Tags grouping operations in the spec and Swagger UI.
 #[derive(poem_openapi::Tags)]
@@ -50,6 +51,8 @@ pub enum ApiTags {
     Documents,
     /// Project invoices, their status and their PDF.
     Invoices,
+    /// Endpoints that receive signed event notifications, and their delivery log.
+    Webhooks,
 }
 
 /// The answer of operations that return nothing.
@@ -58,4 +61,21 @@ pub enum NoContent {
     /// Done.
     #[oai(status = 204)]
     NoContent,
+}
+
+/// A strong entity tag: the SHA-256 of the JSON representation (first 128 bits, hex).
+pub(crate) fn entity_tag(representation: &impl serde::Serialize) -> String {
+    use sha2::Digest as _;
+    let body = serde_json::to_vec(representation).unwrap_or_default();
+    let digest = sha2::Sha256::digest(&body);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// Whether an `If-None-Match` header names `tag` (or `*`): the client's copy is current.
+pub(crate) fn none_match(if_none_match: Option<&str>, tag: &str) -> bool {
+    if_none_match.is_some_and(|h| {
+        h.split(',')
+            .any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == tag)
+    })
 }

@@ -24,6 +24,7 @@ use zoark_core::{
         team_members, tenant,
     },
     identity::Invalid,
+    webhooks::EventType,
 };
 use zoark_jobs::{Opts, email::SystemTemplate};
 
@@ -702,7 +703,8 @@ impl TasksApi {
     /// To another column or another place in its own: right after `after_task_id`, right
     /// before `before_task_id`, or at the `top` or `bottom` (default). The order of the other
     /// tasks never changes. Moving to `done` completes the task, moving out of it reopens it;
-    /// a change of column is recorded as `status_changed`. Needs `tasks.write` (member).
+    /// a change of column is recorded as `status_changed` and sent to webhooks subscribed to
+    /// `task.status_changed`. Needs `tasks.write` (member).
     #[oai(path = "/tasks/:id/move", method = "post", operation_id = "tasks_move")]
     async fn move_task(
         &self,
@@ -726,10 +728,29 @@ impl TasksApi {
             }
         };
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        tasks::move_to(&mut tx, &granted, id.0, &db(body.status), place)
+        let moved = tasks::move_to(&mut tx, &granted, id.0, &db(body.status), place)
             .await
             .map_err(move_error)?;
         let task = load(&mut tx, &granted, id.0).await?;
+        if moved.from != moved.to {
+            zoark_jobs::webhooks::emit(
+                &mut tx,
+                granted.organization_id(),
+                EventType::TaskStatusChanged,
+                serde_json::json!({
+                    "task": {
+                        "id": task.id,
+                        "project_id": task.project_id,
+                        "title": task.title,
+                        "status": task.status,
+                        "previous_status": moved.from,
+                        "completed_at": task.completed_at,
+                    },
+                    "changed_by": granted.actor().user_id(),
+                }),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(Json(Box::new(task)))
     }

@@ -13,6 +13,7 @@ use zoark_core::db::organizations::Branding;
 use zoark_jobs::email::SystemTemplate;
 
 pub use oauth::OAuthSender;
+pub(crate) use oauth::chain;
 pub use transport::{ExtraHeader, Mailer, SendError, build, inactive_account, mailbox};
 
 /// A message ready to send.

@@ -374,7 +374,7 @@ fn error_message(body: &str) -> String {
 }
 
 /// An error with its sources (reqwest puts the useful part, e.g. a timeout, in a source).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

@@ -89,7 +89,12 @@ async fn write(pool: &PgPool, worker_id: Uuid, batch: &[Completion]) -> Result<u
         errors.push(c.error.clone());
         deltas.push(c.attempt_delta);
     }
-    let result = sqlx::query_file!(
+    let discarded: Vec<Uuid> = batch
+        .iter()
+        .filter(|c| c.state == "discarded")
+        .map(|c| c.id)
+        .collect();
+    let query = sqlx::query_file!(
         "src/engine/sql/complete.sql",
         &ids,
         &attempts,
@@ -98,8 +103,30 @@ async fn write(pool: &PgPool, worker_id: Uuid, batch: &[Completion]) -> Result<u
         &errors as &[Option<serde_json::Value>],
         &deltas,
         worker_id,
-    )
-    .execute(pool)
-    .await?;
+    );
+    if discarded.is_empty() {
+        return Ok(query.execute(pool).await?.rows_affected());
+    }
+    // Discarded jobs may be webhook events: emitted in the transaction that discards them.
+    let mut tx = pool.begin().await?;
+    let result = query.execute(&mut *tx).await?;
+    emit_discarded(&mut tx, &discarded).await?;
+    tx.commit().await?;
     Ok(result.rows_affected())
+}
+
+/// Emits `job.discarded` for those of `ids` this transaction discarded, in a savepoint: the
+/// job outcomes matter more than the events, so a failure is logged and the outcomes kept.
+pub(crate) async fn emit_discarded(
+    tx: &mut sqlx::PgConnection,
+    ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+    match zoark_jobs::webhooks::emit_jobs_discarded(&mut savepoint, ids).await {
+        Ok(_) => savepoint.commit().await,
+        Err(error) => {
+            tracing::error!(%error, jobs = ids.len(), "emitting job.discarded failed; the events are lost");
+            savepoint.rollback().await
+        }
+    }
 }

@@ -54,6 +54,7 @@ pub(crate) async fn beat(
     queues: &[String],
     rescue_after: Duration,
 ) -> Result<Beat, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let row = sqlx::query!(
         r#"
         WITH hb AS (
@@ -82,10 +83,11 @@ pub(crate) async fn beat(
               AND j.worker_id IS DISTINCT FROM $1
               AND (j.worker_id IN (SELECT id FROM dead)
                    OR NOT EXISTS (SELECT 1 FROM job_workers w WHERE w.id = j.worker_id))
-            RETURNING j.id
+            RETURNING j.id, j.state
         )
         SELECT coalesce((SELECT recreated FROM hb), false) AS "lost!",
                (SELECT count(*) FROM rescued) AS "rescued!",
+               ARRAY(SELECT id FROM rescued WHERE state = 'discarded') AS "discarded!",
                ARRAY(SELECT id FROM jobs
                      WHERE state = 'running' AND worker_id = $1 AND cancel_requested_at IS NOT NULL) AS "cancel!"
         "#,
@@ -95,8 +97,13 @@ pub(crate) async fn beat(
         queues,
         rescue_after.as_secs_f64(),
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    // Jobs rescued past their last attempt are discarded: their events commit with them.
+    if !row.discarded.is_empty() {
+        super::complete::emit_discarded(&mut tx, &row.discarded).await?;
+    }
+    tx.commit().await?;
     Ok(Beat {
         lost: row.lost,
         rescued: row.rescued,

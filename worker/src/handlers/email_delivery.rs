@@ -16,9 +16,11 @@ use zoark_core::db::{
     deliveries::{self, AccountState, Claim, Claimed, Outcome},
     email_accounts,
 };
+use zoark_core::webhooks::EventType;
 use zoark_jobs::{
     Job as _,
     email::{FinishBroadcast, SendBroadcast, SendEmail, send_broadcast},
+    webhooks,
 };
 
 use crate::{
@@ -45,7 +47,7 @@ fn stale_after(ctx: &WorkerContext) -> Duration {
 }
 
 /// The delay before retry `attempt + 1`: the base doubled per attempt, plus up to 25 % jitter.
-fn retry_delay(base: Duration, attempt: i32) -> Duration {
+pub(crate) fn retry_delay(base: Duration, attempt: i32) -> Duration {
     let doubling = 2u32.saturating_pow(u32::try_from(attempt.clamp(1, 20) - 1).unwrap_or(0));
     let delay = base
         .saturating_mul(doubling)
@@ -365,18 +367,56 @@ async fn fan_out(ctx: WorkerContext, job: SendBroadcast, run: JobContext) -> Job
     Ok(())
 }
 
+/// The `data` of `broadcast.finished`: the broadcast's final status and its deliveries
+/// counted by status.
+async fn broadcast_finished(
+    conn: &mut sqlx::PgConnection,
+    organization_id: Uuid,
+    broadcast_id: Uuid,
+    status: &str,
+) -> sqlx::Result<serde_json::Value> {
+    let broadcast = broadcasts::get(conn, organization_id, broadcast_id).await?;
+    let counts: serde_json::Map<String, serde_json::Value> =
+        broadcasts::counts(conn, organization_id, &[broadcast_id])
+            .await?
+            .into_iter()
+            .map(|(_, status, n)| (status, n.into()))
+            .collect();
+    Ok(serde_json::json!({
+        "broadcast": {
+            "id": broadcast_id,
+            "subject": broadcast.as_ref().map(|b| b.subject.clone()),
+            "status": status,
+            "recipient_count": broadcast.as_ref().map(|b| b.recipient_count),
+            "started_at": broadcast.as_ref().and_then(|b| b.started_at),
+            "finished_at": broadcast.as_ref().and_then(|b| b.finished_at),
+            "deliveries": counts,
+        }
+    }))
+}
+
 async fn finish(ctx: WorkerContext, job: FinishBroadcast, run: JobContext) -> JobResult {
     let organization_id = run
         .organization_id
         .ok_or_else(|| JobError::Fatal(anyhow::anyhow!("a broadcast job needs an organization")))?;
-    let mut conn = ctx.pool.acquire().await.context("acquiring a connection")?;
-    if let Some(status) = broadcasts::finish(&mut conn, organization_id, job.broadcast_id)
+    let mut tx = ctx.pool.begin().await.context("beginning a transaction")?;
+    if let Some(status) = broadcasts::finish(&mut tx, organization_id, job.broadcast_id)
         .await
         .context("finishing the broadcast")?
     {
+        // The event commits with the final status, or neither does.
+        let data = broadcast_finished(&mut tx, organization_id, job.broadcast_id, &status)
+            .await
+            .context("loading the finished broadcast")?;
+        webhooks::emit(&mut tx, organization_id, EventType::BroadcastFinished, data)
+            .await
+            .context("emitting broadcast.finished")?;
+        tx.commit().await.context("committing the final status")?;
         tracing::info!(broadcast.id = %job.broadcast_id, status, "broadcast finished");
         return Ok(());
     }
+    tx.commit().await.context("ending the transaction")?;
+    let mut conn = ctx.pool.acquire().await.context("acquiring a connection")?;
     let Some(broadcast) = broadcasts::get(&mut conn, organization_id, job.broadcast_id)
         .await
         .context("loading the broadcast")?
