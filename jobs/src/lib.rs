@@ -12,6 +12,7 @@ pub mod diag;
 pub mod email;
 mod enqueue;
 pub mod maintenance;
+pub mod reminders;
 pub mod webhooks;
 
 /// The bulk enqueue statement, for `cargo xtask bench queue` to run as the raw-SQL ceiling.

@@ -14,6 +14,7 @@ use zoark_jobs::{
     agents::RunScheduledAgent,
     approvals::NudgeOverdue,
     maintenance::{BackupDatabase, PruneJobs, RescueJobs},
+    reminders::SendReminders,
 };
 
 /// One entry of the static table: a name (the `cron_ticks` key), a schedule in UTC and the job
@@ -57,6 +58,11 @@ impl CronTable {
                 name: "approvals.nudge_overdue",
                 schedule: parse("*/5 * * * *")?,
                 job: platform_job::<NudgeOverdue>,
+            },
+            CronEntry {
+                name: "reminders.send",
+                schedule: parse("15 * * * *")?,
+                job: platform_job::<SendReminders>,
             },
         ];
         if let Some(schedule) = backup_schedule {
@@ -197,8 +203,8 @@ mod tests {
 
     #[test]
     fn the_platform_table_parses_and_five_field_expressions_get_seconds() {
-        assert_eq!(CronTable::platform(None).unwrap().0.len(), 3);
-        assert_eq!(CronTable::platform(Some("0 2 * * *")).unwrap().0.len(), 4);
+        assert_eq!(CronTable::platform(None).unwrap().0.len(), 4);
+        assert_eq!(CronTable::platform(Some("0 2 * * *")).unwrap().0.len(), 5);
         assert!(CronTable::platform(Some("at two")).is_err());
         let hourly = parse("5 * * * *").unwrap();
         let now = DateTime::parse_from_rfc3339("2026-11-25T10:07:30Z")

@@ -110,7 +110,7 @@ async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
     for r in racers {
         total += r.await.unwrap();
     }
-    assert_eq!(total, 4, "one job per entry, whoever enqueued it");
+    assert_eq!(total, 5, "one job per entry, whoever enqueued it");
     assert_eq!(
         count(
             &app,
@@ -123,6 +123,14 @@ async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
         count(
             &app,
             "SELECT count(*) FROM jobs WHERE kind = 'maintenance.rescue_jobs'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM jobs WHERE kind = 'reminders.send'"
         )
         .await,
         1
@@ -147,7 +155,7 @@ async fn a_cron_tick_is_enqueued_once_even_when_replicas_race_for_it() {
     zoark_scheduler::cron::run_static(&mut conn, &table, now)
         .await
         .unwrap();
-    assert_eq!(count(&app, "SELECT count(*) FROM jobs").await, 4);
+    assert_eq!(count(&app, "SELECT count(*) FROM jobs").await, 5);
 }
 
 #[tokio::test]

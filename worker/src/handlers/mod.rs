@@ -6,6 +6,7 @@ pub mod email;
 pub mod email_delivery;
 pub mod email_test;
 pub mod maintenance;
+pub mod reminders;
 pub mod webhooks;
 
 use crate::{WorkerContext, engine::Registry};
@@ -19,5 +20,6 @@ pub fn registry(ctx: &WorkerContext) -> Registry {
     let registry = email_delivery::register(registry, ctx);
     let registry = approvals::register(registry, ctx);
     let registry = webhooks::register(registry, ctx);
+    let registry = reminders::register(registry, ctx);
     diag::register(registry, ctx)
 }
