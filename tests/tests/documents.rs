@@ -776,8 +776,10 @@ async fn an_orphan_whose_object_storage_refuses_the_delete_keeps_its_row_for_the
         .respond_with(ResponseTemplate::new(200).insert_header("ETag", "\"etag-1\""))
         .mount(&s3)
         .await;
-    Mock::given(method("DELETE"))
-        .and(path_regex(objects))
+    // object_store deletes through the multi-object delete (`POST /bucket?delete`).
+    Mock::given(method("POST"))
+        .and(path("/zoark-documents"))
+        .and(query_param("delete", ""))
         .respond_with(ResponseTemplate::new(403))
         .expect(1..)
         .mount(&s3)
