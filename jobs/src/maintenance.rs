@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::Job;
 
 /// Deletes finished jobs older than the configured retention (completed and cancelled after
-/// `ZOARK_JOBS_RETENTION_HOURS`, discarded after `ZOARK_JOBS_DISCARDED_RETENTION_DAYS`).
+/// `ZOARK_JOBS_RETENTION_HOURS`, discarded after `ZOARK_JOBS_DISCARDED_RETENTION_DAYS`), expired
+/// sign-in bookkeeping and idempotency keys, and sweeps uploaded files nothing names any more.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PruneJobs {}
 

@@ -647,3 +647,166 @@ async fn documents_go_to_an_s3_compatible_bucket_when_one_is_configured() {
     );
     assert_eq!(stored_files(&app).await, 0);
 }
+
+/// Runs the hourly prune job (which sweeps unreferenced files) and asserts it completed.
+async fn run_prune(app: &TestApp) {
+    let mut conn = app.pool.acquire().await.unwrap();
+    let job = zoark_jobs::enqueue(
+        &mut conn,
+        &zoark_jobs::maintenance::PruneJobs {},
+        zoark_jobs::Opts::platform(),
+    )
+    .await
+    .unwrap()
+    .id;
+    app.drain_jobs(std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    let state: String = sqlx::query_scalar("SELECT state::text FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "completed");
+}
+
+/// Moves every stored file's creation past the sweep's grace period.
+async fn age_files(app: &TestApp, key: &str) {
+    sqlx::query(
+        "UPDATE stored_files SET created_at = now() - interval '2 hours' WHERE storage_key = $1",
+    )
+    .bind(key)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+async fn file_row_exists(app: &TestApp, key: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stored_files WHERE storage_key = $1)")
+        .bind(key)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_prune_job_sweeps_the_files_of_a_deleted_member_and_keeps_referenced_and_fresh_ones() {
+    let app = TestApp::spawn().await;
+    let (admin, member) = setup(&app).await;
+    let kept_member = team_member(&app, &admin, "grace@example.com").await;
+    let form = Form::new().file("file", "r.pdf", "application/pdf", PDF);
+    let (status, gone) = upload(&app, &admin.access_token, member, &form, None).await;
+    assert_eq!(status, 201, "{gone}");
+    let (status, fresh) = upload(&app, &admin.access_token, member, &form, None).await;
+    assert_eq!(status, 201, "{fresh}");
+    let (status, kept) = upload(&app, &admin.access_token, kept_member, &form, None).await;
+    assert_eq!(status, 201, "{kept}");
+    let (gone, fresh, kept) = (
+        storage_key(&app, &gone).await,
+        storage_key(&app, &fresh).await,
+        storage_key(&app, &kept).await,
+    );
+    age_files(&app, &gone).await;
+    age_files(&app, &kept).await;
+    let response = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/team-members/{member}"),
+            Some(&admin.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 204);
+    // The cascade took the documents; the files are left to the sweep.
+    assert!(file_row_exists(&app, &gone).await);
+    assert!(object_path(&app, &gone).exists());
+
+    run_prune(&app).await;
+
+    assert!(
+        !object_path(&app, &gone).exists(),
+        "the orphan's object is deleted"
+    );
+    assert!(!file_row_exists(&app, &gone).await, "then its row");
+    assert!(
+        object_path(&app, &fresh).exists(),
+        "an orphan inside the grace period stays"
+    );
+    assert!(file_row_exists(&app, &fresh).await);
+    assert!(object_path(&app, &kept).exists(), "a referenced file stays");
+    assert!(file_row_exists(&app, &kept).await);
+    let response = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/team-members/{kept_member}/documents"),
+            Some(&admin.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn an_orphan_whose_object_is_already_gone_is_swept_without_error() {
+    let app = TestApp::spawn().await;
+    let (admin, member) = setup(&app).await;
+    let form = Form::new().file("file", "r.pdf", "application/pdf", PDF);
+    let (status, document) = upload(&app, &admin.access_token, member, &form, None).await;
+    assert_eq!(status, 201, "{document}");
+    let key = storage_key(&app, &document).await;
+    age_files(&app, &key).await;
+    sqlx::query("DELETE FROM team_documents")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    std::fs::remove_file(object_path(&app, &key)).unwrap();
+
+    run_prune(&app).await;
+
+    assert!(!file_row_exists(&app, &key).await);
+    assert_eq!(stored_files(&app).await, 0);
+}
+
+#[tokio::test]
+async fn an_orphan_whose_object_storage_refuses_the_delete_keeps_its_row_for_the_next_run() {
+    let s3 = MockServer::start().await;
+    let objects = r"^/zoark-documents/uploads/organizations/[0-9a-f-]{36}/files/[0-9a-f]{32}$";
+    Mock::given(method("PUT"))
+        .and(path_regex(objects))
+        .respond_with(ResponseTemplate::new(200).insert_header("ETag", "\"etag-1\""))
+        .mount(&s3)
+        .await;
+    // object_store deletes through the multi-object delete (`POST /bucket?delete`).
+    Mock::given(method("POST"))
+        .and(path("/zoark-documents"))
+        .and(query_param("delete", ""))
+        .respond_with(ResponseTemplate::new(403))
+        .expect(1..)
+        .mount(&s3)
+        .await;
+    let app = TestApp::builder()
+        .env("ZOARK_S3_BUCKET", "zoark-documents")
+        .env("ZOARK_S3_ENDPOINT", s3.uri())
+        .env("ZOARK_S3_REGION", "eu-west-1")
+        .env("ZOARK_S3_ACCESS_KEY_ID", "test-access-key")
+        .env("ZOARK_S3_SECRET_ACCESS_KEY", "test-secret-key")
+        .spawn()
+        .await;
+    let (admin, member) = setup(&app).await;
+    let form = Form::new().file("file", "r.pdf", "application/pdf", PDF);
+    let (status, document) = upload(&app, &admin.access_token, member, &form, None).await;
+    assert_eq!(status, 201, "{document}");
+    let key = storage_key(&app, &document).await;
+    age_files(&app, &key).await;
+    sqlx::query("DELETE FROM team_documents")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    run_prune(&app).await;
+
+    assert!(
+        file_row_exists(&app, &key).await,
+        "the row waits for the object"
+    );
+}

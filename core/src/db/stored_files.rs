@@ -97,3 +97,61 @@ pub async fn delete<P>(
     .await
     .map(|r| r.rows_affected() > 0)
 }
+
+/// A file no document or invoice names any more.
+#[derive(Debug, Clone)]
+pub struct Unreferenced {
+    pub id: Uuid,
+    pub storage_key: String,
+}
+
+/// Up to `limit` files of any organization that no team document and no invoice names, created
+/// more than `grace` ago (so an upload still in its transaction is never taken), oldest first.
+/// A platform query: the connection must bypass row-level security.
+///
+/// # Errors
+/// Database errors.
+pub async fn unreferenced(
+    conn: &mut PgConnection,
+    grace: std::time::Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<Unreferenced>> {
+    sqlx::query_as!(
+        Unreferenced,
+        r#"
+        SELECT f.id, f.storage_key FROM stored_files f
+        WHERE f.created_at < now() - make_interval(secs => $1)
+          AND NOT EXISTS (SELECT 1 FROM team_documents d
+                          WHERE d.organization_id = f.organization_id AND d.file_id = f.id)
+          AND NOT EXISTS (SELECT 1 FROM invoices i
+                          WHERE i.organization_id = f.organization_id AND i.pdf_file_id = f.id)
+        ORDER BY f.created_at
+        LIMIT $2
+        "#,
+        grace.as_secs_f64(),
+        limit,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Removes an unreferenced file's row (after its object); a row that something names again is
+/// kept. Returns whether the row went.
+///
+/// # Errors
+/// Database errors.
+pub async fn delete_unreferenced(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query!(
+        r#"
+        DELETE FROM stored_files f WHERE f.id = $1
+          AND NOT EXISTS (SELECT 1 FROM team_documents d
+                          WHERE d.organization_id = f.organization_id AND d.file_id = f.id)
+          AND NOT EXISTS (SELECT 1 FROM invoices i
+                          WHERE i.organization_id = f.organization_id AND i.pdf_file_id = f.id)
+        "#,
+        id,
+    )
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected() > 0)
+}

@@ -1,6 +1,9 @@
 //! `maintenance.prune_jobs`, `maintenance.rescue_jobs` and `maintenance.backup_database`.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
+use zoark_core::db::stored_files;
 use zoark_jobs::maintenance::{BackupDatabase, PruneJobs, RescueJobs};
 
 use crate::{
@@ -106,5 +109,46 @@ async fn prune(ctx: WorkerContext, job: JobContext) -> JobResult {
         );
     }
     tracing::info!(idempotency_keys = idempotency, "pruned idempotency keys");
+    sweep_files(&ctx, &job).await
+}
+
+/// How old an unreferenced file must be before the sweep takes it: longer than any upload
+/// stays in flight.
+pub const FILE_SWEEP_GRACE: Duration = Duration::from_secs(3600);
+
+/// The most files one sweep looks at.
+const FILE_SWEEP_BATCH: i64 = 500;
+
+/// Deletes uploaded files no document or invoice names any more (their member, project or
+/// organization deleted): the object first, then the row. A missing object counts as deleted;
+/// a storage error keeps the row for the next run.
+async fn sweep_files(ctx: &WorkerContext, job: &JobContext) -> JobResult {
+    let uploads = zoark_core::storage::uploads(&ctx.settings.storage)
+        .context("opening the upload storage")?;
+    let mut conn = ctx.pool.acquire().await.context("acquiring a connection")?;
+    let files = stored_files::unreferenced(&mut conn, FILE_SWEEP_GRACE, FILE_SWEEP_BATCH)
+        .await
+        .context("listing unreferenced files")?;
+    let (mut deleted, mut failed) = (0u64, 0u64);
+    for file in files {
+        if job.cancelled.is_cancelled() {
+            break;
+        }
+        if let Err(error) = uploads.delete(&file.storage_key).await {
+            failed += 1;
+            tracing::warn!(file.id = %file.id, error = %error, "an unreferenced file's object could not be deleted; kept for the next run");
+            continue;
+        }
+        if stored_files::delete_unreferenced(&mut conn, file.id)
+            .await
+            .context("deleting an unreferenced file's row")?
+        {
+            deleted += 1;
+        }
+    }
+    if failed > 0 {
+        tracing::warn!(files = failed, "unreferenced files left for the next run");
+    }
+    tracing::info!(files = deleted, "swept unreferenced files");
     Ok(())
 }
