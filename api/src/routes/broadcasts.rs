@@ -49,6 +49,7 @@ const MAX_TEAM_MEMBERS: usize = 10_000;
 /// `POST /broadcasts`.
 #[derive(Debug, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewBroadcastRequest {
     /// The sending account (`GET /api/v1/email-accounts`).
     pub email_account_id: Uuid,
@@ -69,6 +70,21 @@ pub struct NewBroadcastRequest {
     /// When set (in the future, within a year), the broadcast is `scheduled` and sent then;
     /// otherwise it is a `draft` until `POST /broadcasts/{id}/send`.
     pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+impl poem_openapi::types::Example for NewBroadcastRequest {
+    fn example() -> Self {
+        Self {
+            email_account_id: Uuid::nil(),
+            subject: "Office closed on Friday".into(),
+            body_text: "Hello, the office is closed this Friday.".into(),
+            body_html: None,
+            recipients: Some(vec!["ada@example.com".into()]),
+            team_member_ids: None,
+            project_id: None,
+            scheduled_for: None,
+        }
+    }
 }
 
 /// Deliveries by status.
@@ -189,8 +205,17 @@ pub struct DeliveryList {
 /// `POST /email-suppressions`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewSuppression {
     pub email: String,
+}
+
+impl poem_openapi::types::Example for NewSuppression {
+    fn example() -> Self {
+        Self {
+            email: "bounced@example.com".into(),
+        }
+    }
 }
 
 /// An address the organization does not email.

@@ -78,6 +78,7 @@ impl From<Status> for InvoiceStatus {
 /// `POST /invoices`.
 #[derive(Debug, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewInvoice {
     pub project_id: Uuid,
     /// Unique in the organization, e.g. `INV-2026-0042`.
@@ -94,9 +95,25 @@ pub struct NewInvoice {
     pub status: Option<InvoiceStatus>,
 }
 
+impl poem_openapi::types::Example for NewInvoice {
+    fn example() -> Self {
+        Self {
+            project_id: Uuid::nil(),
+            number: "INV-2026-0042".into(),
+            vendor: "Acme Supplies".into(),
+            amount_minor: 125_000,
+            currency: "EUR".into(),
+            issued_on: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap_or_default(),
+            due_on: NaiveDate::from_ymd_opt(2026, 12, 2).unwrap_or_default(),
+            status: Some(InvoiceStatus::Pending),
+        }
+    }
+}
+
 /// `PATCH /invoices/{id}`: absent fields stay; none of them can be `null`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct InvoicePatch {
     #[serde(default)]
     pub project_id: MaybeUndefined<Uuid>,
@@ -116,6 +133,23 @@ pub struct InvoicePatch {
     /// → `void`. `approved` and `rejected` are set by approval pipelines only.
     #[serde(default)]
     pub status: MaybeUndefined<InvoiceStatus>,
+}
+
+impl poem_openapi::types::Example for InvoicePatch {
+    fn example() -> Self {
+        Self {
+            project_id: MaybeUndefined::Undefined,
+            number: MaybeUndefined::Undefined,
+            vendor: MaybeUndefined::Undefined,
+            amount_minor: MaybeUndefined::Value(130_000),
+            currency: MaybeUndefined::Undefined,
+            issued_on: MaybeUndefined::Undefined,
+            due_on: MaybeUndefined::Value(
+                NaiveDate::from_ymd_opt(2026, 12, 16).unwrap_or_default(),
+            ),
+            status: MaybeUndefined::Undefined,
+        }
+    }
 }
 
 impl From<NewInvoice> for InvoicePatch {

@@ -59,6 +59,7 @@ impl Example for NewProject {
 /// `PATCH /projects/{id}`: absent fields stay; `null` clears the description.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct ProjectPatch {
     #[serde(default)]
     pub name: MaybeUndefined<String>,
@@ -67,6 +68,16 @@ pub struct ProjectPatch {
     /// `true` archives the project (hidden from the default list), `false` restores it.
     #[serde(default)]
     pub archived: Option<bool>,
+}
+
+impl poem_openapi::types::Example for ProjectPatch {
+    fn example() -> Self {
+        Self {
+            name: MaybeUndefined::Value("Website relaunch (phase 2)".into()),
+            description: MaybeUndefined::Null,
+            archived: Some(false),
+        }
+    }
 }
 
 /// Tasks per board column.

@@ -139,6 +139,7 @@ impl Example for NewTask {
 /// changed by `POST /tasks/{id}/move`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct TaskPatch {
     #[serde(default)]
     pub title: MaybeUndefined<String>,
@@ -154,6 +155,20 @@ pub struct TaskPatch {
     pub health_status: Option<TaskHealth>,
     #[serde(default)]
     pub due_at: MaybeUndefined<DateTime<Utc>>,
+}
+
+impl poem_openapi::types::Example for TaskPatch {
+    fn example() -> Self {
+        Self {
+            title: MaybeUndefined::Value("Review the vendor contract".into()),
+            description: MaybeUndefined::Undefined,
+            contact_person: MaybeUndefined::Undefined,
+            people_count: Some(3),
+            process_stage: Some(ProcessStage::Review),
+            health_status: Some(TaskHealth::AtRisk),
+            due_at: MaybeUndefined::Null,
+        }
+    }
 }
 
 /// Where a moved task lands when no neighbour is named.

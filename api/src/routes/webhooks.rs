@@ -41,6 +41,7 @@ pub struct WebhooksApi;
 /// `POST /webhooks`.
 #[derive(Debug, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewWebhook {
     /// Where events are POSTed: an `https://` URL of a public host.
     pub url: String,
@@ -53,9 +54,21 @@ pub struct NewWebhook {
     pub enabled: Option<bool>,
 }
 
+impl poem_openapi::types::Example for NewWebhook {
+    fn example() -> Self {
+        Self {
+            url: "https://hooks.example.com/zoark".into(),
+            event_types: vec!["task.status_changed".into(), "approval.completed".into()],
+            description: Some("Sync to the ERP".into()),
+            enabled: Some(true),
+        }
+    }
+}
+
 /// `PATCH /webhooks/{id}`: absent fields stay; `description: null` clears it.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct WebhookPatch {
     #[serde(default)]
     pub url: MaybeUndefined<String>,
@@ -65,6 +78,17 @@ pub struct WebhookPatch {
     pub description: MaybeUndefined<String>,
     #[serde(default)]
     pub enabled: MaybeUndefined<bool>,
+}
+
+impl poem_openapi::types::Example for WebhookPatch {
+    fn example() -> Self {
+        Self {
+            url: MaybeUndefined::Undefined,
+            event_types: MaybeUndefined::Value(vec!["approval.completed".into()]),
+            description: MaybeUndefined::Null,
+            enabled: MaybeUndefined::Value(false),
+        }
+    }
 }
 
 impl From<NewWebhook> for WebhookPatch {
