@@ -118,6 +118,7 @@ impl DeliveryCounts {
 
 /// A broadcast.
 #[derive(Debug, Object, Serialize, Deserialize)]
+#[oai(example)]
 pub struct Broadcast {
     pub id: Uuid,
     pub email_account_id: Uuid,
@@ -138,6 +139,40 @@ pub struct Broadcast {
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for Broadcast {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0192_5f3a_7c1e_7b2d_9a41_3e6f_0c8d_2b17),
+            email_account_id: uuid::Uuid::from_u128(0x0192_5f3a_6b00_7d11_8e22_4f33_5a44_6b55),
+            subject: "Office closed on Friday".into(),
+            body_text: "Hello, the office is closed this Friday.".into(),
+            body_html: None,
+            status: "sending".into(),
+            recipients: vec!["ada@example.com".into()],
+            team_member_ids: vec![uuid::Uuid::from_u128(
+                0x0192_5f3a_8d2f_7c3e_ab52_4f70_1d9e_3c28,
+            )],
+            project_id: None,
+            scheduled_for: None,
+            started_at: Some(
+                chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
+            ),
+            finished_at: None,
+            recipient_count: 2,
+            counts: DeliveryCounts {
+                sent: 1,
+                queued: 1,
+                ..DeliveryCounts::default()
+            },
+            created_by: Some(uuid::Uuid::from_u128(
+                0x0192_5f3a_8d2f_7c3e_ab52_4f70_1d9e_3c28,
+            )),
+            created_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl Broadcast {

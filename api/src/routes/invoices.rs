@@ -180,6 +180,7 @@ pub struct InvoicePdf {
 
 /// An invoice.
 #[derive(Debug, Object, Serialize, Deserialize)]
+#[oai(example)]
 pub struct Invoice {
     pub id: Uuid,
     pub project_id: Uuid,
@@ -195,6 +196,32 @@ pub struct Invoice {
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for Invoice {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0192_5f3a_7c1e_7b2d_9a41_3e6f_0c8d_2b17),
+            project_id: uuid::Uuid::from_u128(0x0192_5f3a_6b00_7d11_8e22_4f33_5a44_6b55),
+            number: Some("INV-2026-0042".into()),
+            vendor: Some("Acme Supplies".into()),
+            amount_minor: 125_000,
+            currency: "EUR".into(),
+            status: InvoiceStatus::Pending,
+            issued_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 2),
+            due_on: chrono::NaiveDate::from_ymd_opt(2026, 12, 2),
+            pdf: Some(InvoicePdf {
+                filename: "INV-2026-0042.pdf".into(),
+                size_bytes: 48_213,
+                sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            }),
+            created_by: Some(uuid::Uuid::from_u128(
+                0x0192_5f3a_6b00_7d11_8e22_4f33_5a44_6b55,
+            )),
+            created_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_764_158_400, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl From<invoices::Invoice> for Invoice {

@@ -136,6 +136,7 @@ impl From<NewTeamMember> for TeamMemberPatch {
 
 /// A person of the directory.
 #[derive(Debug, Object, Serialize, Deserialize)]
+#[oai(example)]
 pub struct TeamMember {
     pub id: Uuid,
     /// Their login, when they have one.
@@ -151,6 +152,26 @@ pub struct TeamMember {
     pub working_days: Vec<i16>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for TeamMember {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0192_5f3a_7c1e_7b2d_9a41_3e6f_0c8d_2b17),
+            user_id: None,
+            name: "Grace Hopper".into(),
+            email: "grace@example.com".into(),
+            role: Some("Engineer".into()),
+            department: Some("Platform".into()),
+            avatar_url: None,
+            time_zone: "America/New_York".into(),
+            work_starts_at: Some("09:00".into()),
+            work_ends_at: Some("17:30".into()),
+            working_days: vec![1, 2, 3, 4, 5],
+            created_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_764_158_400, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl From<team_members::Member> for TeamMember {
