@@ -157,7 +157,7 @@ impl poem_openapi::types::Example for Broadcast {
             project_id: None,
             scheduled_for: None,
             started_at: Some(
-                chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
+                chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
             ),
             finished_at: None,
             recipient_count: 2,
@@ -169,8 +169,8 @@ impl poem_openapi::types::Example for Broadcast {
             created_by: Some(uuid::Uuid::from_u128(
                 0x0192_5f3a_8d2f_7c3e_ab52_4f70_1d9e_3c28,
             )),
-            created_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
-            updated_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
         }
     }
 }

@@ -218,8 +218,8 @@ impl poem_openapi::types::Example for Invoice {
             created_by: Some(uuid::Uuid::from_u128(
                 0x0192_5f3a_6b00_7d11_8e22_4f33_5a44_6b55,
             )),
-            created_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
-            updated_at: chrono::DateTime::from_timestamp(1_764_158_400, 0).unwrap_or_default(),
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_795_694_400, 0).unwrap_or_default(),
         }
     }
 }

@@ -97,15 +97,15 @@ impl poem_openapi::types::Example for Job {
             priority: 0,
             attempt: 1,
             max_attempts: 8,
-            run_at: chrono::DateTime::from_timestamp(1_764_158_400, 0).unwrap_or_default(),
+            run_at: chrono::DateTime::from_timestamp(1_795_694_400, 0).unwrap_or_default(),
             unique_key: None,
-            errors: serde_json::json!([{"attempt": 1, "at": "2025-11-26T10:00:05Z", "kind": "error", "error": "endpoint answered 503"}]),
+            errors: serde_json::json!([{"attempt": 1, "at": "2026-11-26T10:00:05Z", "kind": "error", "error": "endpoint answered 503"}]),
             attempted_at: Some(
-                chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
+                chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
             ),
             cancel_requested_at: None,
             finalized_at: None,
-            created_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
         }
     }
 }

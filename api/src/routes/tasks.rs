@@ -281,9 +281,9 @@ impl poem_openapi::types::Example for Task {
             people_count: 2,
             process_stage: ProcessStage::Review,
             health_status: TaskHealth::AtRisk,
-            due_at: Some(chrono::DateTime::from_timestamp(1_764_158_400, 0).unwrap_or_default()),
+            due_at: Some(chrono::DateTime::from_timestamp(1_795_694_400, 0).unwrap_or_default()),
             overdue: false,
-            last_activity_at: chrono::DateTime::from_timestamp(1_764_151_200, 0)
+            last_activity_at: chrono::DateTime::from_timestamp(1_795_687_200, 0)
                 .unwrap_or_default(),
             completed_at: None,
             assignee_ids: vec![uuid::Uuid::from_u128(
@@ -292,8 +292,8 @@ impl poem_openapi::types::Example for Task {
             created_by: Some(uuid::Uuid::from_u128(
                 0x0192_5f3a_8d2f_7c3e_ab52_4f70_1d9e_3c28,
             )),
-            created_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
-            updated_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
         }
     }
 }

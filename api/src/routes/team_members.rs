@@ -168,8 +168,8 @@ impl poem_openapi::types::Example for TeamMember {
             work_starts_at: Some("09:00".into()),
             work_ends_at: Some("17:30".into()),
             working_days: vec![1, 2, 3, 4, 5],
-            created_at: chrono::DateTime::from_timestamp(1_764_151_200, 0).unwrap_or_default(),
-            updated_at: chrono::DateTime::from_timestamp(1_764_158_400, 0).unwrap_or_default(),
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_795_694_400, 0).unwrap_or_default(),
         }
     }
 }
