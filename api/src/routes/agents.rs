@@ -99,10 +99,21 @@ impl Example for NewAgentSchedule {
 /// `PATCH /agent-schedules/{id}`: absent fields stay. The next run is recomputed from now.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct AgentSchedulePatch {
     pub cron_expression: Option<String>,
     pub time_zone: Option<String>,
     pub enabled: Option<bool>,
+}
+
+impl poem_openapi::types::Example for AgentSchedulePatch {
+    fn example() -> Self {
+        Self {
+            cron_expression: Some("30 8 * * 1-5".into()),
+            time_zone: None,
+            enabled: Some(true),
+        }
+    }
 }
 
 /// A schedule.

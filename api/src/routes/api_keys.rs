@@ -29,6 +29,7 @@ pub struct ApiKeysApi;
 /// `POST /api-keys`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewApiKey {
     /// What the key is for, e.g. `CI deploys`.
     pub name: String,
@@ -36,6 +37,16 @@ pub struct NewApiKey {
     pub role: RoleName,
     /// When the key stops working; never when absent. Must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl poem_openapi::types::Example for NewApiKey {
+    fn example() -> Self {
+        Self {
+            name: "CI deploy".into(),
+            role: RoleName::Member,
+            expires_at: None,
+        }
+    }
 }
 
 /// A key as listed: never the key itself.

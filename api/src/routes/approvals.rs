@@ -79,6 +79,7 @@ pub struct StageInput {
 /// `POST /approval-templates`.
 #[derive(Debug, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewApprovalTemplate {
     /// 1 to 200 characters.
     pub name: String,
@@ -92,9 +93,31 @@ pub struct NewApprovalTemplate {
     pub stages: Vec<StageInput>,
 }
 
+impl poem_openapi::types::Example for NewApprovalTemplate {
+    fn example() -> Self {
+        Self {
+            name: "Invoice sign-off".into(),
+            description: Some("Manager, then finance".into()),
+            subject_type: "invoice".into(),
+            project_id: None,
+            stages: vec![StageInput {
+                name: "Manager".into(),
+                approver_role: Some("manager".into()),
+                approver_user_id: None,
+                approver_email: None,
+                sla_seconds: Some(86_400),
+                nudge_every_seconds: Some(14_400),
+                escalate_after_nudges: Some(2),
+                escalate_to_role: Some("admin".into()),
+            }],
+        }
+    }
+}
+
 /// `PATCH /approval-templates/{id}`: absent fields stay; `stages` replaces the whole list.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct ApprovalTemplatePatch {
     #[serde(default)]
     pub name: MaybeUndefined<String>,
@@ -104,6 +127,16 @@ pub struct ApprovalTemplatePatch {
     /// Replaces every stage; approvals already running keep their copied steps.
     #[serde(default)]
     pub stages: MaybeUndefined<Vec<StageInput>>,
+}
+
+impl poem_openapi::types::Example for ApprovalTemplatePatch {
+    fn example() -> Self {
+        Self {
+            name: MaybeUndefined::Value("Invoice sign-off (v2)".into()),
+            description: MaybeUndefined::Null,
+            stages: MaybeUndefined::Undefined,
+        }
+    }
 }
 
 /// A stage of a template.
@@ -146,6 +179,7 @@ pub struct ApprovalTemplateList {
 /// `POST /approvals`.
 #[derive(Debug, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewApproval {
     /// An active template of the organization.
     pub template_id: Uuid,
@@ -155,9 +189,20 @@ pub struct NewApproval {
     pub subject_id: Uuid,
 }
 
+impl poem_openapi::types::Example for NewApproval {
+    fn example() -> Self {
+        Self {
+            template_id: Uuid::nil(),
+            subject_type: "invoice".into(),
+            subject_id: Uuid::nil(),
+        }
+    }
+}
+
 /// `POST /approvals/{id}/approve`, `/reject`.
 #[derive(Debug, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct Decision {
     /// Why (at most 5000 characters); required to reject.
     pub comment: Option<String>,
@@ -165,6 +210,15 @@ pub struct Decision {
     /// when the request runs; with it, 409 `approval_step_not_pending` once that step was
     /// decided, so two approvers racing on one step never approve two steps.
     pub step_id: Option<Uuid>,
+}
+
+impl poem_openapi::types::Example for Decision {
+    fn example() -> Self {
+        Self {
+            comment: Some("Looks good".into()),
+            step_id: None,
+        }
+    }
 }
 
 /// A step of an approval.

@@ -33,6 +33,7 @@ pub struct AuthApi;
 /// `POST /auth/register`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct RegisterRequest {
     /// Your email address; you sign in with it.
     pub email: String,
@@ -45,9 +46,21 @@ pub struct RegisterRequest {
     pub organization_name: String,
 }
 
+impl poem_openapi::types::Example for RegisterRequest {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+            password: "correct horse battery staple".into(),
+            name: "Ada Lovelace".into(),
+            organization_name: "Analytical Engines Ltd".into(),
+        }
+    }
+}
+
 /// `POST /auth/login`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
@@ -56,33 +69,72 @@ pub struct LoginRequest {
     pub organization_id: Option<Uuid>,
 }
 
+impl poem_openapi::types::Example for LoginRequest {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+            password: "correct horse battery staple".into(),
+            organization_id: None,
+        }
+    }
+}
+
 /// `POST /auth/refresh`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct RefreshRequest {
     /// The refresh token of the last sign-in or refresh. Single use.
     pub refresh_token: String,
 }
 
+impl poem_openapi::types::Example for RefreshRequest {
+    fn example() -> Self {
+        Self {
+            refresh_token: "zrt_2b1f0c9e8d7a6b5c4d3e2f1a0b9c8d7e".into(),
+        }
+    }
+}
+
 /// `POST /auth/password-reset`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct PasswordResetRequest {
     pub email: String,
+}
+
+impl poem_openapi::types::Example for PasswordResetRequest {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+        }
+    }
 }
 
 /// `POST /auth/password-reset/confirm`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct PasswordResetConfirm {
     /// The token from the reset email's link.
     pub token: String,
     pub new_password: String,
 }
 
+impl poem_openapi::types::Example for PasswordResetConfirm {
+    fn example() -> Self {
+        Self {
+            token: "zpr_6f4e2d1c0b9a8f7e6d5c4b3a2f1e0d9c".into(),
+            new_password: "a new long passphrase".into(),
+        }
+    }
+}
+
 /// `POST /auth/accept-invitation`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct AcceptInvitation {
     /// The token from the invitation email's link.
     pub token: String,
@@ -90,6 +142,16 @@ pub struct AcceptInvitation {
     pub name: String,
     /// A new password; or, when the address already has an account, its password.
     pub password: String,
+}
+
+impl poem_openapi::types::Example for AcceptInvitation {
+    fn example() -> Self {
+        Self {
+            token: "zin_9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f".into(),
+            name: "Grace Hopper".into(),
+            password: "correct horse battery staple".into(),
+        }
+    }
 }
 
 #[derive(ApiResponse)]

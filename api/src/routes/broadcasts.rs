@@ -49,6 +49,7 @@ const MAX_TEAM_MEMBERS: usize = 10_000;
 /// `POST /broadcasts`.
 #[derive(Debug, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewBroadcastRequest {
     /// The sending account (`GET /api/v1/email-accounts`).
     pub email_account_id: Uuid,
@@ -69,6 +70,21 @@ pub struct NewBroadcastRequest {
     /// When set (in the future, within a year), the broadcast is `scheduled` and sent then;
     /// otherwise it is a `draft` until `POST /broadcasts/{id}/send`.
     pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+impl poem_openapi::types::Example for NewBroadcastRequest {
+    fn example() -> Self {
+        Self {
+            email_account_id: Uuid::nil(),
+            subject: "Office closed on Friday".into(),
+            body_text: "Hello, the office is closed this Friday.".into(),
+            body_html: None,
+            recipients: Some(vec!["ada@example.com".into()]),
+            team_member_ids: None,
+            project_id: None,
+            scheduled_for: None,
+        }
+    }
 }
 
 /// Deliveries by status.
@@ -102,6 +118,7 @@ impl DeliveryCounts {
 
 /// A broadcast.
 #[derive(Debug, Object, Serialize, Deserialize)]
+#[oai(example)]
 pub struct Broadcast {
     pub id: Uuid,
     pub email_account_id: Uuid,
@@ -122,6 +139,40 @@ pub struct Broadcast {
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for Broadcast {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0192_5f3a_7c1e_7b2d_9a41_3e6f_0c8d_2b17),
+            email_account_id: uuid::Uuid::from_u128(0x0192_5f3a_6b00_7d11_8e22_4f33_5a44_6b55),
+            subject: "Office closed on Friday".into(),
+            body_text: "Hello, the office is closed this Friday.".into(),
+            body_html: None,
+            status: "sending".into(),
+            recipients: vec!["ada@example.com".into()],
+            team_member_ids: vec![uuid::Uuid::from_u128(
+                0x0192_5f3a_8d2f_7c3e_ab52_4f70_1d9e_3c28,
+            )],
+            project_id: None,
+            scheduled_for: None,
+            started_at: Some(
+                chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            ),
+            finished_at: None,
+            recipient_count: 2,
+            counts: DeliveryCounts {
+                sent: 1,
+                queued: 1,
+                ..DeliveryCounts::default()
+            },
+            created_by: Some(uuid::Uuid::from_u128(
+                0x0192_5f3a_8d2f_7c3e_ab52_4f70_1d9e_3c28,
+            )),
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl Broadcast {
@@ -189,8 +240,17 @@ pub struct DeliveryList {
 /// `POST /email-suppressions`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewSuppression {
     pub email: String,
+}
+
+impl poem_openapi::types::Example for NewSuppression {
+    fn example() -> Self {
+        Self {
+            email: "bounced@example.com".into(),
+        }
+    }
 }
 
 /// An address the organization does not email.

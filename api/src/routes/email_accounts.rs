@@ -71,6 +71,7 @@ impl Security {
 /// `POST /email-accounts`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewEmailAccount {
     pub provider: Provider,
     /// The sender name recipients see.
@@ -85,9 +86,25 @@ pub struct NewEmailAccount {
     pub password: Option<String>,
 }
 
+impl poem_openapi::types::Example for NewEmailAccount {
+    fn example() -> Self {
+        Self {
+            provider: Provider::Smtp,
+            display_name: "Operations".into(),
+            from_address: "ops@example.com".into(),
+            host: "smtp.example.com".into(),
+            port: 587,
+            security: Security::Starttls,
+            username: Some("ops@example.com".into()),
+            password: Some("app-password".into()),
+        }
+    }
+}
+
 /// `PATCH /email-accounts/{id}`: absent fields stay; `null` clears the username or password.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct EmailAccountPatch {
     #[serde(default)]
     pub display_name: MaybeUndefined<String>,
@@ -105,13 +122,36 @@ pub struct EmailAccountPatch {
     pub password: MaybeUndefined<String>,
 }
 
+impl poem_openapi::types::Example for EmailAccountPatch {
+    fn example() -> Self {
+        Self {
+            display_name: MaybeUndefined::Value("Operations team".into()),
+            from_address: MaybeUndefined::Undefined,
+            host: MaybeUndefined::Undefined,
+            port: MaybeUndefined::Value(465),
+            security: MaybeUndefined::Value(Security::Tls),
+            username: MaybeUndefined::Undefined,
+            password: MaybeUndefined::Undefined,
+        }
+    }
+}
+
 /// `POST /email-accounts/{id}/test`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct TestRequest {
     /// Where to send the test message (default: your own address, or the account's for an API
     /// key).
     pub to: Option<String>,
+}
+
+impl poem_openapi::types::Example for TestRequest {
+    fn example() -> Self {
+        Self {
+            to: Some("ada@example.com".into()),
+        }
+    }
 }
 
 /// SMTP settings of an account (never the password).

@@ -78,6 +78,7 @@ impl From<Status> for InvoiceStatus {
 /// `POST /invoices`.
 #[derive(Debug, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewInvoice {
     pub project_id: Uuid,
     /// Unique in the organization, e.g. `INV-2026-0042`.
@@ -94,9 +95,25 @@ pub struct NewInvoice {
     pub status: Option<InvoiceStatus>,
 }
 
+impl poem_openapi::types::Example for NewInvoice {
+    fn example() -> Self {
+        Self {
+            project_id: Uuid::nil(),
+            number: "INV-2026-0042".into(),
+            vendor: "Acme Supplies".into(),
+            amount_minor: 125_000,
+            currency: "EUR".into(),
+            issued_on: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap_or_default(),
+            due_on: NaiveDate::from_ymd_opt(2026, 12, 2).unwrap_or_default(),
+            status: Some(InvoiceStatus::Pending),
+        }
+    }
+}
+
 /// `PATCH /invoices/{id}`: absent fields stay; none of them can be `null`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct InvoicePatch {
     #[serde(default)]
     pub project_id: MaybeUndefined<Uuid>,
@@ -116,6 +133,23 @@ pub struct InvoicePatch {
     /// → `void`. `approved` and `rejected` are set by approval pipelines only.
     #[serde(default)]
     pub status: MaybeUndefined<InvoiceStatus>,
+}
+
+impl poem_openapi::types::Example for InvoicePatch {
+    fn example() -> Self {
+        Self {
+            project_id: MaybeUndefined::Undefined,
+            number: MaybeUndefined::Undefined,
+            vendor: MaybeUndefined::Undefined,
+            amount_minor: MaybeUndefined::Value(130_000),
+            currency: MaybeUndefined::Undefined,
+            issued_on: MaybeUndefined::Undefined,
+            due_on: MaybeUndefined::Value(
+                NaiveDate::from_ymd_opt(2026, 12, 16).unwrap_or_default(),
+            ),
+            status: MaybeUndefined::Undefined,
+        }
+    }
 }
 
 impl From<NewInvoice> for InvoicePatch {
@@ -146,6 +180,7 @@ pub struct InvoicePdf {
 
 /// An invoice.
 #[derive(Debug, Object, Serialize, Deserialize)]
+#[oai(example)]
 pub struct Invoice {
     pub id: Uuid,
     pub project_id: Uuid,
@@ -161,6 +196,32 @@ pub struct Invoice {
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for Invoice {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0192_5f3a_7c1e_7b2d_9a41_3e6f_0c8d_2b17),
+            project_id: uuid::Uuid::from_u128(0x0192_5f3a_6b00_7d11_8e22_4f33_5a44_6b55),
+            number: Some("INV-2026-0042".into()),
+            vendor: Some("Acme Supplies".into()),
+            amount_minor: 125_000,
+            currency: "EUR".into(),
+            status: InvoiceStatus::Pending,
+            issued_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 2),
+            due_on: chrono::NaiveDate::from_ymd_opt(2026, 12, 2),
+            pdf: Some(InvoicePdf {
+                filename: "INV-2026-0042.pdf".into(),
+                size_bytes: 48_213,
+                sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            }),
+            created_by: Some(uuid::Uuid::from_u128(
+                0x0192_5f3a_6b00_7d11_8e22_4f33_5a44_6b55,
+            )),
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_795_694_400, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl From<invoices::Invoice> for Invoice {

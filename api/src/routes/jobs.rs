@@ -59,6 +59,7 @@ impl From<JobStateParam> for JobState {
 
 /// A job with its payload and the error of every failed attempt.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Job {
     pub id: Uuid,
     /// Stable job kind, e.g. `agents.run_scheduled`.
@@ -83,6 +84,30 @@ pub struct Job {
     pub cancel_requested_at: Option<DateTime<Utc>>,
     pub finalized_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for Job {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0192_5f3a_7c1e_7b2d_9a41_3e6f_0c8d_2b17),
+            kind: "webhook.deliver".into(),
+            queue: "webhooks".into(),
+            state: "retryable".into(),
+            args: serde_json::json!({"delivery_id": "0192e0a1-3b4c-7d5e-8f60-718293a4b5c6"}),
+            priority: 0,
+            attempt: 1,
+            max_attempts: 8,
+            run_at: chrono::DateTime::from_timestamp(1_795_694_400, 0).unwrap_or_default(),
+            unique_key: None,
+            errors: serde_json::json!([{"attempt": 1, "at": "2026-11-26T10:00:05Z", "kind": "error", "error": "endpoint answered 503"}]),
+            attempted_at: Some(
+                chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            ),
+            cancel_requested_at: None,
+            finalized_at: None,
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl From<JobRecord> for Job {

@@ -86,6 +86,7 @@ impl From<db::organizations::Organization> for Organization {
 /// Changes to the organization: absent fields stay, `null` clears an optional one.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct OrganizationPatch {
     #[serde(default)]
     pub name: MaybeUndefined<String>,
@@ -93,6 +94,23 @@ pub struct OrganizationPatch {
     pub branding: MaybeUndefined<BrandingPatch>,
     #[serde(default)]
     pub settings: MaybeUndefined<SettingsPatch>,
+}
+
+impl poem_openapi::types::Example for OrganizationPatch {
+    fn example() -> Self {
+        Self {
+            name: MaybeUndefined::Value("Analytical Engines Ltd".into()),
+            branding: MaybeUndefined::Value(BrandingPatch {
+                display_name: MaybeUndefined::Value("Analytical Engines".into()),
+                logo_url: MaybeUndefined::Undefined,
+                primary_color: MaybeUndefined::Value("#1f6feb".into()),
+            }),
+            settings: MaybeUndefined::Value(SettingsPatch {
+                time_zone: MaybeUndefined::Value("Europe/London".into()),
+                default_sender_email_account_id: MaybeUndefined::Undefined,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Object, Deserialize)]
@@ -212,10 +230,20 @@ fn parse_patch(body: OrganizationPatch) -> Result<Patch, ApiError> {
 /// `POST /organization/invitations`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewInvitation {
     pub email: String,
     /// The role the invitee gets; at most your own.
     pub role: RoleName,
+}
+
+impl poem_openapi::types::Example for NewInvitation {
+    fn example() -> Self {
+        Self {
+            email: "grace@example.com".into(),
+            role: RoleName::Member,
+        }
+    }
 }
 
 /// A pending invitation.
@@ -277,8 +305,17 @@ impl From<RoleName> for Role {
 /// `PATCH /organization/members/{user_id}`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct MemberPatch {
     pub role: RoleName,
+}
+
+impl poem_openapi::types::Example for MemberPatch {
+    fn example() -> Self {
+        Self {
+            role: RoleName::Manager,
+        }
+    }
 }
 
 fn member_error(e: ChangeError) -> ApiError {

@@ -59,6 +59,7 @@ impl Example for NewProject {
 /// `PATCH /projects/{id}`: absent fields stay; `null` clears the description.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct ProjectPatch {
     #[serde(default)]
     pub name: MaybeUndefined<String>,
@@ -67,6 +68,16 @@ pub struct ProjectPatch {
     /// `true` archives the project (hidden from the default list), `false` restores it.
     #[serde(default)]
     pub archived: Option<bool>,
+}
+
+impl poem_openapi::types::Example for ProjectPatch {
+    fn example() -> Self {
+        Self {
+            name: MaybeUndefined::Value("Website relaunch (phase 2)".into()),
+            description: MaybeUndefined::Null,
+            archived: Some(false),
+        }
+    }
 }
 
 /// Tasks per board column.
@@ -82,6 +93,7 @@ pub struct TaskCounts {
 
 /// A project with its computed metrics.
 #[derive(Debug, Object, Serialize, Deserialize)]
+#[oai(example)]
 pub struct Project {
     pub id: Uuid,
     pub name: String,
@@ -100,6 +112,33 @@ pub struct Project {
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for Project {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0192_5f3a_7c1e_7b2d_9a41_3e6f_0c8d_2b17),
+            name: "Website relaunch".into(),
+            description: Some("New site and CMS migration".into()),
+            archived: false,
+            archived_at: None,
+            health_score: 87.0,
+            velocity: 4.5,
+            task_counts: TaskCounts {
+                backlog: 6,
+                active: 4,
+                done: 12,
+                gap: 1,
+                overdue: 1,
+            },
+            member_count: 5,
+            created_by: Some(uuid::Uuid::from_u128(
+                0x0192_5f3a_6b00_7d11_8e22_4f33_5a44_6b55,
+            )),
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_795_694_400, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl From<projects::Project> for Project {

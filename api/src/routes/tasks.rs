@@ -139,6 +139,7 @@ impl Example for NewTask {
 /// changed by `POST /tasks/{id}/move`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct TaskPatch {
     #[serde(default)]
     pub title: MaybeUndefined<String>,
@@ -154,6 +155,20 @@ pub struct TaskPatch {
     pub health_status: Option<TaskHealth>,
     #[serde(default)]
     pub due_at: MaybeUndefined<DateTime<Utc>>,
+}
+
+impl poem_openapi::types::Example for TaskPatch {
+    fn example() -> Self {
+        Self {
+            title: MaybeUndefined::Value("Review the vendor contract".into()),
+            description: MaybeUndefined::Undefined,
+            contact_person: MaybeUndefined::Undefined,
+            people_count: Some(3),
+            process_stage: Some(ProcessStage::Review),
+            health_status: Some(TaskHealth::AtRisk),
+            due_at: MaybeUndefined::Null,
+        }
+    }
 }
 
 /// Where a moved task lands when no neighbour is named.
@@ -229,6 +244,7 @@ impl Example for NewWorkEntry {
 
 /// A task.
 #[derive(Debug, Object, Serialize, Deserialize)]
+#[oai(example)]
 pub struct Task {
     pub id: Uuid,
     pub project_id: Uuid,
@@ -251,6 +267,35 @@ pub struct Task {
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for Task {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0192_5f3a_7c1e_7b2d_9a41_3e6f_0c8d_2b17),
+            project_id: uuid::Uuid::from_u128(0x0192_5f3a_6b00_7d11_8e22_4f33_5a44_6b55),
+            title: "Review the vendor contract".into(),
+            description: Some("Check the liability clause".into()),
+            status: TaskStatus::Active,
+            contact_person: Some("Ada Lovelace".into()),
+            people_count: 2,
+            process_stage: ProcessStage::Review,
+            health_status: TaskHealth::AtRisk,
+            due_at: Some(chrono::DateTime::from_timestamp(1_795_694_400, 0).unwrap_or_default()),
+            overdue: false,
+            last_activity_at: chrono::DateTime::from_timestamp(1_795_687_200, 0)
+                .unwrap_or_default(),
+            completed_at: None,
+            assignee_ids: vec![uuid::Uuid::from_u128(
+                0x0192_5f3a_8d2f_7c3e_ab52_4f70_1d9e_3c28,
+            )],
+            created_by: Some(uuid::Uuid::from_u128(
+                0x0192_5f3a_8d2f_7c3e_ab52_4f70_1d9e_3c28,
+            )),
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl From<tasks::Task> for Task {

@@ -39,6 +39,7 @@ pub struct TeamMembersApi;
 /// `POST /team-members`.
 #[derive(Debug, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewTeamMember {
     pub name: String,
     pub email: String,
@@ -57,9 +58,26 @@ pub struct NewTeamMember {
     pub working_days: Option<Vec<i16>>,
 }
 
+impl poem_openapi::types::Example for NewTeamMember {
+    fn example() -> Self {
+        Self {
+            name: "Grace Hopper".into(),
+            email: "grace@example.com".into(),
+            role: Some("Engineer".into()),
+            department: Some("Platform".into()),
+            avatar_url: None,
+            time_zone: Some("America/New_York".into()),
+            work_starts_at: Some("09:00".into()),
+            work_ends_at: Some("17:30".into()),
+            working_days: Some(vec![1, 2, 3, 4, 5]),
+        }
+    }
+}
+
 /// `PATCH /team-members/{id}`: absent fields stay; `null` clears an optional one.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct TeamMemberPatch {
     #[serde(default)]
     pub name: MaybeUndefined<String>,
@@ -79,6 +97,22 @@ pub struct TeamMemberPatch {
     pub work_ends_at: MaybeUndefined<String>,
     #[serde(default)]
     pub working_days: MaybeUndefined<Vec<i16>>,
+}
+
+impl poem_openapi::types::Example for TeamMemberPatch {
+    fn example() -> Self {
+        Self {
+            name: MaybeUndefined::Undefined,
+            email: MaybeUndefined::Undefined,
+            role: MaybeUndefined::Value("Staff engineer".into()),
+            department: MaybeUndefined::Null,
+            avatar_url: MaybeUndefined::Undefined,
+            time_zone: MaybeUndefined::Undefined,
+            work_starts_at: MaybeUndefined::Value("08:30".into()),
+            work_ends_at: MaybeUndefined::Undefined,
+            working_days: MaybeUndefined::Undefined,
+        }
+    }
 }
 
 impl From<NewTeamMember> for TeamMemberPatch {
@@ -102,6 +136,7 @@ impl From<NewTeamMember> for TeamMemberPatch {
 
 /// A person of the directory.
 #[derive(Debug, Object, Serialize, Deserialize)]
+#[oai(example)]
 pub struct TeamMember {
     pub id: Uuid,
     /// Their login, when they have one.
@@ -117,6 +152,26 @@ pub struct TeamMember {
     pub working_days: Vec<i16>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for TeamMember {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0192_5f3a_7c1e_7b2d_9a41_3e6f_0c8d_2b17),
+            user_id: None,
+            name: "Grace Hopper".into(),
+            email: "grace@example.com".into(),
+            role: Some("Engineer".into()),
+            department: Some("Platform".into()),
+            avatar_url: None,
+            time_zone: "America/New_York".into(),
+            work_starts_at: Some("09:00".into()),
+            work_ends_at: Some("17:30".into()),
+            working_days: vec![1, 2, 3, 4, 5],
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_795_694_400, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl From<team_members::Member> for TeamMember {

@@ -41,6 +41,7 @@ pub struct WebhooksApi;
 /// `POST /webhooks`.
 #[derive(Debug, Object, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct NewWebhook {
     /// Where events are POSTed: an `https://` URL of a public host.
     pub url: String,
@@ -53,9 +54,21 @@ pub struct NewWebhook {
     pub enabled: Option<bool>,
 }
 
+impl poem_openapi::types::Example for NewWebhook {
+    fn example() -> Self {
+        Self {
+            url: "https://hooks.example.com/zoark".into(),
+            event_types: vec!["task.status_changed".into(), "approval.completed".into()],
+            description: Some("Sync to the ERP".into()),
+            enabled: Some(true),
+        }
+    }
+}
+
 /// `PATCH /webhooks/{id}`: absent fields stay; `description: null` clears it.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[oai(example)]
 pub struct WebhookPatch {
     #[serde(default)]
     pub url: MaybeUndefined<String>,
@@ -65,6 +78,17 @@ pub struct WebhookPatch {
     pub description: MaybeUndefined<String>,
     #[serde(default)]
     pub enabled: MaybeUndefined<bool>,
+}
+
+impl poem_openapi::types::Example for WebhookPatch {
+    fn example() -> Self {
+        Self {
+            url: MaybeUndefined::Undefined,
+            event_types: MaybeUndefined::Value(vec!["approval.completed".into()]),
+            description: MaybeUndefined::Null,
+            enabled: MaybeUndefined::Value(false),
+        }
+    }
 }
 
 impl From<NewWebhook> for WebhookPatch {
@@ -84,6 +108,7 @@ impl From<NewWebhook> for WebhookPatch {
 
 /// An endpoint (its signing secret is never shown again after creation or rotation).
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
+#[oai(example)]
 pub struct Webhook {
     pub id: Uuid,
     pub url: String,
@@ -93,6 +118,23 @@ pub struct Webhook {
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for Webhook {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0192_5f3a_7c1e_7b2d_9a41_3e6f_0c8d_2b17),
+            url: "https://hooks.example.com/zoark".into(),
+            description: Some("Sync to the ERP".into()),
+            event_types: vec!["task.status_changed".into(), "approval.completed".into()],
+            enabled: true,
+            created_by: Some(uuid::Uuid::from_u128(
+                0x0192_5f3a_6b00_7d11_8e22_4f33_5a44_6b55,
+            )),
+            created_at: chrono::DateTime::from_timestamp(1_795_687_200, 0).unwrap_or_default(),
+            updated_at: chrono::DateTime::from_timestamp(1_795_694_400, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl From<webhooks::Endpoint> for Webhook {
