@@ -276,6 +276,11 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     /// The most jobs one claim takes from a queue.
     pub claim_batch: usize,
+    /// Outcomes waiting to be written beyond which the worker stops claiming until they are
+    /// (`ZOARK_WORKER_MAX_BACKLOG`, 10,000): memory stays bounded while Postgres is slow or away.
+    pub max_backlog: usize,
+    /// The longest timeout a job may ask for at enqueue (`ZOARK_JOBS_MAX_TIMEOUT_SECS`, 6 h).
+    pub max_timeout: Duration,
     /// Where the worker serves `/metrics` for Prometheus; `None` serves nothing.
     pub metrics_port: Option<u16>,
 }
@@ -716,6 +721,8 @@ impl Settings {
                 rescue_after: r.secs_or("ZOARK_WORKER_RESCUE_AFTER_SECS", 20)?,
                 poll_interval: r.secs_or("ZOARK_WORKER_POLL_SECS", 5)?,
                 claim_batch: r.parse_or("ZOARK_WORKER_CLAIM_BATCH", 500)?,
+                max_backlog: r.parse_or("ZOARK_WORKER_MAX_BACKLOG", 10_000)?,
+                max_timeout: r.secs_or("ZOARK_JOBS_MAX_TIMEOUT_SECS", 6 * 3600)?,
                 metrics_port: match r
                     .get("ZOARK_WORKER_METRICS_PORT")
                     .filter(|v| !v.trim().is_empty())

@@ -52,6 +52,9 @@ pub struct Opts {
     pub unique_key: Option<String>,
     /// Overrides [`Job::MAX_ATTEMPTS`].
     pub max_attempts: Option<i32>,
+    /// Overrides [`Job::TIMEOUT`] for this job (1 ms to 7 days); the worker caps it by
+    /// `ZOARK_JOBS_MAX_TIMEOUT_SECS`.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Opts {
@@ -91,7 +94,16 @@ impl Opts {
         self.max_attempts = Some(n);
         self
     }
+
+    #[must_use]
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
 }
+
+/// The longest timeout a job may carry (the worker's cap is usually lower).
+const MAX_TIMEOUT_MS: u128 = 7 * 24 * 3600 * 1000;
 
 /// A job ready to insert, its contract already applied.
 #[derive(Debug, Clone)]
@@ -118,6 +130,11 @@ impl NewJob {
             && !(1..=500).contains(&key.len())
         {
             return Err(EnqueueError::UniqueKey);
+        }
+        if let Some(timeout) = opts.timeout
+            && !(1..=MAX_TIMEOUT_MS).contains(&timeout.as_millis())
+        {
+            return Err(EnqueueError::Timeout(timeout));
         }
         Ok(Self {
             kind: J::NAME,
@@ -148,6 +165,8 @@ pub enum EnqueueError {
     MaxAttempts(i32),
     #[error("a unique key is 1 to 500 bytes")]
     UniqueKey,
+    #[error("a job timeout of {0:?} is out of range (1 ms to 7 days)")]
+    Timeout(std::time::Duration),
     #[error("encoding jobs for COPY: {0}")]
     Encode(String),
     #[error("the unique key kept changing hands while enqueueing")]
@@ -182,8 +201,10 @@ pub async fn enqueue_many(
 ) -> Result<Vec<Enqueued>, EnqueueError> {
     let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
     let mut results: Vec<Option<Enqueued>> = vec![None; jobs.len()];
-    let (mut plain, mut pending): (Vec<usize>, Vec<usize>) = (0..jobs.len())
-        .partition(|&i| jobs[i].opts.unique_key.is_none() && jobs[i].opts.run_at.is_none());
+    let (mut plain, mut pending): (Vec<usize>, Vec<usize>) = (0..jobs.len()).partition(|&i| {
+        let opts = &jobs[i].opts;
+        opts.unique_key.is_none() && opts.run_at.is_none() && opts.timeout.is_none()
+    });
     if plain.len() < COPY_MIN {
         // COPY costs a round trip more than one INSERT: not worth it for a few jobs.
         pending.append(&mut plain);
@@ -246,7 +267,7 @@ pub async fn enqueue_many(
     Err(EnqueueError::Contended)
 }
 
-/// Jobs without a unique key or a start time cannot conflict and start `available` at `now()`
+/// Jobs without a unique key, a start time or a timeout of their own cannot conflict and start `available` at `now()`
 /// (the column defaults): they are streamed with one `COPY`, which inserts in batches — 1.5 times
 /// the rows per second of `INSERT … SELECT unnest(…)` here.
 async fn copy_plain(
@@ -311,6 +332,7 @@ async fn insert_chunk(
     let mut max_attempts = Vec::with_capacity(n);
     let mut run_at = Vec::with_capacity(n);
     let mut unique_key = Vec::with_capacity(n);
+    let mut timeout_ms = Vec::with_capacity(n);
     for &i in chunk {
         let job = &jobs[i];
         id.push(ids[i]);
@@ -322,6 +344,12 @@ async fn insert_chunk(
         max_attempts.push(job.max_attempts);
         run_at.push(job.opts.run_at);
         unique_key.push(job.opts.unique_key.clone());
+        // In range: checked by `NewJob::new`.
+        timeout_ms.push(
+            job.opts
+                .timeout
+                .and_then(|t| i32::try_from(t.as_millis()).ok()),
+        );
     }
     let rows = sqlx::query_file!(
         "src/sql/insert_jobs.sql",
@@ -334,6 +362,7 @@ async fn insert_chunk(
         &max_attempts,
         &run_at as &[Option<DateTime<Utc>>],
         &unique_key as &[Option<String>],
+        &timeout_ms as &[Option<i32>],
     )
     .fetch_all(&mut *conn)
     .await?;

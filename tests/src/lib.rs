@@ -22,7 +22,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use zoark_core::Settings;
-use zoark_worker::engine::{Engine, EngineConfig, Registry};
+use zoark_worker::engine::{Engine, EngineConfig, EngineHooks, Registry};
 
 pub use wiremock;
 
@@ -259,12 +259,25 @@ impl TestApp {
 
     /// Starts a job engine in-process with `registry` on this app's database.
     pub fn start_engine(&self, config: EngineConfig, registry: Registry) -> RunningEngine {
-        let token = CancellationToken::new();
-        let engine = Engine::new(self.pool.clone(), config, registry);
-        RunningEngine {
-            handle: tokio::spawn(engine.run(token.clone())),
-            token,
-        }
+        RunningEngine::start(self.pool.clone(), config, registry)
+    }
+
+    /// A pool on this test's database through `proxy`, for an engine the test cuts off.
+    pub fn pool_through(&self, proxy: &proxy::TcpProxy) -> PgPool {
+        let options = (*self.pool.connect_options())
+            .clone()
+            .host("127.0.0.1")
+            .port(proxy.port);
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(5)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(options)
+    }
+
+    /// The address (`host:port`) of this test's Postgres server, for a [`proxy::TcpProxy`].
+    pub fn database_address(&self) -> String {
+        let options = self.pool.connect_options();
+        format!("{}:{}", options.get_host(), options.get_port())
     }
 
     /// Stops the API gracefully and waits for it.
@@ -314,6 +327,8 @@ pub fn engine_config(queues: &[(&str, usize)]) -> EngineConfig {
         heartbeat_interval: Duration::from_millis(500),
         rescue_after: Duration::from_secs(3),
         shutdown_timeout: Duration::from_secs(2),
+        max_backlog: 10_000,
+        max_timeout: Duration::from_secs(3600),
     }
 }
 
@@ -321,9 +336,26 @@ pub fn engine_config(queues: &[(&str, usize)]) -> EngineConfig {
 pub struct RunningEngine {
     token: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    hooks: EngineHooks,
 }
 
 impl RunningEngine {
+    /// Starts an engine on `pool` (the test's own, or one through a proxy).
+    pub fn start(pool: PgPool, config: EngineConfig, registry: Registry) -> Self {
+        let token = CancellationToken::new();
+        let engine = Engine::new(pool, config, registry);
+        let hooks = engine.hooks();
+        Self {
+            handle: tokio::spawn(engine.run(token.clone())),
+            token,
+            hooks,
+        }
+    }
+
+    pub fn hooks(&self) -> &EngineHooks {
+        &self.hooks
+    }
+
     /// SIGTERM's equivalent: stop claiming, let in-flight jobs finish, hand the rest back.
     pub async fn stop(self) {
         self.token.cancel();

@@ -1,10 +1,13 @@
 //! The job engine's semantics against real Postgres: transactional enqueue, priorities, delayed
 //! jobs, persisted retries, discarding, snooze, timeouts, panics, unknown kinds, rescue,
-//! cancellation, manual retry, unique jobs, pruning and graceful shutdown.
+//! cancellation, manual retry, unique jobs, pruning and graceful shutdown. And its faults: a
+//! stalled worker, a database outage, an outcome Postgres refuses, a completer that cannot write,
+//! an attempt that outlives its deadline.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -331,20 +334,53 @@ async fn timeouts_panics_and_unknown_kinds_are_recorded_and_the_worker_keeps_goi
     let opts = || Opts::platform().max_attempts(1);
     let slow = push(&app, &probe("slow"), opts()).await;
     let panics = push(&app, &probe("panic"), opts()).await;
-    let unknown: Uuid = sqlx::query_scalar(
-        "INSERT INTO jobs (kind, queue, args, max_attempts) VALUES ('nobody.handles_this', 'test', '{}', 5) RETURNING id",
+    // Its own timeout, shorter than the kind's 2 s.
+    let quick = push(
+        &app,
+        &probe("slow"),
+        opts().timeout(Duration::from_millis(300)),
     )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    .await;
+    let insert = |kind: &'static str, args: &'static str, max_attempts: i32| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO jobs (kind, queue, args, max_attempts) VALUES ($1, 'test', $2::jsonb, $3) RETURNING id",
+            )
+            .bind(kind)
+            .bind(args)
+            .bind(max_attempts)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let unknown = insert("nobody.handles_this", "{}", 5).await;
+    let undecodable = insert("test.probe", r#"{"labels": 1}"#, 5).await;
+    let unknown_last = insert("nobody.handles_this", "{}", 1).await;
     let fine = push(&app, &probe("fine"), opts()).await;
-    let engine = app.start_engine(engine_config(&[("test", 4)]), registry);
+    let engine = app.start_engine(engine_config(&[("test", 6)]), registry);
+    let started = Utc::now();
     let s = wait_for(&app, slow, "discarded", Duration::from_secs(5)).await;
     let p = wait_for(&app, panics, "discarded", Duration::from_secs(5)).await;
-    let u = wait_for(&app, unknown, "discarded", Duration::from_secs(5)).await;
+    let q = wait_for(&app, quick, "discarded", Duration::from_secs(5)).await;
+    let u = wait_for(&app, unknown, "retryable", Duration::from_secs(5)).await;
+    let d = wait_for(&app, undecodable, "retryable", Duration::from_secs(5)).await;
+    let last = wait_for(&app, unknown_last, "discarded", Duration::from_secs(5)).await;
     wait_for(&app, fine, "completed", Duration::from_secs(5)).await;
     engine.stop().await;
     assert_eq!(error_kinds(&s), ["timeout"]);
+    assert!(
+        s.errors[0]["error"].as_str().unwrap().contains("2s"),
+        "{}",
+        s.errors
+    );
+    assert_eq!(error_kinds(&q), ["timeout"]);
+    assert!(
+        q.errors[0]["error"].as_str().unwrap().contains("300ms"),
+        "the job's own timeout: {}",
+        q.errors
+    );
     assert_eq!(error_kinds(&p), ["panic"]);
     assert!(
         p.errors[0]["error"]
@@ -352,17 +388,25 @@ async fn timeouts_panics_and_unknown_kinds_are_recorded_and_the_worker_keeps_goi
             .unwrap()
             .contains("boom in the handler")
     );
-    assert_eq!(
-        error_kinds(&u),
-        ["unknown_kind"],
-        "an unknown kind is discarded at once"
-    );
-    assert!(
-        u.errors[0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("nobody.handles_this")
-    );
+    // A kind or payload this worker cannot run may be known to the next version of the worker
+    // (a rolling deploy): retried after minutes, discarded only when its attempts are spent.
+    for (r, kind, says) in [
+        (&u, "unknown_kind", "nobody.handles_this"),
+        (&d, "undecodable", "test.probe"),
+    ] {
+        assert_eq!(error_kinds(r), [kind]);
+        assert!(
+            r.errors[0]["error"].as_str().unwrap().contains(says),
+            "{}",
+            r.errors
+        );
+        assert!(
+            r.run_at >= started + chrono::Duration::minutes(4),
+            "{kind}: retried at {} (started {started})",
+            r.run_at
+        );
+    }
+    assert_eq!(error_kinds(&last), ["unknown_kind"]);
 }
 
 #[tokio::test]
@@ -384,7 +428,8 @@ async fn the_running_jobs_of_a_dead_worker_are_rescued_and_run_again() {
         .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let engine = app.start_engine(engine_config(&[("test", 1)]), recording(seen.clone()));
-    let r = wait_for(&app, id, "completed", Duration::from_secs(5)).await;
+    // A worker rescues once its own lease is as old as the rescue window (3 s).
+    let r = wait_for(&app, id, "completed", Duration::from_secs(8)).await;
     engine.stop().await;
     assert_eq!(r.attempt, 2);
     assert_eq!(error_kinds(&r), ["rescued"]);
@@ -773,4 +818,346 @@ async fn shutdown_lets_short_jobs_finish_and_hands_long_ones_back_at_the_deadlin
         ("available", 0),
         "handed back without spending the attempt"
     );
+}
+
+/// What the handlers of a test saw: for each job id, the runs in progress (more than one at a
+/// time is a double run), every run, and the runs that returned `Ok`.
+#[derive(Debug, Default)]
+struct Ledger {
+    running: HashMap<Uuid, usize>,
+    overlaps: Vec<Uuid>,
+    runs: HashMap<Uuid, usize>,
+    succeeded: HashMap<Uuid, usize>,
+}
+
+/// Marks a run finished when dropped: also when the engine stops polling the handler.
+struct RunGuard(Arc<Mutex<Ledger>>, Uuid);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if let Ok(mut ledger) = self.0.lock()
+            && let Some(n) = ledger.running.get_mut(&self.1)
+        {
+            *n -= 1;
+        }
+    }
+}
+
+/// Probe handlers that sleep `sleep` (the label `block`: 300 ms) and keep the [`Ledger`]; the
+/// label `fatal-nul` fails with an error text Postgres cannot store (a NUL character).
+fn ledgered(ledger: Arc<Mutex<Ledger>>, sleep: Duration) -> Registry {
+    Registry::new().register(move |p: Probe, ctx: JobContext| {
+        let ledger = ledger.clone();
+        async move {
+            {
+                let mut l = ledger.lock().unwrap();
+                *l.runs.entry(ctx.id).or_default() += 1;
+                let now = l.running.entry(ctx.id).or_default();
+                *now += 1;
+                if *now > 1 {
+                    l.overlaps.push(ctx.id);
+                }
+            }
+            let _guard = RunGuard(ledger.clone(), ctx.id);
+            let sleep = if p.label == "block" {
+                Duration::from_millis(300)
+            } else {
+                sleep
+            };
+            tokio::time::sleep(sleep).await;
+            if p.label == "fatal-nul" {
+                return Err(JobError::Fatal(anyhow::anyhow!(
+                    "the peer answered \u{0}\u{0} garbage"
+                )));
+            }
+            *ledger.lock().unwrap().succeeded.entry(ctx.id).or_default() += 1;
+            Ok(())
+        }
+    })
+}
+
+async fn push_many(app: &TestApp, label: &str, n: usize) -> Vec<Uuid> {
+    let jobs = (0..n)
+        .map(|_| NewJob::new(&probe(label), Opts::platform().max_attempts(10)).unwrap())
+        .collect();
+    let mut conn = app.pool.acquire().await.unwrap();
+    enqueue_many(&mut conn, jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()
+}
+
+async fn wait_until_finished(app: &TestApp, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let open = count(app, "SELECT count(*) FROM jobs WHERE finalized_at IS NULL").await;
+        if open == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} jobs unfinished after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every job completed, no job ran on two workers at once, and no job whose handler succeeded
+/// ran again.
+async fn assert_each_completed_once(app: &TestApp, ids: &[Uuid], ledger: &Mutex<Ledger>) {
+    let not_completed = count(app, "SELECT count(*) FROM jobs WHERE state <> 'completed'").await;
+    assert_eq!(not_completed, 0, "every job completed");
+    let ledger = ledger.lock().unwrap();
+    assert!(
+        ledger.overlaps.is_empty(),
+        "{} jobs ran on two workers at once, e.g. {:?}",
+        ledger.overlaps.len(),
+        ledger.overlaps.first()
+    );
+    let twice: Vec<_> = ids
+        .iter()
+        .filter(|id| ledger.succeeded.get(id).copied().unwrap_or(0) != 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} jobs did not succeed exactly once, e.g. {:?} succeeded {:?} times in {:?} runs",
+        twice.len(),
+        twice.first(),
+        twice.first().and_then(|id| ledger.succeeded.get(id)),
+        twice.first().and_then(|id| ledger.runs.get(id)),
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_worker_never_runs_a_job_beside_the_worker_that_rescued_it() {
+    let app = TestApp::spawn().await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let ids = push_many(&app, "work", 500).await;
+    let config = || engine_config(&[("test", 4)]);
+    let sleep = Duration::from_millis(80);
+    let stalls = app.start_engine(config(), ledgered(ledger.clone(), sleep));
+    let healthy = app.start_engine(config(), ledgered(ledger.clone(), sleep));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The stalled worker's heartbeat stops for twice the rescue window (3 s) while its fetchers
+    // and handlers go on: it must fence itself, and the claim must refuse it once its row is
+    // gone; the healthy worker rescues what it held.
+    stalls.hooks().pause_heartbeat(true);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let workers = count(&app, "SELECT count(*) FROM job_workers").await;
+    assert_eq!(workers, 1, "the stalled worker was presumed dead");
+    stalls.hooks().pause_heartbeat(false);
+    wait_until_finished(&app, Duration::from_secs(30)).await;
+    stalls.stop().await;
+    healthy.stop().await;
+    assert_each_completed_once(&app, &ids, &ledger).await;
+    let lease_lost = count(
+        &app,
+        "SELECT count(*) FROM jobs WHERE errors @> '[{\"kind\": \"lease_lost\"}]'",
+    )
+    .await;
+    let rescued = count(
+        &app,
+        "SELECT count(*) FROM jobs WHERE errors @> '[{\"kind\": \"rescued\"}]'",
+    )
+    .await;
+    assert!(
+        lease_lost + rescued > 0,
+        "the stalled worker was running jobs when it fenced itself"
+    );
+}
+
+#[tokio::test]
+async fn a_database_outage_longer_than_the_rescue_window_loses_no_outcome_and_reruns_nothing() {
+    let app = TestApp::spawn().await;
+    let proxy = zoark_tests::proxy::TcpProxy::start(app.database_address())
+        .await
+        .unwrap();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let sleep = Duration::from_millis(20);
+    let start = || {
+        zoark_tests::RunningEngine::start(
+            app.pool_through(&proxy),
+            engine_config(&[("test", 10)]),
+            ledgered(ledger.clone(), sleep),
+        )
+    };
+    let (one, two) = (start(), start());
+    // Both leases older than the rescue window, then jobs, then the database goes away in the
+    // middle of their run for longer than the window.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let ids = push_many(&app, "work", 1_500).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.cut();
+    let succeeded_before = ledger.lock().unwrap().succeeded.len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.restore();
+    wait_until_finished(&app, Duration::from_secs(40)).await;
+    one.stop().await;
+    two.stop().await;
+    assert!(
+        succeeded_before > 0 && succeeded_before < ids.len(),
+        "the outage came in the middle of the run ({succeeded_before} done before it)"
+    );
+    assert_each_completed_once(&app, &ids, &ledger).await;
+    let rescued = count(
+        &app,
+        "SELECT count(*) FROM jobs WHERE errors @> '[{\"kind\": \"rescued\"}]'",
+    )
+    .await;
+    assert_eq!(
+        rescued, 0,
+        "no worker rescued another's jobs after the outage"
+    );
+}
+
+#[tokio::test]
+async fn an_outcome_postgres_refuses_is_recorded_and_the_rest_of_its_batch_written() {
+    let app = TestApp::spawn().await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut ids = push_many(&app, "work", 1_000).await;
+    let bad = push(&app, &probe("fatal-nul"), Opts::platform()).await;
+    ids.extend(push_many(&app, "work", 1_000).await);
+    let mut config = engine_config(&[("test", 500)]);
+    config.claim_batch = 500;
+    let engine = app.start_engine(config, ledgered(ledger.clone(), Duration::ZERO));
+    let r = wait_for(&app, bad, "discarded", Duration::from_secs(20)).await;
+    wait_until_finished(&app, Duration::from_secs(20)).await;
+    engine.stop().await;
+    assert_eq!(error_kinds(&r), ["outcome_refused"]);
+    let said = r.errors[0]["error"].as_str().unwrap();
+    assert!(
+        said.contains("could not be written") && said.contains("discarded"),
+        "{said}"
+    );
+    let completed = count(&app, "SELECT count(*) FROM jobs WHERE state = 'completed'").await;
+    assert_eq!(completed, 2_000, "every other outcome was written");
+}
+
+#[tokio::test]
+async fn a_worker_stops_claiming_while_its_outcomes_cannot_be_written() {
+    let app = TestApp::spawn().await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let blocker = push(&app, &probe("block"), Opts::platform()).await;
+    let mut config = engine_config(&[("test", 20)]);
+    config.claim_batch = 20;
+    config.max_backlog = 100;
+    let engine = app.start_engine(config, ledgered(ledger.clone(), Duration::ZERO));
+    wait_for(&app, blocker, "running", Duration::from_secs(5)).await;
+    // Postgres stalls the completer: the blocker's outcome waits on this row lock, and every
+    // outcome after it waits behind that write.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(blocker)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut ids = push_many(&app, "work", 3_000).await;
+    let mut most_held = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        let held = count(&app, "SELECT count(*) FROM jobs WHERE state = 'running'").await;
+        most_held = most_held.max(held);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    lock.rollback().await.unwrap();
+    wait_until_finished(&app, Duration::from_secs(60)).await;
+    engine.stop().await;
+    // Held = running in Postgres: in the handlers or waiting as an outcome in memory. Bounded by
+    // the backlog limit (100) + the slots (20) + one claim (20), however long Postgres stalls.
+    assert!(
+        most_held > 100,
+        "the completer was stalled (outcomes piled up to the limit): {most_held}"
+    );
+    assert!(
+        most_held <= 141,
+        "a worker under a stalled completer kept claiming: {most_held} jobs held"
+    );
+    ids.push(blocker);
+    assert_each_completed_once(&app, &ids, &ledger).await;
+}
+
+#[tokio::test]
+async fn an_attempt_past_its_deadline_on_a_live_worker_goes_back_to_the_queue_as_a_timeout() {
+    let app = TestApp::spawn().await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let engine = app.start_engine(
+        engine_config(&[("test", 1)]),
+        ledgered(ledger.clone(), Duration::ZERO),
+    );
+    // An attempt this live worker claimed and whose outcome never reached Postgres.
+    let id = push(
+        &app,
+        &probe("lost"),
+        Opts::platform().run_at(Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query(
+        "UPDATE jobs SET state = 'running', attempt = 1, attempted_at = now() - interval '10 seconds', \
+         worker_id = (SELECT id FROM job_workers LIMIT 1), deadline_at = now() - interval '1 second' \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let r = wait_for(&app, id, "completed", Duration::from_secs(10)).await;
+    engine.stop().await;
+    assert_eq!(error_kinds(&r), ["timeout"]);
+    assert!(
+        r.errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("passed its deadline"),
+        "{}",
+        r.errors
+    );
+    assert_eq!(r.attempt, 2);
+}
+
+#[tokio::test]
+async fn a_claimed_attempt_carries_its_deadline_timeout_plus_the_rescue_window() {
+    let app = TestApp::spawn().await;
+    let registry = Registry::new().register(|_: Probe, ctx: JobContext| async move {
+        ctx.cancelled.cancelled().await;
+        Ok(())
+    });
+    let own = push(
+        &app,
+        &probe("own"),
+        Opts::platform().timeout(Duration::from_secs(40)),
+    )
+    .await;
+    let kinds = push(&app, &probe("kind's"), Opts::platform()).await;
+    let engine = app.start_engine(engine_config(&[("test", 2)]), registry);
+    wait_for(&app, own, "running", Duration::from_secs(5)).await;
+    wait_for(&app, kinds, "running", Duration::from_secs(5)).await;
+    let deadline = |id: Uuid| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, f64>(
+                "SELECT extract(epoch FROM deadline_at - attempted_at)::float8 FROM jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // The job's own 40 s, or the kind's 2 s; plus the rescue window of 3 s.
+    assert!((deadline(own).await - 43.0).abs() < 0.01);
+    assert!((deadline(kinds).await - 5.0).abs() < 0.01);
+    engine.stop().await;
+    let left: i64 = count(
+        &app,
+        "SELECT count(*) FROM jobs WHERE deadline_at IS NOT NULL",
+    )
+    .await;
+    assert_eq!(left, 0, "only running attempts have a deadline");
 }

@@ -4,18 +4,32 @@
 //!
 //! Each write is fenced on `(id, attempt, worker_id, state = 'running')`: an outcome for an
 //! attempt that was rescued or re-claimed meanwhile changes nothing.
+//!
+//! Nothing is dropped while the process lives: a batch that fails because Postgres is away is
+//! kept and retried until it is written (the fetchers stop claiming while the backlog is over
+//! its limit, so memory stays bounded); a batch that Postgres refuses is split until the refused
+//! outcome is found, which is recorded in a form Postgres accepts, and the rest is written.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
+use futures_util::{FutureExt, future::BoxFuture};
+use serde_json::json;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const MAX_BATCH: usize = 2_000;
 
+/// The longest pause between two tries of a batch while Postgres is away.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
+
 /// The row change one attempt's outcome asks for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Completion {
     pub(crate) id: Uuid,
     pub(crate) attempt: i32,
@@ -28,47 +42,163 @@ pub(crate) struct Completion {
     pub(crate) attempt_delta: i32,
 }
 
+/// Outcomes reported and not yet written.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    count: AtomicUsize,
+    /// Signalled whenever outcomes have been written.
+    pub(crate) freed: Notify,
+}
+
+impl Backlog {
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn added(&self, n: usize) {
+        let now = self.count.fetch_add(n, Ordering::SeqCst) + n;
+        metrics::gauge!("zoark_worker_outcome_backlog").set(now as f64);
+    }
+
+    pub(crate) fn written(&self, n: usize) {
+        let now = self.count.fetch_sub(n, Ordering::SeqCst).saturating_sub(n);
+        metrics::gauge!("zoark_worker_outcome_backlog").set(now as f64);
+        self.freed.notify_waiters();
+    }
+}
+
 pub(crate) async fn run(
     pool: PgPool,
     worker_id: Uuid,
+    backlog: std::sync::Arc<Backlog>,
     mut rx: mpsc::UnboundedReceiver<Completion>,
+    abandon: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write_with_retry(&pool, worker_id, &batch).await;
+        if abandon.is_cancelled() {
+            tracing::error!(
+                outcomes = batch.len() + rx.len(),
+                "shutting down with job outcomes unwritten; those jobs come back through the lease"
+            );
+            backlog.written(batch.len());
+            batch.clear();
+            continue;
+        }
+        let written = write_all(&pool, worker_id, &batch, &abandon).await;
+        if written.stale > 0 {
+            tracing::warn!(
+                outcomes = written.stale,
+                "outcomes for attempts this worker no longer holds were ignored"
+            );
+        }
+        backlog.written(batch.len());
         batch.clear();
     }
 }
 
-/// Keeps trying while Postgres is unreachable: an outcome is only lost if the process dies,
-/// and then the lease expires and the job is rescued (never silently dropped).
-async fn write_with_retry(pool: &PgPool, worker_id: Uuid, batch: &[Completion]) {
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1.. {
-        match write(pool, worker_id, batch).await {
-            Ok(applied) => {
-                let stale = batch.len() as u64 - applied;
-                if stale > 0 {
-                    tracing::warn!(
-                        outcomes = stale,
-                        "outcomes for attempts this worker no longer holds were ignored"
-                    );
+#[derive(Debug, Default)]
+struct Written {
+    /// Outcomes whose attempt this worker no longer held (rescued meanwhile): no-ops.
+    stale: u64,
+}
+
+/// Errors after which the same statement may well succeed: the connection, the server's
+/// availability or a transient conflict. Everything else is Postgres refusing the data.
+fn transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => e.code().is_none_or(|code| {
+            ["08", "53", "57", "58", "40"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || code == "55P03"
+        }),
+        sqlx::Error::PoolClosed => false,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// Writes `batch`, retrying while Postgres is away (until `abandon`), splitting it when
+/// Postgres refuses it to find and record the outcome at fault.
+fn write_all<'a>(
+    pool: &'a PgPool,
+    worker_id: Uuid,
+    batch: &'a [Completion],
+    abandon: &'a CancellationToken,
+) -> BoxFuture<'a, Written> {
+    async move {
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0u32;
+        loop {
+            match write(pool, worker_id, batch).await {
+                Ok(applied) => {
+                    if tries > 0 {
+                        tracing::info!(outcomes = batch.len(), tries, "job outcomes written");
+                    }
+                    return Written {
+                        stale: (batch.len() as u64).saturating_sub(applied),
+                    };
                 }
-                return;
+                Err(error) if transient(&error) => {
+                    tries += 1;
+                    if tries == 1 || tries.is_multiple_of(30) {
+                        tracing::warn!(%error, tries, outcomes = batch.len(), "writing job outcomes failed; keeping them and retrying");
+                    }
+                    tokio::select! {
+                        () = abandon.cancelled() => return Written::default(),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+                Err(error) if batch.len() > 1 => {
+                    tracing::warn!(%error, outcomes = batch.len(), "Postgres refused a batch of job outcomes; splitting it to find the one at fault");
+                    let (left, right) = batch.split_at(batch.len() / 2);
+                    let l = write_all(pool, worker_id, left, abandon).await;
+                    let r = write_all(pool, worker_id, right, abandon).await;
+                    return Written {
+                        stale: l.stale + r.stale,
+                    };
+                }
+                Err(error) => return record_refused(pool, worker_id, &batch[0], &error).await,
             }
-            Err(error) if attempt < 40 => {
-                tracing::warn!(%error, attempt, outcomes = batch.len(), "writing job outcomes failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => {
-                tracing::error!(
-                    %error,
-                    outcomes = batch.len(),
-                    "giving up writing job outcomes; the jobs will be rescued when this worker's lease expires"
-                );
-                return;
-            }
+        }
+    }
+    .boxed()
+}
+
+/// One outcome Postgres refuses (an error text it cannot store, say): the attempt is recorded
+/// with the same state and a plain error saying why its own could not be written. If even that
+/// is refused, the outcome is given up and the job's deadline brings it back.
+async fn record_refused(
+    pool: &PgPool,
+    worker_id: Uuid,
+    outcome: &Completion,
+    error: &sqlx::Error,
+) -> Written {
+    let reason = format!("{error}").replace('\0', "");
+    tracing::error!(job.id = %outcome.id, error = %reason, "Postgres refused this job's outcome; recording a plain one instead");
+    metrics::counter!("zoark_job_outcomes_refused_total").increment(1);
+    let plain = Completion {
+        error: Some(json!({
+            "attempt": outcome.attempt,
+            "at": Utc::now(),
+            "kind": "outcome_refused",
+            "error": format!("the attempt's outcome could not be written ({reason}); recorded as {}", outcome.state),
+        })),
+        ..outcome.clone()
+    };
+    match write(pool, worker_id, std::slice::from_ref(&plain)).await {
+        Ok(applied) => Written {
+            stale: 1u64.saturating_sub(applied),
+        },
+        Err(error) => {
+            tracing::error!(job.id = %outcome.id, %error, "giving up this job's outcome; its deadline will return it to the queue");
+            Written::default()
         }
     }
 }

@@ -2,7 +2,12 @@
 //! against its timeout and its cancellation token; panics caught; the outcome classified into a
 //! row change for the completer, a metric and (for failures) a log event that Sentry receives.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use futures_util::FutureExt;
@@ -13,7 +18,7 @@ use tracing::Instrument;
 use super::{
     Claimed, InFlight, Shared, StopReason,
     complete::Completion,
-    registry::{JobContext, JobError},
+    registry::{JobContext, JobError, JobResult},
 };
 
 /// What happened to the attempt.
@@ -58,59 +63,45 @@ async fn attempt(shared: Arc<Shared>, job: Claimed) {
         );
     }
     let registered = shared.registry.get(&job.kind).cloned();
-    let outcome = match registered {
-        None => Outcome::Fatal {
-            kind: "unknown_kind",
-            error: format!(
-                "no handler for job kind `{}` in this worker (kinds: {})",
-                job.kind,
-                shared.registry.kinds().join(", ")
-            ),
-        },
-        Some(registered) => {
-            let ctx = JobContext {
-                id: job.id,
-                attempt: job.attempt,
-                max_attempts: job.max_attempts,
-                organization_id: job.organization_id,
-                cancelled: token.clone(),
-            };
-            let handler = AssertUnwindSafe((registered.run)(job.args.clone(), ctx)).catch_unwind();
-            // Biased towards the token: a handler that returns because it saw the cancellation
-            // is cancelled, not completed.
-            tokio::select! {
-                biased;
-                () = token.cancelled() => {
-                    let reason = shared
-                        .in_flight
-                        .lock()
-                        .ok()
-                        .and_then(|m| m.get(&job.id).and_then(|f| f.reason))
-                        .unwrap_or(StopReason::Cancelled);
-                    match reason {
-                        // Written fenced: a no-op if the job was rescued meanwhile, otherwise
-                        // it goes back to the queue as a failed attempt.
-                        StopReason::LeaseLost => Outcome::Failed {
-                            kind: "lease_lost",
-                            error: "this worker lost contact with Postgres and stopped the attempt".into(),
-                            delay: None,
-                        },
-                        reason => Outcome::Stopped(reason),
+    let outcome = if !*shared.leased.borrow() {
+        // Handed over just before this worker fenced itself: never started, so never run
+        // beside the worker that may rescue it.
+        Outcome::Stopped(StopReason::LeaseLost)
+    } else {
+        match registered {
+            // Another version of the worker may know it (a rolling deploy): retried later,
+            // discarded only once its attempts are spent.
+            None => Outcome::Failed {
+                kind: "unknown_kind",
+                error: format!(
+                    "no handler for job kind `{}` in this worker (kinds: {})",
+                    job.kind,
+                    shared.registry.kinds().join(", ")
+                ),
+                delay: Some(rollout_backoff(job.attempt)),
+            },
+            Some(registered) => {
+                let ctx = JobContext {
+                    id: job.id,
+                    attempt: job.attempt,
+                    max_attempts: job.max_attempts,
+                    organization_id: job.organization_id,
+                    cancelled: token.clone(),
+                };
+                let timeout = job
+                    .timeout
+                    .map_or(registered.timeout, |t| t.min(shared.config.max_timeout));
+                match (registered.run)(job.args.clone(), ctx) {
+                    Err(error) => Outcome::Failed {
+                        kind: "undecodable",
+                        error,
+                        delay: Some(rollout_backoff(job.attempt)),
+                    },
+                    Ok(handler) => {
+                        let handler = AssertUnwindSafe(handler).catch_unwind();
+                        run_handler(&shared, &job, &token, handler, timeout).await
                     }
                 }
-                result = tokio::time::timeout(registered.timeout, handler) => match result {
-                    Err(_) => Outcome::Failed {
-                        kind: "timeout",
-                        error: format!("the attempt exceeded its timeout of {:?}", registered.timeout),
-                        delay: None,
-                    },
-                    Ok(Err(panic)) => Outcome::Failed { kind: "panic", error: panic_message(&panic), delay: None },
-                    Ok(Ok(Ok(()))) => Outcome::Completed,
-                    Ok(Ok(Err(JobError::Retry(e)))) => Outcome::Failed { kind: "error", error: format!("{e:#}"), delay: None },
-                    Ok(Ok(Err(JobError::RetryAfter(e, delay)))) => Outcome::Failed { kind: "error", error: format!("{e:#}"), delay: Some(delay) },
-                    Ok(Ok(Err(JobError::Fatal(e)))) => Outcome::Fatal { kind: "fatal", error: format!("{e:#}") },
-                    Ok(Ok(Err(JobError::Snooze(d)))) => Outcome::Snoozed(d),
-                },
             }
         }
     };
@@ -129,7 +120,7 @@ async fn attempt(shared: Arc<Shared>, job: Claimed) {
     if let Some(completion) = completion {
         // The receiver lives until every job has reported; a send error means the process is
         // already tearing down, and the lease brings the job back.
-        let _ = shared.completions.send(completion);
+        shared.report(completion);
     }
 }
 
@@ -226,6 +217,62 @@ fn classify(
         Outcome::Stopped(StopReason::LeaseLost) => None,
     }
 }
+
+/// The handler raced against its timeout and its cancellation token.
+async fn run_handler(
+    shared: &Shared,
+    job: &Claimed,
+    token: &CancellationToken,
+    handler: impl Future<Output = Result<JobResult, Box<dyn std::any::Any + Send>>>,
+    timeout: Duration,
+) -> Outcome {
+    // Biased towards the token: a handler that returns because it saw the cancellation is
+    // cancelled, not completed.
+    tokio::select! {
+        biased;
+        () = token.cancelled() => {
+            let reason = shared
+                .in_flight
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&job.id).and_then(|f| f.reason))
+                .unwrap_or(StopReason::Cancelled);
+            match reason {
+                // Written fenced: a no-op if the job was rescued meanwhile, otherwise it goes
+                // back to the queue as a failed attempt.
+                StopReason::LeaseLost => Outcome::Failed {
+                    kind: "lease_lost",
+                    error: "this worker lost contact with Postgres and stopped the attempt".into(),
+                    delay: None,
+                },
+                reason => Outcome::Stopped(reason),
+            }
+        }
+        result = tokio::time::timeout(timeout, handler) => match result {
+            Err(_) => Outcome::Failed {
+                kind: "timeout",
+                error: format!("the attempt exceeded its timeout of {timeout:?}"),
+                delay: None,
+            },
+            Ok(Err(panic)) => Outcome::Failed { kind: "panic", error: panic_message(&panic), delay: None },
+            Ok(Ok(Ok(()))) => Outcome::Completed,
+            Ok(Ok(Err(JobError::Retry(e)))) => Outcome::Failed { kind: "error", error: format!("{e:#}"), delay: None },
+            Ok(Ok(Err(JobError::RetryAfter(e, delay)))) => Outcome::Failed { kind: "error", error: format!("{e:#}"), delay: Some(delay) },
+            Ok(Ok(Err(JobError::Fatal(e)))) => Outcome::Fatal { kind: "fatal", error: format!("{e:#}") },
+            Ok(Ok(Err(JobError::Snooze(d)))) => Outcome::Snoozed(d),
+        },
+    }
+}
+
+/// The wait before retrying a job this worker cannot run (unknown kind, payload it cannot
+/// decode): long enough for a rolling deploy to bring the worker that can, at least
+/// [`ROLLOUT_BACKOFF`] and never less than the usual backoff.
+fn rollout_backoff(attempt: i32) -> Duration {
+    zoark_jobs::backoff(attempt).max(ROLLOUT_BACKOFF)
+}
+
+/// See [`rollout_backoff`].
+pub(crate) const ROLLOUT_BACKOFF: Duration = Duration::from_secs(300);
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     let detail = panic

@@ -18,7 +18,8 @@ mod wake;
 
 /// The engine's hot statements, for `cargo xtask bench queue` to run as the raw-SQL ceiling.
 pub mod sql {
-    /// Claims up to `$2` due jobs of queue `$1` for worker `$3`.
+    /// Claims up to `$2` due jobs of queue `$1` for worker `$3` while its row exists; `$4`/`$5`
+    /// are the kinds' timeouts in ms and `$6` the deadline margin in ms.
     pub const CLAIM: &str = include_str!("sql/claim.sql");
     /// Writes a batch of outcomes (parallel arrays `$1`–`$6`) fenced on worker `$7`.
     pub const COMPLETE: &str = include_str!("sql/complete.sql");
@@ -26,7 +27,10 @@ pub mod sql {
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -35,7 +39,7 @@ use apalis::prelude::WorkerBuilder;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::{
-    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -54,6 +58,10 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     pub rescue_after: Duration,
     pub shutdown_timeout: Duration,
+    /// Outcomes waiting to be written beyond which no fetcher claims until they are.
+    pub max_backlog: usize,
+    /// The cap on a job's own timeout (`Opts::timeout`).
+    pub max_timeout: Duration,
 }
 
 impl EngineConfig {
@@ -65,6 +73,8 @@ impl EngineConfig {
             heartbeat_interval: settings.heartbeat_interval,
             rescue_after: settings.rescue_after,
             shutdown_timeout: settings.shutdown_timeout,
+            max_backlog: settings.max_backlog.max(1),
+            max_timeout: settings.max_timeout,
         }
     }
 }
@@ -79,6 +89,8 @@ pub(crate) struct Claimed {
     pub(crate) attempt: i32,
     pub(crate) max_attempts: i32,
     pub(crate) run_at: DateTime<Utc>,
+    /// The job's own timeout, if it asked for one at enqueue (capped by the configuration).
+    pub(crate) timeout: Option<Duration>,
     pub(crate) slot: OwnedSemaphorePermit,
 }
 
@@ -105,8 +117,34 @@ pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     pub(crate) registry: Registry,
     pub(crate) in_flight: Mutex<HashMap<Uuid, InFlight>>,
-    pub(crate) completions: mpsc::UnboundedSender<complete::Completion>,
+    completions: mpsc::UnboundedSender<complete::Completion>,
+    /// Outcomes sent to the completer and not yet written (or given up).
+    pub(crate) backlog: Arc<complete::Backlog>,
+    /// True while this worker's lease is good; fetchers claim only then, and a job handed over
+    /// but not yet started when it turns false is not started.
+    pub(crate) leased: watch::Sender<bool>,
+    /// The registered kinds and their timeouts in ms, for the claim's deadlines.
+    pub(crate) kind_timeouts: (Vec<String>, Vec<i64>),
+    pub(crate) hooks: EngineHooks,
     pub(crate) wake: HashMap<String, Arc<Notify>>,
+}
+
+/// Knobs a test (or an operator's drill) turns on a running engine.
+#[derive(Debug, Clone, Default)]
+pub struct EngineHooks {
+    heartbeat_paused: Arc<AtomicBool>,
+}
+
+impl EngineHooks {
+    /// Skips every heartbeat while `paused`, as if Postgres could not be reached by it: the
+    /// worker fences itself, and its peers rescue its jobs once the window has passed.
+    pub fn pause_heartbeat(&self, paused: bool) {
+        self.heartbeat_paused.store(paused, Ordering::SeqCst);
+    }
+
+    pub(crate) fn heartbeat_paused(&self) -> bool {
+        self.heartbeat_paused.load(Ordering::SeqCst)
+    }
 }
 
 impl Shared {
@@ -126,6 +164,46 @@ impl Shared {
         stopped
     }
 
+    /// Hands an outcome to the completer, counting it in the backlog until it is written.
+    pub(crate) fn report(&self, completion: complete::Completion) {
+        self.backlog.added(1);
+        if self.completions.send(completion).is_err() {
+            // The completer is gone (the process is tearing down): the lease brings the job back.
+            self.backlog.written(1);
+        }
+    }
+
+    /// Waits until this worker may claim: its lease is good and its backlog of unwritten
+    /// outcomes is under the limit. False when `stop` fired first.
+    pub(crate) async fn ready_to_claim(&self, stop: &CancellationToken) -> bool {
+        let mut leased = self.leased.subscribe();
+        let mut waited = false;
+        loop {
+            let backlog = self.backlog.len();
+            if *leased.borrow_and_update() && backlog < self.config.max_backlog {
+                if waited {
+                    tracing::info!(backlog, "claiming again");
+                }
+                return true;
+            }
+            if !waited {
+                waited = true;
+                tracing::debug!(
+                    backlog,
+                    leased = *leased.borrow(),
+                    "not claiming until the lease is good and the outcomes are written"
+                );
+            }
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                _ = leased.changed() => {}
+                () = self.backlog.freed.notified() => {}
+                // A notification that raced the check above is caught by this.
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
     fn in_flight_count(&self) -> usize {
         self.in_flight.lock().map(|m| m.len()).unwrap_or(0)
     }
@@ -136,6 +214,7 @@ pub struct Engine {
     pool: PgPool,
     config: EngineConfig,
     registry: Registry,
+    hooks: EngineHooks,
 }
 
 impl Engine {
@@ -161,7 +240,13 @@ impl Engine {
             pool,
             config,
             registry,
+            hooks: EngineHooks::default(),
         }
+    }
+
+    /// The hooks of this engine, to turn while it runs.
+    pub fn hooks(&self) -> EngineHooks {
+        self.hooks.clone()
     }
 
     /// Runs until `shutdown` is cancelled; then stops claiming, gives in-flight jobs up to the
@@ -177,7 +262,12 @@ impl Engine {
         let worker_id = lease::register(&self.pool, &hostname, &queue_names)
             .await
             .context("registering the worker")?;
+        // Unbounded on purpose: a finished job must always be able to report. The backlog is
+        // bounded by the fetchers, which stop claiming while it is over `max_backlog`: at most
+        // `max_backlog` + the slots + one claim batch outcomes are ever held.
         let (completions, completion_rx) = mpsc::unbounded_channel();
+        let kind_timeouts = self.registry.timeouts_ms();
+        let backlog = Arc::new(complete::Backlog::default());
         let wake: HashMap<String, Arc<Notify>> = queue_names
             .iter()
             .map(|q| (q.clone(), Arc::new(Notify::new())))
@@ -189,6 +279,10 @@ impl Engine {
             registry: self.registry,
             in_flight: Mutex::new(HashMap::new()),
             completions,
+            backlog: Arc::clone(&backlog),
+            leased: watch::Sender::new(true),
+            kind_timeouts,
+            hooks: self.hooks.clone(),
             wake,
         });
         tracing::info!(
@@ -201,11 +295,19 @@ impl Engine {
         // Stopping order: fetchers first (no new claims), then in-flight jobs, then the rest.
         let stop_claiming = shutdown.child_token();
         let stop_background = CancellationToken::new();
-        let completer = tokio::spawn(complete::run(self.pool.clone(), worker_id, completion_rx));
+        let abandon_outcomes = CancellationToken::new();
+        let completer = tokio::spawn(complete::run(
+            self.pool.clone(),
+            worker_id,
+            Arc::clone(&backlog),
+            completion_rx,
+            abandon_outcomes.clone(),
+        ));
         let mut background = JoinSet::new();
         background.spawn(lease::run(
             Arc::clone(&shared),
             hostname,
+            self.pool.connect_options(),
             stop_background.clone(),
         ));
         background.spawn(wake::run(Arc::clone(&shared), stop_background.clone()));
@@ -267,10 +369,16 @@ impl Engine {
         stop_background.cancel();
         while background.join_next().await.is_some() {}
         // Every job has reported its outcome; dropping the last sender lets the completer
-        // flush and finish.
+        // flush and finish. It keeps trying while Postgres is away, for at most the shutdown
+        // timeout; what it then abandons comes back through the lease (never lost).
         drop(shared);
-        if let Err(error) = completer.await {
-            tracing::error!(%error, "the completer did not finish");
+        let mut completer = completer;
+        let flushed = tokio::time::timeout(self.config.shutdown_timeout, &mut completer).await;
+        if flushed.is_err() {
+            abandon_outcomes.cancel();
+            if let Err(error) = completer.await {
+                tracing::error!(%error, "the completer did not finish");
+            }
         }
         if let Err(error) = lease::deregister(&self.pool, worker_id).await {
             tracing::warn!(%error, "could not deregister; the row expires with its heartbeat");
@@ -287,7 +395,8 @@ impl Engine {
 /// # Errors
 /// A database error.
 pub async fn rescue(pool: &PgPool, rescue_after: Duration) -> Result<i64, sqlx::Error> {
-    lease::beat(pool, None, "", &[], rescue_after)
+    let mut conn = pool.acquire().await?;
+    lease::beat(&mut conn, None, "", &[], rescue_after)
         .await
         .map(|b| b.rescued)
 }

@@ -1,5 +1,7 @@
 //! The job kinds this worker knows: each contract's name mapped to its handler, timeout and
-//! backoff. A row whose kind is missing here is discarded with a clear error.
+//! backoff. A row whose kind is missing here, or whose payload does not decode, is retried after a
+//! backoff long enough for a rolling deploy (another version of the worker may know it) and
+//! discarded only once its attempts are spent, every error kept.
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
@@ -44,8 +46,12 @@ pub struct JobContext {
     pub cancelled: CancellationToken,
 }
 
-type ErasedRun =
-    Arc<dyn Fn(serde_json::Value, JobContext) -> BoxFuture<'static, JobResult> + Send + Sync>;
+/// Decodes the payload (an error names the contract and the field), then runs the handler.
+type ErasedRun = Arc<
+    dyn Fn(serde_json::Value, JobContext) -> Result<BoxFuture<'static, JobResult>, String>
+        + Send
+        + Sync,
+>;
 
 #[derive(Clone)]
 pub(crate) struct Registered {
@@ -65,8 +71,8 @@ impl Registry {
         Self::default()
     }
 
-    /// Registers `handler` for the contract `J`. A payload that does not decode as `J` is a
-    /// fatal error (the job is discarded), never a retry loop.
+    /// Registers `handler` for the contract `J`. A payload that does not decode as `J` is
+    /// retried like an unknown kind (a newer worker may decode it), never a hot loop.
     #[must_use]
     pub fn register<J, F, Fut>(mut self, handler: F) -> Self
     where
@@ -76,17 +82,9 @@ impl Registry {
     {
         let handler = Arc::new(handler);
         let run: ErasedRun = Arc::new(move |args, ctx| {
-            let handler = Arc::clone(&handler);
-            async move {
-                let job: J = serde_json::from_value(args).map_err(|e| {
-                    JobError::Fatal(anyhow::anyhow!(
-                        "the payload does not match the {} contract: {e}",
-                        J::NAME
-                    ))
-                })?;
-                handler(job, ctx).await
-            }
-            .boxed()
+            let job: J = serde_json::from_value(args)
+                .map_err(|e| format!("the payload does not match the {} contract: {e}", J::NAME))?;
+            Ok(handler(job, ctx).boxed())
         });
         self.kinds.insert(
             J::NAME,
@@ -101,6 +99,19 @@ impl Registry {
 
     pub(crate) fn get(&self, kind: &str) -> Option<&Registered> {
         self.kinds.get(kind)
+    }
+
+    /// The registered kinds and their timeouts in milliseconds, as the claim takes them.
+    pub(crate) fn timeouts_ms(&self) -> (Vec<String>, Vec<i64>) {
+        self.kinds
+            .iter()
+            .map(|(kind, r)| {
+                (
+                    (*kind).to_owned(),
+                    i64::try_from(r.timeout.as_millis()).unwrap_or(i64::MAX),
+                )
+            })
+            .unzip()
     }
 
     /// The registered kinds, sorted.

@@ -168,6 +168,9 @@ pub(crate) async fn fetch(
             () = notify.notified() => {}
         }
         loop {
+            if !shared.ready_to_claim(&stop).await {
+                break 'wait;
+            }
             let mut taken = tokio::select! {
                 () = stop.cancelled() => break 'wait,
                 permit = Arc::clone(&slots).acquire_owned() => match permit {
@@ -217,15 +220,20 @@ struct Row {
     max_attempts: i32,
     run_at: DateTime<Utc>,
     priority: i16,
+    timeout_ms: Option<i32>,
 }
 
 async fn claim(shared: &Shared, queue: &str, n: usize) -> Result<Vec<Row>, sqlx::Error> {
+    let (kinds, timeouts) = &shared.kind_timeouts;
     let mut rows = sqlx::query_file_as!(
         Row,
         "src/engine/sql/claim.sql",
         queue,
         i64::try_from(n).unwrap_or(1),
         shared.worker_id,
+        kinds,
+        timeouts,
+        i64::try_from(shared.config.rescue_after.as_millis()).unwrap_or(i64::MAX),
     )
     .fetch_all(&shared.pool)
     .await?;
@@ -255,6 +263,10 @@ async fn hand_over(
             attempt: row.attempt,
             max_attempts: row.max_attempts,
             run_at: row.run_at,
+            timeout: row
+                .timeout_ms
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(Duration::from_millis),
             slot,
         };
         if let Err(mpsc::error::SendError(claimed)) = tx.send(claimed).await {
@@ -265,7 +277,7 @@ async fn hand_over(
 
 /// Returns a claimed job to the queue without spending its attempt.
 pub(crate) fn give_back(shared: &Shared, id: Uuid, attempt: i32) {
-    let _ = shared.completions.send(Completion {
+    shared.report(Completion {
         id,
         attempt,
         state: "available",

@@ -14,7 +14,8 @@ UPDATE jobs j SET
     run_at = coalesce(d.run_at, j.run_at),
     attempt = j.attempt + d.attempt_delta,
     errors = CASE WHEN d.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(d.error) END,
-    worker_id = NULL
+    worker_id = NULL,
+    deadline_at = NULL
 FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::int4[])
      AS d(id, attempt, state, run_at, error, attempt_delta)
 WHERE j.id = d.id AND j.attempt = d.attempt AND j.worker_id = coalesce($7, d.id)
