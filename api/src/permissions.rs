@@ -92,6 +92,8 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("jobs_retry", Some(a::ManageJobs::NAME)),
     ("jobs_cancel", Some(a::ManageJobs::NAME)),
     ("queues_list", Some(a::ReadJobs::NAME)),
+    ("queues_pause", Some(a::ManageQueues::NAME)),
+    ("queues_resume", Some(a::ManageQueues::NAME)),
     (
         "approval_templates_create",
         Some(a::ManageApprovalTemplates::NAME),

@@ -145,6 +145,8 @@ permissions! {
     ReadJobs = "jobs.read", Viewer;
     /// Retry and cancel jobs.
     ManageJobs = "jobs.manage", Lead;
+    /// Pause and resume the organization's jobs in a queue.
+    ManageQueues = "queues.manage", Admin;
     /// See projects, their members and metrics, tasks, the board and work history.
     ReadProjects = "projects.read", Viewer;
     /// Create, change, archive and delete projects; add and remove their members.

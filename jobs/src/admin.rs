@@ -250,6 +250,23 @@ pub struct QueueStats {
     pub oldest_available_age_secs: Option<f64>,
 }
 
+impl QueueStats {
+    /// A queue without jobs (e.g. one paused before any job arrived).
+    pub fn empty(queue: String) -> Self {
+        Self {
+            queue,
+            scheduled: 0,
+            available: 0,
+            running: 0,
+            retryable: 0,
+            completed: 0,
+            discarded: 0,
+            cancelled: 0,
+            oldest_available_age_secs: None,
+        }
+    }
+}
+
 /// Queue statistics for one tenant, or for the whole platform when `organization_id` is `None`
 /// (the worker's metrics).
 ///
@@ -282,4 +299,139 @@ pub async fn queues(
     )
     .fetch_all(conn)
     .await
+}
+
+/// A queue's name as the `jobs` table allows it: `[a-z][a-z0-9_-]*`, at most 64 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueName(String);
+
+impl QueueName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for QueueName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a string is not a queue name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("a queue name is 1 to 64 characters of a-z, 0-9, `_` and `-`, starting with a letter")]
+pub struct InvalidQueueName;
+
+impl std::str::FromStr for QueueName {
+    type Err = InvalidQueueName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut chars = s.chars();
+        let starts = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+        let rest =
+            chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if starts && rest && s.len() <= 64 {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidQueueName)
+        }
+    }
+}
+
+/// A queue paused for one organization, or for everyone (`organization_id` `None`).
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuePause {
+    pub queue: String,
+    pub organization_id: Option<Uuid>,
+    pub paused_by: Option<Uuid>,
+    pub paused_at: DateTime<Utc>,
+}
+
+/// Pauses `queue` for `organization_id` (`None`: every organization and the platform): workers
+/// claim none of the jobs it covers from now on; running ones finish. Pausing a paused queue
+/// returns the pause already in place; the flag says whether this call paused it.
+///
+/// # Errors
+/// A database error.
+pub async fn pause_queue(
+    conn: &mut PgConnection,
+    organization_id: Option<Uuid>,
+    queue: &QueueName,
+    paused_by: Option<Uuid>,
+) -> Result<(QueuePause, bool), sqlx::Error> {
+    let inserted = sqlx::query!(
+        "INSERT INTO queue_pauses (queue, organization_id, paused_by) VALUES ($1, $2, $3)
+         ON CONFLICT (queue, organization_id) DO NOTHING",
+        queue.as_str(),
+        organization_id,
+        paused_by,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    let pause = sqlx::query_as!(
+        QueuePause,
+        r#"SELECT queue, organization_id, paused_by, paused_at FROM queue_pauses
+           WHERE queue = $1 AND organization_id IS NOT DISTINCT FROM $2"#,
+        queue.as_str(),
+        organization_id,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((pause, inserted))
+}
+
+/// Resumes `queue` for `organization_id` (`None`: the operator's pause of the whole queue) and
+/// wakes its workers. False when it was not paused.
+///
+/// # Errors
+/// A database error.
+pub async fn resume_queue(
+    conn: &mut PgConnection,
+    organization_id: Option<Uuid>,
+    queue: &QueueName,
+) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query!(
+        "DELETE FROM queue_pauses WHERE queue = $1 AND organization_id IS NOT DISTINCT FROM $2",
+        queue.as_str(),
+        organization_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected() > 0)
+}
+
+/// The pauses of `organization_id` (`Some`), or every pause (`None`, for operators).
+///
+/// # Errors
+/// A database error.
+pub async fn queue_pauses(
+    conn: &mut PgConnection,
+    organization_id: Option<Uuid>,
+) -> Result<Vec<QueuePause>, sqlx::Error> {
+    sqlx::query_as!(
+        QueuePause,
+        r#"SELECT queue, organization_id, paused_by, paused_at FROM queue_pauses
+           WHERE $1::uuid IS NULL OR organization_id = $1
+           ORDER BY queue, organization_id NULLS FIRST"#,
+        organization_id,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_are_what_the_jobs_table_allows() {
+        for good in ["email", "a", "web-hooks_2", &"q".repeat(64)] {
+            assert!(good.parse::<QueueName>().is_ok(), "{good}");
+        }
+        for bad in ["", "Email", "1st", "-x", "a b", "a.b", &"q".repeat(65)] {
+            assert!(bad.parse::<QueueName>().is_err(), "{bad}");
+        }
+    }
 }

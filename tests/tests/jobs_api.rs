@@ -251,3 +251,174 @@ async fn the_event_socket_streams_a_workers_state_changes_to_the_jobs_own_tenant
     let leaked = tokio::time::timeout(Duration::from_millis(500), others.next()).await;
     assert!(leaked.is_err(), "another tenant received {leaked:?}");
 }
+
+/// A probe the pause test's engine runs: it records which organization's job ran.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Paused {}
+
+impl zoark_jobs::Job for Paused {
+    const NAME: &'static str = "test.paused";
+    const QUEUE: &'static str = "test";
+}
+
+async fn push_paused(app: &TestApp, opts: Opts) -> Uuid {
+    let mut conn = app.pool.acquire().await.unwrap();
+    enqueue(&mut conn, &Paused {}, opts).await.unwrap().id
+}
+
+async fn state_of(app: &TestApp, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_completed(app: &TestApp, id: Uuid) {
+    for _ in 0..100 {
+        if state_of(app, id).await == "completed" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("job {id} is {} after 2 s", state_of(app, id).await);
+}
+
+#[tokio::test]
+async fn an_admin_pauses_and_resumes_its_own_jobs_in_a_queue_and_an_operator_the_whole_queue() {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "A").await;
+    let b = tenant(&app, "B").await;
+    let a_admin = fixtures::api_key(&app.pool, a.id, Role::Admin).await;
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+
+    let (status, _) = call(
+        &app,
+        post.clone(),
+        "/api/v1/queues/test/pause",
+        Some(&a.lead),
+    )
+    .await;
+    assert_eq!(status, 403, "a lead may not pause");
+    let (status, problem) = call(
+        &app,
+        post.clone(),
+        "/api/v1/queues/Not%20a%20queue/pause",
+        Some(&a_admin),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("name"))
+    );
+    let (status, paused) = call(
+        &app,
+        post.clone(),
+        "/api/v1/queues/test/pause",
+        Some(&a_admin),
+    )
+    .await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(
+        (paused["queue"].as_str(), paused["paused"].as_bool()),
+        (Some("test"), Some(true))
+    );
+    let (status, again) = call(
+        &app,
+        post.clone(),
+        "/api/v1/queues/test/pause",
+        Some(&a_admin),
+    )
+    .await;
+    assert_eq!(
+        (status, &again["paused_at"]),
+        (200, &paused["paused_at"]),
+        "idempotent"
+    );
+
+    let registry = zoark_worker::engine::Registry::new()
+        .register(|_: Paused, _: zoark_worker::engine::JobContext| async { Ok(()) });
+    let engine = app.start_engine(zoark_tests::engine_config(&[("test", 4)]), registry);
+    let a_job = push_paused(&app, Opts::organization(a.id)).await;
+    let b_job = push_paused(&app, Opts::organization(b.id)).await;
+    let platform_job = push_paused(&app, Opts::platform()).await;
+    wait_completed(&app, b_job).await;
+    wait_completed(&app, platform_job).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        state_of(&app, a_job).await,
+        "available",
+        "A's jobs wait while A's queue is paused"
+    );
+    let (_, queues) = call(&app, get.clone(), "/api/v1/queues", Some(&a.viewer)).await;
+    let test = queues["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "test")
+        .unwrap();
+    assert_eq!(
+        (test["paused"].as_bool(), test["available"].as_i64()),
+        (Some(true), Some(1))
+    );
+    let (_, theirs) = call(&app, get.clone(), "/api/v1/queues", Some(&b.viewer)).await;
+    assert!(
+        theirs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["paused"] == false),
+        "{theirs}"
+    );
+
+    // Resuming wakes the workers at once (no poll: the test engine polls every 60 s).
+    let (status, resumed) = call(
+        &app,
+        post.clone(),
+        "/api/v1/queues/test/resume",
+        Some(&a_admin),
+    )
+    .await;
+    assert_eq!((status, resumed["paused"].as_bool()), (200, Some(false)));
+    wait_completed(&app, a_job).await;
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE organization_id = $1 AND action LIKE 'queue.%' ORDER BY created_at",
+    )
+    .bind(a.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        ["queue.paused", "queue.resumed"],
+        "changes are audited"
+    );
+
+    // An operator pauses the queue for everyone, with the worker's command.
+    let worker = |args: &[&str]| {
+        let output = std::process::Command::new(zoark_tests::binary("zoark-worker"))
+            .args(args)
+            .env("DATABASE_URL", &app.database.url)
+            .env("ZOARK_ENV", "development")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(worker(&["queue", "pause", "test"]).contains("test paused for everyone"));
+    let b_later = push_paused(&app, Opts::organization(b.id)).await;
+    let platform_later = push_paused(&app, Opts::platform()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(state_of(&app, b_later).await, "available");
+    assert_eq!(state_of(&app, platform_later).await, "available");
+    assert!(worker(&["queue", "list"]).contains("paused for everyone"));
+    assert!(worker(&["queue", "resume", "test"]).contains("test resumed"));
+    wait_completed(&app, b_later).await;
+    wait_completed(&app, platform_later).await;
+    engine.stop().await;
+}

@@ -408,7 +408,7 @@ async fn a_discarded_job_is_reported_to_sentry() {
     let app = zoark_tests::TestApp::spawn().await;
     let id: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO jobs (kind, queue, args, max_attempts) \
-         VALUES ('nobody.handles_this', 'default', '{}', 3) RETURNING id",
+         VALUES ('nobody.handles_this', 'default', '{}', 1) RETURNING id",
     )
     .fetch_one(&app.pool)
     .await

@@ -18,6 +18,7 @@ const GLOBAL_TABLES: &[&str] = &[
     "cron_ticks",  // the static cron table is the platform's
     "job_diagnostics", // written by diagnostic job kinds, not tenant data
     "login_throttle", // failed sign-ins are counted before any tenant is known
+    "queue_pauses", // an organization's pause, or an operator's for every organization (NULL)
 ];
 
 async fn strings(app: &TestApp, sql: &'static str) -> BTreeSet<String> {

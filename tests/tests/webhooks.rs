@@ -853,7 +853,12 @@ async fn managers_read_admins_manage_and_other_organizations_see_nothing() {
 
 #[tokio::test]
 async fn a_discarded_job_is_sent_as_job_discarded_to_subscribed_enabled_endpoints_only() {
-    let app = local_app(&[]).await;
+    // A worker rescues once its own lease is a rescue window old: a short window here.
+    let app = local_app(&[
+        ("ZOARK_WORKER_RESCUE_AFTER_SECS", "2"),
+        ("ZOARK_WORKER_HEARTBEAT_SECS", "1"),
+    ])
+    .await;
     let receiver = receiver_answering(200).await;
     let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
     let token = admin.access_token.as_str();

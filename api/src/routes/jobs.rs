@@ -1,5 +1,5 @@
 //! `/api/v1/jobs` and `/api/v1/queues`: a tenant's jobs, their attempts and errors, cancel and
-//! retry, and per-queue counts.
+//! retry, per-queue counts, and pausing the tenant's jobs in a queue.
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -11,17 +11,21 @@ use poem_openapi::{
 use uuid::Uuid;
 use zoark_jobs::{
     JobState,
-    admin::{self, AdminError, JobFilter, JobRecord, QueueStats},
+    admin::{self, AdminError, JobFilter, JobRecord, QueueName, QueuePause, QueueStats},
 };
 
 use zoark_core::{
-    access::{ManageJobs, ReadJobs},
-    db::tenant,
+    access::{ManageJobs, ManageQueues, ReadJobs},
+    db::{
+        audit::{self, Entry},
+        tenant,
+    },
 };
 
 use crate::{
-    auth::BearerAuth,
+    auth::{BearerAuth, client},
     error::ApiError,
+    error::FieldError,
     pagination::PageRequest,
     params::{Timestamp, instant},
     routes::ApiTags,
@@ -154,11 +158,14 @@ pub struct Queue {
     pub cancelled: i64,
     /// Seconds the oldest due job has waited; absent when none waits.
     pub oldest_available_age_secs: Option<f64>,
+    /// The organization's jobs in this queue are paused (`POST /queues/{name}/pause`).
+    pub paused: bool,
 }
 
 impl From<QueueStats> for Queue {
     fn from(q: QueueStats) -> Self {
         Self {
+            paused: false,
             queue: q.queue,
             scheduled: q.scheduled,
             available: q.available,
@@ -170,6 +177,69 @@ impl From<QueueStats> for Queue {
             oldest_available_age_secs: q.oldest_available_age_secs,
         }
     }
+}
+
+/// Whether the organization's jobs in a queue are paused.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct QueuePauseState {
+    pub queue: String,
+    pub paused: bool,
+    /// Since when; absent when not paused.
+    pub paused_at: Option<DateTime<Utc>>,
+    /// The user who paused it (absent for an API key, or when not paused).
+    pub paused_by: Option<Uuid>,
+}
+
+impl poem_openapi::types::Example for QueuePauseState {
+    fn example() -> Self {
+        Self {
+            queue: "email".into(),
+            paused: true,
+            paused_at: "2026-11-30T09:15:00Z".parse().ok(),
+            paused_by: "0193a1c2-7e4b-7d10-8a3f-5b2c9d0e1f23".parse().ok(),
+        }
+    }
+}
+
+impl From<QueuePause> for QueuePauseState {
+    fn from(p: QueuePause) -> Self {
+        Self {
+            queue: p.queue,
+            paused: true,
+            paused_at: Some(p.paused_at),
+            paused_by: p.paused_by,
+        }
+    }
+}
+
+/// Records a pause or resume of `queue` in the organization's audit log.
+async fn audit_queue(
+    tx: &mut sqlx::PgConnection,
+    granted: &zoark_core::access::Granted<ManageQueues>,
+    req: &poem::Request,
+    state: &AppState,
+    action: &'static str,
+    queue: &QueueName,
+) -> Result<(), ApiError> {
+    audit::record_granted(
+        tx,
+        granted,
+        Entry::new(action, &client(req, &state.settings))
+            .with(serde_json::json!({ "queue": queue.as_str() })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The queue name of a path, or a 422 naming it.
+fn queue_name(name: &str) -> Result<QueueName, ApiError> {
+    name.parse().map_err(|e: admin::InvalidQueueName| {
+        ApiError::Validation(vec![FieldError {
+            field: "name".into(),
+            message: e.to_string(),
+        }])
+    })
 }
 
 #[derive(Debug, Object)]
@@ -319,12 +389,89 @@ impl JobsApi {
     ) -> Result<Json<QueueList>, ApiError> {
         let granted = auth.grant::<ReadJobs>(&state).await?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        let items = admin::queues(&mut tx, Some(granted.organization_id()))
+        let organization_id = Some(granted.organization_id());
+        let mut items: Vec<Queue> = admin::queues(&mut tx, organization_id)
             .await?
             .into_iter()
             .map(Queue::from)
             .collect();
+        for pause in admin::queue_pauses(&mut tx, organization_id).await? {
+            match items.iter_mut().find(|q| q.queue == pause.queue) {
+                Some(queue) => queue.paused = true,
+                None => items.push(Queue {
+                    paused: true,
+                    ..Queue::from(QueueStats::empty(pause.queue))
+                }),
+            }
+        }
+        items.sort_by(|a, b| a.queue.cmp(&b.queue));
         tx.commit().await?;
         Ok(Json(QueueList { items }))
+    }
+
+    /// Pause a queue
+    ///
+    /// Workers claim none of the organization's jobs in this queue until it is resumed; running
+    /// jobs finish, new jobs wait. Idempotent: pausing a paused queue returns the pause in place.
+    /// Audited when it pauses. Requires `queues.manage` (admin).
+    #[oai(
+        path = "/queues/:name/pause",
+        method = "post",
+        operation_id = "queues_pause"
+    )]
+    async fn pause(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &poem::Request,
+        name: Path<String>,
+    ) -> Result<Json<QueuePauseState>, ApiError> {
+        let granted = auth.grant::<ManageQueues>(&state).await?;
+        let queue = queue_name(&name.0)?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let (pause, paused_now) = admin::pause_queue(
+            &mut tx,
+            Some(granted.organization_id()),
+            &queue,
+            granted.actor().user_id(),
+        )
+        .await?;
+        if paused_now {
+            audit_queue(&mut tx, &granted, req, &state, "queue.paused", &queue).await?;
+        }
+        tx.commit().await?;
+        Ok(Json(pause.into()))
+    }
+
+    /// Resume a queue
+    ///
+    /// Workers claim the organization's jobs in this queue again, at once. Idempotent: resuming
+    /// a queue that is not paused changes nothing. Audited when it resumes. Requires `queues.manage` (admin).
+    #[oai(
+        path = "/queues/:name/resume",
+        method = "post",
+        operation_id = "queues_resume"
+    )]
+    async fn resume(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &poem::Request,
+        name: Path<String>,
+    ) -> Result<Json<QueuePauseState>, ApiError> {
+        let granted = auth.grant::<ManageQueues>(&state).await?;
+        let queue = queue_name(&name.0)?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let resumed = admin::resume_queue(&mut tx, Some(granted.organization_id()), &queue).await?;
+        if resumed {
+            audit_queue(&mut tx, &granted, req, &state, "queue.resumed", &queue).await?;
+        }
+        tx.commit().await?;
+        Ok(Json(QueuePauseState {
+            queue: queue.to_string(),
+            paused: false,
+            paused_at: None,
+            paused_by: None,
+        }))
     }
 }

@@ -3,13 +3,16 @@
 -- waits for this claim to commit or makes it return nothing. Each claimed attempt gets a deadline:
 -- its timeout (the job's own, else its kind's from $4/$5 in ms, else 60 s) plus the margin $6 ms.
 -- The update finds its rows through the primary key (`= ANY (ARRAY(…))`), whatever the table's size
--- or statistics. Also run by `cargo xtask bench queue` as the raw-SQL ceiling.
+-- or statistics. Paused queues (`queue_pauses`: the whole queue, or one organization's jobs in it)
+-- give nothing. Also run by `cargo xtask bench queue` as the raw-SQL ceiling.
 WITH me AS (
     SELECT id FROM job_workers WHERE id = $3 FOR KEY SHARE
 ), next AS (
     SELECT id FROM jobs
     WHERE state IN ('available', 'scheduled', 'retryable') AND queue = $1 AND run_at <= now()
       AND EXISTS (SELECT 1 FROM me)
+      AND NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = $1 AND p.organization_id IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = $1 AND p.organization_id = jobs.organization_id)
     ORDER BY priority, run_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
