@@ -124,7 +124,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn workspace_root() -> Result<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `cargo run` sets the variable at run time too: prefer it, because worktrees sharing one
+    // target directory may run an xtask binary compiled in another worktree.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest
         .parent()
         .map(PathBuf::from)
