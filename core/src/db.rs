@@ -51,22 +51,15 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 pub enum MigrationError {
     #[error("applying Zoark's migrations failed")]
     Zoark(#[source] MigrateError),
-    #[error("applying the job queue's (apalis) migrations failed")]
-    Apalis(#[source] MigrateError),
 }
 
-/// Brings a database to the current schema: Zoark's tables, then the job queue's own schema.
-/// `zoark-api migrate`, `cargo xtask dev` and the test harness all call exactly this.
+/// Brings a database to the current schema: Zoark's migrations, the job engine's tables among
+/// them. `zoark-api migrate`, `cargo xtask dev` and the test harness all call exactly this.
 ///
 /// # Errors
 /// The first migration that fails, with the database's message.
 pub async fn migrate_all(pool: &PgPool) -> Result<(), MigrationError> {
-    MIGRATOR.run(pool).await.map_err(MigrationError::Zoark)?;
-    apalis_postgres::PostgresStorage::<()>::migrations()
-        .run(pool)
-        .await
-        .map_err(MigrationError::Apalis)?;
-    Ok(())
+    MIGRATOR.run(pool).await.map_err(MigrationError::Zoark)
 }
 
 /// A platform pool (workers, scheduler, migrations, tools): its connections see every

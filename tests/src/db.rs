@@ -1,9 +1,8 @@
 //! One Postgres database per test, cloned from a migrated template.
 //!
 //! The server comes from `ZOARK_TEST_DATABASE_URL` or `DATABASE_URL` (`cargo xtask test` sets
-//! both). The template's name carries a digest of every migration (Zoark's and apalis'), so a
-//! changed migration gets a new template; an advisory lock makes concurrent test processes build
-//! it once. Each test database is dropped when its handle is dropped; `cargo xtask test` also
+//! both). The template's name carries a digest of every migration, so a changed migration gets
+//! a new template; an advisory lock makes concurrent test processes build it once. Each test database is dropped when its handle is dropped; `cargo xtask test` also
 //! drops leftovers before a run.
 
 use std::{hash::Hasher, time::Duration};
@@ -35,8 +34,7 @@ pub fn with_database(url: &str, database: &str) -> Result<String> {
 fn template_name() -> String {
     // FNV-1a over every migration's version and checksum: stable across processes.
     let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
-    let apalis = apalis_postgres::PostgresStorage::<()>::migrations();
-    for m in zoark_core::db::MIGRATOR.iter().chain(apalis.iter()) {
+    for m in zoark_core::db::MIGRATOR.iter() {
         hasher.write(&m.version.to_le_bytes());
         hasher.write(&m.checksum);
     }

@@ -3,7 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::AsyncReadExt,
+    net::{TcpListener, TcpStream},
+};
 use tokio_util::sync::CancellationToken;
 
 pub struct TcpProxy {
@@ -17,6 +20,8 @@ struct State {
     /// Accept connections but never forward a byte: a database that hangs.
     stalled: bool,
     connections: CancellationToken,
+    /// Cancelled by [`TcpProxy::hang`]: open connections stop forwarding.
+    frozen: CancellationToken,
 }
 
 impl TcpProxy {
@@ -28,6 +33,7 @@ impl TcpProxy {
             up: true,
             stalled: false,
             connections: CancellationToken::new(),
+            frozen: CancellationToken::new(),
         }));
         let stop = CancellationToken::new();
         let (s, st) = (state.clone(), stop.clone());
@@ -40,8 +46,8 @@ impl TcpProxy {
                 let Ok((mut inbound, _)) = accepted else {
                     continue;
                 };
-                let (up, stalled, token) = match s.lock() {
-                    Ok(g) => (g.up, g.stalled, g.connections.clone()),
+                let (up, stalled, token, frozen) = match s.lock() {
+                    Ok(g) => (g.up, g.stalled, g.connections.clone(), g.frozen.clone()),
                     Err(_) => return,
                 };
                 if !up {
@@ -63,6 +69,21 @@ impl TcpProxy {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = token.cancelled() => {}
+                        _ = frozen.cancelled() => {
+                            // Nothing more reaches either end, but both stay open until the
+                            // client hangs up (then the server sees it go) or the proxy is cut.
+                            let mut discard = [0_u8; 4096];
+                            loop {
+                                tokio::select! {
+                                    read = inbound.read(&mut discard) => {
+                                        if !matches!(read, Ok(n) if n > 0) {
+                                            break;
+                                        }
+                                    }
+                                    _ = token.cancelled() => break,
+                                }
+                            }
+                        }
                     }
                 });
             }
@@ -83,6 +104,17 @@ impl TcpProxy {
     pub fn stall(&self) {
         if let Ok(mut g) = self.state.lock() {
             g.stalled = true;
+        }
+    }
+
+    /// Hangs new connections as [`Self::stall`] does, and open ones too: they stay open but
+    /// forward nothing more, like a database that stopped answering mid-session. A client that
+    /// gives up and closes its end closes the server's end as well.
+    pub fn hang(&self) {
+        if let Ok(mut g) = self.state.lock() {
+            g.stalled = true;
+            g.frozen.cancel();
+            g.frozen = CancellationToken::new();
         }
     }
 

@@ -2,12 +2,13 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use zoark_core::Settings;
 use zoark_scheduler::Timing;
-use zoark_tests::TestApp;
+use zoark_tests::{TestApp, proxy::TcpProxy};
 
 async fn wait_until(rx: &mut watch::Receiver<bool>, value: bool, timeout: Duration) -> bool {
     tokio::time::timeout(timeout, rx.wait_for(|v| *v == value))
@@ -21,6 +22,7 @@ async fn exactly_one_of_three_replicas_leads_and_a_follower_takes_over_when_it_s
     let timing = Timing {
         retry: Duration::from_millis(200),
         tick: Duration::from_millis(100),
+        timeout: Duration::from_secs(2),
     };
     let mut replicas = Vec::new();
     for _ in 0..3 {
@@ -65,6 +67,71 @@ async fn exactly_one_of_three_replicas_leads_and_a_follower_takes_over_when_it_s
     for (_, token, handle) in replicas {
         token.cancel();
         handle.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_leader_whose_database_connection_hangs_gives_up_and_another_replica_takes_over() {
+    let app = TestApp::spawn().await;
+    let url = url::Url::parse(&app.database.url).unwrap();
+    let proxy = TcpProxy::start(format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port().unwrap_or(5432)
+    ))
+    .await
+    .unwrap();
+    let mut proxied = url.clone();
+    proxied.set_host(Some("127.0.0.1")).unwrap();
+    proxied.set_port(Some(proxy.port)).unwrap();
+    let behind_proxy = Settings::from_source(&HashMap::from([
+        ("DATABASE_URL".to_owned(), proxied.to_string()),
+        ("ZOARK_ENV".to_owned(), "development".to_owned()),
+    ]))
+    .unwrap();
+    let timing = Timing {
+        retry: Duration::from_millis(200),
+        tick: Duration::from_millis(100),
+        timeout: Duration::from_secs(1),
+    };
+    let start = |settings: Settings| {
+        let (tx, rx) = watch::channel(false);
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(zoark_scheduler::run(settings, timing, tx, token.clone()));
+        (rx, token, handle)
+    };
+    let (mut hung_rx, hung_token, hung_handle) = start(behind_proxy);
+    assert!(
+        wait_until(&mut hung_rx, true, Duration::from_secs(10)).await,
+        "the replica behind the proxy leads"
+    );
+    let (mut other_rx, other_token, other_handle) = start((*app.settings).clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !*other_rx.borrow(),
+        "one leader while the connection is fine"
+    );
+
+    // The leader's session stays open on the server but nothing answers any more.
+    proxy.hang();
+    assert!(
+        wait_until(&mut other_rx, true, Duration::from_secs(8)).await,
+        "another replica took over within 8 s of the hang"
+    );
+    assert!(!*hung_rx.borrow(), "the hung replica gave leadership up");
+    // While the database stays unreachable for it, the hung replica keeps contending in vain.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!*hung_rx.borrow(), "no second leader");
+    assert!(*other_rx.borrow(), "the new leader keeps leading");
+
+    // Both stop promptly, the hung one too (its attempts time out).
+    for (token, handle) in [(hung_token, hung_handle), (other_token, other_handle)] {
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .expect("the replica stops within 5 s")
+            .unwrap()
+            .unwrap();
     }
 }
 

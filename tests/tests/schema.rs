@@ -147,9 +147,86 @@ async fn document_chunks_have_hnsw_vector_indexes() {
         "an HNSW index on the RAG chunks' embeddings"
     );
     let extensions = strings(&app, "SELECT extname::text FROM pg_extension").await;
-    for ext in ["vector", "pgcrypto", "hstore"] {
+    for ext in ["vector", "pgcrypto"] {
         assert!(extensions.contains(ext), "extension {ext}");
     }
+}
+
+#[tokio::test]
+async fn a_fresh_database_has_no_apalis_schema_and_needs_no_hstore() {
+    let app = TestApp::spawn().await;
+    let schemas = strings(
+        &app,
+        "SELECT nspname::text FROM pg_namespace
+         WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'",
+    )
+    .await;
+    assert_eq!(
+        schemas,
+        BTreeSet::from(["public".to_owned()]),
+        "Zoark's tables, the job engine's among them, all live in public"
+    );
+    // hstore may come with the server's template1 (created there by a superuser), but the
+    // migrations neither create it nor use it.
+    let created_by_us: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hstore' AND pg_get_userbyid(extowner) = current_user)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(!created_by_us, "the migrations created hstore");
+    let hstore_columns = strings(
+        &app,
+        "SELECT attrelid::regclass::text || '.' || attname::text FROM pg_attribute
+         WHERE atttypid IN (SELECT oid FROM pg_type WHERE typname = 'hstore') AND NOT attisdropped",
+    )
+    .await;
+    assert!(
+        hstore_columns.is_empty(),
+        "hstore columns: {hstore_columns:?}"
+    );
+}
+
+#[tokio::test]
+async fn migrating_a_database_that_has_apalis_postgres_schema_drops_it_and_its_hstore() {
+    let db = zoark_tests::db::TestDatabase::create_empty().await.unwrap();
+    let pool = zoark_tests::db::platform_pool(&db.url).await;
+    // What apalis-postgres's migrations left on databases migrated before: the `apalis` schema
+    // with its own migration table and a jobs table whose metadata is hstore, which those
+    // migrations created as the application role (hstore is a trusted extension).
+    for sql in [
+        "CREATE EXTENSION IF NOT EXISTS hstore",
+        "CREATE SCHEMA apalis",
+        "CREATE TABLE apalis._sqlx_migrations (version bigint PRIMARY KEY)",
+        "CREATE TABLE apalis.jobs (id text PRIMARY KEY, metadata hstore)",
+        "CREATE FUNCTION apalis.generate_ulid() RETURNS text LANGUAGE sql AS 'SELECT 1::text'",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let ours: bool = sqlx::query_scalar(
+        "SELECT pg_has_role(extowner, 'USAGE') FROM pg_extension WHERE extname = 'hstore'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    zoark_core::db::migrate_all(&pool).await.unwrap();
+
+    let apalis: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'apalis')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!apalis, "the apalis schema is dropped");
+    let hstore: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hstore')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    // The application role can drop hstore only when it owns it; a superuser's copy (a server
+    // whose template1 carries it) stays, and the migration still succeeds.
+    assert_eq!(hstore, !ours, "hstore dropped when ours ({ours})");
+    pool.close().await;
 }
 
 #[test]

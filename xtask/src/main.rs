@@ -124,7 +124,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn workspace_root() -> Result<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `cargo run` sets the variable at run time too: prefer it, because worktrees sharing one
+    // target directory may run an xtask binary compiled in another worktree.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest
         .parent()
         .map(PathBuf::from)
@@ -247,9 +250,8 @@ fn sqlx(root: &std::path::Path, check: bool) -> Result<()> {
 }
 
 /// Brings the prepare database to the current schema. `zoark-api migrate` is the normal route,
-/// but it cannot compile while a new `query!` lacks offline data; then the same migrations are
-/// applied with sqlx-cli: Zoark's from `migrations/`, the job queue's from apalis-postgres' own
-/// folder (whose `sqlx.toml` puts them in the `apalis` schema), exactly as `migrate_all` would.
+/// but it cannot compile while a new `query!` lacks offline data; then the same migrations,
+/// Zoark's from `migrations/`, are applied with sqlx-cli, exactly as `migrate_all` would.
 fn migrate_for_sqlx(root: &std::path::Path, sqlx_bin: &std::path::Path, url: &str) -> Result<()> {
     let status = std::process::Command::new("cargo")
         .args(["run", "--quiet", "-p", "zoark-api", "--", "migrate"])
@@ -263,36 +265,15 @@ fn migrate_for_sqlx(root: &std::path::Path, sqlx_bin: &std::path::Path, url: &st
         return Ok(());
     }
     println!("xtask: zoark-api does not build offline yet; applying migrations with sqlx-cli");
-    let migrate = |dir: &std::path::Path, source: &std::path::Path| -> Result<()> {
-        let status = std::process::Command::new(sqlx_bin)
-            .args(["sqlx", "migrate", "run", "--source"])
-            .arg(source)
-            .args(["--database-url", url])
-            .current_dir(dir)
-            .status()
-            .context("running cargo sqlx migrate run")?;
-        if !status.success() {
-            bail!("cargo sqlx migrate run failed in {}", dir.display());
-        }
-        Ok(())
-    };
-    migrate(root, &root.join("migrations"))?;
-    let apalis = apalis_postgres_dir(root)?;
-    migrate(&apalis, &apalis.join("migrations"))
-}
-
-fn apalis_postgres_dir(root: &std::path::Path) -> Result<PathBuf> {
-    let output = std::process::Command::new("cargo")
-        .args(["metadata", "--format-version", "1", "--locked"])
+    let status = std::process::Command::new(sqlx_bin)
+        .args(["sqlx", "migrate", "run", "--source"])
+        .arg(root.join("migrations"))
+        .args(["--database-url", url])
         .current_dir(root)
-        .output()
-        .context("running cargo metadata")?;
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&output.stdout).context("parsing cargo metadata")?;
-    metadata["packages"]
-        .as_array()
-        .and_then(|packages| packages.iter().find(|p| p["name"] == "apalis-postgres"))
-        .and_then(|p| p["manifest_path"].as_str())
-        .and_then(|m| std::path::Path::new(m).parent().map(PathBuf::from))
-        .context("apalis-postgres is not in cargo metadata")
+        .status()
+        .context("running cargo sqlx migrate run")?;
+    if !status.success() {
+        bail!("cargo sqlx migrate run failed in {}", root.display());
+    }
+    Ok(())
 }

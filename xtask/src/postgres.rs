@@ -1,7 +1,7 @@
 //! Provisioning of Postgres for development and tests.
 //!
 //! With `DATABASE_URL` set, that server is used as is. Otherwise a project-local cluster lives in
-//! `.zoark/pg` (reused across runs): the server binaries and the `vector`, `hstore` and `pgcrypto`
+//! `.zoark/pg` (reused across runs): the server binaries and the `vector` and `pgcrypto`
 //! extensions are installed when missing (Debian: apt, and pgvector built from Debian's trixie
 //! source package, which bookworm does not ship), the cluster is initialised, and started on a
 //! port recorded in `.zoark/pg/port`. Only a cluster this run started is stopped again.
@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::process::{is_root, run, succeeds};
 
-const EXTENSIONS: [&str; 3] = ["vector", "hstore", "pgcrypto"];
+const EXTENSIONS: [&str; 2] = ["vector", "pgcrypto"];
 const SERVER_USER: &str = "postgres";
 /// The role development and tests connect as: it owns their databases but is no superuser,
 /// because row-level security does not apply to superusers.
@@ -176,6 +176,9 @@ impl Provisioned {
                 &format!("CREATE EXTENSION IF NOT EXISTS \"{extension}\""),
             )?;
         }
+        // Clusters provisioned before hstore was dropped (only apalis-postgres's schema used it)
+        // still carry it; without it every new database shows that none needs it.
+        self.psql("template1", "DROP EXTENSION IF EXISTS hstore")?;
         Ok(())
     }
 
@@ -219,8 +222,8 @@ impl Provisioned {
             .collect();
         if !missing.is_empty() {
             bail!(
-                "the server at DATABASE_URL lacks the extension(s) {missing:?}; Zoark needs vector (pgvector ≥ 0.7), \
-                 hstore and pgcrypto (contrib)"
+                "the server at DATABASE_URL lacks the extension(s) {missing:?}; Zoark needs vector (pgvector ≥ 0.7) \
+                 and pgcrypto (contrib)"
             );
         }
         let privileged = self.psql(
@@ -577,7 +580,7 @@ fn ensure_extensions(bindir: &Path) -> Result<()> {
         bail!(
             "Postgres {major} lacks the extension(s) {missing:?}. Install them (Debian/Ubuntu with PGDG: \
              postgresql-{major}-pgvector and postgresql-contrib; macOS: `brew install pgvector`) or set \
-             DATABASE_URL to a server that has vector, hstore and pgcrypto"
+             DATABASE_URL to a server that has vector and pgcrypto"
         );
     }
     if missing.iter().any(|e| *e != "vector") {
