@@ -17,7 +17,7 @@ const DRAIN_SCRIPT: &str = "\
 SELECT coalesce(array_agg(o_id)::text, '{}') AS ids,
        coalesce(array_agg(o_attempt)::text, '{}') AS attempts,
        count(*) AS n
-FROM bench_claim('diagnostics', :batch, ':worker') \\gset
+FROM bench_claim('diagnostics', :batch, ':worker', '{diag.noop}', '{60000}', 20000) \\gset
 SELECT bench_complete(':ids'::uuid[], ':attempts'::int4[],
   array_fill('completed'::text, ARRAY[:n]), array_fill(NULL::timestamptz, ARRAY[:n]),
   array_fill(NULL::jsonb, ARRAY[:n]), array_fill(0, ARRAY[:n]), ':worker'::uuid);
@@ -31,9 +31,9 @@ pub async fn run(args: &QueueArgs, admin: &sqlx::PgPool) -> anyhow::Result<Figur
     for (name, params, returns, body) in [
         (
             "bench_claim",
-            "text, int8, uuid",
+            "text, int8, uuid, text[], int8[], int8",
             "TABLE (o_id uuid, o_organization_id uuid, o_kind text, o_args jsonb, o_attempt int4, \
-             o_max_attempts int4, o_run_at timestamptz, o_priority int2)",
+             o_max_attempts int4, o_run_at timestamptz, o_priority int2, o_timeout_ms int4)",
             zoark_worker::engine::sql::CLAIM,
         ),
         (

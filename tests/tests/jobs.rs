@@ -1161,3 +1161,58 @@ async fn a_claimed_attempt_carries_its_deadline_timeout_plus_the_rescue_window()
     .await;
     assert_eq!(left, 0, "only running attempts have a deadline");
 }
+
+#[tokio::test]
+async fn one_tenants_backlog_does_not_hold_back_another_tenant_or_a_platform_job() {
+    let app = TestApp::spawn().await;
+    let busy = organization(&app).await;
+    let other = organization(&app).await;
+    let started: Arc<Mutex<HashMap<String, std::time::Instant>>> = Arc::default();
+    let registry = {
+        let started = started.clone();
+        Registry::new().register(move |p: Probe, _: JobContext| {
+            let started = started.clone();
+            async move {
+                if p.label == "backlog" {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                } else {
+                    started
+                        .lock()
+                        .unwrap()
+                        .insert(p.label, std::time::Instant::now());
+                }
+                Ok(())
+            }
+        })
+    };
+    // 10,000 jobs of 50 ms: 25 s of work for 20 slots.
+    let backlog = (0..10_000)
+        .map(|_| NewJob::new(&probe("backlog"), Opts::organization(busy)).unwrap())
+        .collect();
+    enqueue_many(&mut app.pool.acquire().await.unwrap(), backlog)
+        .await
+        .unwrap();
+    let engine = app.start_engine(engine_config(&[("test", 20)]), registry);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let enqueued = std::time::Instant::now();
+    // Another tenant's job, and a platform job (as password resets and invitations are), both
+    // behind the backlog in time and at the same priority.
+    push(&app, &probe("other tenant"), Opts::organization(other)).await;
+    push(&app, &probe("platform"), Opts::platform()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = count(
+        &app,
+        "SELECT count(*) FROM jobs WHERE state IN ('available', 'scheduled', 'retryable')",
+    )
+    .await;
+    engine.stop().await;
+    let started = started.lock().unwrap();
+    for label in ["other tenant", "platform"] {
+        let at = started
+            .get(label)
+            .unwrap_or_else(|| panic!("the {label} job had not started 2 s after its enqueue"));
+        let waited = at.duration_since(enqueued);
+        assert!(waited < Duration::from_secs(2), "{label}: {waited:?}");
+    }
+    assert!(waiting > 8_000, "the backlog was still there: {waiting}");
+}

@@ -2,7 +2,7 @@
 //! jobs claimable, with the earliest `run_at`) and `zoark_job_cancel`, keeps a timer for the
 //! earliest future `run_at` of each queue so delayed and retrying jobs start on time, and polls
 //! every `poll_interval` as a backstop with one query for all queues. A fetcher per queue waits
-//! for its wake-up, then claims while it gets full batches.
+//! for its wake-up, then claims until a claim comes back empty.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -192,7 +192,9 @@ pub(crate) async fn fetch(
                     let got = jobs.len();
                     hand_over(&shared, &queue, &tx, jobs, &mut taken).await;
                     drop(taken);
-                    if got < wanted || stop.is_cancelled() {
+                    // A claim gives each tenant a share, so one that comes back short may
+                    // still leave jobs behind: only an empty claim means the queue is drained.
+                    if got == 0 || stop.is_cancelled() {
                         continue 'wait;
                     }
                 }
