@@ -421,6 +421,47 @@ pub async fn queue_pauses(
     .await
 }
 
+/// The unfinished jobs of every queue, for the workers' metrics: read through the claim index and
+/// the running-jobs index only, so its cost follows the backlog, not the history (finished jobs
+/// kept for the jobs API do not weigh on it).
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueBacklog {
+    pub queue: String,
+    pub scheduled: i64,
+    pub available: i64,
+    pub running: i64,
+    pub retryable: i64,
+    /// Seconds the oldest due, unclaimed job has waited; `None` when none waits.
+    pub oldest_available_age_secs: Option<f64>,
+}
+
+/// See [`QueueBacklog`].
+///
+/// # Errors
+/// A database error.
+pub async fn backlog(conn: &mut PgConnection) -> Result<Vec<QueueBacklog>, sqlx::Error> {
+    sqlx::query_as!(
+        QueueBacklog,
+        r#"
+        SELECT queue AS "queue!",
+               count(*) FILTER (WHERE state = 'scheduled' AND run_at > now()) AS "scheduled!",
+               count(*) FILTER (WHERE state IN ('available', 'scheduled') AND run_at <= now()) AS "available!",
+               count(*) FILTER (WHERE state = 'running') AS "running!",
+               count(*) FILTER (WHERE state = 'retryable') AS "retryable!",
+               extract(epoch FROM now() - min(run_at) FILTER (
+                   WHERE state IN ('available', 'scheduled', 'retryable') AND run_at <= now()))::float8
+                   AS oldest_available_age_secs
+        FROM (SELECT queue, state, run_at FROM jobs WHERE state IN ('available', 'scheduled', 'retryable')
+              UNION ALL
+              SELECT queue, state, run_at FROM jobs WHERE state = 'running') j
+        GROUP BY queue
+        ORDER BY queue
+        "#,
+    )
+    .fetch_all(conn)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
