@@ -44,6 +44,17 @@ pub async fn pool(url: &str) -> anyhow::Result<PgPool> {
         .await?)
 }
 
+/// The one connection the finish checks are polled on: with `enable_seqscan` off, so that each
+/// check walks an index wherever one fits (a table scan only where none does), whatever the
+/// planner guesses about a table that was empty when last analyzed.
+pub async fn poll_connection(url: &str) -> anyhow::Result<PgPool> {
+    let options = zoark_core::db::platform_options(url)?.options([("enable_seqscan", "off")]);
+    Ok(PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?)
+}
+
 /// How statements against one database are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -34,6 +34,8 @@ pub enum Peer {
 struct Database {
     url: String,
     pool: PgPool,
+    /// Where the finish checks are polled (`db::poll_connection`).
+    poll: PgPool,
     /// The organization tenant jobs belong to (Zoark only).
     organization: Option<Uuid>,
 }
@@ -69,7 +71,7 @@ impl Peer {
     }
 
     /// Each true while jobs of the drain are not committed as done, each walking an index the
-    /// system has (see `db::wait_until_none`). graphile-worker deletes a job when it completes;
+    /// system has (see `db::wait_until_none` and `db::poll_connection`). graphile-worker deletes a job when it completes;
     /// the others keep it. apalis-postgres indexes only the fetchable tasks, so its fetched
     /// ones are looked for once those are gone.
     fn unfinished_sql(self) -> &'static [&'static str] {
@@ -194,6 +196,7 @@ impl Peer {
             }
         }
         Ok(Database {
+            poll: db::poll_connection(&url).await?,
             url,
             pool,
             organization,
@@ -400,6 +403,7 @@ pub async fn run(
             worker.stop().await?;
         }
     }
+    db.poll.close().await;
     db.pool.close().await;
     Ok(figures)
 }
@@ -487,9 +491,9 @@ async fn drain(
         let cpu_before = cpu_seconds()?;
         let (start, committed) = peer.bulk(db, row).await?;
         if round == 1 {
-            db::explain(&db.pool, peer.unfinished_sql()).await?;
+            db::explain(&db.poll, peer.unfinished_sql()).await?;
         }
-        let done = db::wait_until_none(&db.pool, peer.unfinished_sql(), Duration::from_secs(600))
+        let done = db::wait_until_none(&db.poll, peer.unfinished_sql(), Duration::from_secs(600))
             .await
             .map_err(|e| e.context(last_lines()))?;
         let cpu_per_job = (cpu_seconds()? - cpu_before) * 1e6 / row.jobs as f64;
