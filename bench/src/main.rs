@@ -131,7 +131,7 @@ async fn queue(args: QueueArgs) -> anyhow::Result<()> {
         bounds.push((*row, bound));
     }
     let admin = db::admin_pool(&args.server).await?;
-    let mut systems = Vec::new();
+    let mut report = report::Report::new(&admin, &plan).await?;
     for name in &args.systems {
         println!("== {name}");
         let peer = match name.as_str() {
@@ -139,16 +139,18 @@ async fn queue(args: QueueArgs) -> anyhow::Result<()> {
             "graphile-worker" => peers::Peer::Graphile,
             "apalis-postgres" => peers::Peer::Apalis,
             "raw-sql" => {
-                systems.push(raw::run(&args, &plan, &admin).await?);
+                report.add([raw::run(&args, &plan, &admin).await?]);
+                report.write(&args.out)?;
                 continue;
             }
             other => anyhow::bail!(
                 "unknown system `{other}` (zoark, graphile-worker, apalis-postgres, raw-sql)"
             ),
         };
-        systems.extend(peers::run(&args, &plan, &admin, peer, &bounds).await?);
+        report.add(peers::run(&args, &plan, &admin, peer, &bounds).await?);
+        // After every system, so that a later failure keeps what was measured.
+        report.write(&args.out)?;
     }
-    let report = report::Report::new(&admin, &plan, systems).await?;
     report.print(&plan);
     report.write(&args.out)?;
     println!(

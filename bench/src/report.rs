@@ -65,7 +65,8 @@ pub struct Report {
 }
 
 impl Report {
-    pub async fn new(admin: &PgPool, plan: &Plan, systems: Vec<Figures>) -> anyhow::Result<Self> {
+    /// An empty report of this run; [`Report::add`] the systems' rows as they are measured.
+    pub async fn new(admin: &PgPool, plan: &Plan) -> anyhow::Result<Self> {
         Ok(Self {
             machine: machine(),
             postgres: postgres(admin).await?,
@@ -81,8 +82,12 @@ impl Report {
                 "tenant": "Zoark jobs with organization_id (the jobs_notify event trigger fires); \
                            the peers have no tenants and are compared on their platform row",
             }),
-            systems,
+            systems: Vec::new(),
         })
+    }
+
+    pub fn add(&mut self, rows: impl IntoIterator<Item = Figures>) {
+        self.systems.extend(rows);
     }
 
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
