@@ -107,8 +107,8 @@ impl Peer {
                 graphile_pool(row.concurrency)
             ),
             Self::Apalis => format!(
-                "{processes}, concurrency {}, batch_size {}, with_pubsub (LISTEN per process), \
-                 lock_tasks and persist_results on (defaults)",
+                "{processes}, concurrency {}, batch_size {}, with_pubsub (LISTEN per process) and a \
+                 5 s interval poll, lock_tasks and persist_results on (defaults)",
                 row.concurrency, args.claim_batch
             ),
         }
