@@ -44,6 +44,17 @@ pub async fn pool(url: &str) -> anyhow::Result<PgPool> {
         .await?)
 }
 
+/// The one connection the finish checks are polled on: with `enable_seqscan` off, so that each
+/// check walks an index wherever one fits (a table scan only where none does), whatever the
+/// planner guesses about a table that was empty when last analyzed.
+pub async fn poll_connection(url: &str) -> anyhow::Result<PgPool> {
+    let options = zoark_core::db::platform_options(url)?.options([("enable_seqscan", "off")]);
+    Ok(PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?)
+}
+
 /// How statements against one database are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -83,21 +94,49 @@ pub async fn queries(admin: &PgPool, source: QuerySource, database: &str) -> any
         .await?)
 }
 
-/// Polls `exists_sql` (a `SELECT EXISTS …` of unfinished work) every 10 ms until it is false;
-/// returns when that was first seen.
+/// Polls each of `checks` (a `SELECT EXISTS …` of unfinished work, indexed) in turn every 10 ms
+/// until it is false, and returns when the last one was sent before it answered false: its
+/// snapshot, taken as it started, already saw every job done. A later check is only asked once
+/// the ones before it are false (it may be dearer: see `Peer::unfinished_sql`).
 pub async fn wait_until_none(
     pool: &PgPool,
-    exists_sql: &'static str,
+    checks: &[&'static str],
     limit: Duration,
 ) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + limit;
-    loop {
-        let left: bool = sqlx::query_scalar(exists_sql).fetch_one(pool).await?;
-        let now = Instant::now();
-        if !left {
-            return Ok(now);
+    let mut done = Instant::now();
+    for &check in checks {
+        loop {
+            let sent = Instant::now();
+            let left: bool = sqlx::query_scalar(check).fetch_one(pool).await?;
+            if !left {
+                done = sent;
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the queue did not drain within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        anyhow::ensure!(now < deadline, "the queue did not drain within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    Ok(done)
+}
+
+/// Prints how Postgres runs each finish check on the table as it is (full, after a bulk
+/// enqueue), so that a reader sees which index it walks.
+pub async fn explain(pool: &PgPool, checks: &[&'static str]) -> anyhow::Result<()> {
+    for &check in checks {
+        let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {check}")))
+            .fetch_all(pool)
+            .await?;
+        let scans: Vec<&str> = plan
+            .iter()
+            .filter(|line| line.contains("Scan"))
+            .map(|line| line.trim().trim_start_matches("-> ").trim())
+            .map(|line| line.split("  (").next().unwrap_or(line))
+            .collect();
+        println!("finish check: {}", scans.join("; "));
+    }
+    Ok(())
 }

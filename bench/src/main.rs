@@ -1,5 +1,6 @@
-//! `zoark-bench queue`: Zoark's job engine, graphile-worker and the raw-SQL ceiling measured one
-//! after the other on the same Postgres, each in a fresh database. `zoark-bench email`: email
+//! `zoark-bench queue`: Zoark's job engine, graphile-worker, apalis-postgres and the raw-SQL
+//! ceiling measured one after the other on the same Postgres, each in a fresh database, at the
+//! same slots per process (`scenario`). `zoark-bench email`: email
 //! deliveries per second through the API, the jobs, the worker and SMTP. `cargo xtask bench
 //! queue|email` provisions Postgres (and the peers) and runs these; see `docs/benchmarks.md`.
 
@@ -9,6 +10,7 @@ mod email;
 mod peers;
 mod raw;
 mod report;
+mod scenario;
 
 use std::path::PathBuf;
 
@@ -31,7 +33,8 @@ enum Command {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct QueueArgs {
-    /// The server, without a database: `postgres://user@host:port`.
+    /// The server, without a database: `postgres://user@host:port` (a superuser: the
+    /// apalis-postgres database gets the `hstore` extension).
     #[arg(long)]
     pub server: String,
     /// The `zoark-worker` binary to measure (a release build).
@@ -43,34 +46,34 @@ pub struct QueueArgs {
     /// The graphile-worker runner script, next to its `node_modules`.
     #[arg(long)]
     pub graphile_script: Option<PathBuf>,
+    /// The `apalis-peer` binary (a release build of this crate).
+    #[arg(long)]
+    pub apalis_bin: Option<PathBuf>,
     /// pgbench, for the raw-SQL ceiling.
     #[arg(long)]
     pub pgbench: Option<PathBuf>,
     /// Where the JSON report goes.
     #[arg(long)]
     pub out: PathBuf,
-    /// Jobs for the bulk enqueue and the drain.
-    #[arg(long, default_value_t = 100_000)]
-    pub jobs: usize,
-    /// Bulk-enqueue-and-drain rounds per system; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
-    /// Sequential insert→start samples (after 100 warm-up jobs).
-    #[arg(long, default_value_t = 1_000)]
-    pub samples: usize,
-    /// Seconds an idle worker is watched for its query rate.
-    #[arg(long, default_value_t = 30)]
-    pub idle_secs: u64,
-    /// Slots of Zoark's `diagnostics` queue. No-op jobs are tokio tasks; like River's bench
-    /// (`MaxWorkers` 2000), the drain is measured with many slots so claims come in full batches.
-    #[arg(long, default_value_t = 1000)]
-    pub zoark_concurrency: usize,
-    /// graphile-worker's `concurrentJobs`.
-    #[arg(long, default_value_t = 24)]
-    pub graphile_concurrency: usize,
-    /// graphile-worker's `localQueue.size`.
+    /// The short run for CI: every kind of row once, a few thousand jobs, one round.
+    #[arg(long)]
+    pub quick: bool,
+    /// Every row with this many jobs instead (development runs).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Bulk-enqueue-and-drain rounds per row; the median is reported [default: 3, quick 1].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Sequential insert→start samples after 100 warm-up jobs [default: 1000, quick 50].
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Seconds an idle worker is watched for its query rate [default: 30, quick 2].
+    #[arg(long)]
+    pub idle_secs: Option<u64>,
+    /// Jobs a worker takes per fetch: Zoark's claim batch, graphile-worker's `localQueue.size`,
+    /// apalis-postgres's `batch_size`.
     #[arg(long, default_value_t = 500)]
-    pub graphile_local_queue: usize,
+    pub claim_batch: usize,
     /// pgbench clients for the raw-SQL drain.
     #[arg(long, default_value_t = 2)]
     pub raw_clients: usize,
@@ -81,7 +84,7 @@ pub struct QueueArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "zoark,graphile-worker,raw-sql"
+        default_value = "zoark,graphile-worker,apalis-postgres,raw-sql"
     )]
     pub systems: Vec<String>,
 }
@@ -114,22 +117,46 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn queue(args: QueueArgs) -> anyhow::Result<()> {
+    let plan = scenario::Plan::new(&args);
+    let started = std::time::Instant::now();
+    // The bounds first, while nothing else runs.
+    let mut bounds = Vec::new();
+    for row in plan
+        .rows
+        .iter()
+        .filter(|r| r.job == scenario::JobShape::Sleep5ms)
+    {
+        let bound = scenario::bare_loop_per_s(row).await?;
+        println!("bound for {}: {bound:.0} jobs/s", row.label());
+        bounds.push((*row, bound));
+    }
     let admin = db::admin_pool(&args.server).await?;
-    let mut systems = Vec::new();
+    let mut report = report::Report::new(&admin, &plan).await?;
     for name in &args.systems {
         println!("== {name}");
-        let figures = match name.as_str() {
-            "zoark" => peers::run(&args, &admin, peers::Peer::Zoark).await?,
-            "graphile-worker" => peers::run(&args, &admin, peers::Peer::Graphile).await?,
-            "raw-sql" => raw::run(&args, &admin).await?,
-            other => anyhow::bail!("unknown system `{other}` (zoark, graphile-worker, raw-sql)"),
+        let peer = match name.as_str() {
+            "zoark" => peers::Peer::Zoark,
+            "graphile-worker" => peers::Peer::Graphile,
+            "apalis-postgres" => peers::Peer::Apalis,
+            "raw-sql" => {
+                report.add([raw::run(&args, &plan, &admin).await?]);
+                report.write(&args.out)?;
+                continue;
+            }
+            other => anyhow::bail!(
+                "unknown system `{other}` (zoark, graphile-worker, apalis-postgres, raw-sql)"
+            ),
         };
-        println!("{}", serde_json::to_string(&figures)?);
-        systems.push(figures);
+        report.add(peers::run(&args, &plan, &admin, peer, &bounds).await?);
+        // After every system, so that a later failure keeps what was measured.
+        report.write(&args.out)?;
     }
-    let report = report::Report::new(&admin, &args, systems).await?;
-    report.print();
+    report.print(&plan);
     report.write(&args.out)?;
-    println!("wrote {}", args.out.display());
+    println!(
+        "wrote {} ({:.0} s)",
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -8,7 +8,12 @@ use anyhow::Context as _;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use crate::{QueueArgs, db, peers::median, report::Figures};
+use crate::{
+    QueueArgs, db,
+    peers::median,
+    report::Figures,
+    scenario::{JobShape, Plan},
+};
 
 const DATABASE: &str = "bench_raw";
 
@@ -23,7 +28,8 @@ SELECT bench_complete(':ids'::uuid[], ':attempts'::int4[],
   array_fill(NULL::jsonb, ARRAY[:n]), array_fill(0, ARRAY[:n]), ':worker'::uuid);
 ";
 
-pub async fn run(args: &QueueArgs, admin: &sqlx::PgPool) -> anyhow::Result<Figures> {
+/// On the headline row's job count, with no-op jobs.
+pub async fn run(args: &QueueArgs, plan: &Plan, admin: &sqlx::PgPool) -> anyhow::Result<Figures> {
     let pgbench = args.pgbench.as_ref().context("--pgbench is required")?;
     let url = db::fresh(admin, &args.server, DATABASE).await?;
     let pool = db::pool(&url).await?;
@@ -64,11 +70,11 @@ pub async fn run(args: &QueueArgs, admin: &sqlx::PgPool) -> anyhow::Result<Figur
     let drain_script = dir.join("raw-drain.sql");
     std::fs::write(&drain_script, DRAIN_SCRIPT)?;
 
-    let jobs = args.jobs;
+    let jobs = plan.headline().map_or(100_000, |row| row.jobs);
     let per_client = jobs.div_ceil(args.raw_batch * args.raw_clients);
     let mut bulk = Vec::new();
     let mut drain = Vec::new();
-    for round in 1..=args.rounds {
+    for round in 1..=plan.rounds {
         // The engine's COPY statement, fed rows encoded beforehand.
         let rows: String = (0..jobs)
             .map(|_| format!("{},\\N,diag.noop,diagnostics,{{}},0,20\n", Uuid::now_v7()))
@@ -117,8 +123,16 @@ pub async fn run(args: &QueueArgs, admin: &sqlx::PgPool) -> anyhow::Result<Figur
             "enqueue: the engine's COPY, rows encoded beforehand; drain: pgbench, {} clients, claim {} per statement",
             args.raw_clients, args.raw_batch
         ),
+        // pgbench clients as processes, each holding a claim's worth of jobs at a time.
+        concurrency: args.raw_batch,
+        processes: args.raw_clients,
+        jobs,
+        tenant: false,
+        job: JobShape::Noop,
         bulk_enqueue_per_s: median(bulk),
-        drain_per_s: median(drain),
+        drain_per_s: median(drain.clone()),
+        bound_per_s: None,
+        drain_rounds_per_s: drain,
         pickup_p50_ms: None,
         pickup_p99_ms: None,
         idle_queries_per_s: None,

@@ -16,6 +16,17 @@ impl Job for Noop {
     const QUEUE: &'static str = "diagnostics";
 }
 
+/// Sleeps `ms` milliseconds and touches nothing: a job that takes time, so that slots matter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sleep {
+    pub ms: u64,
+}
+
+impl Job for Sleep {
+    const NAME: &'static str = "diag.sleep";
+    const QUEUE: &'static str = "diagnostics";
+}
+
 /// Inserts `(job id, attempt, marker)` into `job_diagnostics`, after sleeping `sleep_ms`; and
 /// sends `NOTIFY zoark_diag, '<job id>'` when `notify` is set (latency measurements).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

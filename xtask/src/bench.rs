@@ -1,7 +1,8 @@
 //! `cargo xtask bench queue`: provisions the benchmark cluster (`.zoark/bench/pg`: stock
 //! durability, `pg_stat_statements`), installs the peers into `.zoark/bench/peers` (Node.js 22
-//! and graphile-worker 0.18 from npm; pgbench comes with Postgres), builds `zoark-worker` and
-//! `zoark-bench` in release mode, and runs `zoark-bench queue`, which prints the table and writes
+//! and graphile-worker 0.18 from npm; apalis-postgres 1.0 is a dependency of `zoark-bench`, run
+//! as its `apalis-peer` binary; pgbench comes with Postgres), builds `zoark-worker` and
+//! `zoark-bench` in release mode, and runs `zoark-bench queue`, which prints the tables and writes
 //! `<target>/bench/queue.json`.
 //!
 //! `cargo xtask bench email`: the same cluster, `zoark-api`, `zoark-worker` and `zoark-bench`
@@ -138,6 +139,8 @@ fn run_queue(
         .arg(&peers.node)
         .arg("--graphile-script")
         .arg(&peers.graphile_script)
+        .arg("--apalis-bin")
+        .arg(target.join("release/apalis-peer"))
         .arg("--pgbench")
         .arg(pg.client_bin("pgbench")?)
         .arg("--out")

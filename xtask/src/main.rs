@@ -5,7 +5,7 @@
 //! - `test`: local Postgres, then the whole suite with nextest;
 //! - `openapi`: write or check the committed spec; `sqlx`: prepare or check `.sqlx/`;
 //! - `pg`: start, stop or show the local cluster;
-//! - `bench queue`: Zoark's job engine beside graphile-worker and the raw-SQL ceiling.
+//! - `bench queue`: Zoark's job engine beside graphile-worker, apalis-postgres and the raw-SQL ceiling.
 //! - `bench email`: email deliveries per second through API, jobs, worker and SMTP.
 //! - `schemathesis`: the running API fuzzed against its own OpenAPI spec.
 
@@ -67,9 +67,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchKind {
-    /// Bulk enqueue, drain, pickup latency, idle load and RSS: Zoark, graphile-worker, raw SQL.
+    /// Bulk enqueue, drain, pickup latency, idle load and RSS at equal slots per process: Zoark,
+    /// graphile-worker, apalis-postgres, raw SQL.
     Queue {
-        /// Extra arguments for `zoark-bench queue` (e.g. `--jobs 20000`; see `--help`).
+        /// Extra arguments for `zoark-bench queue` (e.g. `--quick`, `--jobs 20000`; see `--help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -1,9 +1,9 @@
-//! `diag.noop` and `diag.record`: the kinds benchmarks, crash tests and smoke checks enqueue.
+//! `diag.noop`, `diag.sleep` and `diag.record`: the kinds benchmarks, crash tests and smoke checks enqueue.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use zoark_jobs::diag::{Noop, Record};
+use zoark_jobs::diag::{Noop, Record, Sleep};
 
 use crate::{
     WorkerContext,
@@ -14,6 +14,10 @@ pub fn register(registry: Registry, ctx: &WorkerContext) -> Registry {
     let ctx = ctx.clone();
     registry
         .register(|_: Noop, _: JobContext| async { Ok(()) })
+        .register(|args: Sleep, _: JobContext| async move {
+            tokio::time::sleep(Duration::from_millis(args.ms)).await;
+            Ok(())
+        })
         .register(move |args: Record, job: JobContext| record(ctx.clone(), args, job))
 }
 
