@@ -236,10 +236,16 @@ fn sqlx(root: &std::path::Path, check: bool) -> Result<()> {
     }
     // zoark-bench has no query macros of its own, and its apalis-postgres peer's macros would
     // be checked against this database, which has no `apalis` schema: leave it out.
-    cmd.args(["--", "--all-targets", "--workspace", "--exclude", "zoark-bench"])
-        .current_dir(root)
-        .env("DATABASE_URL", &url)
-        .env("SQLX_OFFLINE", "false");
+    cmd.args([
+        "--",
+        "--all-targets",
+        "--workspace",
+        "--exclude",
+        "zoark-bench",
+    ])
+    .current_dir(root)
+    .env("DATABASE_URL", &url)
+    .env("SQLX_OFFLINE", "false");
     let status = cmd.status().context("running cargo sqlx prepare")?;
     pg.stop_if_started()?;
     if !status.success() {
