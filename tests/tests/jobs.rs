@@ -877,8 +877,12 @@ fn ledgered(ledger: Arc<Mutex<Ledger>>, sleep: Duration) -> Registry {
 }
 
 async fn push_many(app: &TestApp, label: &str, n: usize) -> Vec<Uuid> {
+    push_many_with(app, label, n, Opts::platform().max_attempts(10)).await
+}
+
+async fn push_many_with(app: &TestApp, label: &str, n: usize, opts: Opts) -> Vec<Uuid> {
     let jobs = (0..n)
-        .map(|_| NewJob::new(&probe(label), Opts::platform().max_attempts(10)).unwrap())
+        .map(|_| NewJob::new(&probe(label), opts.clone()).unwrap())
         .collect();
     let mut conn = app.pool.acquire().await.unwrap();
     enqueue_many(&mut conn, jobs)
@@ -1186,12 +1190,7 @@ async fn one_tenants_backlog_does_not_hold_back_another_tenant_or_a_platform_job
         })
     };
     // 10,000 jobs of 50 ms: 25 s of work for 20 slots.
-    let backlog = (0..10_000)
-        .map(|_| NewJob::new(&probe("backlog"), Opts::organization(busy)).unwrap())
-        .collect();
-    enqueue_many(&mut app.pool.acquire().await.unwrap(), backlog)
-        .await
-        .unwrap();
+    push_many_with(&app, "backlog", 10_000, Opts::organization(busy)).await;
     let engine = app.start_engine(engine_config(&[("test", 20)]), registry);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let enqueued = std::time::Instant::now();

@@ -55,11 +55,13 @@ impl Backlog {
         self.count.load(Ordering::SeqCst)
     }
 
+    /// Called once per outcome (the hot path): a counter only; the gauge follows each write.
     pub(crate) fn added(&self, n: usize) {
-        let now = self.count.fetch_add(n, Ordering::SeqCst) + n;
-        metrics::gauge!("zoark_worker_outcome_backlog").set(now as f64);
+        self.count.fetch_add(n, Ordering::SeqCst);
     }
 
+    /// Called once per written batch: updates `zoark_worker_outcome_backlog` and wakes the
+    /// fetchers waiting for room.
     pub(crate) fn written(&self, n: usize) {
         let now = self.count.fetch_sub(n, Ordering::SeqCst).saturating_sub(n);
         metrics::gauge!("zoark_worker_outcome_backlog").set(now as f64);
