@@ -1215,3 +1215,80 @@ async fn one_tenants_backlog_does_not_hold_back_another_tenant_or_a_platform_job
     }
     assert!(waiting > 8_000, "the backlog was still there: {waiting}");
 }
+
+/// The most jobs `state = 'running'` in Postgres (running or claimed ahead, waiting for a slot)
+/// seen while sampling for `within`, or until `done` of them have completed.
+async fn most_held(app: &TestApp, within: Duration, done: i64) -> i64 {
+    let mut most = 0;
+    let until = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < until {
+        let held = count(app, "SELECT count(*) FROM jobs WHERE state = 'running'").await;
+        most = most.max(held);
+        if count(app, "SELECT count(*) FROM jobs WHERE state = 'completed'").await >= done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    most
+}
+
+#[tokio::test]
+async fn a_queue_with_one_slot_claims_ahead_and_gives_unstarted_jobs_back_at_shutdown() {
+    let app = TestApp::spawn().await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let ids = push_many(&app, "work", 400).await;
+    let mut config = engine_config(&[("test", 1)]);
+    config.claim_batch = 100;
+    let engine = app.start_engine(
+        config.clone(),
+        ledgered(ledger.clone(), Duration::from_millis(5)),
+    );
+    let most = most_held(&app, Duration::from_secs(20), 60).await;
+    engine.stop().await;
+    // 5 ms jobs: about 100 ms of them wait in the buffer (some 16), never more than a batch.
+    assert!(
+        most > 5,
+        "one slot, yet the worker claimed one job at a time: {most} held"
+    );
+    assert!(most <= 101, "more than slots + a batch held: {most}");
+    let running = count(&app, "SELECT count(*) FROM jobs WHERE state = 'running'").await;
+    assert_eq!(running, 0, "nothing left running after shutdown");
+    let given_back = count(
+        &app,
+        "SELECT count(*) FROM jobs WHERE state = 'available' AND attempt = 0 AND attempted_at IS NOT NULL",
+    )
+    .await;
+    assert!(
+        given_back > 0,
+        "the buffer's unstarted jobs went back with their attempts unspent"
+    );
+    let spent = count(
+        &app,
+        "SELECT count(*) FROM jobs WHERE state = 'available' AND attempt <> 0",
+    )
+    .await;
+    assert_eq!(spent, 0, "no job went back with an attempt spent");
+    // Another worker finishes the rest; each job ran once.
+    let engine = app.start_engine(config, ledgered(ledger.clone(), Duration::ZERO));
+    wait_until_finished(&app, Duration::from_secs(20)).await;
+    engine.stop().await;
+    assert_each_completed_once(&app, &ids, &ledger).await;
+}
+
+#[tokio::test]
+async fn jobs_that_take_longer_than_the_claim_ahead_window_are_not_claimed_ahead() {
+    let app = TestApp::spawn().await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let ids = push_many(&app, "work", 6).await;
+    let engine = app.start_engine(
+        engine_config(&[("test", 1)]),
+        ledgered(ledger.clone(), Duration::from_millis(250)),
+    );
+    // 250 ms jobs: a buffered one would wait longer than the window, so none is claimed ahead:
+    // another tenant's job or another worker could have started it meanwhile.
+    let most = most_held(&app, Duration::from_secs(20), 6).await;
+    wait_until_finished(&app, Duration::from_secs(10)).await;
+    engine.stop().await;
+    assert_eq!(most, 1, "a job waited claimed for another's 250 ms");
+    assert_each_completed_once(&app, &ids, &ledger).await;
+}

@@ -4,7 +4,7 @@
 
 use std::{
     convert::Infallible,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
@@ -19,19 +19,43 @@ use tower_layer::Identity;
 
 use super::{Claimed, Shared, execute};
 
-/// Claimed jobs of one queue, in claim order.
+/// The claimed jobs of one queue waiting for a slot, in claim order: filled by the queue's
+/// fetcher, emptied by its apalis worker, and given back to the queue at shutdown.
+pub(crate) struct Buffer {
+    rx: Mutex<mpsc::Receiver<Claimed>>,
+}
+
+impl Buffer {
+    pub(crate) fn new(rx: mpsc::Receiver<Claimed>) -> Self {
+        Self { rx: Mutex::new(rx) }
+    }
+
+    /// Closes the buffer and returns every job in it to the queue, attempts unspent; the apalis
+    /// worker then sees its end. Returns how many.
+    pub(crate) fn give_back(&self, shared: &Shared) -> usize {
+        let Ok(mut rx) = self.rx.lock() else {
+            return 0;
+        };
+        rx.close();
+        let mut given = 0;
+        while let Ok(job) = rx.try_recv() {
+            super::wake::give_back(shared, job.id, job.attempt);
+            given += 1;
+        }
+        given
+    }
+}
+
+/// The apalis backend of one queue: its buffer.
 pub(crate) struct ClaimedJobs {
-    pub(crate) rx: mpsc::Receiver<Claimed>,
+    pub(crate) buffer: Arc<Buffer>,
     pub(crate) shared: Arc<Shared>,
 }
 
 impl Drop for ClaimedJobs {
     /// Jobs claimed but never started go straight back to the queue, their attempt unspent.
     fn drop(&mut self) {
-        self.rx.close();
-        while let Ok(job) = self.rx.try_recv() {
-            super::wake::give_back(&self.shared, job.id, job.attempt);
-        }
+        self.buffer.give_back(&self.shared);
     }
 }
 
@@ -52,10 +76,14 @@ impl Backend for ClaimedJobs {
         cx: &mut Context<'_>,
         _: &ApalisWorker,
     ) -> Poll<Option<Result<Self::Task, Infallible>>> {
-        // `None` once the fetcher has stopped (shutdown): the apalis worker then finishes.
-        self.rx
-            .poll_recv(cx)
-            .map(|job| job.map(|job| Ok(Task::new(job))))
+        // `None` once the fetcher has stopped or the buffer was given back (shutdown): the
+        // apalis worker then finishes.
+        match self.buffer.rx.lock() {
+            Ok(mut rx) => rx
+                .poll_recv(cx)
+                .map(|job| job.map(|job| Ok(Task::new(job)))),
+            Err(_) => Poll::Ready(None),
+        }
     }
 
     fn poll_close(
@@ -63,7 +91,9 @@ impl Backend for ClaimedJobs {
         _: &mut Context<'_>,
         _: &ApalisWorker,
     ) -> Poll<Result<(), Infallible>> {
-        self.rx.close();
+        if let Ok(mut rx) = self.buffer.rx.lock() {
+            rx.close();
+        }
         Poll::Ready(Ok(()))
     }
 }

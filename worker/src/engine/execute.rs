@@ -63,10 +63,20 @@ async fn attempt(shared: Arc<Shared>, job: Claimed) {
         );
     }
     let registered = shared.registry.get(&job.kind).cloned();
+    let waited = job.claimed_at.elapsed();
     let outcome = if !*shared.leased.borrow() {
         // Handed over just before this worker fenced itself: never started, so never run
         // beside the worker that may rescue it.
         Outcome::Stopped(StopReason::LeaseLost)
+    } else if waited > shared.config.rescue_after / 2 {
+        // Waited in the claim-ahead buffer for half of its deadline's margin (jobs ahead of it
+        // took far longer than the queue's pace): back to the queue rather than run against a
+        // deadline that has been running since the claim.
+        tracing::warn!(
+            waited_ms = waited.as_millis() as u64,
+            "claimed job waited too long for a slot; giving it back"
+        );
+        Outcome::Stopped(StopReason::HandBack)
     } else {
         match registered {
             // Another version of the worker may know it (a rolling deploy): retried later,
@@ -112,11 +122,12 @@ async fn attempt(shared: Arc<Shared>, job: Claimed) {
             r.backoff
         });
     let elapsed = started.elapsed();
+    job.held.queue().record(elapsed);
     let completion = classify(&job, outcome, backoff, elapsed);
     if let Ok(mut in_flight) = shared.in_flight.lock() {
         in_flight.remove(&job.id);
     }
-    drop(job.slot);
+    drop(job.held);
     if let Some(completion) = completion {
         // The receiver lives until every job has reported; a send error means the process is
         // already tearing down, and the lease brings the job back.
@@ -211,7 +222,7 @@ fn classify(
         }
         Outcome::Stopped(StopReason::HandBack) => {
             record("handed_back");
-            tracing::warn!("job handed back at shutdown");
+            tracing::warn!("job handed back unstarted or at shutdown");
             Some(completion("available", Some(now), None, -1))
         }
         Outcome::Stopped(StopReason::LeaseLost) => None,

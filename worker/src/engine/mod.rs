@@ -1,8 +1,9 @@
 //! The job engine: Postgres is the queue, apalis is the runtime.
 //!
 //! One process registers itself in `job_workers`, then per configured queue runs a fetcher that
-//! claims due jobs with `FOR UPDATE SKIP LOCKED` (as many as the queue has free slots, up to
-//! the claim batch) and hands them to an apalis worker through [`backend::ClaimedJobs`]. Each job
+//! claims due jobs with `FOR UPDATE SKIP LOCKED` (as many as the queue has room for: its free
+//! slots and a claim-ahead buffer, [`queue`]) and hands them to an apalis worker through
+//! [`backend::ClaimedJobs`], whose concurrency limit is the queue's slots. Each job
 //! runs under a span, a timeout, a panic guard and a cancellation token ([`execute`]); its
 //! outcome goes to the completer, which writes outcomes in batches ([`complete`]). The waker
 //! ([`wake`]) turns `NOTIFY zoark_jobs_ready` and a slow poll into precise wake-ups, also for
@@ -13,6 +14,7 @@ mod backend;
 mod complete;
 mod execute;
 mod lease;
+mod queue;
 pub mod registry;
 mod wake;
 
@@ -35,11 +37,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use apalis::prelude::WorkerBuilder;
+use apalis::prelude::{WorkerBuilder, WorkerBuilderExt as _};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::{
-    sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch},
+    sync::{mpsc, watch},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -79,7 +81,7 @@ impl EngineConfig {
     }
 }
 
-/// A claimed job on its way to a handler; holds one slot of its queue until it finishes.
+/// A claimed job on its way to a handler; counts against its queue's room until it finishes.
 pub(crate) struct Claimed {
     pub(crate) id: Uuid,
     pub(crate) organization_id: Option<Uuid>,
@@ -91,7 +93,10 @@ pub(crate) struct Claimed {
     pub(crate) run_at: DateTime<Utc>,
     /// The job's own timeout, if it asked for one at enqueue (capped by the configuration).
     pub(crate) timeout: Option<Duration>,
-    pub(crate) slot: OwnedSemaphorePermit,
+    /// When the claim returned it; a job waits in its queue's buffer until a slot is free.
+    pub(crate) claimed_at: std::time::Instant,
+    /// Counts it against its queue's slots and claim-ahead buffer until it finishes.
+    pub(crate) held: queue::Held,
 }
 
 /// Why a running job's token was cancelled.
@@ -126,7 +131,8 @@ pub(crate) struct Shared {
     /// The registered kinds and their timeouts in ms, for the claim's deadlines.
     pub(crate) kind_timeouts: (Vec<String>, Vec<i64>),
     pub(crate) hooks: EngineHooks,
-    pub(crate) wake: HashMap<String, Arc<Notify>>,
+    /// This worker's queues by name.
+    pub(crate) queues: HashMap<String, Arc<queue::QueueState>>,
 }
 
 /// Knobs a test (or an operator's drill) turns on a running engine.
@@ -268,9 +274,11 @@ impl Engine {
         let (completions, completion_rx) = mpsc::unbounded_channel();
         let kind_timeouts = self.registry.timeouts_ms();
         let backlog = Arc::new(complete::Backlog::default());
-        let wake: HashMap<String, Arc<Notify>> = queue_names
+        let queues: HashMap<String, Arc<queue::QueueState>> = self
+            .config
+            .queues
             .iter()
-            .map(|q| (q.clone(), Arc::new(Notify::new())))
+            .map(|(name, slots)| (name.clone(), Arc::new(queue::QueueState::new(name, *slots))))
             .collect();
         let shared = Arc::new(Shared {
             pool: self.pool.clone(),
@@ -283,7 +291,7 @@ impl Engine {
             leased: watch::Sender::new(true),
             kind_timeouts,
             hooks: self.hooks.clone(),
-            wake,
+            queues,
         });
         tracing::info!(
             worker.id = %worker_id,
@@ -317,23 +325,29 @@ impl Engine {
         ));
 
         let mut workers = JoinSet::new();
+        let mut buffers = Vec::new();
         for (queue, concurrency) in &self.config.queues {
-            let (tx, rx) = mpsc::channel(*concurrency);
-            let slots = Arc::new(Semaphore::new(*concurrency));
-            let notify = shared.wake.get(queue).cloned().unwrap_or_default();
+            let Some(state) = shared.queues.get(queue).cloned() else {
+                continue;
+            };
+            // Room for every job the fetcher may hold: the slots and the claim-ahead buffer.
+            let (tx, rx) = mpsc::channel((*concurrency + self.config.claim_batch).max(1));
+            let buffer = Arc::new(backend::Buffer::new(rx));
+            buffers.push(Arc::clone(&buffer));
             workers.spawn(wake::fetch(
                 Arc::clone(&shared),
-                queue.clone(),
-                slots,
-                notify,
+                state,
                 tx,
                 stop_claiming.clone(),
             ));
+            // apalis's concurrency limit is the queue's slots: apalis takes a job from the
+            // buffer only once the limit is ready for it, so buffered jobs wait unstarted.
             let worker = WorkerBuilder::new(format!("{queue}@{worker_id}"))
                 .backend(backend::ClaimedJobs {
-                    rx,
+                    buffer,
                     shared: Arc::clone(&shared),
                 })
+                .concurrency(*concurrency)
                 .build(backend::RunJob {
                     shared: Arc::clone(&shared),
                 });
@@ -353,8 +367,12 @@ impl Engine {
         }
 
         shutdown.cancelled().await;
+        // Claimed ahead and not started: back to the queue at once, attempts unspent, for
+        // other workers to take while this one finishes its running jobs.
+        let given_back: usize = buffers.iter().map(|b| b.give_back(&shared)).sum();
         tracing::info!(
             in_flight = shared.in_flight_count(),
+            given_back,
             "shutting down: no new claims"
         );
         let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;

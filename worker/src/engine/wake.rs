@@ -8,11 +8,15 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Claimed, Shared, StopReason, complete::Completion};
+use super::{
+    Claimed, Shared, StopReason,
+    complete::Completion,
+    queue::{QueueState, Reserved},
+};
 
 /// Timers fire this much after the `run_at` they wait for (the NOTIFY payload is rounded to
 /// the millisecond).
@@ -99,8 +103,8 @@ fn parse_ready(payload: &str) -> Option<(&str, DateTime<Utc>)> {
 }
 
 fn wake(shared: &Shared, queue: &str) {
-    if let Some(notify) = shared.wake.get(queue) {
-        notify.notify_one();
+    if let Some(state) = shared.queues.get(queue) {
+        state.wake.notify_one();
     }
 }
 
@@ -111,7 +115,7 @@ fn due(
     queue: &str,
     at: DateTime<Utc>,
 ) {
-    if !shared.wake.contains_key(queue) {
+    if !shared.queues.contains_key(queue) {
         return;
     }
     if at <= Utc::now() {
@@ -124,7 +128,7 @@ fn due(
 
 /// The backstop: the earliest claimable `run_at` of each of our queues, in one query.
 async fn poll(shared: &Shared, next_due: &mut HashMap<String, DateTime<Utc>>) {
-    let queues: Vec<String> = shared.wake.keys().cloned().collect();
+    let queues: Vec<String> = shared.queues.keys().cloned().collect();
     let rows = sqlx::query!(
         r#"
         SELECT q.queue AS "queue!", n.run_at AS "run_at?"
@@ -151,12 +155,11 @@ async fn poll(shared: &Shared, next_due: &mut HashMap<String, DateTime<Utc>>) {
     }
 }
 
-/// One queue's fetcher: claims up to its free slots (and the claim batch) whenever woken.
+/// One queue's fetcher: whenever woken, claims while the queue has room (its free slots and
+/// its claim-ahead buffer, [`super::queue`]), until a claim comes back empty.
 pub(crate) async fn fetch(
     shared: Arc<Shared>,
-    queue: String,
-    slots: Arc<Semaphore>,
-    notify: Arc<Notify>,
+    queue: Arc<QueueState>,
     tx: mpsc::Sender<Claimed>,
     stop: CancellationToken,
 ) {
@@ -165,33 +168,21 @@ pub(crate) async fn fetch(
     'wait: loop {
         tokio::select! {
             () = stop.cancelled() => break 'wait,
-            () = notify.notified() => {}
+            () = queue.wake.notified() => {}
         }
         loop {
             if !shared.ready_to_claim(&stop).await {
                 break 'wait;
             }
-            let mut taken = tokio::select! {
-                () = stop.cancelled() => break 'wait,
-                permit = Arc::clone(&slots).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break 'wait,
-                },
+            let Some(mut room) = queue.room(batch, &stop).await else {
+                break 'wait;
             };
-            let more = slots.available_permits().min(batch.saturating_sub(1));
-            if more > 0
-                && let Ok(extra) =
-                    Arc::clone(&slots).try_acquire_many_owned(u32::try_from(more).unwrap_or(0))
-            {
-                taken.merge(extra);
-            }
-            let wanted = taken.num_permits();
-            match claim(&shared, &queue, wanted).await {
+            match claim(&shared, &queue.name, room.len()).await {
                 Ok(jobs) => {
                     failures = 0;
                     let got = jobs.len();
-                    hand_over(&shared, &queue, &tx, jobs, &mut taken).await;
-                    drop(taken);
+                    hand_over(&shared, &queue.name, &tx, jobs, &mut room).await;
+                    drop(room);
                     // A claim gives each tenant a share, so one that comes back short may
                     // still leave jobs behind: only an empty claim means the queue is drained.
                     if got == 0 || stop.is_cancelled() {
@@ -199,9 +190,9 @@ pub(crate) async fn fetch(
                     }
                 }
                 Err(error) => {
-                    drop(taken);
+                    drop(room);
                     failures += 1;
-                    tracing::warn!(%error, queue, "claiming jobs failed");
+                    tracing::warn!(%error, queue = queue.name, "claiming jobs failed");
                     let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
                     tokio::select! {
                         () = stop.cancelled() => break 'wait,
@@ -248,11 +239,12 @@ async fn hand_over(
     queue: &str,
     tx: &mpsc::Sender<Claimed>,
     jobs: Vec<Row>,
-    taken: &mut OwnedSemaphorePermit,
+    room: &mut Reserved,
 ) {
+    let claimed_at = std::time::Instant::now();
     for row in jobs {
-        let Some(slot) = taken.split(1) else {
-            // Never claimed more rows than slots; if it happens, give the row straight back.
+        let Some(held) = room.take() else {
+            // Never claimed more rows than reserved; if it happens, give the row straight back.
             give_back(shared, row.id, row.attempt);
             continue;
         };
@@ -269,7 +261,8 @@ async fn hand_over(
                 .timeout_ms
                 .and_then(|ms| u64::try_from(ms).ok())
                 .map(Duration::from_millis),
-            slot,
+            claimed_at,
+            held,
         };
         if let Err(mpsc::error::SendError(claimed)) = tx.send(claimed).await {
             give_back(shared, claimed.id, claimed.attempt);
