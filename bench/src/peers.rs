@@ -76,10 +76,11 @@ impl Peer {
     /// ones are looked for once those are gone.
     fn unfinished_sql(self) -> &'static [&'static str] {
         match self {
-            // jobs_claim_idx and jobs_running_idx.
+            // jobs_claim_idx, jobs_scheduled_idx and jobs_running_idx.
             Self::Zoark => &[
-                "SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = 'diagnostics' \
-                   AND state IN ('available', 'scheduled', 'retryable')) \
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = 'diagnostics' AND state = 'available') \
+                 OR EXISTS (SELECT 1 FROM jobs WHERE queue = 'diagnostics' \
+                   AND state IN ('scheduled', 'retryable')) \
                  OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND queue = 'diagnostics')",
             ],
             // Its primary key.

@@ -421,8 +421,8 @@ pub async fn queue_pauses(
     .await
 }
 
-/// The unfinished jobs of every queue, for the workers' metrics: read through the claim index and
-/// the running-jobs index only, so its cost follows the backlog, not the history (finished jobs
+/// The unfinished jobs of every queue, for the workers' metrics: read through the claim, scheduled
+/// and running-jobs indexes only, so its cost follows the backlog, not the history (finished jobs
 /// kept for the jobs API do not weigh on it).
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueBacklog {
@@ -451,7 +451,9 @@ pub async fn backlog(conn: &mut PgConnection) -> Result<Vec<QueueBacklog>, sqlx:
                extract(epoch FROM now() - min(run_at) FILTER (
                    WHERE state IN ('available', 'scheduled', 'retryable') AND run_at <= now()))::float8
                    AS oldest_available_age_secs
-        FROM (SELECT queue, state, run_at FROM jobs WHERE state IN ('available', 'scheduled', 'retryable')
+        FROM (SELECT queue, state, run_at FROM jobs WHERE state = 'available'
+              UNION ALL
+              SELECT queue, state, run_at FROM jobs WHERE state IN ('scheduled', 'retryable')
               UNION ALL
               SELECT queue, state, run_at FROM jobs WHERE state = 'running') j
         GROUP BY queue

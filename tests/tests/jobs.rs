@@ -1292,3 +1292,67 @@ async fn jobs_that_take_longer_than_the_claim_ahead_window_are_not_claimed_ahead
     assert_eq!(most, 1, "a job waited claimed for another's 250 ms");
     assert_each_completed_once(&app, &ids, &ledger).await;
 }
+
+/// Shared buffers (hit or read) one claim of up to 250 `test` jobs by `worker` touches, by
+/// `EXPLAIN (ANALYZE, BUFFERS)` inside a transaction that is rolled back.
+async fn claim_buffers(app: &TestApp, worker: Uuid) -> i64 {
+    let mut tx = app.pool.begin().await.unwrap();
+    let explain = format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+        zoark_worker::engine::sql::CLAIM
+    );
+    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+        .bind("test")
+        .bind(250_i64)
+        .bind(worker)
+        .bind(vec!["test.probe".to_owned()])
+        .bind(vec![2_000_i64])
+        .bind(3_000_i64)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let top = &plan[0]["Plan"];
+    top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_claim_reads_the_due_jobs_only_however_many_wait_for_later_or_have_finished() {
+    let app = TestApp::spawn().await;
+    let worker = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO job_workers (id, hostname, pid, queues) VALUES ($1, 'test', 1, '{test}')",
+    )
+    .bind(worker)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    push(&app, &probe("due"), Opts::platform()).await;
+    let alone = claim_buffers(&app, worker).await;
+    // 20,000 reminders for later in the same queue, tenant and priority, and 50,000 finished jobs.
+    sqlx::query(
+        "INSERT INTO jobs (kind, queue, args, max_attempts, state, run_at) \
+         SELECT 'test.probe', 'test', '{\"label\": \"later\"}', 3, 'scheduled', now() + interval '1 hour' \
+         FROM generate_series(1, 20000)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (kind, queue, args, max_attempts, state, attempt, finalized_at) \
+         SELECT 'test.probe', 'test', '{\"label\": \"done\"}', 3, 'completed', 1, now() \
+         FROM generate_series(1, 50000)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE jobs")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let crowded = claim_buffers(&app, worker).await;
+    assert!(
+        crowded <= alone + 10,
+        "the claim of one due job read {crowded} buffers beside 70,000 other jobs, {alone} alone"
+    );
+}

@@ -1,8 +1,9 @@
 //! When to claim. The waker listens on `zoark_jobs_ready` (sent once per statement that makes
-//! jobs claimable, with the earliest `run_at`) and `zoark_job_cancel`, keeps a timer for the
-//! earliest future `run_at` of each queue so delayed and retrying jobs start on time, and polls
-//! every `poll_interval` as a backstop with one query for all queues. A fetcher per queue waits
-//! for its wake-up, then claims until a claim comes back empty.
+//! jobs available, or scheduled or retryable with the earliest `run_at`) and `zoark_job_cancel`,
+//! keeps a timer for the earliest future `run_at` of each queue, and when it passes makes that
+//! queue's due jobs available (`sql/promote.sql`), so delayed and retrying jobs start on time; it
+//! polls every `poll_interval` as a backstop with one query for all queues. A fetcher per queue
+//! waits for its wake-up, then claims until a claim comes back empty.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -56,14 +57,16 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = timer => {
                 let now = Utc::now();
+                let mut passed = Vec::new();
                 next_due.retain(|queue, at| {
                     if *at <= now {
-                        wake(&shared, queue);
+                        passed.push(queue.clone());
                         false
                     } else {
                         true
                     }
                 });
+                promote(&shared, &passed).await;
             }
             _ = poll_every.tick() => poll(&shared, &mut next_due).await,
             received = notification => match received {
@@ -72,11 +75,17 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                         shared.stop_jobs(Some(&[id]), StopReason::Cancelled);
                     }
                 }
-                Ok(n) => {
-                    if let Some((queue, at)) = parse_ready(n.payload()) {
-                        due(&shared, &mut next_due, queue, at);
+                Ok(n) => match parse_ready(n.payload()) {
+                    Some(Ready::Available(queue)) => wake(&shared, queue),
+                    Some(Ready::Later(queue, at)) => {
+                        if at <= Utc::now() {
+                            promote(&shared, &[queue.to_owned()]).await;
+                        } else {
+                            later(&shared, &mut next_due, queue, at);
+                        }
                     }
-                }
+                    None => {}
+                },
                 Err(error) => {
                     // sqlx reconnects on the next recv; anything sent meanwhile is found by a poll.
                     tracing::warn!(%error, "LISTEN connection lost; polling once");
@@ -96,10 +105,26 @@ async fn listen(shared: &Shared) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-fn parse_ready(payload: &str) -> Option<(&str, DateTime<Utc>)> {
-    let (queue, ms) = payload.split_once(' ')?;
-    let at = Utc.timestamp_millis_opt(ms.parse().ok()?).single()?;
-    Some((queue, at))
+/// What a `zoark_jobs_ready` notification says about a queue.
+#[derive(Debug, PartialEq, Eq)]
+enum Ready<'a> {
+    /// `<queue> <ms>`: jobs became available; claim.
+    Available(&'a str),
+    /// `<queue> <ms> later`: jobs were scheduled (or wait to be retried) from `<ms>` on.
+    Later(&'a str, DateTime<Utc>),
+}
+
+fn parse_ready(payload: &str) -> Option<Ready<'_>> {
+    let mut words = payload.split(' ');
+    let queue = words.next()?;
+    let at = Utc
+        .timestamp_millis_opt(words.next()?.parse().ok()?)
+        .single()?;
+    match words.next() {
+        None => Some(Ready::Available(queue)),
+        Some("later") => Some(Ready::Later(queue, at)),
+        Some(_) => None,
+    }
 }
 
 fn wake(shared: &Shared, queue: &str) {
@@ -108,8 +133,8 @@ fn wake(shared: &Shared, queue: &str) {
     }
 }
 
-/// A queue has claimable rows from `at` on: wake its fetcher now, or set its timer.
-fn due(
+/// A queue of ours has jobs becoming due at `at`: set its timer.
+fn later(
     shared: &Shared,
     next_due: &mut HashMap<String, DateTime<Utc>>,
     queue: &str,
@@ -118,41 +143,75 @@ fn due(
     if !shared.queues.contains_key(queue) {
         return;
     }
-    if at <= Utc::now() {
+    let entry = next_due.entry(queue.to_owned()).or_insert(at);
+    *entry = (*entry).min(at);
+}
+
+/// How many due jobs one promotion makes available per queue; it repeats while it fills that.
+const PROMOTE_BATCH: i64 = 5_000;
+
+/// Makes the due scheduled and retryable jobs of `queues` available, then wakes their
+/// fetchers. Every worker's waker does this when a run_at passes; they skip each other's rows.
+/// Its trigger also wakes the other workers. A failure is left to the next poll.
+async fn promote(shared: &Shared, queues: &[String]) {
+    if queues.is_empty() {
+        return;
+    }
+    loop {
+        let promoted = sqlx::query_file!("src/engine/sql/promote.sql", queues, PROMOTE_BATCH)
+            .execute(&shared.pool)
+            .await;
+        match promoted {
+            Ok(done) if done.rows_affected() >= u64::try_from(PROMOTE_BATCH).unwrap_or(0) => {}
+            Ok(_) => break,
+            Err(error) => {
+                tracing::warn!(%error, "making due jobs available failed; the next poll retries");
+                break;
+            }
+        }
+    }
+    for queue in queues {
         wake(shared, queue);
-    } else {
-        let entry = next_due.entry(queue.to_owned()).or_insert(at);
-        *entry = (*entry).min(at);
     }
 }
 
-/// The backstop: the earliest claimable `run_at` of each of our queues, in one query.
+/// The backstop: for each of our queues, whether jobs are available and the earliest run_at of
+/// its scheduled and retryable jobs, in one query that reads two small indexes.
 async fn poll(shared: &Shared, next_due: &mut HashMap<String, DateTime<Utc>>) {
     let queues: Vec<String> = shared.queues.keys().cloned().collect();
     let rows = sqlx::query!(
         r#"
-        SELECT q.queue AS "queue!", n.run_at AS "run_at?"
+        SELECT q.queue AS "queue!",
+               EXISTS (SELECT 1 FROM jobs WHERE queue = q.queue AND state = 'available') AS "available!",
+               (SELECT run_at FROM jobs
+                WHERE queue = q.queue AND state IN ('scheduled', 'retryable')
+                ORDER BY run_at LIMIT 1) AS "later?"
         FROM unnest($1::text[]) AS q(queue)
-        CROSS JOIN LATERAL (
-            SELECT run_at FROM jobs
-            WHERE queue = q.queue AND state IN ('available', 'scheduled', 'retryable')
-            ORDER BY run_at LIMIT 1
-        ) n
         "#,
         &queues,
     )
     .fetch_all(&shared.pool)
     .await;
-    match rows {
-        Ok(rows) => {
-            for row in rows {
-                if let Some(at) = row.run_at {
-                    due(shared, next_due, &row.queue, at);
-                }
-            }
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(error) => {
+            tracing::warn!(%error, "polling for due jobs failed");
+            return;
         }
-        Err(error) => tracing::warn!(%error, "polling for due jobs failed"),
+    };
+    let now = Utc::now();
+    let mut passed = Vec::new();
+    for row in rows {
+        if row.available {
+            wake(shared, &row.queue);
+        }
+        match row.later {
+            Some(at) if at <= now => passed.push(row.queue),
+            Some(at) => later(shared, next_due, &row.queue, at),
+            None => {}
+        }
     }
+    promote(shared, &passed).await;
 }
 
 /// One queue's fetcher: whenever woken, claims while the queue has room (its free slots and
@@ -313,5 +372,29 @@ pub(crate) async fn report_queues(shared: Arc<Shared>, stop: CancellationToken) 
             }
             Err(error) => tracing::debug!(%error, "queue statistics failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_notifications_say_whether_to_claim_or_to_promote_later() {
+        let at = Utc
+            .timestamp_millis_opt(1_764_680_000_123)
+            .single()
+            .unwrap();
+        assert_eq!(
+            parse_ready("emails 1764680000123"),
+            Some(Ready::Available("emails"))
+        );
+        assert_eq!(
+            parse_ready("emails 1764680000123 later"),
+            Some(Ready::Later("emails", at))
+        );
+        assert_eq!(parse_ready("emails 1764680000123 sometime"), None);
+        assert_eq!(parse_ready("emails"), None);
+        assert_eq!(parse_ready("emails soon"), None);
     }
 }

@@ -1,6 +1,10 @@
 -- Claim up to $2 due jobs of queue $1 for worker $3.
 --
--- Fair between tenants: the tenants with waiting jobs in the queue are found by a skip scan of the
+-- Only `available` jobs are read: they are the due ones (the waker makes scheduled and retryable
+-- jobs available when their run_at comes, `promote.sql`), so the claim index holds no future
+-- rows to walk past.
+--
+-- Fair between tenants: the tenants with due jobs in the queue are found by a skip scan of the
 -- claim index (platform jobs are one tenant, keyed by the nil UUID), each gives at most its share
 -- (the claim size divided by the number of tenants, rounded up) of its due jobs in (priority,
 -- run_at, id) order, and the claim takes the first $2 of those by (priority, rank within its
@@ -20,12 +24,12 @@ WITH RECURSIVE me AS (
     SELECT id FROM job_workers WHERE id = $3 FOR KEY SHARE
 ), tenants AS (
     (SELECT coalesce(organization_id, '00000000-0000-0000-0000-000000000000'::uuid) AS org FROM jobs
-     WHERE state IN ('available', 'scheduled', 'retryable') AND queue = $1
+     WHERE state = 'available' AND queue = $1
      ORDER BY coalesce(organization_id, '00000000-0000-0000-0000-000000000000'::uuid)
      LIMIT 1)
     UNION ALL
     SELECT (SELECT coalesce(j.organization_id, '00000000-0000-0000-0000-000000000000'::uuid) FROM jobs j
-            WHERE j.state IN ('available', 'scheduled', 'retryable') AND j.queue = $1
+            WHERE j.state = 'available' AND j.queue = $1
               AND coalesce(j.organization_id, '00000000-0000-0000-0000-000000000000'::uuid) > t.org
             ORDER BY coalesce(j.organization_id, '00000000-0000-0000-0000-000000000000'::uuid)
             LIMIT 1)
@@ -35,7 +39,7 @@ WITH RECURSIVE me AS (
 ), picked AS (
     SELECT c.* FROM tenants t CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at, t.org FROM jobs j
-        WHERE j.state IN ('available', 'scheduled', 'retryable') AND j.queue = $1
+        WHERE j.state = 'available' AND j.queue = $1
           AND coalesce(j.organization_id, '00000000-0000-0000-0000-000000000000'::uuid) = t.org
           AND j.run_at <= now()
           AND EXISTS (SELECT 1 FROM me)
