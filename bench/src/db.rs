@@ -94,6 +94,19 @@ pub async fn queries(admin: &PgPool, source: QuerySource, database: &str) -> any
         .await?)
 }
 
+/// Milliseconds spent executing statements against `database` so far (`pg_stat_statements`;
+/// `None` without it).
+pub async fn exec_ms(admin: &PgPool, database: &str) -> Option<f64> {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(total_exec_time), 0)::float8 FROM pg_stat_statements s \
+         JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1",
+    )
+    .bind(database)
+    .fetch_one(admin)
+    .await
+    .ok()
+}
+
 /// Polls each of `checks` (a `SELECT EXISTS …` of unfinished work, indexed) in turn every 10 ms
 /// until it is false, and returns when the last one was sent before it answered false: its
 /// snapshot, taken as it started, already saw every job done. A later check is only asked once

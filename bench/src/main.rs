@@ -70,6 +70,10 @@ pub struct QueueArgs {
     /// Seconds an idle worker is watched for its query rate [default: 30, quick 2].
     #[arg(long)]
     pub idle_secs: Option<u64>,
+    /// Finished jobs added to Zoark's table for its idle cost with a long history [default:
+    /// 1,000,000, quick 100,000].
+    #[arg(long)]
+    pub finished_rows: Option<usize>,
     /// Jobs a worker takes per fetch: Zoark's claim batch, graphile-worker's `localQueue.size`,
     /// apalis-postgres's `batch_size`.
     #[arg(long, default_value_t = 500)]

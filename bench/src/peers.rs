@@ -17,7 +17,7 @@ use crate::{
     QueueArgs,
     child::Worker,
     db,
-    report::Figures,
+    report::{Figures, IdleCost},
     scenario::{JobShape, Plan, SLEEP_MS, Scenario},
 };
 
@@ -347,6 +347,8 @@ fn graphile_pool(concurrency: usize) -> usize {
 /// Idle load, RSS and pickup latency of one process.
 struct Extras {
     idle_queries_per_s: f64,
+    idle_exec_ms_per_s: Option<f64>,
+    idle_with_history: Option<IdleCost>,
     rss_mib: f64,
     p50: f64,
     p99: f64,
@@ -393,6 +395,8 @@ pub async fn run(
             row_figures.bound_per_s = bounds.iter().find(|(r, _)| *r == row).map(|(_, b)| *b);
             if let (Some(e), true) = (&extras, plan.headline() == Some(row)) {
                 row_figures.idle_queries_per_s = Some(e.idle_queries_per_s);
+                row_figures.idle_exec_ms_per_s = e.idle_exec_ms_per_s;
+                row_figures.idle_with_history = e.idle_with_history.clone();
                 row_figures.rss_mib = Some(e.rss_mib);
                 row_figures.pickup_p50_ms = Some(e.p50);
                 row_figures.pickup_p99_ms = Some(e.p99);
@@ -419,14 +423,28 @@ async fn idle_and_pickup(
     // Idle: settle, then count the statements the worker sends.
     let database = peer.database();
     let source = db::query_source(admin).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = db::queries(admin, source, database).await?;
-    let idle_start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(plan.idle_secs)).await;
-    let after = db::queries(admin, source, database).await?;
-    let idle_queries_per_s = (after - before) as f64 / idle_start.elapsed().as_secs_f64();
+    let idle = idle_cost(plan, admin, source, database, 0).await?;
+    let idle_queries_per_s = idle.queries_per_s;
     let rss_mib = worker.rss_mib()?;
-    println!("idle: {idle_queries_per_s:.2} queries/s ({source:?}), RSS {rss_mib:.1} MiB");
+    println!(
+        "idle: {idle_queries_per_s:.2} queries/s ({source:?}), {:.3} ms of execution/s, RSS {rss_mib:.1} MiB",
+        idle.exec_ms_per_s
+    );
+    // Zoark keeps finished jobs for its API: its idle cost must not grow with them.
+    let mut idle_with_history = None;
+    if peer == Peer::Zoark && plan.finished_rows > 0 {
+        add_history(&db.pool, plan.finished_rows).await?;
+        let cost = idle_cost(plan, admin, source, database, plan.finished_rows).await?;
+        println!(
+            "idle with {} finished jobs: {:.2} queries/s, {:.3} ms of execution/s",
+            cost.finished_rows, cost.queries_per_s, cost.exec_ms_per_s
+        );
+        idle_with_history = Some(cost);
+        sqlx::query("DELETE FROM jobs WHERE queue = 'bench_history'")
+            .execute(&db.pool)
+            .await?;
+        sqlx::query("VACUUM ANALYZE jobs").execute(&db.pool).await?;
+    }
 
     // Pickup latency: insert from another connection, wait for the job's NOTIFY.
     let mut listener = PgListener::connect(&db.url).await?;
@@ -454,12 +472,59 @@ async fn idle_and_pickup(
     let p50 = percentile(&latencies, 50.0);
     let p99 = percentile(&latencies, 99.0);
     println!("pickup: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    let has_exec = db::query_source(admin).await == db::QuerySource::PgStatStatements;
     Ok(Extras {
         idle_queries_per_s,
+        idle_exec_ms_per_s: has_exec.then_some(idle.exec_ms_per_s),
+        idle_with_history: idle_with_history.filter(|_| has_exec),
         rss_mib,
         p50,
         p99,
     })
+}
+
+/// Settles for 5 s, then watches the idle worker's statements for `idle_secs`; `finished_rows`
+/// is how many finished jobs the table holds meanwhile (Zoark's history).
+async fn idle_cost(
+    plan: &Plan,
+    admin: &PgPool,
+    source: db::QuerySource,
+    database: &str,
+    finished_rows: usize,
+) -> anyhow::Result<IdleCost> {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = db::queries(admin, source, database).await?;
+    let exec_before = db::exec_ms(admin, database).await.unwrap_or(0.0);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(plan.idle_secs)).await;
+    let after = db::queries(admin, source, database).await?;
+    let exec_after = db::exec_ms(admin, database).await.unwrap_or(0.0);
+    let secs = start.elapsed().as_secs_f64();
+    Ok(IdleCost {
+        finished_rows,
+        queries_per_s: (after - before) as f64 / secs,
+        exec_ms_per_s: (exec_after - exec_before) / secs,
+    })
+}
+
+/// `n` completed jobs of another queue, spread over the last 30 days, as a busy installation
+/// keeps them for the jobs API; analyzed, as autovacuum would have.
+async fn add_history(pool: &PgPool, n: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    sqlx::query(
+        "INSERT INTO jobs (kind, queue, args, max_attempts, state, attempt, run_at, attempted_at, finalized_at) \
+         SELECT 'diag.noop', 'bench_history', '{}', 1, 'completed', 1, t, t, t \
+         FROM (SELECT now() - random() * interval '30 days' AS t FROM generate_series(1, $1)) g",
+    )
+    .bind(i64::try_from(n)?)
+    .execute(pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE jobs").execute(pool).await?;
+    println!(
+        "added {n} finished jobs in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Bulk enqueue while the workers idle, then the burn-down from the commit on; the median of
@@ -525,6 +590,8 @@ async fn drain(
         pickup_p50_ms: None,
         pickup_p99_ms: None,
         idle_queries_per_s: None,
+        idle_exec_ms_per_s: None,
+        idle_with_history: None,
         rss_mib: None,
         worker_cpu_us_per_job: median(cpu),
         drain_rounds_per_s: drains,

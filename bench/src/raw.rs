@@ -136,6 +136,8 @@ pub async fn run(args: &QueueArgs, plan: &Plan, admin: &sqlx::PgPool) -> anyhow:
         pickup_p50_ms: None,
         pickup_p99_ms: None,
         idle_queries_per_s: None,
+        idle_exec_ms_per_s: None,
+        idle_with_history: None,
         rss_mib: None,
         worker_cpu_us_per_job: None,
     })

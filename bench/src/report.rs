@@ -31,11 +31,26 @@ pub struct Figures {
     pub pickup_p50_ms: Option<f64>,
     pub pickup_p99_ms: Option<f64>,
     pub idle_queries_per_s: Option<f64>,
+    /// Execution time of the idle worker's statements per second (`pg_stat_statements`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_exec_ms_per_s: Option<f64>,
+    /// Zoark only: the same idle figures once its table holds many finished jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_with_history: Option<IdleCost>,
     pub rss_mib: Option<f64>,
     /// CPU time of the worker processes during the drain, per job (not part of the shape).
     pub worker_cpu_us_per_job: Option<f64>,
     /// Every round's drain, in order (the median is `drain_per_s`).
     pub drain_rounds_per_s: Vec<f64>,
+}
+
+/// What an idle worker costs Postgres over a watched window.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IdleCost {
+    /// Finished jobs in the table while watched.
+    pub finished_rows: usize,
+    pub queries_per_s: f64,
+    pub exec_ms_per_s: f64,
 }
 
 impl Figures {
@@ -177,12 +192,16 @@ impl Report {
         let Some(headline) = plan.headline() else {
             return;
         };
-        let rows: [(&str, Figure); 7] = [
+        let rows: [(&str, Figure); 9] = [
             ("bulk enqueue (jobs/s)", |f| f.bulk_enqueue_per_s),
             ("drain (jobs/s)", |f| f.drain_per_s),
             ("pickup p50 (ms)", |f| f.pickup_p50_ms),
             ("pickup p99 (ms)", |f| f.pickup_p99_ms),
             ("idle queries/s", |f| f.idle_queries_per_s),
+            ("idle exec ms/s", |f| f.idle_exec_ms_per_s),
+            ("idle exec ms/s, history", |f| {
+                f.idle_with_history.as_ref().map(|h| h.exec_ms_per_s)
+            }),
             ("idle RSS (MiB)", |f| f.rss_mib),
             ("worker CPU/job (µs)", |f| f.worker_cpu_us_per_job),
         ];

@@ -134,6 +134,7 @@ pub struct Plan {
     pub rounds: usize,
     pub samples: usize,
     pub idle_secs: u64,
+    pub finished_rows: usize,
 }
 
 impl Plan {
@@ -153,6 +154,11 @@ impl Plan {
             rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),
             samples: args.samples.unwrap_or(if args.quick { 50 } else { 1_000 }),
             idle_secs: args.idle_secs.unwrap_or(if args.quick { 2 } else { 30 }),
+            finished_rows: args.finished_rows.unwrap_or(if args.quick {
+                100_000
+            } else {
+                1_000_000
+            }),
         }
     }
 
