@@ -27,8 +27,9 @@ impl Job for Sleep {
     const QUEUE: &'static str = "diagnostics";
 }
 
-/// Inserts `(job id, attempt, marker)` into `job_diagnostics`, after sleeping `sleep_ms`; and
-/// sends `NOTIFY zoark_diag, '<job id>'` when `notify` is set (latency measurements).
+/// After sleeping `sleep_ms`, sends `NOTIFY zoark_diag, '<job id>'` when `notify` is set (latency
+/// measurements: the job has started) and inserts `(job id, attempt, marker)` into
+/// `job_diagnostics`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Record {
     pub marker: String,

@@ -25,6 +25,12 @@ use uuid::Uuid;
 
 const MAX_BATCH: usize = 2_000;
 
+/// While jobs are running or waiting in a buffer, a batch smaller than this waits up to
+/// [`GATHER_FOR`] for more outcomes, so that one statement and one commit serve many (an idle
+/// worker's single outcome is written at once).
+const GATHER_UNTIL: usize = 200;
+const GATHER_FOR: Duration = Duration::from_millis(1);
+
 /// The longest pause between two tries of a batch while Postgres is away.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -73,11 +79,23 @@ pub(crate) async fn run(
     pool: PgPool,
     worker_id: Uuid,
     backlog: std::sync::Arc<Backlog>,
+    queues: Vec<std::sync::Arc<super::queue::QueueState>>,
     mut rx: mpsc::UnboundedReceiver<Completion>,
     abandon: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if batch.len() < GATHER_UNTIL && queues.iter().any(|q| q.held() > 0) {
+            let until = tokio::time::Instant::now() + GATHER_FOR;
+            while batch.len() < GATHER_UNTIL {
+                let room = MAX_BATCH - batch.len();
+                let more = rx.recv_many(&mut batch, room);
+                match tokio::time::timeout_at(until, more).await {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
         if abandon.is_cancelled() {
             tracing::error!(
                 outcomes = batch.len() + rx.len(),

@@ -308,6 +308,7 @@ impl Engine {
             self.pool.clone(),
             worker_id,
             Arc::clone(&backlog),
+            shared.queues.values().cloned().collect(),
             completion_rx,
             abandon_outcomes.clone(),
         ));

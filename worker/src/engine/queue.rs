@@ -51,6 +51,11 @@ impl QueueState {
         }
     }
 
+    /// Jobs of this queue claimed by this worker and not finished.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// How many jobs may wait in the buffer beyond the slots, at most `batch`.
     pub(crate) fn ahead(&self, batch: usize) -> usize {
         match self.pace_us.load(Ordering::Relaxed) {
