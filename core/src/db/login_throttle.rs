@@ -82,8 +82,10 @@ pub async fn record_failure(
     .fetch_one(&mut *conn)
     .await?;
     let wait = wait_after(failures, policy);
+    // The wait runs from now, not from the start of a transaction that may have spent a second
+    // verifying a password.
     sqlx::query!(
-        "UPDATE login_throttle SET locked_until = now() + make_interval(secs => $2) WHERE key = $1",
+        "UPDATE login_throttle SET locked_until = clock_timestamp() + make_interval(secs => $2) WHERE key = $1",
         key,
         wait.map(|w| w.as_secs_f64()),
     )
