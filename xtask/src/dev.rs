@@ -32,6 +32,7 @@ pub fn run(root: &Path) -> Result<()> {
         .context("installing the Ctrl-C handler")?;
     }
 
+    crate::models::ensure(root)?;
     let pg = postgres::provision(root)?;
     let result = run_platform(root, &pg, &tx, &rx);
     pg.stop_if_started()?;

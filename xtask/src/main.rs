@@ -5,12 +5,15 @@
 //! - `test`: local Postgres, then the whole suite with nextest;
 //! - `openapi`: write or check the committed spec; `sqlx`: prepare or check `.sqlx/`;
 //! - `pg`: start, stop or show the local cluster;
+//! - `models`: fetch and check the local embedding model into `.zoark/models/` (`test` and `dev`
+//!   do it when it is missing);
 //! - `bench queue`: Zoark's job engine beside graphile-worker, apalis-postgres and the raw-SQL ceiling.
 //! - `bench email`: email deliveries per second through API, jobs, worker and SMTP.
 //! - `schemathesis`: the running API fuzzed against its own OpenAPI spec.
 
 mod bench;
 mod dev;
+mod models;
 mod postgres;
 mod process;
 mod schemathesis;
@@ -31,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run the whole platform locally: Postgres, migrations, API, worker and scheduler.
     Dev,
+    /// Fetch the local embedding model (all-MiniLM-L6-v2) into .zoark/models/ again, checked.
+    Models,
     /// Run the whole test suite (unit and integration) against a local Postgres.
     Test {
         /// Extra arguments for cargo nextest (e.g. a test name filter).
@@ -101,6 +106,7 @@ fn run(cli: Cli) -> Result<()> {
     let root = workspace_root()?;
     match cli.command {
         Command::Dev => dev::run(&root),
+        Command::Models => models::provision(&root).map(|_| ()),
         Command::Test { args } => test(&root, &args),
         Command::Openapi { check } => openapi(&root, check),
         Command::Sqlx { check } => sqlx(&root, check),
@@ -145,6 +151,7 @@ fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("building the binaries failed");
     }
+    let model = models::ensure(root)?;
     let pg = postgres::provision(root)?;
     pg.drop_test_databases()?;
     let url = pg.url("postgres");
@@ -160,7 +167,8 @@ fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
         .current_dir(root)
         .env("DATABASE_URL", &url)
         .env("ZOARK_TEST_DATABASE_URL", &url)
-        .env("ZOARK_PG_DUMP", pg.client_bin("pg_dump")?);
+        .env("ZOARK_PG_DUMP", pg.client_bin("pg_dump")?)
+        .env("ZOARK_EMBED_MODEL_DIR", &model);
     let status = cmd.status().context("running the test suite")?;
     pg.stop_if_started()?;
     if !status.success() {
