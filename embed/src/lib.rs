@@ -10,6 +10,8 @@
 //! Every file is checked against its pinned SHA-256 when the model loads: a missing or altered
 //! file is an error that names it, never a model that answers something else.
 
+pub mod chunk;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
