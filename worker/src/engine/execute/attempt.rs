@@ -322,15 +322,17 @@ impl Ticket {
         if let Ok(mut in_flight) = self.shared.in_flight.lock() {
             in_flight.remove(&job.id);
         }
-        let Claimed {
-            kind, queue, held, ..
-        } = job;
-        drop(held);
         if let Some(completion) = completion {
             // The receiver lives until every job has reported; a send error means the process
             // is already tearing down, and the lease brings the job back.
             self.shared.report(completion);
         }
+        // The slot is released once the outcome is on its way, so the claim it lets the
+        // fetcher send queues behind the outcome's write.
+        let Claimed {
+            kind, queue, held, ..
+        } = job;
+        drop(held);
         Settled {
             state,
             kind,
