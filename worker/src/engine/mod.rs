@@ -7,7 +7,9 @@
 //! under apalis's `Monitor`, which starts them, reports their lifecycle and stops them at
 //! shutdown. Each job runs through tower layers on its worker ([`execute`]): spawned on the
 //! pool, under a span, counted, leased and cancellable, under its timeout and a panic guard;
-//! its outcome goes to the completer, which writes outcomes in batches ([`complete`]). The waker
+//! its outcome goes to the completer, which writes outcomes in batches ([`complete`]).
+//! [`storage::Jobs`] is the same `jobs` table through apalis's backend traits (push, fetch by
+//! id, list, vacuum, resume abandoned). The waker
 //! ([`wake`]) turns `NOTIFY zoark_jobs_ready` and a slow poll into precise wake-ups, also for
 //! delayed jobs. The heartbeat ([`lease`]) keeps this worker's lease, rescues dead workers'
 //! jobs, and picks up cancellations the listener missed.
@@ -18,6 +20,7 @@ mod execute;
 mod lease;
 mod queue;
 pub mod registry;
+pub mod storage;
 mod wake;
 
 /// The engine's hot statements, for `cargo xtask bench queue` to run as the raw-SQL ceiling.
