@@ -18,19 +18,22 @@ use super::{AttemptError, Job};
 pub(crate) struct TimeoutLayer;
 
 impl<S> Layer<S> for TimeoutLayer {
-    type Service = Timeout<S>;
+    type Service = TimeLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout { inner }
+        TimeLimit { inner }
     }
 }
 
+/// Not named `Timeout`: apalis warns when a service of that name sits inside its `Trace` (a
+/// timeout would escape the span's record). Here it sits inside on purpose: the attempt layer,
+/// inside the span too, turns it into the attempt's outcome and logs it.
 #[derive(Debug, Clone)]
-pub(crate) struct Timeout<S> {
+pub(crate) struct TimeLimit<S> {
     inner: S,
 }
 
-impl<S> Service<Task<Job>> for Timeout<S>
+impl<S> Service<Task<Job>> for TimeLimit<S>
 where
     S: Service<Task<Job>, Response = ()>,
     S::Error: Into<BoxDynError>,
