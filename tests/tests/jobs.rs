@@ -1345,6 +1345,18 @@ mod apalis_backend {
 
     use super::*;
 
+    /// label, queue, organization, state, priority, max attempts, unique key, run later.
+    type Pushed = (
+        String,
+        String,
+        Option<Uuid>,
+        String,
+        i16,
+        i32,
+        Option<String>,
+        bool,
+    );
+
     #[tokio::test]
     async fn a_task_pushed_through_apalis_is_enqueued_with_its_contract_and_its_options() {
         let app = TestApp::spawn().await;
@@ -1366,16 +1378,7 @@ mod apalis_backend {
         jobs.push_bulk(vec![probe("bulk-1"), probe("bulk-2")])
             .await
             .unwrap();
-        let rows: Vec<(
-            String,
-            String,
-            Option<Uuid>,
-            String,
-            i16,
-            i32,
-            Option<String>,
-            bool,
-        )> = sqlx::query_as(
+        let rows: Vec<Pushed> = sqlx::query_as(
             "SELECT args->>'label', queue, organization_id, state, priority, max_attempts,
                         unique_key, run_at > now() + interval '50 minutes'
                  FROM jobs WHERE kind = 'test.probe' ORDER BY args->>'label'",
