@@ -1,7 +1,9 @@
 //! Runs each job on the tokio pool (both cores): apalis's loop polls one task per queue, and a
-//! job polled inside it would share that task with every other job of the queue. The future
-//! apalis keeps is the join handle, so the concurrency limit's permit is held until the job
-//! has settled, and a worker shutting down waits for its running jobs.
+//! job polled inside it would share that task with every other job of the queue. The layers
+//! below are called in apalis's loop (a few steps: the span, the attempt's registration, the
+//! payload's decoding), and the attempt they return is spawned. The future apalis keeps is the
+//! join handle, so the concurrency limit's permit is held until the job has settled, and a
+//! worker shutting down waits for its running jobs.
 
 use std::{
     convert::Infallible,
@@ -31,9 +33,8 @@ pub(crate) struct Spawn<S> {
 
 impl<S, R> Service<R> for Spawn<S>
 where
-    S: Service<R, Response = (), Error = Infallible> + Clone + Send + 'static,
+    S: Service<R, Response = (), Error = Infallible>,
     S::Future: Send + 'static,
-    R: Send + 'static,
 {
     type Response = ();
     type Error = Infallible;
@@ -44,10 +45,9 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        // The layers below are always ready (the limit is above); a clone of them, moved into
-        // the task, makes the whole attempt (span, bookkeeping, handler) run on the pool.
-        let mut inner = self.inner.clone();
-        Joined(tokio::spawn(async move { inner.call(request).await }))
+        // Calling the layers here rather than in the task spares a clone of the whole stack
+        // (apalis's worker context among it) per job.
+        Joined(tokio::spawn(self.inner.call(request)))
     }
 }
 
