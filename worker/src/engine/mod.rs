@@ -409,15 +409,7 @@ impl Engine {
                         shared: Arc::clone(&shared),
                     })
                     .concurrency(slots)
-                    .layer(execute::spawn::SpawnLayer)
-                    .layer(execute::span::layer())
-                    .layer(execute::metrics::MetricsLayer)
-                    .layer(execute::attempt::AttemptLayer {
-                        shared: Arc::clone(&shared),
-                    })
-                    .layer(execute::timeout::TimeoutLayer)
-                    .layer(execute::handler::panic_guard())
-                    .build(execute::handler::RunHandler)
+                    .build(execute::service(Arc::clone(&shared)))
             });
         }
         let stopped = stop_claiming.clone();

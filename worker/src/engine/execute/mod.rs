@@ -2,8 +2,9 @@
 //!
 //! | layer | whose | what it does |
 //! |---|---|---|
-//! | `concurrency(slots)` | apalis (tower's limit) | takes a job from the claim-ahead buffer only when a slot is free |
-//! | [`spawn::SpawnLayer`] | ours | runs the rest of the stack on the tokio pool, so apalis's loop only hands jobs out |
+//! | `concurrency(slots)` | apalis (tower's limit), on the builder | takes a job from the claim-ahead buffer only when a slot is free |
+//! | apalis's lifecycle | apalis, always | counts the worker's running tasks, for its shutdown |
+//! | [`spawn::SpawnLayer`] | ours | calls the layers below in apalis's loop (the span, the attempt's registration, the payload's decoding) and spawns the attempt they return on the tokio pool; apalis keeps the join handle |
 //! | `TraceLayer` with [`span::job_span`] | apalis | the `job` span: `job.id`, `job.kind`, `job.queue`, `job.attempt`, `org.id` |
 //! | [`metrics::MetricsLayer`] | ours | `zoark_jobs_total{kind,queue,state}`, `zoark_job_duration_seconds{kind}` |
 //! | [`attempt::AttemptLayer`] | ours | the lease: registers the attempt in `in_flight` with its cancellation token, does not start a job handed over after the worker fenced itself or one that waited too long in the buffer, races the attempt against its token, classifies the outcome (and logs a discard at ERROR, which Sentry receives) and reports it to the completer |
@@ -22,12 +23,39 @@ pub(crate) mod span;
 pub(crate) mod spawn;
 pub(crate) mod timeout;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use tower_layer::Layer as _;
 
 use super::{
-    Claimed,
+    Claimed, Shared,
     registry::{ErasedRun, JobContext, JobError},
 };
+
+/// The service each queue's apalis worker is built with: the layers of the table above, around
+/// the handler. They are composed here rather than added with `WorkerBuilder::layer`, because
+/// apalis puts its own lifecycle layer (which counts the worker's tasks for its shutdown)
+/// between the builder's layers and this service: inside the spawned attempt it would wake
+/// the worker's loop from the job's thread once more per job; outside, as here, it is polled
+/// in the loop, with the join handle.
+pub(crate) fn service(
+    shared: Arc<Shared>,
+) -> spawn::Spawn<
+    impl tower_service::Service<
+        apalis::prelude::Task<Job>,
+        Response = (),
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    >,
+> {
+    spawn::SpawnLayer.layer(span::layer().layer(
+        metrics::MetricsLayer.layer(
+            attempt::AttemptLayer { shared }.layer(
+                timeout::TimeoutLayer.layer(handler::panic_guard().layer(handler::RunHandler)),
+            ),
+        ),
+    ))
+}
 
 /// What apalis hands each layer: the claimed job, until the attempt layer starts it.
 pub(crate) enum Job {
