@@ -2,7 +2,8 @@
 //! jobs, persisted retries, discarding, snooze, timeouts, panics, unknown kinds, rescue,
 //! cancellation, manual retry, unique jobs, pruning and graceful shutdown. And its faults: a
 //! stalled worker, a database outage, an outcome Postgres refuses, a completer that cannot write,
-//! an attempt that outlives its deadline.
+//! an attempt that outlives its deadline. And apalis: the workers under its monitor, and the
+//! `jobs` table through its backend traits.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -1240,15 +1241,26 @@ async fn claim_to_start(app: &TestApp, ledger: &Mutex<Ledger>) -> i64 {
         .unwrap()
 }
 
-/// The most jobs `state = 'running'` in Postgres (running, claimed ahead and waiting for a slot, or
-/// finished with the outcome not yet written) seen while sampling for `within`, or until `done` of
-/// them have completed.
-async fn most_held(app: &TestApp, within: Duration, done: i64) -> i64 {
+/// The most jobs the worker held at once (claimed, and not finished: waiting in its buffer or
+/// running), sampled for `within` or until `done` jobs have completed: the rows `running` in
+/// Postgres, less those whose handler has returned (such a row stays `running` only until the
+/// completer writes its outcome, a race with the next claim that says nothing of claiming ahead).
+async fn most_held(app: &TestApp, ledger: &Mutex<Ledger>, within: Duration, done: i64) -> i64 {
     let mut most = 0;
     let until = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < until {
-        let held = count(app, "SELECT count(*) FROM jobs WHERE state = 'running'").await;
-        most = most.max(held);
+        let running: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'running'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        let held = {
+            let l = ledger.lock().unwrap();
+            running
+                .iter()
+                .filter(|id| !(l.runs.contains_key(id) && l.running.get(id) == Some(&0)))
+                .count()
+        };
+        most = most.max(i64::try_from(held).unwrap());
         if count(app, "SELECT count(*) FROM jobs WHERE state = 'completed'").await >= done {
             break;
         }
@@ -1268,7 +1280,7 @@ async fn a_queue_with_one_slot_claims_ahead_and_gives_unstarted_jobs_back_at_shu
         config.clone(),
         ledgered(ledger.clone(), Duration::from_millis(5)),
     );
-    let most = most_held(&app, Duration::from_secs(20), 60).await;
+    let most = most_held(&app, &ledger, Duration::from_secs(20), 60).await;
     engine.stop().await;
     // 5 ms jobs: about 100 ms of them wait in the buffer (some 16), never more than a batch.
     assert!(
@@ -1388,4 +1400,308 @@ async fn a_claim_reads_the_due_jobs_only_however_many_wait_for_later_or_have_fin
         crowded <= alone + 10,
         "the claim of one due job read {crowded} buffers beside 70,000 other jobs, {alone} alone"
     );
+}
+
+#[tokio::test]
+async fn each_queue_runs_as_an_apalis_worker_under_the_monitor_from_start_to_exit() {
+    let app = TestApp::spawn().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let id = push(&app, &probe("one"), Opts::platform()).await;
+    let engine = app.start_engine(
+        engine_config(&[("test", 2), ("other", 1)]),
+        recording(seen.clone()),
+    );
+    let hooks = engine.hooks().clone();
+    wait_for(&app, id, "completed", Duration::from_secs(5)).await;
+    let running = hooks.worker_events();
+    engine.stop().await;
+    let events = hooks.worker_events();
+    for queue in ["test", "other"] {
+        let of_queue: Vec<&str> = events
+            .iter()
+            .filter(|(worker, _)| worker.starts_with(&format!("{queue}@")))
+            .map(|(_, event)| *event)
+            .collect();
+        assert_eq!(
+            of_queue,
+            ["start", "stop", "exit"],
+            "{queue}'s apalis worker, as the monitor reported it: {events:?}"
+        );
+        assert!(
+            running
+                .iter()
+                .any(|(w, e)| w.starts_with(&format!("{queue}@")) && *e == "start"),
+            "{queue}'s worker had started while jobs ran: {running:?}"
+        );
+    }
+    assert!(
+        !running.iter().any(|(_, e)| *e == "exit"),
+        "no worker exited before shutdown: {running:?}"
+    );
+    assert_eq!(*seen.lock().unwrap(), ["one"]);
+}
+
+mod apalis_backend {
+    //! `zoark_worker::engine::storage::Jobs`: the `jobs` table through apalis's backend traits.
+
+    use apalis_core::{
+        backend::{FetchById, Filter, ListTasks, ResumeAbandoned, TaskSink, Vacuum},
+        task::{builder::TaskBuilder, status::Status, task_id::TaskId},
+    };
+    use zoark_core::settings::JobRetention;
+    use zoark_worker::engine::storage::Jobs;
+
+    use super::*;
+
+    /// label, queue, organization, state, priority, max attempts, unique key, run later.
+    type Pushed = (
+        String,
+        String,
+        Option<Uuid>,
+        String,
+        i16,
+        i32,
+        Option<String>,
+        bool,
+    );
+
+    #[tokio::test]
+    async fn a_task_pushed_through_apalis_is_enqueued_with_its_contract_and_its_options() {
+        let app = TestApp::spawn().await;
+        let org = organization(&app).await;
+        let mut jobs = Jobs::<Probe>::organization(app.pool.clone(), org);
+        jobs.push(probe("plain")).await.unwrap();
+        let later = TaskBuilder::new(probe("later"))
+            .priority(3)
+            .max_attempts(7)
+            .run_after(Duration::from_secs(3600))
+            .idempotency_key("nightly")
+            .build();
+        jobs.push_task(later).await.unwrap();
+        // The same unique key while the first is unfinished: no second job.
+        let again = TaskBuilder::new(probe("again"))
+            .idempotency_key("nightly")
+            .build();
+        jobs.push_task(again).await.unwrap();
+        jobs.push_bulk(vec![probe("bulk-1"), probe("bulk-2")])
+            .await
+            .unwrap();
+        let rows: Vec<Pushed> = sqlx::query_as(
+            "SELECT args->>'label', queue, organization_id, state, priority, max_attempts,
+                        unique_key, run_at > now() + interval '50 minutes'
+                 FROM jobs WHERE kind = 'test.probe' ORDER BY args->>'label'",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        let some = Some(org);
+        assert_eq!(
+            rows,
+            [
+                (
+                    "bulk-1".into(),
+                    "test".into(),
+                    some,
+                    "available".into(),
+                    0,
+                    3,
+                    None,
+                    false
+                ),
+                (
+                    "bulk-2".into(),
+                    "test".into(),
+                    some,
+                    "available".into(),
+                    0,
+                    3,
+                    None,
+                    false
+                ),
+                (
+                    "later".into(),
+                    "test".into(),
+                    some,
+                    "scheduled".into(),
+                    3,
+                    7,
+                    Some("nightly".into()),
+                    true
+                ),
+                (
+                    "plain".into(),
+                    "test".into(),
+                    some,
+                    "available".into(),
+                    0,
+                    3,
+                    None,
+                    false
+                ),
+            ]
+        );
+        // A priority the jobs table does not know is refused, not clamped.
+        let wrong = TaskBuilder::new(probe("wrong")).priority(10).build();
+        assert!(jobs.push_task(wrong).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn fetch_by_id_and_listing_see_only_the_backends_kind_and_tenant() {
+        let app = TestApp::spawn().await;
+        let org = organization(&app).await;
+        let other: Uuid =
+            sqlx::query_scalar("INSERT INTO organizations (name) VALUES ('Other') RETURNING id")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let mine = push(&app, &probe("mine"), Opts::organization(org)).await;
+        let done = push(&app, &probe("done"), Opts::organization(org)).await;
+        sqlx::query("UPDATE jobs SET state = 'completed', finalized_at = now() WHERE id = $1")
+            .bind(done)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let theirs = push(&app, &probe("theirs"), Opts::organization(other)).await;
+        let other_kind = push(&app, &SlowRetry {}, Opts::organization(org)).await;
+        let platform = push(&app, &probe("platform"), Opts::platform()).await;
+        let mut jobs = Jobs::<Probe>::organization(app.pool.clone(), org);
+
+        let task = jobs
+            .fetch_by_id(&TaskId::Uuid(mine))
+            .await
+            .unwrap()
+            .expect("the tenant's own job");
+        assert_eq!(task.args["label"], "mine");
+        assert_eq!(task.task_id(), Some(&TaskId::Uuid(mine)));
+        assert_eq!(task.status(), Status::Queued);
+        assert_eq!(task.max_attempts(), Some(3));
+        assert_eq!(task.queue().map(ToString::to_string), Some("test".into()));
+        for hidden in [theirs, other_kind, platform] {
+            assert!(
+                jobs.fetch_by_id(&TaskId::Uuid(hidden))
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "another tenant's, another kind's or a platform job"
+            );
+        }
+
+        let all = Filter {
+            status: None,
+            page: 1,
+            page_size: Some(10),
+        };
+        let listed: Vec<Value> = jobs
+            .list_tasks(&all)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.args["label"].clone())
+            .collect();
+        assert_eq!(listed, ["done", "mine"], "newest first");
+        let finished = Filter {
+            status: Some(Status::Done),
+            ..all.clone()
+        };
+        let listed = jobs.list_tasks(&finished).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].task_id(), Some(&TaskId::Uuid(done)));
+        let second_page = Filter {
+            status: None,
+            page: 2,
+            page_size: Some(1),
+        };
+        let listed = jobs.list_tasks(&second_page).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].args["label"], "mine");
+    }
+
+    #[tokio::test]
+    async fn vacuum_deletes_the_kinds_finished_jobs_past_their_retention_only() {
+        let app = TestApp::spawn().await;
+        let insert = |kind: &'static str, state: &'static str, age_hours: i32| {
+            let pool = app.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, Uuid>(
+                    "INSERT INTO jobs (kind, queue, args, max_attempts, state, finalized_at)
+                     VALUES ($1, 'test', '{}', 1, $2, now() - make_interval(hours => $3)) RETURNING id",
+                )
+                .bind(kind)
+                .bind(state)
+                .bind(age_hours)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        let old_completed = insert("test.probe", "completed", 2).await;
+        let new_completed = insert("test.probe", "completed", 0).await;
+        let old_cancelled = insert("test.probe", "cancelled", 2).await;
+        let discarded = insert("test.probe", "discarded", 2).await;
+        let old_discarded = insert("test.probe", "discarded", 24 * 8).await;
+        let other_kind = insert("test.slow_retry", "completed", 2).await;
+        let waiting = push(&app, &probe("waiting"), Opts::platform()).await;
+        let mut jobs = Jobs::<Probe>::platform(app.pool.clone()).retention(JobRetention {
+            finished: Duration::from_secs(3600),
+            discarded: Duration::from_secs(7 * 86_400),
+        });
+        let ids = |app: &TestApp| {
+            let pool = app.pool.clone();
+            async move {
+                let mut ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM jobs")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                ids.sort();
+                ids
+            }
+        };
+        assert_eq!(jobs.vacuum().await.unwrap(), 3);
+        let mut left = vec![new_completed, discarded, other_kind, waiting];
+        left.sort();
+        assert_eq!(ids(&app).await, left);
+        let _ = (old_completed, old_cancelled, old_discarded);
+        // Whatever finished more than a minute ago, discarded or not; never an unfinished job.
+        assert_eq!(
+            jobs.vacuum_before(Duration::from_secs(60)).await.unwrap(),
+            1
+        );
+        let mut left = vec![new_completed, other_kind, waiting];
+        left.sort();
+        assert_eq!(ids(&app).await, left);
+    }
+
+    #[tokio::test]
+    async fn resume_abandoned_rescues_the_running_jobs_of_a_silent_worker() {
+        let app = TestApp::spawn().await;
+        let id = push(&app, &probe("orphan"), Opts::platform()).await;
+        let dead: Uuid = sqlx::query_scalar(
+            "INSERT INTO job_workers (hostname, pid, queues, heartbeat_at) VALUES ('gone', 1, '{test}', now() - interval '10 seconds') RETURNING id",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE jobs SET state = 'running', attempt = 1, worker_id = $1, attempted_at = now() WHERE id = $2")
+            .bind(dead)
+            .bind(id)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let mut jobs =
+            Jobs::<Probe>::platform(app.pool.clone()).rescue_after(Duration::from_secs(3));
+        // Nobody rescues while no live worker has held its lease for the window: after an
+        // outage, every worker looks silent.
+        assert_eq!(jobs.resume_abandoned().await.unwrap(), 0);
+        assert_eq!(row(&app, id).await.state, "running");
+        sqlx::query(
+            "INSERT INTO job_workers (hostname, pid, queues, lease_since) VALUES ('alive', 2, '{test}', now() - interval '1 minute')",
+        )
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(jobs.resume_abandoned().await.unwrap(), 1);
+        let r = row(&app, id).await;
+        assert_eq!(r.state, "retryable");
+        assert_eq!(error_kinds(&r), ["rescued"]);
+    }
 }

@@ -1,6 +1,6 @@
-//! The apalis side: a [`Backend`] fed by this process's fetcher through a channel, and the
-//! tower service apalis calls for each claimed job. apalis drives the loop (poll the backend,
-//! call the service); the claim, the outcome and the lease are ours, in Postgres.
+//! The apalis backend each queue's worker polls: the queue's claim-ahead buffer, fed by its
+//! fetcher through a channel. apalis drives the loop (poll the backend, call the layers of
+//! [`super::execute`]); the claim, the outcome and the lease are ours, in Postgres.
 
 use std::{
     convert::Infallible,
@@ -13,11 +13,10 @@ use apalis_core::{
     backend::{BackendConfig, finalize::Ephemeral},
     task::task_id::RandomId,
 };
-use futures_util::{FutureExt, future::BoxFuture};
 use tokio::sync::mpsc;
 use tower_layer::Identity;
 
-use super::{Claimed, Shared, execute};
+use super::{Claimed, Shared, execute::Job};
 
 /// The claimed jobs of one queue waiting for a slot, in claim order: filled by the queue's
 /// fetcher, emptied by its apalis worker, and given back to the queue at shutdown.
@@ -60,7 +59,7 @@ impl Drop for ClaimedJobs {
 }
 
 impl Backend for ClaimedJobs {
-    type Task = Task<Claimed>;
+    type Task = Task<Job>;
     type Error = Infallible;
 
     fn poll_ready(
@@ -81,7 +80,7 @@ impl Backend for ClaimedJobs {
         match self.buffer.rx.lock() {
             Ok(mut rx) => rx
                 .poll_recv(cx)
-                .map(|job| job.map(|job| Ok(Task::new(job)))),
+                .map(|job| job.map(|job| Ok(Task::new(Job::Claimed(job))))),
             Err(_) => Poll::Ready(None),
         }
     }
@@ -99,7 +98,7 @@ impl Backend for ClaimedJobs {
 }
 
 impl BackendConfig for ClaimedJobs {
-    type Args = Claimed;
+    type Args = Job;
     type Id = RandomId;
     type Kind = Ephemeral;
     type Config = ();
@@ -111,34 +110,5 @@ impl BackendConfig for ClaimedJobs {
 
     fn middleware(&mut self, _: &mut ApalisWorker) -> Self::Layer {
         Identity::new()
-    }
-}
-
-/// Runs each job on the tokio pool (both cores), so apalis's loop only hands work out.
-#[derive(Clone)]
-pub(crate) struct RunJob {
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl tower_service::Service<Task<Claimed>> for RunJob {
-    type Response = ();
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<(), Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, task: Task<Claimed>) -> Self::Future {
-        let handle = tokio::spawn(execute::run(Arc::clone(&self.shared), task.args));
-        async move {
-            // A panic is caught inside `execute::run`; a join error here means the runtime is
-            // shutting down, and the lease makes the job run again elsewhere.
-            if let Err(error) = handle.await {
-                tracing::error!(%error, "a job task did not finish");
-            }
-            Ok(())
-        }
-        .boxed()
     }
 }

@@ -85,7 +85,10 @@ pub(crate) async fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if batch.len() < GATHER_UNTIL && queues.iter().any(|q| q.held() > 0) {
+        // Held jobs beyond the outcomes in hand (a job may report just before it releases its
+        // slot) mean more outcomes are on their way.
+        let held: usize = queues.iter().map(|q| q.held()).sum();
+        if batch.len() < GATHER_UNTIL && held > batch.len() {
             let until = tokio::time::Instant::now() + GATHER_FOR;
             while batch.len() < GATHER_UNTIL {
                 let room = MAX_BATCH - batch.len();

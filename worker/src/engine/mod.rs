@@ -3,9 +3,13 @@
 //! One process registers itself in `job_workers`, then per configured queue runs a fetcher that
 //! claims due jobs with `FOR UPDATE SKIP LOCKED` (as many as the queue has room for: its free
 //! slots and a claim-ahead buffer, [`queue`]) and hands them to an apalis worker through
-//! [`backend::ClaimedJobs`], whose concurrency limit is the queue's slots. Each job
-//! runs under a span, a timeout, a panic guard and a cancellation token ([`execute`]); its
-//! outcome goes to the completer, which writes outcomes in batches ([`complete`]). The waker
+//! [`backend::ClaimedJobs`], whose concurrency limit is the queue's slots. The apalis workers run
+//! under apalis's `Monitor`, which starts them, reports their lifecycle and stops them at
+//! shutdown. Each job runs through tower layers on its worker ([`execute`]): spawned on the
+//! pool, under a span, counted, leased and cancellable, under its timeout and a panic guard;
+//! its outcome goes to the completer, which writes outcomes in batches ([`complete`]).
+//! [`storage::Jobs`] is the same `jobs` table through apalis's backend traits (push, fetch by
+//! id, list, vacuum, resume abandoned). The waker
 //! ([`wake`]) turns `NOTIFY zoark_jobs_ready` and a slow poll into precise wake-ups, also for
 //! delayed jobs. The heartbeat ([`lease`]) keeps this worker's lease, rescues dead workers'
 //! jobs, and picks up cancellations the listener missed.
@@ -16,6 +20,7 @@ mod execute;
 mod lease;
 mod queue;
 pub mod registry;
+pub mod storage;
 mod wake;
 
 /// The engine's hot statements, for `cargo xtask bench queue` to run as the raw-SQL ceiling.
@@ -37,7 +42,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use apalis::prelude::{WorkerBuilder, WorkerBuilderExt as _};
+use apalis::prelude::{Event, Monitor, WorkerBuilder, WorkerBuilderExt as _};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::{
@@ -139,7 +144,11 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone, Default)]
 pub struct EngineHooks {
     heartbeat_paused: Arc<AtomicBool>,
+    worker_events: Arc<Mutex<Vec<(String, &'static str)>>>,
 }
+
+/// The most lifecycle events [`EngineHooks::worker_events`] keeps.
+const KEPT_WORKER_EVENTS: usize = 1_000;
 
 impl EngineHooks {
     /// Skips every heartbeat while `paused`, as if Postgres could not be reached by it: the
@@ -150,6 +159,46 @@ impl EngineHooks {
 
     pub(crate) fn heartbeat_paused(&self) -> bool {
         self.heartbeat_paused.load(Ordering::SeqCst)
+    }
+
+    /// What apalis's monitor reported of this engine's workers, in order: each worker's name
+    /// (`queue@worker-id`) with `start`, `stop`, `exit` or `error` (the first thousand).
+    pub fn worker_events(&self) -> Vec<(String, &'static str)> {
+        self.worker_events
+            .lock()
+            .map(|events| events.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The monitor's event hook: logs and counts the lifecycle of each apalis worker
+/// (`zoark_worker_events_total{event}`). Called for every job too (`Success`), so it does
+/// nothing for those.
+fn worker_event(hooks: &EngineHooks, worker: &str, event: &Event) {
+    let name = match event {
+        Event::Start => {
+            tracing::info!(worker, "apalis worker started");
+            "start"
+        }
+        Event::Stop => {
+            tracing::info!(worker, "apalis worker stopping: no new jobs");
+            "stop"
+        }
+        Event::Exit => {
+            tracing::info!(worker, "apalis worker exited");
+            "exit"
+        }
+        Event::Error(error) => {
+            tracing::error!(worker, %error, "apalis worker error");
+            "error"
+        }
+        _ => return,
+    };
+    metrics::counter!("zoark_worker_events_total", "event" => name).increment(1);
+    if let Ok(mut events) = hooks.worker_events.lock()
+        && events.len() < KEPT_WORKER_EVENTS
+    {
+        events.push((worker.to_owned(), name));
     }
 }
 
@@ -325,8 +374,15 @@ impl Engine {
             stop_background.clone(),
         ));
 
-        let mut workers = JoinSet::new();
+        // One apalis worker per queue, all under apalis's Monitor: it starts them, reports their
+        // lifecycle (start, stop, exit, errors) and stops them when claiming stops; each drains
+        // the jobs it started before it exits.
+        let mut fetchers = JoinSet::new();
         let mut buffers = Vec::new();
+        let mut monitor = Monitor::new().on_event({
+            let hooks = self.hooks.clone();
+            move |worker, event| worker_event(&hooks, worker.name(), event)
+        });
         for (queue, concurrency) in &self.config.queues {
             let Some(state) = shared.queues.get(queue).cloned() else {
                 continue;
@@ -335,37 +391,33 @@ impl Engine {
             let (tx, rx) = mpsc::channel((*concurrency + self.config.claim_batch).max(1));
             let buffer = Arc::new(backend::Buffer::new(rx));
             buffers.push(Arc::clone(&buffer));
-            workers.spawn(wake::fetch(
+            fetchers.spawn(wake::fetch(
                 Arc::clone(&shared),
                 state,
                 tx,
                 stop_claiming.clone(),
             ));
+            let name = format!("{queue}@{worker_id}");
+            let shared = Arc::clone(&shared);
+            let slots = *concurrency;
             // apalis's concurrency limit is the queue's slots: apalis takes a job from the
-            // buffer only once the limit is ready for it, so buffered jobs wait unstarted.
-            let worker = WorkerBuilder::new(format!("{queue}@{worker_id}"))
-                .backend(backend::ClaimedJobs {
-                    buffer,
-                    shared: Arc::clone(&shared),
-                })
-                .concurrency(*concurrency)
-                .build(backend::RunJob {
-                    shared: Arc::clone(&shared),
-                });
-            let queue = queue.clone();
-            let stopped = stop_claiming.clone();
-            workers.spawn(async move {
-                // apalis stops the worker once told to; jobs it already started keep running
-                // on their own tasks and are awaited through `in_flight`.
-                let signal = async move {
-                    stopped.cancelled().await;
-                    Ok::<(), std::io::Error>(())
-                };
-                if let Err(error) = worker.run_until(signal).await {
-                    tracing::error!(%error, queue, "apalis worker stopped with an error");
-                }
+            // buffer only once the limit is ready for it, so buffered jobs wait unstarted. The
+            // layers below it are the attempt, outside in (`execute`).
+            monitor = monitor.register(move |_restarts| {
+                WorkerBuilder::new(name.clone())
+                    .backend(backend::ClaimedJobs {
+                        buffer: Arc::clone(&buffer),
+                        shared: Arc::clone(&shared),
+                    })
+                    .concurrency(slots)
+                    .build(execute::service(Arc::clone(&shared)))
             });
         }
+        let stopped = stop_claiming.clone();
+        let monitor = tokio::spawn(monitor.run_with_signal(async move {
+            stopped.cancelled().await;
+            Ok(())
+        }));
 
         shutdown.cancelled().await;
         // Claimed ahead and not started: back to the queue at once, attempts unspent, for
@@ -384,7 +436,13 @@ impl Engine {
         if handed_back > 0 {
             tracing::warn!(jobs = handed_back, "shutdown deadline: handing jobs back");
         }
-        while workers.join_next().await.is_some() {}
+        // The monitor returns once every worker has finished the jobs it started.
+        match monitor.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "apalis's monitor reported failed workers"),
+            Err(error) => tracing::error!(%error, "apalis's monitor did not finish"),
+        }
+        while fetchers.join_next().await.is_some() {}
         stop_background.cancel();
         while background.join_next().await.is_some() {}
         // Every job has reported its outcome; dropping the last sender lets the completer

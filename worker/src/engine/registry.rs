@@ -47,7 +47,7 @@ pub struct JobContext {
 }
 
 /// Decodes the payload (an error names the contract and the field), then runs the handler.
-type ErasedRun = Arc<
+pub(crate) type ErasedRun = Arc<
     dyn Fn(serde_json::Value, JobContext) -> Result<BoxFuture<'static, JobResult>, String>
         + Send
         + Sync,
