@@ -464,6 +464,52 @@ pub async fn backlog(conn: &mut PgConnection) -> Result<Vec<QueueBacklog>, sqlx:
     .await
 }
 
+/// Which finished jobs a prune may delete: of one kind or all, of one tenant (`Some(None)` is
+/// the platform) or all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PruneScope<'a> {
+    pub kind: Option<&'a str>,
+    pub tenant: Option<Option<Uuid>>,
+}
+
+/// Deletes up to `limit` jobs of `scope` that finished long enough ago: completed and cancelled
+/// ones before `finished` ago, discarded ones before `discarded` ago. Returns how many; callers
+/// repeat while a batch comes back full, so that no run holds long locks. The maintenance job
+/// prunes every kind this way, and apalis's `Vacuum` one kind of one tenant.
+///
+/// # Errors
+/// A database error.
+pub async fn prune_finished(
+    conn: &mut PgConnection,
+    scope: PruneScope<'_>,
+    finished: std::time::Duration,
+    discarded: std::time::Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query!(
+        r#"
+        DELETE FROM jobs WHERE id IN (
+            SELECT id FROM jobs
+            WHERE finalized_at IS NOT NULL
+              AND ($1::text IS NULL OR kind = $1)
+              AND (NOT $2::bool OR organization_id IS NOT DISTINCT FROM $3)
+              AND ((state IN ('completed', 'cancelled') AND finalized_at < now() - make_interval(secs => $4))
+                OR (state = 'discarded' AND finalized_at < now() - make_interval(secs => $5)))
+            LIMIT $6
+        )
+        "#,
+        scope.kind,
+        scope.tenant.is_some(),
+        scope.tenant.flatten(),
+        finished.as_secs_f64(),
+        discarded.as_secs_f64(),
+        limit,
+    )
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -410,11 +410,9 @@ async fn timeouts_panics_and_unknown_kinds_are_recorded_and_the_worker_keeps_goi
     assert_eq!(error_kinds(&last), ["unknown_kind"]);
 }
 
-#[tokio::test]
-async fn the_running_jobs_of_a_dead_worker_are_rescued_and_run_again() {
-    let app = TestApp::spawn().await;
-    let id = push(&app, &probe("orphan"), Opts::platform()).await;
-    // A worker that claimed the job and then died: its heartbeat stopped 10 s ago.
+/// A job claimed by a worker that then died (its heartbeat stopped 10 s ago): `running` on it.
+async fn orphan_of_a_dead_worker(app: &TestApp) -> Uuid {
+    let id = push(app, &probe("orphan"), Opts::platform()).await;
     let dead: Uuid = sqlx::query_scalar(
         "INSERT INTO job_workers (hostname, pid, queues, heartbeat_at) VALUES ('gone', 1, '{test}', now() - interval '10 seconds') RETURNING id",
     )
@@ -427,6 +425,13 @@ async fn the_running_jobs_of_a_dead_worker_are_rescued_and_run_again() {
         .execute(&app.pool)
         .await
         .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn the_running_jobs_of_a_dead_worker_are_rescued_and_run_again() {
+    let app = TestApp::spawn().await;
+    let id = orphan_of_a_dead_worker(&app).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let engine = app.start_engine(engine_config(&[("test", 1)]), recording(seen.clone()));
     // A worker rescues once its own lease is as old as the rescue window (3 s).
@@ -1674,19 +1679,7 @@ mod apalis_backend {
     #[tokio::test]
     async fn resume_abandoned_rescues_the_running_jobs_of_a_silent_worker() {
         let app = TestApp::spawn().await;
-        let id = push(&app, &probe("orphan"), Opts::platform()).await;
-        let dead: Uuid = sqlx::query_scalar(
-            "INSERT INTO job_workers (hostname, pid, queues, heartbeat_at) VALUES ('gone', 1, '{test}', now() - interval '10 seconds') RETURNING id",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        sqlx::query("UPDATE jobs SET state = 'running', attempt = 1, worker_id = $1, attempted_at = now() WHERE id = $2")
-            .bind(dead)
-            .bind(id)
-            .execute(&app.pool)
-            .await
-            .unwrap();
+        let id = orphan_of_a_dead_worker(&app).await;
         let mut jobs =
             Jobs::<Probe>::platform(app.pool.clone()).rescue_after(Duration::from_secs(3));
         // Nobody rescues while no live worker has held its lease for the window: after an

@@ -421,24 +421,14 @@ async fn prune(
 ) -> Result<usize, JobsError> {
     let mut total = 0usize;
     loop {
-        let deleted = sqlx::query(
-            "DELETE FROM jobs WHERE id IN (
-                SELECT id FROM jobs
-                WHERE kind = $1 AND organization_id IS NOT DISTINCT FROM $2
-                  AND finalized_at IS NOT NULL
-                  AND ((state IN ('completed', 'cancelled') AND finalized_at < now() - make_interval(secs => $3))
-                    OR (state = 'discarded' AND finalized_at < now() - make_interval(secs => $4)))
-                LIMIT $5
-            )",
-        )
-        .bind(kind)
-        .bind(organization_id)
-        .bind(finished.as_secs_f64())
-        .bind(discarded.as_secs_f64())
-        .bind(VACUUM_BATCH)
-        .execute(&pool)
-        .await?
-        .rows_affected();
+        let mut conn = pool.acquire().await?;
+        let scope = zoark_jobs::admin::PruneScope {
+            kind: Some(kind),
+            tenant: Some(organization_id),
+        };
+        let deleted =
+            zoark_jobs::admin::prune_finished(&mut conn, scope, finished, discarded, VACUUM_BATCH)
+                .await?;
         total = total.saturating_add(usize::try_from(deleted).unwrap_or(usize::MAX));
         if deleted < VACUUM_BATCH.unsigned_abs() {
             return Ok(total);

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use zoark_core::db::stored_files;
-use zoark_jobs::maintenance::{BackupDatabase, PruneJobs, RescueJobs};
+use zoark_jobs::{
+    admin,
+    maintenance::{BackupDatabase, PruneJobs, RescueJobs},
+};
 
 use crate::{
     WorkerContext,
@@ -44,27 +47,18 @@ pub fn register(registry: Registry, ctx: &WorkerContext) -> Registry {
 /// holds long locks; stops early when cancelled.
 async fn prune(ctx: WorkerContext, job: JobContext) -> JobResult {
     let retention = &ctx.settings.job_retention;
-    let finished = retention.finished.as_secs_f64();
-    let discarded = retention.discarded.as_secs_f64();
     let mut total = 0u64;
     loop {
-        let deleted = sqlx::query!(
-            r#"
-            DELETE FROM jobs WHERE id IN (
-                SELECT id FROM jobs
-                WHERE finalized_at IS NOT NULL
-                  AND ((state IN ('completed', 'cancelled') AND finalized_at < now() - make_interval(secs => $1))
-                    OR (state = 'discarded' AND finalized_at < now() - make_interval(secs => $2)))
-                LIMIT 10000
-            )
-            "#,
-            finished,
-            discarded,
+        let mut conn = ctx.pool.acquire().await.context("pruning finished jobs")?;
+        let deleted = admin::prune_finished(
+            &mut conn,
+            admin::PruneScope::default(),
+            retention.finished,
+            retention.discarded,
+            10_000,
         )
-        .execute(&ctx.pool)
         .await
-        .context("pruning finished jobs")?
-        .rows_affected();
+        .context("pruning finished jobs")?;
         total += deleted;
         if deleted < 10_000 || job.cancelled.is_cancelled() {
             break;
