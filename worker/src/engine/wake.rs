@@ -230,12 +230,14 @@ pub(crate) async fn fetch(
             () = queue.wake.notified() => {}
         }
         loop {
-            if !shared.ready_to_claim(&stop).await {
-                break 'wait;
-            }
+            // Room first, then the backlog: waiting for room lets held jobs finish into the
+            // backlog, so the backlog is checked last, just before the claim.
             let Some(mut room) = queue.room(batch, &stop).await else {
                 break 'wait;
             };
+            if !shared.ready_to_claim(&stop).await {
+                break 'wait;
+            }
             match claim(&shared, &queue.name, room.len()).await {
                 Ok(jobs) => {
                     failures = 0;
