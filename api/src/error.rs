@@ -393,3 +393,26 @@ impl Fields {
         }
     }
 }
+
+/// [`ApiError`]'s documented answers plus the problem answers `extra` names (status and
+/// description): for operations that add some, such as uploads (413, 415) or a dependency that
+/// can be away (503).
+pub fn meta_with(extra: &[(u16, &'static str)]) -> poem_openapi::registry::MetaResponses {
+    use poem_openapi::{ApiResponse as _, registry::MetaMediaType};
+    let mut meta = ApiError::meta();
+    meta.responses
+        .extend(extra.iter().map(
+            |&(status, description)| poem_openapi::registry::MetaResponse {
+                description,
+                status: Some(status),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: PROBLEM_JSON,
+                    schema: <Problem as poem_openapi::types::Type>::schema_ref(),
+                }],
+                headers: vec![],
+            },
+        ));
+    meta.responses.sort_by_key(|r| r.status);
+    meta
+}

@@ -26,7 +26,7 @@ use poem_openapi::{
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt as _;
 use uuid::Uuid;
-use zoark_core::files::{self, FileType};
+use zoark_core::files::{self, Accept, FileType};
 
 use crate::{
     error::{ApiError, FieldError},
@@ -161,8 +161,8 @@ async fn read_bounded(
 }
 
 impl<T> UploadBody<T> {
-    /// Reads the form: one [`FILE_FIELD`] of at most `max_bytes` whose bytes are on the
-    /// allow-list (`only`, when given, narrows it further), and the `text_fields`.
+    /// Reads the form: one [`FILE_FIELD`] of at most `max_bytes` whose bytes `accept` takes,
+    /// and the `text_fields`.
     ///
     /// # Errors
     /// 413 over the limit, 415 for a type off the allow-list or a body that is not multipart,
@@ -171,7 +171,7 @@ impl<T> UploadBody<T> {
         self,
         max_bytes: u64,
         text_fields: &[&str],
-        only: Option<FileType>,
+        accept: Accept,
     ) -> Result<Received, ApiError> {
         let too_large = ApiError::PayloadTooLarge { limit: max_bytes };
         // A declared length far beyond the limit is refused before reading anything; the form's
@@ -230,18 +230,16 @@ impl<T> UploadBody<T> {
             }
         };
         problems.finish()?;
-        let file_type = files::sniff(&bytes, &filename).map_err(|e| {
-            ApiError::UnsupportedMediaType(format!("the file is not accepted: {e}"))
+        let file_type = files::sniff_accepted(&bytes, &filename, accept).map_err(|e| {
+            ApiError::UnsupportedMediaType(match (accept, files::sniff(&bytes, &filename)) {
+                (Accept::Only(only), Ok(found)) => format!(
+                    "the file must be {}; its bytes are {}",
+                    only.mime(),
+                    found.mime()
+                ),
+                _ => format!("the file is not accepted: {e}"),
+            })
         })?;
-        if let Some(only) = only
-            && only != file_type
-        {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "the file must be {}; its bytes are {}",
-                only.mime(),
-                file_type.mime()
-            )));
-        }
         let sha256: [u8; 32] = Sha256::digest(&bytes).into();
         Ok(Received {
             filename,
@@ -333,36 +331,22 @@ impl From<FileError> for poem::Error {
 
 impl poem_openapi::ApiResponse for FileError {
     fn meta() -> poem_openapi::registry::MetaResponses {
-        let mut meta = ApiError::meta();
-        let problem =
-            |status: u16, description: &'static str| poem_openapi::registry::MetaResponse {
-                description,
-                status: Some(status),
-                status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: crate::error::PROBLEM_JSON,
-                    schema: <crate::error::Problem as poem_openapi::types::Type>::schema_ref(),
-                }],
-                headers: vec![],
-            };
-        meta.responses.extend([
-            problem(
+        crate::error::meta_with(&[
+            (
                 413,
                 "`payload_too_large`: the file is larger than `ZOARK_MAX_UPLOAD_BYTES`; nothing \
                  was stored.",
             ),
-            problem(
+            (
                 415,
                 "`unsupported_media_type`: the body is not multipart/form-data, or the file's \
                  bytes are not an accepted type.",
             ),
-            problem(
+            (
                 503,
                 "`storage_unavailable`: object storage failed; retry later.",
             ),
-        ]);
-        meta.responses.sort_by_key(|r| r.status);
-        meta
+        ])
     }
 
     fn register(registry: &mut Registry) {

@@ -48,7 +48,8 @@ pub type PlatformApi = (
     routes::webhooks::WebhooksApi,
 );
 
-/// The ZOARK OS domain: the team, projects and tasks, documents, invoices, approvals, agents.
+/// The ZOARK OS domain: the team, projects and tasks, documents, invoices, approvals, agents,
+/// the knowledge base and search.
 pub type DomainApi = (
     routes::team_members::TeamMembersApi,
     routes::projects::ProjectsApi,
@@ -58,6 +59,8 @@ pub type DomainApi = (
     routes::approvals::ApprovalTemplatesApi,
     routes::approvals::ApprovalsApi,
     routes::agents::AgentsApi,
+    routes::knowledge::KnowledgeApi,
+    routes::search::SearchApi,
 );
 
 /// All operations, in the order they appear in the spec (a tuple holds at most 16).
@@ -85,6 +88,8 @@ fn api() -> Api {
             routes::approvals::ApprovalTemplatesApi,
             routes::approvals::ApprovalsApi,
             routes::agents::AgentsApi,
+            routes::knowledge::KnowledgeApi,
+            routes::search::SearchApi,
         ),
     )
 }

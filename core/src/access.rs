@@ -177,6 +177,11 @@ permissions! {
     /// Create, change, pay, void and delete invoices and attach their PDF; approving and
     /// rejecting belong to approval pipelines.
     ManageInvoices = "invoices.manage", Lead;
+    /// See the knowledge base's documents and their indexing, and search the documents one may
+    /// read (invoice text only with `invoices.read`, team documents with `documents.read`).
+    ReadKnowledge = "knowledge.read", Viewer;
+    /// Upload, re-index and delete knowledge base documents.
+    ManageKnowledge = "knowledge.manage", Member;
     /// See webhook endpoints (never their signing secrets) and their delivery log.
     ReadWebhooks = "webhooks.read", Manager;
     /// Create, change, test, rotate the secret of and delete webhook endpoints.

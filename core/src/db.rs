@@ -12,6 +12,7 @@ pub mod email_accounts;
 pub mod idempotency;
 pub mod invitations;
 pub mod invoices;
+pub mod knowledge;
 pub mod login_throttle;
 pub mod memberships;
 pub mod organizations;

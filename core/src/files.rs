@@ -22,6 +22,9 @@ pub enum FileType {
     Csv,
     Json,
     Xml,
+    /// Only where a page is never served from the upload (the knowledge base, which indexes it).
+    Html,
+    Markdown,
 }
 
 impl FileType {
@@ -38,6 +41,8 @@ impl FileType {
             Self::Csv => "text/csv; charset=utf-8",
             Self::Json => "application/json",
             Self::Xml => "application/xml",
+            Self::Html => "text/html; charset=utf-8",
+            Self::Markdown => "text/markdown; charset=utf-8",
         }
     }
 }
@@ -96,6 +101,70 @@ pub fn sniff(bytes: &[u8], filename: &str) -> Result<FileType, Unsupported> {
         "xml" if text.trim_start().starts_with('<') => FileType::Xml,
         _ => FileType::Text,
     })
+}
+
+/// What an upload endpoint accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// The allow-list of [`sniff`].
+    Uploads,
+    /// One type of it.
+    Only(FileType),
+    /// Documents whose text can be indexed: PDF, DOCX, HTML, Markdown, text, CSV and JSON. HTML
+    /// is accepted here because the file is only read for its text and served back as an
+    /// attachment, never as a page.
+    Documents,
+}
+
+/// The type of `bytes` if `accept` takes it.
+///
+/// # Errors
+/// [`Unsupported`] for anything `accept` does not take.
+pub fn sniff_accepted(
+    bytes: &[u8],
+    filename: &str,
+    accept: Accept,
+) -> Result<FileType, Unsupported> {
+    const DOCUMENTS: &str =
+        "the knowledge base indexes PDF, DOCX, HTML, Markdown, plain text, CSV and JSON";
+    let extension = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match accept {
+        Accept::Uploads => sniff(bytes, filename),
+        Accept::Only(only) => {
+            let found = sniff(bytes, filename)?;
+            if found == only {
+                Ok(found)
+            } else {
+                Err(Unsupported("the file is not of the one accepted type"))
+            }
+        }
+        Accept::Documents => match sniff(bytes, filename) {
+            Ok(FileType::Text) if matches!(extension.as_str(), "md" | "markdown") => {
+                Ok(FileType::Markdown)
+            }
+            Ok(
+                found @ (FileType::Pdf
+                | FileType::Docx
+                | FileType::Text
+                | FileType::Csv
+                | FileType::Json),
+            ) => Ok(found),
+            Ok(_) => Err(Unsupported(DOCUMENTS)),
+            Err(refused) => {
+                let text =
+                    std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes));
+                match text {
+                    Ok(text) if !text.contains('\0') && looks_like_markup(text) => {
+                        Ok(FileType::Html)
+                    }
+                    _ => Err(refused),
+                }
+            }
+        },
+    }
 }
 
 fn looks_like_markup(text: &str) -> bool {

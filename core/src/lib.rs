@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod db;
 pub mod files;
 pub mod identity;
+pub mod knowledge;
 pub mod oauth;
 pub mod process;
 pub mod schedule;

@@ -214,6 +214,10 @@ pub struct ProviderSettings {
 pub struct EmbeddingSettings {
     pub provider: ProviderSettings,
     pub dimensions: u32,
+    /// The local model's directory (`ZOARK_EMBED_MODEL_DIR`, default
+    /// `.zoark/models/all-MiniLM-L6-v2`, where `cargo xtask models` puts it). Its tokenizer cuts
+    /// every document into chunks; its vectors are the default embeddings.
+    pub model_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -664,6 +668,10 @@ impl Settings {
                         .unwrap_or_else(|| "text-embedding-3-small".into()),
                 },
                 dimensions: r.parse_or("ZOARK_EMBEDDING_DIMENSIONS", 1536)?,
+                model_dir: r
+                    .get("ZOARK_EMBED_MODEL_DIR")
+                    .unwrap_or_else(|| ".zoark/models/all-MiniLM-L6-v2".into())
+                    .into(),
             },
             oauth: OAuthSettings {
                 google: r.oauth_client(

@@ -11,6 +11,7 @@
 //! file is an error that names it, never a model that answers something else.
 
 pub mod chunk;
+pub mod extract;
 
 use std::path::{Path, PathBuf};
 
@@ -213,4 +214,41 @@ fn load_tokenizer(bytes: &[u8]) -> Result<Tokenizer, String> {
         ..PaddingParams::default()
     }));
     Ok(tokenizer)
+}
+
+/// Models loaded by this process, by directory: each is read, checked and loaded once.
+static LOADED: std::sync::Mutex<Vec<(PathBuf, std::sync::Arc<LocalModel>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The model of `dir`, loaded on first use and shared by everything in the process that asks
+/// for it (the API's searches, the worker's indexing jobs). Blocking: loading reads and checks
+/// about 90 MB.
+///
+/// # Errors
+/// As [`LocalModel::load`]; a failed load is tried again by the next call.
+pub fn shared(dir: &Path) -> Result<std::sync::Arc<LocalModel>, ModelError> {
+    let mut loaded = LOADED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, model)) = loaded.iter().find(|(d, _)| d == dir) {
+        return Ok(model.clone());
+    }
+    let model = std::sync::Arc::new(LocalModel::load(dir)?);
+    loaded.push((dir.to_owned(), model.clone()));
+    Ok(model)
+}
+
+/// [`LocalModel::embed`] of the model of `dir` (loaded by [`shared`]) on tokio's blocking
+/// threads, so that an async caller's threads keep serving.
+///
+/// # Errors
+/// The model cannot be loaded, or embedding failed.
+pub async fn embed_async(dir: PathBuf, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ModelError> {
+    tokio::task::spawn_blocking(move || {
+        let model = shared(&dir)?;
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        model.embed(&texts)
+    })
+    .await
+    .map_err(|e| ModelError::Inference(format!("the embedding task failed: {e}")))?
 }

@@ -12,6 +12,7 @@ pub mod diag;
 pub mod email;
 mod enqueue;
 pub mod maintenance;
+pub mod rag;
 pub mod reminders;
 pub mod webhooks;
 

@@ -97,6 +97,10 @@ impl TestAppBuilder {
                 .display()
                 .to_string(),
         );
+        // The local embedding model `cargo xtask test` provisions.
+        if let Ok(dir) = std::env::var("ZOARK_EMBED_MODEL_DIR") {
+            env.insert("ZOARK_EMBED_MODEL_DIR".to_owned(), dir);
+        }
         env.extend(self.env);
         let settings = Settings::from_source(&env).unwrap_or_else(|e| panic!("test settings: {e}"));
         zoark_core::telemetry::install_crypto_provider();

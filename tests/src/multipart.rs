@@ -113,6 +113,28 @@ pub fn zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// A minimal Word document: the OOXML parts in the order Word writes them.
 pub fn docx() -> Vec<u8> {
+    docx_with(&[])
+}
+
+/// A Word document of `paragraphs`, each with its style (`Heading1`, `Title`, …) or none.
+pub fn docx_with(paragraphs: &[(Option<&str>, &str)]) -> Vec<u8> {
+    let mut body = String::new();
+    for (style, text) in paragraphs {
+        body.push_str("<w:p>");
+        if let Some(style) = style {
+            body.push_str(&format!(r#"<w:pPr><w:pStyle w:val="{style}"/></w:pPr>"#));
+        }
+        let text = text
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        body.push_str(&format!(
+            r#"<w:r><w:t xml:space="preserve">{text}</w:t></w:r></w:p>"#
+        ));
+    }
+    let document = format!(
+        r#"<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>{body}</w:body></w:document>"#
+    );
     zip(&[
         (
             "[Content_Types].xml",
@@ -126,11 +148,88 @@ pub fn docx() -> Vec<u8> {
             "word/_rels/document.xml.rels",
             br#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"/>"#,
         ),
-        (
-            "word/document.xml",
-            br#"<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"/>"#,
-        ),
+        ("word/document.xml", document.as_bytes()),
     ])
+}
+
+/// A PDF with a text layer: one page per entry, each line drawn in Courier. An empty page has
+/// no text (a scan's page, for the purpose of extraction).
+pub fn pdf_with_text(pages: &[&[&str]]) -> Vec<u8> {
+    use lopdf::{
+        Document, Object, Stream,
+        content::{Content, Operation},
+        dictionary,
+    };
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Courier",
+    });
+    let resources = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font } });
+    let mut kids: Vec<Object> = Vec::new();
+    for lines in pages {
+        let mut ops = vec![
+            Operation::new("BT", vec![]),
+            Operation::new("Tf", vec!["F1".into(), 11.into()]),
+            Operation::new("TL", vec![14.into()]),
+            Operation::new("Td", vec![40.into(), 800.into()]),
+        ];
+        for line in *lines {
+            ops.push(Operation::new("Tj", vec![Object::string_literal(*line)]));
+            ops.push(Operation::new("T*", vec![]));
+        }
+        ops.push(Operation::new("ET", vec![]));
+        // A filled rectangle, as a scanned page's image would be drawn.
+        ops.extend([
+            Operation::new("re", vec![10.into(), 10.into(), 20.into(), 20.into()]),
+            Operation::new("f", vec![]),
+        ]);
+        let content = Content { operations: ops }.encode().unwrap_or_default();
+        let content = doc.add_object(Stream::new(dictionary! {}, content));
+        let page = doc.add_object(dictionary! {
+            "Type" => "Page", "Parent" => pages_id, "Contents" => content,
+        });
+        kids.push(page.into());
+    }
+    let count = i64::try_from(kids.len()).unwrap_or(0);
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Kids" => kids, "Count" => count, "Resources" => resources,
+            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        }),
+    );
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog);
+    let mut out = Vec::new();
+    doc.save_to(&mut out)
+        .unwrap_or_else(|e| panic!("writing the PDF: {e}"));
+    out
+}
+
+/// [`pdf_with_text`] with a Standard security handler in its trailer whose password is not the
+/// empty one: an encrypted PDF no reader opens without its password.
+pub fn encrypted_pdf() -> Vec<u8> {
+    use lopdf::dictionary;
+    let plain = pdf_with_text(&[&["secret text"]]);
+    let mut doc = lopdf::Document::load_mem(&plain).unwrap_or_else(|e| panic!("{e}"));
+    let encrypt = doc.add_object(dictionary! {
+        "Filter" => "Standard", "V" => 1, "R" => 2, "Length" => 40,
+        "O" => lopdf::Object::string_literal(vec![7u8; 32]),
+        "U" => lopdf::Object::string_literal(vec![9u8; 32]),
+        "P" => -4,
+    });
+    doc.trailer.set("Encrypt", encrypt);
+    doc.trailer.set(
+        "ID",
+        vec![
+            lopdf::Object::string_literal(vec![1u8; 16]),
+            lopdf::Object::string_literal(vec![1u8; 16]),
+        ],
+    );
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap_or_else(|e| panic!("{e}"));
+    out
 }
 
 fn crc32(data: &[u8]) -> u32 {

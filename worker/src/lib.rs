@@ -23,6 +23,23 @@ pub struct WorkerContext {
     pub oauth: email::OAuthSender,
 }
 
+/// A worker that runs the `indexing` queue needs the local embedding model: loads it (checking
+/// every file's SHA-256) so that a missing or altered file stops the process at start-up, naming
+/// the file, rather than failing every indexing job.
+///
+/// # Errors
+/// The model cannot be loaded.
+pub async fn check_embedding_model(settings: &Settings) -> anyhow::Result<()> {
+    use zoark_jobs::Job as _;
+    let queue = zoark_jobs::rag::IndexDocument::QUEUE;
+    if !settings.worker.queues.0.iter().any(|(q, _)| q == queue) {
+        return Ok(());
+    }
+    let dir = settings.embeddings.model_dir.clone();
+    tokio::task::spawn_blocking(move || zoark_embed::shared(&dir).map(drop)).await??;
+    Ok(())
+}
+
 /// Runs the worker until `shutdown` is cancelled.
 ///
 /// # Errors

@@ -63,7 +63,10 @@ async fn main() -> std::process::ExitCode {
     };
     let result = match started {
         (started, Some(Command::Queue { action })) => queue(&started.settings, action).await,
-        (started, _) => zoark_worker::run(started.settings, process::shutdown_token()).await,
+        (started, _) => match zoark_worker::check_embedding_model(&started.settings).await {
+            Ok(()) => zoark_worker::run(started.settings, process::shutdown_token()).await,
+            Err(e) => Err(e),
+        },
     };
     process::exit("zoark-worker", result)
 }

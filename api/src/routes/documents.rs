@@ -16,8 +16,10 @@ use zoark_core::{
     access::{ManageDocuments, ReadDocuments},
     db::{
         audit::{self, Entry},
+        knowledge::{Language, Source},
         stored_files, team_documents, team_members, tenant,
     },
+    files::Accept,
 };
 
 use crate::{
@@ -27,7 +29,7 @@ use crate::{
     files::{self, FileBody, FileError, Received, UploadBody},
     idempotency,
     pagination::PageRequest,
-    routes::{ApiTags, NoContent},
+    routes::{ApiTags, NoContent, knowledge::index_upload},
     state::AppState,
 };
 
@@ -231,7 +233,7 @@ impl DocumentsApi {
             .read(
                 state.settings.storage.max_upload_bytes,
                 &["name", "kind"],
-                None,
+                Accept::Uploads,
             )
             .await?;
         let (name, kind) = parse_form(&file)?;
@@ -271,6 +273,17 @@ impl DocumentsApi {
                         }
                         _ => e.into(),
                     })?;
+            // Titles are at most 255 characters here, within the index's 500.
+            index_upload(
+                &mut tx,
+                &granted,
+                Source::TeamDocument(document_id),
+                &name,
+                Language::ENGLISH,
+                file_id,
+                &file,
+            )
+            .await?;
             audit::record_granted(
                 &mut tx,
                 &granted,

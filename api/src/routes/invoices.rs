@@ -17,9 +17,10 @@ use zoark_core::{
     db::{
         audit::{self, Entry},
         invoices::{self, Status, Transition, WriteError},
+        knowledge::{Language, Source},
         stored_files, tenant,
     },
-    files::FileType,
+    files::{Accept, FileType},
 };
 
 use crate::{
@@ -30,7 +31,7 @@ use crate::{
     idempotency,
     json::JsonBody,
     pagination::PageRequest,
-    routes::{ApiTags, NoContent, documents::Download},
+    routes::{ApiTags, NoContent, documents::Download, knowledge::index_upload},
     state::AppState,
 };
 
@@ -698,7 +699,7 @@ impl InvoicesApi {
             .read(
                 state.settings.storage.max_upload_bytes,
                 &[],
-                Some(FileType::Pdf),
+                Accept::Only(FileType::Pdf),
             )
             .await?;
         let object = files::put(&state, organization_id, &file).await?;
@@ -720,6 +721,26 @@ impl InvoicesApi {
             )
             .await?;
             invoices::set_pdf(&mut tx, &granted, id.0, Some(file_id)).await?;
+            // Before the previous file goes: its index moves to the new file (deleting the file
+            // an index names deletes the index).
+            let number = invoices::get(&mut tx, &granted, id.0)
+                .await?
+                .ok_or_else(not_found)?
+                .number;
+            let title = match &number {
+                Some(number) => format!("Invoice {number}"),
+                None => format!("Invoice {}", file.filename),
+            };
+            index_upload(
+                &mut tx,
+                &granted,
+                Source::Invoice(id.0),
+                &title,
+                Language::ENGLISH,
+                file_id,
+                &file,
+            )
+            .await?;
             let previous = match locked.pdf_file_id {
                 Some(old) => {
                     let previous = stored_files::get(&mut tx, &granted, old).await?;

@@ -11,8 +11,10 @@ pub mod email_accounts;
 pub mod health;
 pub mod invoices;
 pub mod jobs;
+pub mod knowledge;
 pub mod organization;
 pub mod projects;
+pub mod search;
 pub mod tasks;
 pub mod team_members;
 pub mod webhooks;
@@ -53,6 +55,10 @@ pub enum ApiTags {
     Invoices,
     /// Endpoints that receive signed event notifications, and their delivery log.
     Webhooks,
+    /// The knowledge base: the organization's own documents, indexed for search.
+    Knowledge,
+    /// Hybrid keyword and semantic search over the documents the caller may read.
+    Search,
 }
 
 /// The answer of operations that return nothing.

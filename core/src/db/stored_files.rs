@@ -98,15 +98,16 @@ pub async fn delete<P>(
     .map(|r| r.rows_affected() > 0)
 }
 
-/// A file no document or invoice names any more.
+/// A file no team document, invoice or knowledge base document names any more.
 #[derive(Debug, Clone)]
 pub struct Unreferenced {
     pub id: Uuid,
     pub storage_key: String,
 }
 
-/// Up to `limit` files of any organization that no team document and no invoice names, created
-/// more than `grace` ago (so an upload still in its transaction is never taken), oldest first.
+/// Up to `limit` files of any organization that no team document, invoice or knowledge base
+/// document names, created more than `grace` ago (so an upload still in its transaction is
+/// never taken), oldest first.
 /// A platform query: the connection must bypass row-level security.
 ///
 /// # Errors
@@ -125,6 +126,9 @@ pub async fn unreferenced(
                           WHERE d.organization_id = f.organization_id AND d.file_id = f.id)
           AND NOT EXISTS (SELECT 1 FROM invoices i
                           WHERE i.organization_id = f.organization_id AND i.pdf_file_id = f.id)
+          AND NOT EXISTS (SELECT 1 FROM rag_documents r
+                          WHERE r.organization_id = f.organization_id AND r.file_id = f.id
+                            AND r.source_type = 'knowledge')
         ORDER BY f.created_at
         LIMIT $2
         "#,
@@ -148,6 +152,9 @@ pub async fn delete_unreferenced(conn: &mut PgConnection, id: Uuid) -> sqlx::Res
                           WHERE d.organization_id = f.organization_id AND d.file_id = f.id)
           AND NOT EXISTS (SELECT 1 FROM invoices i
                           WHERE i.organization_id = f.organization_id AND i.pdf_file_id = f.id)
+          AND NOT EXISTS (SELECT 1 FROM rag_documents r
+                          WHERE r.organization_id = f.organization_id AND r.file_id = f.id
+                            AND r.source_type = 'knowledge')
         "#,
         id,
     )

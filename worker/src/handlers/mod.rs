@@ -6,6 +6,7 @@ pub mod email;
 pub mod email_delivery;
 pub mod email_test;
 pub mod maintenance;
+pub mod rag;
 pub mod reminders;
 pub mod webhooks;
 
@@ -21,5 +22,6 @@ pub fn registry(ctx: &WorkerContext) -> Registry {
     let registry = approvals::register(registry, ctx);
     let registry = webhooks::register(registry, ctx);
     let registry = reminders::register(registry, ctx);
+    let registry = rag::register(registry, ctx);
     diag::register(registry, ctx)
 }

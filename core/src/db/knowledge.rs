@@ -1,0 +1,614 @@
+//! Indexed documents and their chunks (`rag_documents`, `rag_chunks`): the knowledge base's
+//! rows for the API, the indexer's steps for the worker, and the hybrid search.
+//!
+//! A document's chunks are written in generations: an index writes `generation + 1` in batches,
+//! then [`finish`] switches the document to it and deletes the one before in one transaction, so
+//! a search (which joins on the document's current generation) sees all of the old text or all
+//! of the new, never half.
+
+use chrono::{DateTime, Utc};
+use pgvector::Vector;
+use sqlx::{PgConnection, Row as _};
+use uuid::Uuid;
+
+use crate::{
+    access::{Granted, ManageKnowledge, ReadKnowledge},
+    knowledge::{IndexStatus, SourceType},
+};
+
+/// The text search configurations keyword search may stem with (Postgres' own).
+pub const LANGUAGES: [&str; 23] = [
+    "simple",
+    "arabic",
+    "danish",
+    "dutch",
+    "english",
+    "finnish",
+    "french",
+    "german",
+    "greek",
+    "hungarian",
+    "indonesian",
+    "irish",
+    "italian",
+    "lithuanian",
+    "nepali",
+    "norwegian",
+    "portuguese",
+    "romanian",
+    "russian",
+    "spanish",
+    "swedish",
+    "tamil",
+    "turkish",
+];
+
+/// A text search configuration of [`LANGUAGES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Language(&'static str);
+
+impl Language {
+    pub const ENGLISH: Self = Self("english");
+
+    /// The language named `name` (case-insensitive), if keyword search knows it.
+    pub fn parse(name: &str) -> Option<Self> {
+        LANGUAGES
+            .iter()
+            .find(|l| l.eq_ignore_ascii_case(name.trim()))
+            .map(|l| Self(l))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+/// An indexed document as the knowledge API shows it.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub id: Uuid,
+    pub title: String,
+    pub source_type: SourceType,
+    pub file_id: Uuid,
+    pub filename: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub sha256: Vec<u8>,
+    pub storage_key: String,
+    pub language: String,
+    pub status: IndexStatus,
+    pub error: Option<String>,
+    pub chunks_done: i32,
+    pub chunks_total: Option<i32>,
+    pub embedding_model: Option<String>,
+    pub indexed_at: Option<DateTime<Utc>>,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Where a document's text comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Knowledge,
+    TeamDocument(Uuid),
+    Invoice(Uuid),
+}
+
+impl Source {
+    pub fn source_type(self) -> SourceType {
+        match self {
+            Self::Knowledge => SourceType::Knowledge,
+            Self::TeamDocument(_) => SourceType::TeamDocument,
+            Self::Invoice(_) => SourceType::Invoice,
+        }
+    }
+}
+
+/// A document to index: its source and the stored file holding its bytes.
+#[derive(Debug, Clone)]
+pub struct NewDocument<'a> {
+    pub source: Source,
+    pub title: &'a str,
+    pub file_id: Uuid,
+    pub content_type: &'a str,
+    pub sha256: &'a [u8],
+    pub language: Language,
+}
+
+/// Records a document to index as `pending`, or, for an invoice that has one, points it at the
+/// new file and makes it `pending` again (its current chunks stay searchable until the re-index
+/// replaces them). Returns its id. A knowledge document whose bytes the organization already
+/// has violates `rag_documents_knowledge_sha_key`: look for it with [`find_knowledge`] first.
+///
+/// # Errors
+/// Database errors.
+pub async fn upsert<P>(
+    conn: &mut PgConnection,
+    proof: &Granted<P>,
+    doc: &NewDocument<'_>,
+) -> sqlx::Result<Uuid> {
+    let (team_document_id, invoice_id) = match doc.source {
+        Source::Knowledge => (None, None),
+        Source::TeamDocument(id) => (Some(id), None),
+        Source::Invoice(id) => (None, Some(id)),
+    };
+    sqlx::query_scalar!(
+        r#"
+        INSERT INTO rag_documents (organization_id, title, source_type, team_document_id,
+                                   invoice_id, file_id, content_type, content_sha256, language,
+                                   created_by)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::regconfig, $10)
+        ON CONFLICT (organization_id, invoice_id) DO UPDATE
+            SET title = excluded.title, file_id = excluded.file_id,
+                content_type = excluded.content_type, content_sha256 = excluded.content_sha256,
+                status = 'pending', error = NULL, chunks_done = 0, chunks_total = NULL,
+                indexed_at = NULL
+        RETURNING id
+        "#,
+        proof.organization_id(),
+        doc.title,
+        doc.source.source_type().as_str(),
+        team_document_id,
+        invoice_id,
+        doc.file_id,
+        doc.content_type,
+        doc.sha256,
+        doc.language.as_str(),
+        proof.actor().user_id(),
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// The knowledge document holding exactly these bytes, if the organization has one.
+///
+/// # Errors
+/// Database errors.
+pub async fn find_knowledge<P>(
+    conn: &mut PgConnection,
+    proof: &Granted<P>,
+    sha256: &[u8],
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT id FROM rag_documents
+        WHERE organization_id = $1 AND source_type = 'knowledge' AND content_sha256 = $2
+        "#,
+        proof.organization_id(),
+        sha256,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// One knowledge document of the proof's organization.
+///
+/// # Errors
+/// Database errors.
+pub async fn get<P>(
+    conn: &mut PgConnection,
+    proof: &Granted<P>,
+    id: Uuid,
+) -> sqlx::Result<Option<Document>> {
+    Ok(
+        list_where(conn, proof.organization_id(), Some(id), None, None, 1)
+            .await?
+            .pop(),
+    )
+}
+
+/// The proof's organization's knowledge documents, newest first, optionally in one status.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(
+    conn: &mut PgConnection,
+    proof: &Granted<ReadKnowledge>,
+    status: Option<IndexStatus>,
+    before_id: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<Document>> {
+    list_where(
+        conn,
+        proof.organization_id(),
+        None,
+        status,
+        before_id,
+        limit,
+    )
+    .await
+}
+
+async fn list_where(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Option<Uuid>,
+    status: Option<IndexStatus>,
+    before_id: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<Document>> {
+    sqlx::query_as!(
+        Document,
+        r#"
+        SELECT d.id, d.title, d.source_type AS "source_type: SourceType", d.file_id, f.filename,
+               f.content_type, f.size_bytes, f.sha256, f.storage_key,
+               d.language::text AS "language!", d.status AS "status: IndexStatus", d.error,
+               d.chunks_done, d.chunks_total, d.embedding_model, d.indexed_at, d.created_by,
+               d.created_at, d.updated_at
+        FROM rag_documents d
+        JOIN stored_files f ON f.organization_id = d.organization_id AND f.id = d.file_id
+        WHERE d.organization_id = $1 AND d.source_type = 'knowledge'
+          AND ($2::uuid IS NULL OR d.id = $2)
+          AND ($3::text IS NULL OR d.status = $3)
+          AND ($4::uuid IS NULL OR d.id < $4)
+        ORDER BY d.id DESC
+        LIMIT $5
+        "#,
+        organization_id,
+        id,
+        status.map(IndexStatus::as_str),
+        before_id,
+        limit,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Makes a knowledge document `pending` again (a re-index of the same bytes, e.g. after a
+/// failure or a change of model). Returns whether it exists.
+///
+/// # Errors
+/// Database errors.
+pub async fn reset(
+    conn: &mut PgConnection,
+    proof: &Granted<ManageKnowledge>,
+    id: Uuid,
+) -> sqlx::Result<bool> {
+    sqlx::query!(
+        r#"
+        UPDATE rag_documents
+        SET status = 'pending', error = NULL, chunks_done = 0, chunks_total = NULL,
+            indexed_at = NULL
+        WHERE organization_id = $1 AND id = $2 AND source_type = 'knowledge'
+        "#,
+        proof.organization_id(),
+        id,
+    )
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected() > 0)
+}
+
+/// What the indexer needs of a document it starts on.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub source_type: SourceType,
+    pub file_id: Uuid,
+    pub storage_key: String,
+    pub content_type: String,
+    pub sha256: Vec<u8>,
+    pub language: String,
+    /// The generation this index writes (the current one plus one).
+    pub generation: i32,
+}
+
+/// Starts indexing a document: `indexing`, progress reset, and the chunks of any generation an
+/// interrupted earlier attempt left half written removed. `None` when the document is gone. A
+/// platform query.
+///
+/// # Errors
+/// Database errors.
+pub async fn begin_indexing(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Target>> {
+    let target = sqlx::query_as!(
+        Target,
+        r#"
+        UPDATE rag_documents d
+        SET status = 'indexing', error = NULL, chunks_done = 0, chunks_total = NULL,
+            indexed_at = NULL
+        FROM stored_files f
+        WHERE d.id = $1 AND f.organization_id = d.organization_id AND f.id = d.file_id
+        RETURNING d.id, d.organization_id, d.source_type AS "source_type: SourceType", d.file_id,
+                  f.storage_key, d.content_type AS "content_type!", d.content_sha256 AS sha256,
+                  d.language::text AS "language!", d.generation + 1 AS "generation!"
+        "#,
+        id,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(target) = &target {
+        sqlx::query!(
+            "DELETE FROM rag_chunks WHERE document_id = $1 AND generation >= $2",
+            target.id,
+            target.generation,
+        )
+        .execute(conn)
+        .await?;
+    }
+    Ok(target)
+}
+
+/// Records how many chunks the document has.
+///
+/// # Errors
+/// Database errors.
+pub async fn set_total(conn: &mut PgConnection, id: Uuid, total: i32) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE rag_documents SET chunks_total = $2 WHERE id = $1",
+        id,
+        total,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A chunk with its vector, for [`write_chunks`].
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    pub ordinal: i32,
+    pub content: String,
+    pub token_count: i32,
+    pub page: Option<i32>,
+    pub heading: Option<String>,
+    pub embedding: Vec<f32>,
+}
+
+/// Writes a batch of the target's chunks in its new generation (invisible to searches until
+/// [`finish`]) and adds them to its progress. Returns the chunks done so far.
+///
+/// # Errors
+/// Database errors.
+pub async fn write_chunks(
+    conn: &mut PgConnection,
+    target: &Target,
+    model: &str,
+    chunks: &[NewChunk],
+) -> sqlx::Result<i32> {
+    let ordinals: Vec<i32> = chunks.iter().map(|c| c.ordinal).collect();
+    let contents: Vec<&str> = chunks.iter().map(|c| c.content.as_str()).collect();
+    let tokens: Vec<i32> = chunks.iter().map(|c| c.token_count).collect();
+    let pages: Vec<Option<i32>> = chunks.iter().map(|c| c.page).collect();
+    let headings: Vec<Option<&str>> = chunks.iter().map(|c| c.heading.as_deref()).collect();
+    let embeddings: Vec<Vector> = chunks
+        .iter()
+        .map(|c| Vector::from(c.embedding.clone()))
+        .collect();
+    // Not `query!`: the macros do not know pgvector's type.
+    sqlx::query(
+        r#"
+        WITH written AS (
+            INSERT INTO rag_chunks (organization_id, document_id, generation, ordinal, content,
+                                    token_count, page, heading, embedding, embedding_dimensions,
+                                    embedding_model, language)
+            SELECT $1, $2, $3, c.ordinal, c.content, c.tokens, c.page, c.heading, c.embedding,
+                   vector_dims(c.embedding), $4, $5::text::regconfig
+            FROM unnest($6::int4[], $7::text[], $8::int4[], $9::int4[], $10::text[], $11::vector[])
+                 AS c (ordinal, content, tokens, page, heading, embedding)
+            RETURNING 1
+        )
+        UPDATE rag_documents SET chunks_done = chunks_done + (SELECT count(*) FROM written)
+        WHERE id = $2
+        RETURNING chunks_done
+        "#,
+    )
+    .bind(target.organization_id)
+    .bind(target.id)
+    .bind(target.generation)
+    .bind(model)
+    .bind(&target.language)
+    .bind(&ordinals)
+    .bind(&contents)
+    .bind(&tokens)
+    .bind(&pages)
+    .bind(&headings)
+    .bind(&embeddings)
+    .fetch_one(conn)
+    .await?
+    .try_get(0)
+}
+
+/// Switches the document to the generation just written and deletes the one before, in the
+/// caller's transaction — unless its bytes changed meanwhile (a new file was attached while it
+/// was indexed): then nothing is switched and `false` says to index again.
+///
+/// # Errors
+/// Database errors.
+pub async fn finish(
+    conn: &mut PgConnection,
+    target: &Target,
+    model: &str,
+    dimensions: i32,
+) -> sqlx::Result<bool> {
+    let switched = sqlx::query!(
+        r#"
+        UPDATE rag_documents
+        SET generation = $2, status = 'indexed', indexed_at = now(), error = NULL,
+            embedding_model = $3, embedding_dimensions = $4
+        WHERE id = $1 AND file_id = $5 AND content_sha256 = $6
+        "#,
+        target.id,
+        target.generation,
+        model,
+        dimensions,
+        target.file_id,
+        &target.sha256,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    if switched {
+        sqlx::query!(
+            "DELETE FROM rag_chunks WHERE document_id = $1 AND generation <> $2",
+            target.id,
+            target.generation,
+        )
+        .execute(conn)
+        .await?;
+    }
+    Ok(switched)
+}
+
+/// Marks the document `failed` with `reason` and removes the chunks this attempt wrote; the
+/// generation searches see stays.
+///
+/// # Errors
+/// Database errors.
+pub async fn fail(conn: &mut PgConnection, target: &Target, reason: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        UPDATE rag_documents SET status = 'failed', error = $2, indexed_at = NULL
+        WHERE id = $1
+        "#,
+        target.id,
+        reason,
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM rag_chunks WHERE document_id = $1 AND generation >= $2",
+        target.id,
+        target.generation,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A search: the text, its vector, and the filters.
+#[derive(Debug, Clone)]
+pub struct SearchQuery<'a> {
+    pub text: &'a str,
+    pub vector: Vec<f32>,
+    /// The model the vector comes from: only its chunks are compared.
+    pub model: &'a str,
+    /// The sources the caller may read and asked for.
+    pub sources: Vec<SourceType>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub language: Language,
+    pub limit: i64,
+}
+
+/// One chunk found.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub document_id: Uuid,
+    pub source_type: SourceType,
+    pub title: String,
+    /// The chunk's best passage, with the matched terms between [`MARK_START`] and
+    /// [`MARK_END`].
+    pub snippet: String,
+    pub score: f64,
+    pub chunk_ordinal: i32,
+    pub page: Option<i32>,
+    pub heading: Option<String>,
+}
+
+/// Around matched terms in [`Hit::snippet`]: private-use characters no text search config keeps,
+/// replaced by the caller's own markup.
+pub const MARK_START: char = '\u{E000}';
+pub const MARK_END: char = '\u{E001}';
+
+/// How many candidates each ranking gives the fusion.
+const CANDIDATES: i64 = 50;
+/// Reciprocal rank fusion's constant (Cormack et al.).
+const RRF_K: f64 = 60.0;
+
+/// Hybrid search over the proof's organization's current chunks: the nearest by cosine distance
+/// (HNSW, iterative scans so that filters keep their recall) and the best by full-text rank
+/// (stemmed in `query.language`), fused by reciprocal rank. Vectors of another model are never
+/// compared.
+///
+/// # Errors
+/// Database errors.
+pub async fn search(
+    conn: &mut PgConnection,
+    proof: &Granted<ReadKnowledge>,
+    query: &SearchQuery<'_>,
+) -> sqlx::Result<Vec<Hit>> {
+    // The HNSW index is over `embedding::vector(<dims>)` for the dimensions it covers; the cast
+    // in the query must be the same expression for the planner to use it.
+    let dims = query.vector.len();
+    // Ask the index for enough candidates, and let it keep scanning while filters drop rows.
+    sqlx::query("SELECT set_config('hnsw.ef_search', '100', true), set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+        .execute(&mut *conn)
+        .await?;
+    let sql = format!(
+        r#"
+        WITH vector_hits AS (
+            SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM (
+                SELECT c.id, c.embedding::vector({dims}) <=> $1 AS distance
+                FROM rag_chunks c
+                JOIN rag_documents d ON d.id = c.document_id AND d.generation = c.generation
+                WHERE c.organization_id = $2 AND c.embedding_dimensions = {dims}
+                  AND c.embedding_model = $3 AND d.source_type = ANY($4)
+                  AND ($5::timestamptz IS NULL OR d.created_at >= $5)
+                  AND ($6::timestamptz IS NULL OR d.created_at < $6)
+                ORDER BY c.embedding::vector({dims}) <=> $1
+                LIMIT $7
+            ) nearest
+        ),
+        keyword_hits AS (
+            SELECT c.id, row_number() OVER (ORDER BY ts_rank_cd(c.content_tsv, q) DESC, c.id) AS rank
+            FROM rag_chunks c
+            JOIN rag_documents d ON d.id = c.document_id AND d.generation = c.generation,
+                 websearch_to_tsquery($8::text::regconfig, $9) q
+            WHERE c.organization_id = $2 AND c.content_tsv @@ q AND d.source_type = ANY($4)
+              AND ($5::timestamptz IS NULL OR d.created_at >= $5)
+              AND ($6::timestamptz IS NULL OR d.created_at < $6)
+            ORDER BY ts_rank_cd(c.content_tsv, q) DESC, c.id
+            LIMIT $7
+        ),
+        fused AS (
+            SELECT id, sum(1.0 / ($10 + rank)) AS score
+            FROM (SELECT * FROM vector_hits UNION ALL SELECT * FROM keyword_hits) h
+            GROUP BY id
+            ORDER BY score DESC, id
+            LIMIT $11
+        )
+        SELECT c.document_id, d.source_type, d.title,
+               ts_headline(c.language, c.content, websearch_to_tsquery($8::text::regconfig, $9),
+                           'StartSel=' || chr(57344) || ', StopSel=' || chr(57345)
+                           || ', MaxWords=40, MinWords=15, MaxFragments=2') AS snippet,
+               f.score::float8 AS score, c.ordinal, c.page, c.heading
+        FROM fused f
+        JOIN rag_chunks c ON c.id = f.id
+        JOIN rag_documents d ON d.id = c.document_id
+        ORDER BY f.score DESC, c.id
+        "#
+    );
+    let sources: Vec<&str> = query.sources.iter().map(|s| s.as_str()).collect();
+    // Safe: the only text formatted in is the vector's length, a number.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(Vector::from(query.vector.clone()))
+        .bind(proof.organization_id())
+        .bind(query.model)
+        .bind(&sources)
+        .bind(query.from)
+        .bind(query.to)
+        .bind(CANDIDATES.max(query.limit))
+        .bind(query.language.as_str())
+        .bind(query.text)
+        .bind(RRF_K)
+        .bind(query.limit)
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(Hit {
+                document_id: row.try_get("document_id")?,
+                source_type: row.try_get("source_type")?,
+                title: row.try_get("title")?,
+                snippet: row.try_get("snippet")?,
+                score: row.try_get("score")?,
+                chunk_ordinal: row.try_get("ordinal")?,
+                page: row.try_get("page")?,
+                heading: row.try_get("heading")?,
+            })
+        })
+        .collect()
+}

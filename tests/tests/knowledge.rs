@@ -1,0 +1,577 @@
+//! The knowledge base and search: documents uploaded in several formats are extracted, cut into
+//! chunks, embedded by the local model and found by keyword and by meaning, with citations;
+//! per tenant, per role and per source; files without text end `failed` with the reason.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use zoark_core::access::Role;
+use zoark_embed::{
+    chunk::Section,
+    extract::{self, ExtractError, Format},
+};
+use zoark_tests::{
+    TestApp,
+    fixtures::{self, Account},
+    multipart::{Form, PDF, docx_with, encrypted_pdf, pdf_with_text},
+};
+
+const PDF_PHRASE: &str = "lubricated every forty operating hours with ISO VG 46 oil";
+const DOCX_PHRASE: &str = "sixteen weeks of paid parental leave";
+const HTML_PHRASE: &str = "equal weights of flour and water";
+
+fn manual_pdf() -> Vec<u8> {
+    pdf_with_text(&[
+        &[
+            "Hydraulic press P-200: operating manual.",
+            "Read every safety instruction before switching the press on.",
+        ],
+        &[
+            "Maintenance schedule.",
+            "The hydraulic press must be lubricated every forty operating hours",
+            "with ISO VG 46 oil, and its filters replaced twice a year.",
+        ],
+    ])
+}
+
+fn policy_docx() -> Vec<u8> {
+    docx_with(&[
+        (Some("Title"), "Employee handbook"),
+        (
+            None,
+            "This handbook describes the benefits of every employee of Acme.",
+        ),
+        (Some("Heading1"), "Parental leave"),
+        (
+            None,
+            "Employees are entitled to sixteen weeks of paid parental leave after the birth or \
+             adoption of a child.",
+        ),
+    ])
+}
+
+const GUIDE_HTML: &str = r#"<!DOCTYPE html>
+<html><head><title>Bakery</title><style>p { color: red }</style>
+<script>var ignored = "javascript text is not indexed";</script></head>
+<body><h1>Sourdough baking guide</h1>
+<p>Good bread takes time.</p>
+<h2>Feeding the starter</h2>
+<p>Feed the starter with equal weights of flour and water twelve hours before mixing the dough.</p>
+</body></html>"#;
+
+async fn upload(app: &TestApp, token: &str, name: &str, bytes: &[u8]) -> (StatusCode, Value) {
+    let form = Form::new().file("file", name, "application/octet-stream", bytes);
+    let response = app
+        .upload(Method::POST, "/api/v1/knowledge", Some(token), &form, None)
+        .await;
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn uploaded(app: &TestApp, token: &str, name: &str, bytes: &[u8]) -> String {
+    let (status, body) = upload(app, token, name, bytes).await;
+    assert_eq!(status, 201, "{name}: {body}");
+    assert_eq!(body["status"], "pending", "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn document(app: &TestApp, token: &str, id: &str) -> Value {
+    let (status, body) = app
+        .call_json(
+            Method::GET,
+            &format!("/api/v1/knowledge/{id}"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn search(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
+    let url = format!(
+        "/api/v1/search?q={}",
+        url::form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>()
+    );
+    let (status, body) = app.call_json(Method::GET, &url, Some(token), None).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body["items"].as_array().unwrap().clone()
+}
+
+async fn drain(app: &TestApp) {
+    app.drain_jobs(Duration::from_secs(120)).await.unwrap();
+}
+
+#[tokio::test]
+async fn pdf_docx_and_html_are_found_by_keyword_and_by_meaning_with_citations() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Acme").await;
+    let token = &admin.access_token;
+    let pdf = uploaded(&app, token, "press-manual.pdf", &manual_pdf()).await;
+    let docx = uploaded(&app, token, "handbook.docx", &policy_docx()).await;
+    let html = uploaded(&app, token, "bakery.html", GUIDE_HTML.as_bytes()).await;
+    // Unrelated documents the right ones must outrank.
+    uploaded(
+        &app,
+        token,
+        "sales.txt",
+        b"The quarterly sales report shows revenue growth in the northern region, led by \
+          new customers in the retail sector.",
+    )
+    .await;
+    uploaded(
+        &app,
+        token,
+        "wifi.md",
+        b"# Office network\n\nThe guest wireless network password changes every Monday.\n",
+    )
+    .await;
+    uploaded(
+        &app,
+        token,
+        "travel.csv",
+        b"city,hotel,nights\nLisbon,Hotel Mar,3\nOslo,Fjord Inn,2\n",
+    )
+    .await;
+    drain(&app).await;
+
+    for id in [&pdf, &docx, &html] {
+        let doc = document(&app, token, id).await;
+        assert_eq!(doc["status"], "indexed", "{doc}");
+        assert_eq!(doc["embedding_model"], "all-MiniLM-L6-v2", "{doc}");
+        assert!(doc["chunks_total"].as_i64().unwrap() >= 1, "{doc}");
+        assert_eq!(doc["chunks_done"], doc["chunks_total"], "{doc}");
+        assert!(doc["error"].is_null(), "{doc}");
+    }
+
+    // Keyword: a phrase of each document ranks it first, its terms marked in the snippet.
+    for (phrase, id) in [
+        (PDF_PHRASE, &pdf),
+        (DOCX_PHRASE, &docx),
+        (HTML_PHRASE, &html),
+    ] {
+        let items = search(&app, token, phrase).await;
+        assert_eq!(items[0]["document_id"], id.as_str(), "{phrase}: {items:#?}");
+        assert_eq!(items[0]["source_type"], "knowledge");
+        assert!(
+            items[0]["snippet"].as_str().unwrap().contains("<mark>"),
+            "{items:#?}"
+        );
+    }
+    // Meaning: a paraphrase that shares (almost) no word with the text.
+    for (paraphrase, id) in [
+        ("how often should the machine be greased", &pdf),
+        ("how much time off do new mothers and fathers get", &docx),
+        ("preparing the yeast culture for bread", &html),
+    ] {
+        let items = search(&app, token, paraphrase).await;
+        assert_eq!(
+            items[0]["document_id"],
+            id.as_str(),
+            "{paraphrase}: {items:#?}"
+        );
+    }
+    // Citations: the PDF's page, the DOCX's and the HTML's headings.
+    let top = &search(&app, token, PDF_PHRASE).await[0];
+    assert_eq!(top["citation"]["page"], 2, "{top}");
+    assert_eq!(top["title"], "press-manual.pdf");
+    let top = &search(&app, token, DOCX_PHRASE).await[0];
+    assert_eq!(top["citation"]["heading"], "Parental leave", "{top}");
+    let top = &search(&app, token, HTML_PHRASE).await[0];
+    assert_eq!(top["citation"]["heading"], "Feeding the starter", "{top}");
+    assert!(top["citation"]["page"].is_null());
+    // Scripts are not text.
+    assert!(
+        search(&app, token, "javascript text is not indexed")
+            .await
+            .iter()
+            .all(|i| !i["snippet"].as_str().unwrap().contains("javascript")),
+    );
+
+    // Another organization finds nothing of it, by keyword or meaning.
+    let other = fixtures::register(&app, "other@example.com", "Globex").await;
+    assert!(
+        search(&app, &other.access_token, PDF_PHRASE)
+            .await
+            .is_empty()
+    );
+    assert!(
+        search(
+            &app,
+            &other.access_token,
+            "how often should the machine be greased"
+        )
+        .await
+        .is_empty()
+    );
+    let (status, _) = app
+        .call_json(
+            Method::GET,
+            &format!("/api/v1/knowledge/{pdf}"),
+            Some(&other.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // Deleting a document removes it from search at once.
+    let (status, _) = app
+        .call_json(
+            Method::DELETE,
+            &format!("/api/v1/knowledge/{html}"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let items = search(&app, token, HTML_PHRASE).await;
+    assert!(
+        items.iter().all(|i| i["document_id"] != html.as_str()),
+        "{items:#?}"
+    );
+    let chunks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM rag_chunks WHERE document_id = $1::uuid")
+            .bind(&html)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(chunks, 0);
+    app.stop().await;
+}
+
+async fn put_invoice_pdf(app: &TestApp, admin: &Account, id: &str, text: &str) {
+    let form = Form::new().file(
+        "file",
+        "inv.pdf",
+        "application/pdf",
+        &pdf_with_text(&[&[text]]),
+    );
+    let response = app
+        .upload(
+            Method::PUT,
+            &format!("/api/v1/invoices/{id}/pdf"),
+            Some(&admin.access_token),
+            &form,
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+async fn invoice_with_pdf(app: &TestApp, admin: &Account, text: &str) -> String {
+    let project = fixtures::project(&app.pool, admin.organization_id, "Bridge").await;
+    let (status, body) = app
+        .call_json(
+            Method::POST,
+            "/api/v1/invoices",
+            Some(&admin.access_token),
+            Some(&json!({
+                "project_id": project, "number": "INV-7", "vendor": "Steel & Co",
+                "amount_minor": 125_000, "currency": "EUR",
+                "issued_on": "2026-11-01", "due_on": "2026-12-01",
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    put_invoice_pdf(app, admin, &id, text).await;
+    id
+}
+
+#[tokio::test]
+async fn invoice_text_is_found_only_by_those_who_may_read_invoices() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Acme").await;
+    let phrase = "structural steel beams delivered to the bridge site";
+    invoice_with_pdf(&app, &admin, &format!("Invoice for {phrase}.")).await;
+    drain(&app).await;
+    let member = fixtures::member(&app, admin.organization_id, "m@example.com", Role::Member).await;
+    let viewer = fixtures::member(&app, admin.organization_id, "v@example.com", Role::Viewer).await;
+    let items = search(&app, &member.access_token, phrase).await;
+    assert_eq!(items[0]["source_type"], "invoice", "{items:#?}");
+    assert_eq!(items[0]["title"], "Invoice INV-7");
+    assert!(search(&app, &viewer.access_token, phrase).await.is_empty());
+    let (status, body) = app
+        .call_json(
+            Method::GET,
+            "/api/v1/search?q=steel&source_type=invoice",
+            Some(&viewer.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"], json!([]));
+    // Replacing the PDF re-indexes the invoice: the old text goes, the new is found.
+    let id: String = sqlx::query_scalar("SELECT id::text FROM invoices")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    put_invoice_pdf(&app, &admin, &id, "Invoice for concrete pillars.").await;
+    drain(&app).await;
+    let items = search(&app, &member.access_token, "structural steel beams").await;
+    assert!(
+        items
+            .iter()
+            .all(|i| !i["snippet"].as_str().unwrap().contains("steel")),
+        "{items:#?}"
+    );
+    let items = search(&app, &member.access_token, "concrete pillars").await;
+    assert_eq!(items[0]["source_type"], "invoice", "{items:#?}");
+    let generations: i64 = sqlx::query_scalar("SELECT count(DISTINCT generation) FROM rag_chunks")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(generations, 1, "the old generation's chunks are gone");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn team_documents_are_indexed_as_their_own_source() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Acme").await;
+    let (status, body) = app
+        .call_json(
+            Method::POST,
+            "/api/v1/team-members",
+            Some(&admin.access_token),
+            Some(&json!({"name": "Ada Lovelace", "email": "ada@example.com"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let member = body["id"].as_str().unwrap().to_owned();
+    let form = Form::new().file(
+        "file",
+        "contract.docx",
+        "application/octet-stream",
+        &docx_with(&[(None, "The analytical engine contract runs until March.")]),
+    );
+    let response = app
+        .upload(
+            Method::POST,
+            &format!("/api/v1/team-members/{member}/documents"),
+            Some(&admin.access_token),
+            &form,
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let document: Value = response.json().await.unwrap();
+    drain(&app).await;
+    let items = search(&app, &admin.access_token, "analytical engine contract").await;
+    assert_eq!(items[0]["source_type"], "team_document", "{items:#?}");
+    assert_eq!(items[0]["title"], "contract.docx");
+    // Deleting the team document deletes its index.
+    let (status, _) = app
+        .call_json(
+            Method::DELETE,
+            &format!("/api/v1/documents/{}", document["id"].as_str().unwrap()),
+            Some(&admin.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(
+        search(&app, &admin.access_token, "analytical engine contract")
+            .await
+            .is_empty()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn files_without_text_fail_with_the_reason_and_are_not_retried() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Acme").await;
+    let token = &admin.access_token;
+    let encrypted = uploaded(&app, token, "locked.pdf", &encrypted_pdf()).await;
+    let scan = uploaded(&app, token, "scan.pdf", &pdf_with_text(&[&[]])).await;
+    let broken = uploaded(&app, token, "broken.pdf", PDF).await;
+    let empty_docx = uploaded(&app, token, "empty.docx", &docx_with(&[])).await;
+    drain(&app).await;
+    for (id, reason) in [
+        (&encrypted, "encrypted"),
+        (&scan, "no text layer"),
+        (&broken, "cannot be read as PDF"),
+        (&empty_docx, "no text"),
+    ] {
+        let doc = document(&app, token, id).await;
+        assert_eq!(doc["status"], "failed", "{doc}");
+        assert!(
+            doc["error"].as_str().unwrap().contains(reason),
+            "{reason}: {doc}"
+        );
+        assert_eq!(doc["chunks_done"], 0);
+    }
+    // Their jobs completed (a retry would read the same bytes).
+    let states: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT state FROM jobs WHERE kind = 'rag.index_document'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(states, ["completed"]);
+    let (status, body) = app
+        .call_json(
+            Method::GET,
+            "/api/v1/knowledge?status=failed",
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["items"].as_array().unwrap().len(), 4, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_bytes_are_one_document_and_a_reindex_replaces_chunks_at_once() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Acme").await;
+    let token = &admin.access_token;
+    let id = uploaded(&app, token, "bakery.html", GUIDE_HTML.as_bytes()).await;
+    let (status, body) = upload(&app, token, "copy.html", GUIDE_HTML.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], id.as_str());
+    drain(&app).await;
+    let total = document(&app, token, &id).await["chunks_total"].clone();
+    let (status, body) = app
+        .call_json(
+            Method::POST,
+            &format!("/api/v1/knowledge/{id}/reindex"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "pending");
+    // Until the new generation is switched in, the old one is still found.
+    assert_eq!(
+        search(&app, token, HTML_PHRASE).await[0]["document_id"],
+        id.as_str()
+    );
+    drain(&app).await;
+    let doc = document(&app, token, &id).await;
+    assert_eq!(doc["status"], "indexed");
+    let (chunks, generations): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT generation) FROM rag_chunks WHERE document_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(Value::from(chunks), total);
+    assert_eq!(generations, 1);
+    // Refused: files that are not documents, and bad parameters.
+    let (status, body) = upload(
+        &app,
+        token,
+        "a.zip",
+        &zoark_tests::multipart::zip(&[("a", b"b")]),
+    )
+    .await;
+    assert_eq!(status, 415, "{body}");
+    for query in ["q=", "q=x&limit=51", "q=x&language=klingon", "limit=5"] {
+        let (status, body) = app
+            .call_json(
+                Method::GET,
+                &format!("/api/v1/search?{query}"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert!(status == 400 || status == 422, "{query}: {status} {body}");
+    }
+    app.stop().await;
+}
+
+#[test]
+fn extraction_keeps_headings_pages_and_structure_of_every_format() {
+    let sections = extract::extract(Format::Pdf, &manual_pdf()).unwrap();
+    assert_eq!(sections[0].page, Some(1));
+    assert!(
+        sections
+            .iter()
+            .any(|s| s.page == Some(2) && s.text.contains("ISO VG 46"))
+    );
+    let sections = extract::extract(Format::Docx, &policy_docx()).unwrap();
+    assert_eq!(
+        sections.last().unwrap(),
+        &Section {
+            page: None,
+            heading: Some("Parental leave".into()),
+            text: "Employees are entitled to sixteen weeks of paid parental leave after the \
+                   birth or adoption of a child."
+                .into(),
+        }
+    );
+    let sections = extract::extract(Format::Html, GUIDE_HTML.as_bytes()).unwrap();
+    assert_eq!(
+        sections[0].heading.as_deref(),
+        Some("Sourdough baking guide")
+    );
+    assert!(
+        sections
+            .iter()
+            .all(|s| !s.text.contains("ignored") && !s.text.contains("color"))
+    );
+    let sections = extract::extract(
+        Format::Markdown,
+        b"intro\n\n## Setup\nrun it\n```\n# not a heading\n```\n",
+    )
+    .unwrap();
+    assert_eq!(sections[1].heading.as_deref(), Some("Setup"));
+    assert!(sections[1].text.contains("# not a heading"));
+    let sections = extract::extract(Format::Csv, b"city,nights\nLisbon,3\n").unwrap();
+    assert_eq!(sections[0].text, "city: Lisbon\nnights: 3");
+    let sections = extract::extract(Format::Json, br#"{"a": {"b": [1, "x"]}, "c": null}"#).unwrap();
+    assert_eq!(sections[0].text, "a.b[0]: 1\na.b[1]: x");
+    assert_eq!(
+        extract::extract(Format::Pdf, &encrypted_pdf()),
+        Err(ExtractError::Encrypted)
+    );
+    assert_eq!(
+        extract::extract(Format::Pdf, &pdf_with_text(&[&[], &[]])),
+        Err(ExtractError::NoTextLayer)
+    );
+    assert!(matches!(
+        extract::extract(Format::Pdf, b"%PDF-1.4 garbage"),
+        Err(ExtractError::Unreadable { .. })
+    ));
+    assert!(matches!(
+        extract::extract(Format::Docx, b"PK not a zip"),
+        Err(ExtractError::Unreadable { .. })
+    ));
+    assert_eq!(
+        extract::extract(Format::Text, b"   \n "),
+        Err(ExtractError::Empty)
+    );
+}
+
+#[test]
+fn uploads_are_accepted_by_what_their_bytes_are() {
+    use zoark_core::files::{Accept, FileType, sniff_accepted};
+    let documents = Accept::Documents;
+    assert_eq!(
+        sniff_accepted(GUIDE_HTML.as_bytes(), "a.txt", documents),
+        Ok(FileType::Html)
+    );
+    assert_eq!(
+        sniff_accepted(b"# T\n", "a.md", documents),
+        Ok(FileType::Markdown)
+    );
+    assert_eq!(
+        sniff_accepted(&policy_docx(), "x", documents),
+        Ok(FileType::Docx)
+    );
+    assert!(sniff_accepted(GUIDE_HTML.as_bytes(), "a.html", Accept::Uploads).is_err());
+    assert!(
+        sniff_accepted(
+            &zoark_tests::multipart::zip(&[("a", b"b")]),
+            "a.zip",
+            documents
+        )
+        .is_err()
+    );
+}
