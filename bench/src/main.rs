@@ -11,6 +11,7 @@ mod peers;
 mod raw;
 mod report;
 mod scenario;
+mod search;
 
 use std::path::PathBuf;
 
@@ -29,6 +30,8 @@ enum Command {
     Queue(QueueArgs),
     /// Deliveries per second through API → jobs → worker → SMTP.
     Email(email::EmailArgs),
+    /// Document search: query latency, recall against exact search, indexing rate.
+    Search(search::SearchArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -109,6 +112,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Queue(args) => queue(args).await,
             Command::Email(args) => email::run(args).await,
+            Command::Search(args) => search::run(args).await,
         }
     });
     match result {

@@ -53,11 +53,11 @@ pub fn default_dir(workspace: &Path) -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(
-        "the embedding model file {path} cannot be read ({source}); `cargo xtask models` provisions it"
+        "the embedding model file {path} cannot be read ({reason}); `cargo xtask models` provisions it"
     )]
     Missing {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error(
         "the embedding model file {path} is not the pinned one (SHA-256 {actual}, expected {expected}); `cargo xtask models` provisions it again"
@@ -184,9 +184,9 @@ fn read_checked(
     expected: &'static str,
 ) -> Result<(PathBuf, Vec<u8>), ModelError> {
     let path = dir.join(name);
-    let bytes = std::fs::read(&path).map_err(|source| ModelError::Missing {
+    let bytes = std::fs::read(&path).map_err(|reason| ModelError::Missing {
         path: path.clone(),
-        source,
+        reason,
     })?;
     let actual = sha256_hex(&bytes);
     if actual != expected {

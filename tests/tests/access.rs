@@ -106,6 +106,9 @@ fn valid_form(operation_id: &str) -> Option<Form> {
                 .text("kind", "report"),
         ),
         "invoices_pdf_put" => Some(Form::new().file("file", "a.pdf", "application/pdf", PDF)),
+        "knowledge_create" => {
+            Some(Form::new().file("file", "notes.txt", "text/plain", b"notes of the walk"))
+        }
         _ => None,
     }
 }
@@ -418,6 +421,20 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         let body: Value = response.json().await.unwrap();
         body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
     };
+    let a_knowledge = {
+        let form = Form::new().file("file", "secret-of-a.txt", "text/plain", b"secret-of-a");
+        let response = app
+            .upload(
+                Method::POST,
+                "/api/v1/knowledge",
+                Some(&a.access_token),
+                &form,
+                None,
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     let a_webhook = {
         let response = app
             .call(
@@ -473,6 +490,8 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/approvals/{id}/approve", a_approval),
         ("/api/v1/approvals/{id}/reject", a_approval),
         ("/api/v1/approvals/{id}/cancel", a_approval),
+        ("/api/v1/knowledge/{id}", a_knowledge),
+        ("/api/v1/knowledge/{id}/reindex", a_knowledge),
     ]);
     let mut walked = 0;
     for op in operations(&app).await {

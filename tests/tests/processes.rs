@@ -24,6 +24,12 @@ fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
         .env("ZOARK_LOG_FORMAT", "json")
+        // The local embedding model `cargo xtask test` provisions (a worker of the `indexing`
+        // queue refuses to start without it).
+        .env(
+            "ZOARK_EMBED_MODEL_DIR",
+            std::env::var("ZOARK_EMBED_MODEL_DIR").unwrap_or_default(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -215,6 +221,39 @@ fn production_refuses_development_defaults_and_names_the_variable() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("ZOARK_JWT_SECRET"), "{bin}: {stderr}");
     }
+}
+
+#[test]
+fn a_worker_of_the_indexing_queue_refuses_to_start_without_its_model_and_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("zoark-no-model-{}", std::process::id()));
+    let out = Command::new(binary("zoark-worker"))
+        .env_clear()
+        .env("DATABASE_URL", "postgres://zoark@127.0.0.1:1/zoark")
+        .env("ZOARK_EMBED_MODEL_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&dir.join("config.json").display().to_string())
+            && stderr.contains("cargo xtask models"),
+        "{stderr}"
+    );
+    // Without the `indexing` queue it needs no model: it starts (and waits for its database).
+    let mut running = start(
+        "zoark-worker",
+        &[],
+        &[
+            ("DATABASE_URL", "postgres://zoark@127.0.0.1:1/zoark"),
+            ("ZOARK_EMBED_MODEL_DIR", dir.to_str().unwrap()),
+            ("ZOARK_WORKER_QUEUES", "default=2"),
+        ],
+    );
+    running.wait_for_line("database", Duration::from_secs(20));
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "it kept running"
+    );
 }
 
 #[test]

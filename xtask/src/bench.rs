@@ -95,6 +95,35 @@ pub fn email(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench search`: the bench cluster, the local model, and `zoark-bench search`,
+/// which writes `<target>/bench/search.json` and caches the corpus's vectors under
+/// `.zoark/bench/search/`.
+pub fn search(root: &Path, args: &[String]) -> Result<()> {
+    build(root)?;
+    let model = crate::models::ensure(root)?;
+    let pg = postgres::provision_profile(root, Profile::Bench)?;
+    let target = target_dir(root);
+    let status = std::process::Command::new(target.join("release/zoark-bench"))
+        .arg("search")
+        .arg("--server")
+        .arg(pg.server())
+        .arg("--model-dir")
+        .arg(&model)
+        .arg("--cache-dir")
+        .arg(root.join(".zoark/bench/search"))
+        .arg("--out")
+        .arg(target.join("bench/search.json"))
+        .args(args)
+        .current_dir(root)
+        .status()
+        .context("running zoark-bench");
+    pg.stop_if_started()?;
+    if !status?.success() {
+        bail!("the search benchmark failed");
+    }
+    Ok(())
+}
+
 fn build(root: &Path) -> Result<()> {
     let status = std::process::Command::new("cargo")
         .args([

@@ -85,6 +85,13 @@ enum BenchKind {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Document search: query latency (vector and hybrid, concurrency 1 and 8), recall@10
+    /// against exact search, the local model's indexing rate, the HNSW build time.
+    Search {
+        /// Extra arguments for `zoark-bench search` (e.g. `--quick`, `--chunks 1000000`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +123,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchKind::Email { args },
         } => bench::email(&root, &args),
+        Command::Bench {
+            what: BenchKind::Search { args },
+        } => bench::search(&root, &args),
         Command::Schemathesis { args } => schemathesis::run(&root, &args),
         Command::Pg {
             action: PgAction::Start,

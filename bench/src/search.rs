@@ -1,0 +1,868 @@
+//! `zoark-bench search`: document search on a corpus of generated English text embedded by the
+//! local model (all-MiniLM-L6-v2), spread over 100 organizations — one holding 40 % of the
+//! chunks, one holding 1 % — in a fresh database of the bench cluster.
+//!
+//! Reported (`target/bench/search.json`): the latency of the database query given the query's
+//! vector, through `zoark_core::db::knowledge::search` (the API's own code), vector-only and
+//! hybrid, at concurrency 1 and 8; the latency of embedding one query; recall@10 of the vector
+//! ranking against exact search, for the large and the small organization; the local model's
+//! indexing rate on full 256-piece chunks; and the HNSW index build time. The vectors are
+//! computed once per corpus and cached under `.zoark/bench/search/`.
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use sqlx::{AssertSqlSafe, PgPool, postgres::PgPoolOptions};
+use uuid::Uuid;
+use zoark_core::{
+    access::{Actor, Principal, ReadKnowledge, Role},
+    db::{
+        knowledge::{self, Language, SearchQuery},
+        tenant,
+    },
+    knowledge::SourceType,
+};
+use zoark_embed::{LocalModel, MAX_TOKENS, MODEL, chunk};
+
+use crate::db;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SearchArgs {
+    /// The server, without a database: `postgres://user@host:port` (a superuser).
+    #[arg(long)]
+    pub server: String,
+    /// Where the JSON report goes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The short run for CI: 10,000 chunks, 40 queries.
+    #[arg(long)]
+    pub quick: bool,
+    /// Chunks in the corpus [default: 100,000; quick 10,000]; 1,000,000 works too (the first
+    /// run embeds it, about 100 minutes on two cores).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Queries per organization and concurrency [default: 200; quick 40].
+    #[arg(long)]
+    pub queries: Option<usize>,
+    /// The local model's directory.
+    #[arg(long, default_value = ".zoark/models/all-MiniLM-L6-v2")]
+    pub model_dir: PathBuf,
+    /// Where corpus vectors are cached.
+    #[arg(long, default_value = ".zoark/bench/search")]
+    pub cache_dir: PathBuf,
+}
+
+/// Organizations of the corpus: the first holds [`LARGE_SHARE`], the last [`SMALL_SHARE`].
+const ORGANIZATIONS: usize = 100;
+const LARGE_SHARE: f64 = 0.40;
+const SMALL_SHARE: f64 = 0.01;
+/// Chunks per document.
+const DOCUMENT_CHUNKS: usize = 20;
+/// Texts embedded per model call.
+const BATCH: usize = 64;
+/// Results compared for recall.
+const K: usize = 10;
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    queries: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct AtConcurrency {
+    concurrency: usize,
+    vector: Latency,
+    hybrid: Latency,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    date: String,
+    chunks: usize,
+    organizations: usize,
+    small_tenant_chunks: usize,
+    large_tenant_chunks: usize,
+    model: &'static str,
+    /// At concurrency 8.
+    vector_p95_ms: f64,
+    /// At concurrency 8.
+    hybrid_p95_ms: f64,
+    embed_query_p95_ms: f64,
+    recall_at_10: f64,
+    recall_at_10_small_tenant: f64,
+    index_chunks_per_s: f64,
+    index_build_s: f64,
+    by_concurrency: Vec<AtConcurrency>,
+    embed_corpus_s: Option<f64>,
+}
+
+/// Generated English: sentences about one topic per chunk, from a topic's own vocabulary.
+struct Topic {
+    subjects: &'static [&'static str],
+    verbs: &'static [&'static str],
+    objects: &'static [&'static str],
+    contexts: &'static [&'static str],
+}
+
+const TOPICS: &[Topic] = &[
+    Topic {
+        subjects: &[
+            "The maintenance crew",
+            "Each technician",
+            "The night shift",
+            "The plant engineer",
+        ],
+        verbs: &["lubricates", "inspects", "replaces", "calibrates"],
+        objects: &[
+            "the hydraulic press",
+            "the conveyor bearings",
+            "the pump filters",
+            "the pressure valves",
+        ],
+        contexts: &[
+            "every forty operating hours",
+            "before the weekly restart",
+            "after each overload alarm",
+            "according to the service manual",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "The finance team",
+            "The controller",
+            "Accounts payable",
+            "The auditor",
+        ],
+        verbs: &["reconciles", "approves", "reviews", "archives"],
+        objects: &[
+            "vendor invoices",
+            "the quarterly ledger",
+            "expense reports",
+            "the cash forecast",
+        ],
+        contexts: &[
+            "before the books close",
+            "at the end of each month",
+            "when the amount exceeds the limit",
+            "with two signatures",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "New parents",
+            "Every employee",
+            "Part-time staff",
+            "The people team",
+        ],
+        verbs: &[
+            "may request",
+            "are entitled to",
+            "can extend",
+            "must schedule",
+        ],
+        objects: &[
+            "paid parental leave",
+            "remote work days",
+            "the annual holiday allowance",
+            "sabbatical time",
+        ],
+        contexts: &[
+            "after six months of service",
+            "with four weeks of notice",
+            "as the handbook describes",
+            "in agreement with their manager",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "The baker",
+            "Our pastry chef",
+            "The apprentice",
+            "The morning crew",
+        ],
+        verbs: &["feeds", "shapes", "proofs", "bakes"],
+        objects: &[
+            "the sourdough starter",
+            "the rye loaves",
+            "the croissant dough",
+            "the seeded rolls",
+        ],
+        contexts: &[
+            "twelve hours before mixing",
+            "in a warm and humid room",
+            "at two hundred and thirty degrees",
+            "with equal weights of flour and water",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "The release manager",
+            "The platform team",
+            "Each developer",
+            "The on-call engineer",
+        ],
+        verbs: &["deploys", "rolls back", "monitors", "reviews"],
+        objects: &[
+            "the payment service",
+            "database migrations",
+            "the container images",
+            "the canary release",
+        ],
+        contexts: &[
+            "behind a feature flag",
+            "during the maintenance window",
+            "when error rates rise",
+            "after the integration tests pass",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "Travellers",
+            "The assistant",
+            "Sales representatives",
+            "The travel desk",
+        ],
+        verbs: &["book", "cancel", "reimburse", "compare"],
+        objects: &[
+            "train tickets",
+            "hotel rooms near the office",
+            "rental cars",
+            "conference flights",
+        ],
+        contexts: &[
+            "through the approved agency",
+            "at least two weeks ahead",
+            "within the daily allowance",
+            "when the client pays the trip",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "The gardener",
+            "Volunteers",
+            "The park service",
+            "Our landscaping team",
+        ],
+        verbs: &["prunes", "waters", "plants", "mulches"],
+        objects: &[
+            "the apple trees",
+            "the rose beds",
+            "young oak saplings",
+            "the vegetable plots",
+        ],
+        contexts: &[
+            "in late winter",
+            "early in the morning",
+            "after the last frost",
+            "during dry summer weeks",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "The security officer",
+            "Every visitor",
+            "The facilities team",
+            "Contractors",
+        ],
+        verbs: &["registers", "escorts", "badges", "screens"],
+        objects: &[
+            "guests at the front desk",
+            "deliveries to the loading dock",
+            "access to the server room",
+            "keys for the storage rooms",
+        ],
+        contexts: &[
+            "before entering the building",
+            "outside business hours",
+            "with photo identification",
+            "as the site policy requires",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "The marketing team",
+            "Our copywriter",
+            "The brand manager",
+            "The social media lead",
+        ],
+        verbs: &["launches", "drafts", "schedules", "measures"],
+        objects: &[
+            "the spring newsletter",
+            "product announcement posts",
+            "the autumn campaign",
+            "customer case studies",
+        ],
+        contexts: &[
+            "two weeks before the trade fair",
+            "with the new brand colours",
+            "for every regional market",
+            "against last year's results",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "The support agent",
+            "Our help desk",
+            "The customer success manager",
+            "The escalation team",
+        ],
+        verbs: &["answers", "triages", "escalates", "closes"],
+        objects: &[
+            "billing questions",
+            "password reset requests",
+            "urgent outage tickets",
+            "feature requests",
+        ],
+        contexts: &[
+            "within four business hours",
+            "with a clear summary",
+            "once the customer confirms",
+            "according to the service level agreement",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "The warehouse team",
+            "The logistics planner",
+            "Forklift drivers",
+            "The inventory clerk",
+        ],
+        verbs: &["counts", "ships", "restocks", "labels"],
+        objects: &[
+            "pallets of spare parts",
+            "outgoing customer orders",
+            "the cold storage shelves",
+            "returned goods",
+        ],
+        contexts: &[
+            "every Friday afternoon",
+            "before the truck arrives",
+            "using the handheld scanners",
+            "in first-in first-out order",
+        ],
+    },
+    Topic {
+        subjects: &[
+            "The school nurse",
+            "Teachers",
+            "The head of year",
+            "Parents",
+        ],
+        verbs: &["report", "record", "discuss", "plan"],
+        objects: &[
+            "student allergies",
+            "field trip permissions",
+            "exam timetables",
+            "reading progress",
+        ],
+        contexts: &[
+            "at the start of term",
+            "in the weekly meeting",
+            "through the school portal",
+            "before the holidays",
+        ],
+    },
+];
+
+fn pick<'a>(rng: &mut StdRng, items: &'a [&'a str]) -> &'a str {
+    items[rng.random_range(0..items.len())]
+}
+
+fn sentence(rng: &mut StdRng, topic: &Topic) -> String {
+    format!(
+        "{} {} {} {}.",
+        pick(rng, topic.subjects),
+        pick(rng, topic.verbs),
+        pick(rng, topic.objects),
+        pick(rng, topic.contexts)
+    )
+}
+
+fn question(rng: &mut StdRng, topic: &Topic) -> String {
+    let object = pick(rng, topic.objects);
+    let context = pick(rng, topic.contexts);
+    match rng.random_range(0..3) {
+        0 => format!("Who {} {object}?", pick(rng, topic.verbs)),
+        1 => format!("What happens to {object} {context}?"),
+        _ => format!("Rules for {object} {context}"),
+    }
+}
+
+/// One chunk of the corpus.
+struct CorpusChunk {
+    organization: usize,
+    document: usize,
+    ordinal: usize,
+    text: String,
+}
+
+/// How many chunks organization `i` holds.
+fn share(organization: usize, total: usize) -> usize {
+    let large = (total as f64 * LARGE_SHARE) as usize;
+    let small = (total as f64 * SMALL_SHARE) as usize;
+    match organization {
+        0 => large,
+        o if o == ORGANIZATIONS - 1 => small,
+        o => {
+            let rest = total - large - small;
+            let middle = ORGANIZATIONS - 2;
+            rest / middle + usize::from(o - 1 < rest % middle)
+        }
+    }
+}
+
+fn corpus(total: usize) -> Vec<CorpusChunk> {
+    let mut rng = StdRng::seed_from_u64(14);
+    let mut out = Vec::with_capacity(total);
+    let mut document = 0;
+    for organization in 0..ORGANIZATIONS {
+        let n = share(organization, total);
+        let mut ordinal = 0;
+        let mut topic = &TOPICS[0];
+        for i in 0..n {
+            if i % DOCUMENT_CHUNKS == 0 {
+                document += 1;
+                ordinal = 0;
+                topic = &TOPICS[rng.random_range(0..TOPICS.len())];
+            }
+            let sentences = rng.random_range(3..7);
+            let text = (0..sentences)
+                .map(|_| sentence(&mut rng, topic))
+                .collect::<Vec<_>>()
+                .join(" ");
+            out.push(CorpusChunk {
+                organization,
+                document: document - 1,
+                ordinal,
+                text,
+            });
+            ordinal += 1;
+        }
+    }
+    out
+}
+
+fn embed_all(model: &LocalModel, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(texts.len());
+    let started = Instant::now();
+    for (i, batch) in texts.chunks(BATCH).enumerate() {
+        out.extend(model.embed(batch)?);
+        if i % 100 == 99 {
+            let done = out.len();
+            let rate = done as f64 / started.elapsed().as_secs_f64();
+            println!("embedded {done} of {} chunks ({rate:.0}/s)", texts.len());
+        }
+    }
+    Ok(out)
+}
+
+/// The corpus's vectors: from the cache when it holds this corpus, else computed and cached.
+fn vectors(
+    args: &SearchArgs,
+    model: &LocalModel,
+    chunks: &[CorpusChunk],
+) -> anyhow::Result<(Vec<Vec<f32>>, Option<f64>)> {
+    let mut digest = Sha256::new();
+    for c in chunks {
+        digest.update(c.text.as_bytes());
+        digest.update([0]);
+    }
+    let name = format!(
+        "corpus-{}-{}.f32",
+        chunks.len(),
+        &hex::encode(digest.finalize())[..16]
+    );
+    let path = args.cache_dir.join(name);
+    let dims = zoark_embed::DIMENSION;
+    if let Ok(bytes) = std::fs::read(&path)
+        && bytes.len() == chunks.len() * dims * 4
+    {
+        let floats: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        println!("corpus vectors from {}", path.display());
+        return Ok((floats.chunks(dims).map(<[f32]>::to_vec).collect(), None));
+    }
+    println!("embedding {} chunks (cached afterwards)", chunks.len());
+    let started = Instant::now();
+    let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+    let vectors = embed_all(model, &texts)?;
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&args.cache_dir)?;
+    let bytes: Vec<u8> = vectors
+        .iter()
+        .flatten()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
+    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok((vectors, Some(seconds)))
+}
+
+fn vector_text(v: &[f32]) -> String {
+    let parts: Vec<String> = v.iter().map(|f| format!("{f}")).collect();
+    format!("[{}]", parts.join(","))
+}
+
+/// Loads the corpus; returns the organizations' ids and the index build time.
+async fn load(
+    pool: &PgPool,
+    chunks: &[CorpusChunk],
+    vectors: &[Vec<f32>],
+) -> anyhow::Result<(Vec<Uuid>, f64)> {
+    let organizations: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO organizations (name) SELECT 'bench ' || g FROM generate_series(1, $1) g
+         RETURNING id",
+    )
+    .bind(i32::try_from(ORGANIZATIONS)?)
+    .fetch_all(pool)
+    .await?;
+    let documents = chunks.last().map_or(0, |c| c.document + 1);
+    let mut conn = pool.acquire().await?;
+    // One stored file and one indexed document per document of the corpus.
+    let mut doc_orgs = vec![Uuid::nil(); documents];
+    for c in chunks {
+        doc_orgs[c.document] = organizations[c.organization];
+    }
+    let document_ids: Vec<Uuid> = sqlx::query_scalar(
+        "WITH d AS (SELECT o, n FROM unnest($1::uuid[]) WITH ORDINALITY AS t (o, n)),
+              f AS (INSERT INTO stored_files (organization_id, storage_key, filename, content_type,
+                                              size_bytes, sha256)
+                    SELECT o, 'bench/' || n, 'doc-' || n || '.txt', 'text/plain', 1,
+                           sha256(n::text::bytea) FROM d ORDER BY n
+                    RETURNING id, organization_id, storage_key)
+         INSERT INTO rag_documents (organization_id, title, source_type, file_id, content_type,
+                                    content_sha256, status, indexed_at, generation,
+                                    embedding_model, embedding_dimensions)
+         SELECT f.organization_id, 'Document ' || split_part(f.storage_key, '/', 2),
+                'knowledge', f.id, 'text/plain',
+                sha256(split_part(f.storage_key, '/', 2)::bytea), 'indexed', now(), 1, $2, 384
+         FROM f ORDER BY split_part(f.storage_key, '/', 2)::int
+         RETURNING id",
+    )
+    .bind(&doc_orgs)
+    .bind(MODEL)
+    .fetch_all(&mut *conn)
+    .await?;
+    // The HNSW index is built after the load, and timed.
+    let index_sql: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'rag_chunks_embedding_384_idx'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("DROP INDEX rag_chunks_embedding_384_idx")
+        .execute(&mut *conn)
+        .await?;
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY rag_chunks (organization_id, document_id, generation, ordinal, content,
+                              token_count, embedding, embedding_dimensions, embedding_model,
+                              language) FROM STDIN",
+        )
+        .await?;
+    let mut buffer = String::new();
+    for (c, v) in chunks.iter().zip(vectors) {
+        buffer.push_str(&format!(
+            "{}\t{}\t1\t{}\t{}\t{}\t{}\t384\t{MODEL}\tenglish\n",
+            organizations[c.organization],
+            document_ids[c.document],
+            c.ordinal,
+            c.text,
+            c.text.split_whitespace().count(),
+            vector_text(v),
+        ));
+        if buffer.len() > 1 << 20 {
+            copy.send(std::mem::take(&mut buffer).into_bytes()).await?;
+        }
+    }
+    copy.send(buffer.into_bytes()).await?;
+    copy.finish().await?;
+    sqlx::query("SET maintenance_work_mem = '1GB'")
+        .execute(&mut *conn)
+        .await?;
+    let started = Instant::now();
+    sqlx::query(AssertSqlSafe(index_sql))
+        .execute(&mut *conn)
+        .await?;
+    let build = started.elapsed().as_secs_f64();
+    sqlx::query("VACUUM ANALYZE rag_chunks")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("ANALYZE rag_documents")
+        .execute(&mut *conn)
+        .await?;
+    Ok((organizations, build))
+}
+
+fn proof(organization: Uuid) -> anyhow::Result<zoark_core::access::Granted<ReadKnowledge>> {
+    let principal = Principal::authenticated(
+        organization,
+        Role::Admin,
+        Actor::ApiKey {
+            key_id: Uuid::nil(),
+        },
+    );
+    Ok(principal.authorize::<ReadKnowledge>()?)
+}
+
+/// A query of the benchmark: its organization, text and vector.
+struct Query {
+    organization: Uuid,
+    text: String,
+    vector: Vec<f32>,
+}
+
+/// The found chunks, as (document, ordinal).
+async fn run_search(
+    pool: &PgPool,
+    q: &Query,
+    hybrid: bool,
+) -> anyhow::Result<(Duration, Vec<(Uuid, i32)>)> {
+    let granted = proof(q.organization)?;
+    let query = SearchQuery {
+        text: if hybrid { &q.text } else { "" },
+        vector: q.vector.clone(),
+        model: MODEL,
+        sources: SourceType::ALL.to_vec(),
+        from: None,
+        to: None,
+        language: Language::ENGLISH,
+        limit: i64::try_from(K)?,
+    };
+    let started = Instant::now();
+    let mut tx = tenant::begin(pool, &granted).await?;
+    let hits = knowledge::search(&mut tx, &granted, &query).await?;
+    tx.commit().await?;
+    let elapsed = started.elapsed();
+    Ok((
+        elapsed,
+        hits.into_iter()
+            .map(|h| (h.document_id, h.chunk_ordinal))
+            .collect(),
+    ))
+}
+
+/// The exact nearest chunks of the query's organization: a scan that reads every one.
+async fn exact(pool: &PgPool, q: &Query) -> anyhow::Result<Vec<(Uuid, i32)>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL enable_indexscan = off")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL enable_bitmapscan = off")
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT document_id, ordinal FROM rag_chunks WHERE organization_id = $1
+         ORDER BY embedding::vector(384) <=> $2 LIMIT $3",
+    )
+    .bind(q.organization)
+    .bind(pgvector::Vector::from(q.vector.clone()))
+    .bind(i64::try_from(K)?)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+fn latency(mut samples: Vec<Duration>) -> Latency {
+    samples.sort();
+    let at = |p: f64| -> f64 {
+        let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    Latency {
+        p50_ms: at(0.50),
+        p95_ms: at(0.95),
+        p99_ms: at(0.99),
+        queries: samples.len(),
+    }
+}
+
+/// Every query, `concurrency` at a time; the latency of each.
+async fn timed(
+    pool: &PgPool,
+    queries: &Arc<Vec<Query>>,
+    concurrency: usize,
+    hybrid: bool,
+) -> anyhow::Result<Latency> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (pool, queries, next) = (pool.clone(), queries.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(q) = queries.get(i) else { break };
+                samples.push(run_search(&pool, q, hybrid).await?.0);
+            }
+            Ok::<_, anyhow::Error>(samples)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(latency(all))
+}
+
+async fn recall(pool: &PgPool, queries: &[Query]) -> anyhow::Result<f64> {
+    let mut sum = 0.0;
+    for q in queries {
+        let (_, found) = run_search(pool, q, false).await?;
+        let truth: HashSet<(Uuid, i32)> = exact(pool, q).await?.into_iter().collect();
+        let hits = found.iter().take(K).filter(|f| truth.contains(f)).count();
+        sum += hits as f64 / truth.len().clamp(1, K) as f64;
+    }
+    Ok(sum / queries.len().max(1) as f64)
+}
+
+/// Chunks per second of the local model on full 256-piece chunks, in batches of 32 (as the
+/// indexing job embeds them).
+fn index_rate(model: &LocalModel, chunks: &[CorpusChunk]) -> anyhow::Result<f64> {
+    let text: String = chunks
+        .iter()
+        .take(2000)
+        .map(|c| c.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let sections = [chunk::Section {
+        page: None,
+        heading: None,
+        text,
+    }];
+    let pieces = chunk::chunk(model.tokenizer(), &sections, MAX_TOKENS, 0)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let pieces: Vec<&str> = pieces.iter().take(256).map(|c| c.text.as_str()).collect();
+    let started = Instant::now();
+    for batch in pieces.chunks(32) {
+        model.embed(batch)?;
+    }
+    Ok(pieces.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
+    let total = args
+        .chunks
+        .unwrap_or(if args.quick { 10_000 } else { 100_000 });
+    let per_org_queries = args.queries.unwrap_or(if args.quick { 40 } else { 200 });
+    let model = Arc::new(
+        zoark_embed::LocalModel::load(&args.model_dir).context("loading the local model")?,
+    );
+    let ((vectors, embed_corpus_s), chunks) = {
+        let (model, args) = (model.clone(), args.clone());
+        tokio::task::spawn_blocking(move || {
+            let chunks = corpus(total);
+            vectors(&args, &model, &chunks).map(|v| (v, chunks))
+        })
+        .await??
+    };
+
+    let admin = db::admin_pool(&args.server).await?;
+    let url = db::fresh(&admin, &args.server, "zoark_bench_search").await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(zoark_core::db::platform_options(&url)?)
+        .await?;
+    zoark_core::db::migrate_all(&pool)
+        .await
+        .context("migrating the benchmark database")?;
+    println!("loading {total} chunks");
+    let (organizations, index_build_s) = load(&pool, &chunks, &vectors).await?;
+    println!("HNSW index built in {index_build_s:.1} s");
+
+    // Queries: questions of each topic, embedded one by one as the API embeds them.
+    let mut rng = StdRng::seed_from_u64(2026);
+    let mut embed_samples = Vec::new();
+    let mut make = |organization: Uuid, n: usize| -> anyhow::Result<Vec<Query>> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let topic = &TOPICS[rng.random_range(0..TOPICS.len())];
+            let text = question(&mut rng, topic);
+            let started = Instant::now();
+            let vector = model.embed(&[text.as_str()])?.pop().unwrap_or_default();
+            embed_samples.push(started.elapsed());
+            out.push(Query {
+                organization,
+                text,
+                vector,
+            });
+        }
+        Ok(out)
+    };
+    let large = make(organizations[0], per_org_queries)?;
+    let small = make(organizations[ORGANIZATIONS - 1], per_org_queries)?;
+    let embed_query = latency(embed_samples);
+
+    let recall_at_10 = recall(&pool, &large).await?;
+    let recall_at_10_small_tenant = recall(&pool, &small).await?;
+    println!("recall@10 {recall_at_10:.3}, small tenant {recall_at_10_small_tenant:.3}");
+
+    let mut all: Vec<Query> = Vec::new();
+    for (l, s) in large.into_iter().zip(small) {
+        all.push(l);
+        all.push(s);
+    }
+    let all = Arc::new(all);
+    // A warm-up pass, then the measured ones.
+    timed(&pool, &all, 2, true).await?;
+    let mut by_concurrency = Vec::new();
+    for concurrency in [1, 8] {
+        let vector = timed(&pool, &all, concurrency, false).await?;
+        let hybrid = timed(&pool, &all, concurrency, true).await?;
+        println!(
+            "concurrency {concurrency}: vector p50 {:.1} ms p95 {:.1} ms; hybrid p50 {:.1} ms \
+             p95 {:.1} ms",
+            vector.p50_ms, vector.p95_ms, hybrid.p50_ms, hybrid.p95_ms
+        );
+        by_concurrency.push(AtConcurrency {
+            concurrency,
+            vector,
+            hybrid,
+        });
+    }
+    let index_chunks_per_s = {
+        let model = model.clone();
+        tokio::task::spawn_blocking(move || index_rate(&model, &chunks)).await??
+    };
+    println!("indexing: {index_chunks_per_s:.1} chunks/s of 256 word pieces");
+    let at8 = by_concurrency
+        .iter()
+        .find(|c| c.concurrency == 8)
+        .context("no run at concurrency 8")?;
+    let report = Report {
+        date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
+        chunks: total,
+        organizations: ORGANIZATIONS,
+        small_tenant_chunks: share(ORGANIZATIONS - 1, total),
+        large_tenant_chunks: share(0, total),
+        model: MODEL,
+        vector_p95_ms: at8.vector.p95_ms,
+        hybrid_p95_ms: at8.hybrid.p95_ms,
+        embed_query_p95_ms: embed_query.p95_ms,
+        recall_at_10,
+        recall_at_10_small_tenant,
+        index_chunks_per_s,
+        index_build_s,
+        by_concurrency,
+        embed_corpus_s,
+    };
+    pool.close().await;
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
