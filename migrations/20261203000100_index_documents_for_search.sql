@@ -27,6 +27,8 @@ ALTER TABLE rag_documents
     -- The generation of chunks that searches see; 0 before the first index.
     ADD COLUMN generation integer NOT NULL DEFAULT 0 CHECK (generation >= 0),
     ADD COLUMN embedding_dimensions integer CHECK (embedding_dimensions > 0),
+    -- Tokens the embedding provider counted, every index of the document together (usage).
+    ADD COLUMN embedding_tokens bigint NOT NULL DEFAULT 0 CHECK (embedding_tokens >= 0),
     ALTER COLUMN content_sha256 SET NOT NULL;
 COMMENT ON COLUMN rag_documents.generation IS
     'The chunks searches see: a re-index writes generation + 1 in batches and switches in one transaction.';

@@ -19,8 +19,10 @@ impl AppState {
             .timeout(std::time::Duration::from_secs(30))
             .build()?;
         let uploads = zoark_core::storage::uploads(&settings.storage)?;
+        let embedder = zoark_embed::provider::Embedder::from_settings(&settings.embeddings)?;
         Ok(Self {
             uploads,
+            embedder,
             events: crate::events::EventHub::start(pool.clone()),
             pool,
             settings,
@@ -43,4 +45,6 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Where uploaded files go: `ZOARK_STORAGE_DIR`, or the S3 bucket when configured.
     pub uploads: zoark_core::storage::Location,
+    /// Embeds search queries: the provider the documents were indexed with.
+    pub embedder: zoark_embed::provider::Embedder,
 }

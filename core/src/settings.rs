@@ -78,6 +78,27 @@ impl FromStr for EmailTransport {
     }
 }
 
+/// Where document search's embeddings come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingProvider {
+    /// all-MiniLM-L6-v2 on this machine (`ZOARK_EMBED_MODEL_DIR`): no network, no key.
+    Local,
+    /// An OpenAI-compatible `/embeddings` API (`ZOARK_EMBEDDING_BASE_URL`, `_API_KEY`,
+    /// `_MODEL`, `_DIMENSIONS`).
+    OpenAi,
+}
+
+impl FromStr for EmbeddingProvider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(Self::Local),
+            "openai" => Ok(Self::OpenAi),
+            other => Err(format!("expected `local` or `openai`, got `{other}`")),
+        }
+    }
+}
+
 /// Transport security of an SMTP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmtpSecurity {
@@ -212,8 +233,12 @@ pub struct ProviderSettings {
 
 #[derive(Debug, Clone)]
 pub struct EmbeddingSettings {
+    /// `ZOARK_EMBEDDING_PROVIDER`: `local` (default) or `openai`.
+    pub kind: EmbeddingProvider,
     pub provider: ProviderSettings,
     pub dimensions: u32,
+    /// One embeddings request may take this long (`ZOARK_EMBEDDING_TIMEOUT_SECS`, 60 s).
+    pub timeout: Duration,
     /// The local model's directory (`ZOARK_EMBED_MODEL_DIR`, default
     /// `.zoark/models/all-MiniLM-L6-v2`, where `cargo xtask models` puts it). Its tokenizer cuts
     /// every document into chunks; its vectors are the default embeddings.
@@ -658,6 +683,8 @@ impl Settings {
                     .unwrap_or_else(|| "gpt-4o-mini".into()),
             },
             embeddings: EmbeddingSettings {
+                kind: r.parse_or("ZOARK_EMBEDDING_PROVIDER", EmbeddingProvider::Local)?,
+                timeout: r.secs_or("ZOARK_EMBEDDING_TIMEOUT_SECS", 60)?,
                 provider: ProviderSettings {
                     base_url: r.parse_or_else("ZOARK_EMBEDDING_BASE_URL", || {
                         Url::parse("https://api.openai.com/v1/")

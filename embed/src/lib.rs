@@ -12,6 +12,7 @@
 
 pub mod chunk;
 pub mod extract;
+pub mod provider;
 
 use std::path::{Path, PathBuf};
 
@@ -136,8 +137,17 @@ impl LocalModel {
     /// # Errors
     /// The tokenizer or the model failed.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.embed_counted(texts).map(|(vectors, _)| vectors)
+    }
+
+    /// [`Self::embed`] and the word pieces the model read (special tokens included, padding
+    /// not).
+    ///
+    /// # Errors
+    /// The tokenizer or the model failed.
+    pub fn embed_counted(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, u64), ModelError> {
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let encodings = self
             .tokenizer
@@ -153,7 +163,9 @@ impl LocalModel {
             types.extend_from_slice(e.get_type_ids());
             mask.extend_from_slice(e.get_attention_mask());
         }
+        let tokens = mask.iter().map(|&m| u64::from(m)).sum();
         self.forward(ids, types, mask, (rows, len))
+            .map(|vectors| (vectors, tokens))
             .map_err(|e| ModelError::Inference(e.to_string()))
     }
 
@@ -236,19 +248,4 @@ pub fn shared(dir: &Path) -> Result<std::sync::Arc<LocalModel>, ModelError> {
     let model = std::sync::Arc::new(LocalModel::load(dir)?);
     loaded.push((dir.to_owned(), model.clone()));
     Ok(model)
-}
-
-/// [`LocalModel::embed`] of the model of `dir` (loaded by [`shared`]) on tokio's blocking
-/// threads, so that an async caller's threads keep serving.
-///
-/// # Errors
-/// The model cannot be loaded, or embedding failed.
-pub async fn embed_async(dir: PathBuf, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ModelError> {
-    tokio::task::spawn_blocking(move || {
-        let model = shared(&dir)?;
-        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        model.embed(&texts)
-    })
-    .await
-    .map_err(|e| ModelError::Inference(format!("the embedding task failed: {e}")))?
 }

@@ -65,3 +65,39 @@ pub async fn reindex<P>(
     .await?;
     Ok(())
 }
+
+/// Finds the organizations with documents indexed by another model than the configured one and
+/// enqueues a [`ReindexOrganization`] for each: what a change of embedding model or provider
+/// costs. A platform job, enqueued by workers of the `indexing` queue when they start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReindexStale {
+    /// The configured model.
+    pub model: String,
+}
+
+impl Job for ReindexStale {
+    const NAME: &'static str = "rag.reindex_stale";
+    const QUEUE: &'static str = "indexing";
+
+    fn unique_key(&self) -> Option<String> {
+        Some(self.model.clone())
+    }
+}
+
+/// Makes every document of one organization indexed by another model than `model` pending
+/// again and enqueues its [`IndexDocument`] job. Its searches keep finding those documents by
+/// keyword meanwhile; by meaning once each is re-indexed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReindexOrganization {
+    pub organization_id: Uuid,
+    pub model: String,
+}
+
+impl Job for ReindexOrganization {
+    const NAME: &'static str = "rag.reindex_organization";
+    const QUEUE: &'static str = "indexing";
+
+    fn unique_key(&self) -> Option<String> {
+        Some(self.model.clone())
+    }
+}

@@ -235,8 +235,26 @@ impl TestApp {
     /// When jobs are still available after `timeout`, or the worker fails.
     pub async fn drain_jobs(&self, timeout: Duration) -> anyhow::Result<()> {
         let token = CancellationToken::new();
+        let since: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&self.pool)
+            .await
+            .context("reading the clock")?;
         let worker = tokio::spawn(zoark_worker::run((*self.settings).clone(), token.clone()));
         let deadline = tokio::time::Instant::now() + timeout;
+        // Until the worker has registered, it may still be enqueueing its start-up jobs.
+        loop {
+            let started: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM job_workers WHERE started_at >= $1)",
+            )
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await
+            .context("waiting for the worker to register")?;
+            if started || worker.is_finished() || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let result = loop {
             let pending: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM jobs

@@ -463,6 +463,24 @@ async fn the_same_bytes_are_one_document_and_a_reindex_replaces_chunks_at_once()
     .unwrap();
     assert_eq!(Value::from(chunks), total);
     assert_eq!(generations, 1);
+    // Indexed by another model (say, before the provider changed): the next worker to start
+    // re-indexes it with the configured one.
+    sqlx::query("UPDATE rag_documents SET embedding_model = 'older-model'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    drain(&app).await;
+    let doc = document(&app, token, &id).await;
+    assert_eq!(doc["embedding_model"], "all-MiniLM-L6-v2", "{doc}");
+    assert_eq!(doc["status"], "indexed");
+    let (generation, reindexes): (i32, i64) = sqlx::query_as(
+        "SELECT (SELECT generation FROM rag_documents),
+                (SELECT count(*) FROM jobs WHERE kind = 'rag.reindex_organization')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((generation, reindexes), (3, 1));
     // Refused: files that are not documents, and bad parameters.
     let (status, body) = upload(
         &app,
@@ -574,4 +592,142 @@ fn uploads_are_accepted_by_what_their_bytes_are() {
         )
         .is_err()
     );
+}
+
+/// An OpenAI-compatible `/embeddings` endpoint: each input's vector counts the words of a few
+/// themes (so that texts about one theme are near), `usage` counts the words.
+struct ThemeEmbeddings;
+
+const THEMES: [&[&str]; 4] = [
+    &[
+        "press",
+        "hydraulic",
+        "oil",
+        "lubricated",
+        "machine",
+        "greased",
+    ],
+    &["leave", "parental", "parents", "weeks", "child"],
+    &["bread", "starter", "flour", "dough", "yeast"],
+    &["sales", "revenue", "customers", "region"],
+];
+
+impl wiremock::Respond for ThemeEmbeddings {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let inputs: Vec<String> = body["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_lowercase())
+            .collect();
+        let mut words = 0;
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                words += text.split_whitespace().count();
+                let mut v: Vec<f32> = THEMES
+                    .iter()
+                    .map(|theme| theme.iter().filter(|w| text.contains(*w)).count() as f32)
+                    .collect();
+                v.extend([0.1; 4]);
+                json!({"object": "embedding", "index": index, "embedding": v})
+            })
+            .rev() // out of order, as the API allows
+            .collect();
+        wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "model": body["model"], "data": data,
+            "usage": {"prompt_tokens": words, "total_tokens": words},
+        }))
+    }
+}
+
+#[tokio::test]
+async fn an_openai_compatible_provider_embeds_with_snoozes_on_429_and_retries_on_5xx() {
+    use zoark_tests::{
+        peers::Peers,
+        wiremock::{
+            Mock, ResponseTemplate,
+            matchers::{header, method, path},
+        },
+    };
+    let peers = Peers::start().await;
+    let app = TestApp::builder()
+        .peers(&peers)
+        .env("ZOARK_EMBEDDING_PROVIDER", "openai")
+        .env("ZOARK_EMBEDDING_MODEL", "theme-embedder")
+        .env("ZOARK_EMBEDDING_DIMENSIONS", "8")
+        .spawn()
+        .await;
+    // Rate limited first, then down once, then answering.
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "1")
+                .set_body_string("slow down"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&peers.embeddings)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("overloaded"))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&peers.embeddings)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .and(header("authorization", "Bearer test-embedding-key"))
+        .respond_with(ThemeEmbeddings)
+        .with_priority(3)
+        .mount(&peers.embeddings)
+        .await;
+    let admin = fixtures::register(&app, "admin@example.com", "Acme").await;
+    let token = &admin.access_token;
+    let pdf = uploaded(&app, token, "press-manual.pdf", &manual_pdf()).await;
+    uploaded(&app, token, "bakery.html", GUIDE_HTML.as_bytes()).await;
+
+    // The 429 snoozes the job for its Retry-After without spending an attempt.
+    drain(&app).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    drain(&app).await;
+    // The 503 is an attempt that failed: retried after its backoff, the error kept.
+    let (state, errors): (String, Value) = sqlx::query_as(
+        "SELECT state, errors FROM jobs WHERE kind = 'rag.index_document'
+         AND jsonb_array_length(errors) > 0",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "retryable");
+    assert!(
+        errors[0]["error"].as_str().unwrap().contains("503"),
+        "{errors}"
+    );
+    sqlx::query("UPDATE jobs SET run_at = now() WHERE state = 'retryable'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    drain(&app).await;
+    let doc = document(&app, token, &pdf).await;
+    assert_eq!(doc["status"], "indexed", "{doc}");
+    assert_eq!(doc["embedding_model"], "theme-embedder");
+    assert!(doc["embedding_tokens"].as_i64().unwrap() > 10, "{doc}");
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("SELECT attempt FROM jobs WHERE kind = 'rag.index_document'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        attempts.iter().all(|a| *a <= 2),
+        "{attempts:?}: the snooze spent none"
+    );
+    // The query is embedded by the same provider: found by meaning through it.
+    let items = search(&app, token, "how often should the machine be greased").await;
+    assert_eq!(items[0]["document_id"], pdf.as_str(), "{items:#?}");
+    app.stop().await;
 }

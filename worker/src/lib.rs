@@ -21,6 +21,8 @@ pub struct WorkerContext {
     pub settings: std::sync::Arc<Settings>,
     /// Sends through organizations' Gmail and Outlook accounts.
     pub oauth: email::OAuthSender,
+    /// Embeds document chunks: the local model or an OpenAI-compatible API.
+    pub embedder: zoark_embed::provider::Embedder,
 }
 
 /// A worker that runs the `indexing` queue needs the local embedding model: loads it (checking
@@ -40,6 +42,23 @@ pub async fn check_embedding_model(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A worker of the `indexing` queue asks, once per start, for the documents indexed by another
+/// embedding model than the configured one to be indexed again (a unique job: many workers
+/// starting together enqueue one).
+async fn enqueue_stale_reindex(ctx: &WorkerContext) -> anyhow::Result<()> {
+    use zoark_jobs::Job as _;
+    let queue = zoark_jobs::rag::ReindexStale::QUEUE;
+    if !ctx.settings.worker.queues.0.iter().any(|(q, _)| q == queue) {
+        return Ok(());
+    }
+    let mut conn = ctx.pool.acquire().await?;
+    let job = zoark_jobs::rag::ReindexStale {
+        model: ctx.embedder.model().to_owned(),
+    };
+    zoark_jobs::enqueue(&mut conn, &job, zoark_jobs::Opts::platform()).await?;
+    Ok(())
+}
+
 /// Runs the worker until `shutdown` is cancelled.
 ///
 /// # Errors
@@ -54,8 +73,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let ctx = WorkerContext {
         pool: pool.clone(),
         oauth: email::OAuthSender::new(pool.clone(), settings.clone())?,
+        embedder: zoark_embed::provider::Embedder::from_settings(&settings.embeddings)?,
         settings,
     };
+    enqueue_stale_reindex(&ctx).await?;
     if let Some(port) = ctx.settings.worker.metrics_port {
         serve_metrics(port, shutdown.clone()).await?;
     }

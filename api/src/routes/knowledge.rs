@@ -110,6 +110,8 @@ pub struct KnowledgeDocument {
     pub chunks_total: Option<i32>,
     /// The model of its vectors, once indexed.
     pub embedding_model: Option<String>,
+    /// Tokens the embedding provider counted for it (usage), every index together.
+    pub embedding_tokens: i64,
     pub indexed_at: Option<DateTime<Utc>>,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
@@ -131,6 +133,7 @@ impl From<knowledge::Document> for KnowledgeDocument {
             chunks_done: d.chunks_done,
             chunks_total: d.chunks_total,
             embedding_model: d.embedding_model,
+            embedding_tokens: d.embedding_tokens,
             indexed_at: d.indexed_at,
             created_by: d.created_by,
             created_at: d.created_at,

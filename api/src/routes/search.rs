@@ -115,7 +115,7 @@ fn snippet_html(raw: &str) -> String {
     out
 }
 
-/// [`ApiError`]'s answers and 503 when the embedding model is away.
+/// [`ApiError`]'s answers and 503 when the query cannot be embedded.
 #[derive(Debug)]
 pub struct SearchError(pub ApiError);
 
@@ -135,7 +135,8 @@ impl poem_openapi::ApiResponse for SearchError {
     fn meta() -> poem_openapi::registry::MetaResponses {
         crate::error::meta_with(&[(
             503,
-            "`embedding_model_unavailable`: the embedding model cannot be loaded.",
+            "`embedding_unavailable`: the embedding model cannot be loaded, or the embedding \
+             provider does not answer.",
         )])
     }
 
@@ -169,7 +170,8 @@ impl SearchApi {
     /// and semantic similarity of the query's embedding, fused by reciprocal rank. Finds only
     /// what the caller may read: knowledge base documents and team documents for everyone,
     /// invoice text only with `invoices.read` (members and up). Needs `knowledge.read`
-    /// (viewer). 503 `embedding_model_unavailable` when the embedding model cannot be loaded.
+    /// (viewer). 503 `embedding_unavailable` when the query cannot be embedded (the model
+    /// cannot be loaded, or the embedding provider does not answer).
     #[oai(path = "/api/v1/search", method = "get", operation_id = "search")]
     #[allow(clippy::too_many_arguments)]
     async fn search(
@@ -221,26 +223,24 @@ impl SearchApi {
         if sources.is_empty() {
             return Ok(Json(SearchResults { items: Vec::new() }));
         }
-        let vector = zoark_embed::embed_async(
-            state.settings.embeddings.model_dir.clone(),
-            vec![text.clone()],
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "the embedding model is unavailable");
-            ApiError::Unavailable {
-                code: "embedding_model_unavailable",
-                detail: "The embedding model cannot be loaded; searches answer again once it is \
-                         provisioned."
-                    .into(),
-            }
-        })?
-        .pop()
-        .unwrap_or_default();
+        let vector = state
+            .embedder
+            .embed(vec![text.clone()])
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "a search query could not be embedded");
+                ApiError::Unavailable {
+                    code: "embedding_unavailable",
+                    detail: "The embedding model or provider is not available; retry later.".into(),
+                }
+            })?
+            .vectors
+            .pop()
+            .unwrap_or_default();
         let query = SearchQuery {
             text: &text,
             vector,
-            model: zoark_embed::MODEL,
+            model: state.embedder.model(),
             sources,
             from: instant(from.0),
             to: instant(to.0),

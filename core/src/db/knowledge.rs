@@ -81,6 +81,8 @@ pub struct Document {
     pub chunks_done: i32,
     pub chunks_total: Option<i32>,
     pub embedding_model: Option<String>,
+    /// Tokens the embedding provider counted for this document, all indexes together.
+    pub embedding_tokens: i64,
     pub indexed_at: Option<DateTime<Utc>>,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
@@ -234,7 +236,8 @@ async fn list_where(
         SELECT d.id, d.title, d.source_type AS "source_type: SourceType", d.file_id, f.filename,
                f.content_type, f.size_bytes, f.sha256, f.storage_key,
                d.language::text AS "language!", d.status AS "status: IndexStatus", d.error,
-               d.chunks_done, d.chunks_total, d.embedding_model, d.indexed_at, d.created_by,
+               d.chunks_done, d.chunks_total, d.embedding_model, d.embedding_tokens,
+               d.indexed_at, d.created_by,
                d.created_at, d.updated_at
         FROM rag_documents d
         JOIN stored_files f ON f.organization_id = d.organization_id AND f.id = d.file_id
@@ -278,6 +281,52 @@ pub async fn reset(
     .execute(conn)
     .await
     .map(|r| r.rows_affected() > 0)
+}
+
+/// Organizations with indexed documents whose vectors come from another model than `model`. A
+/// platform query.
+///
+/// # Errors
+/// Database errors.
+pub async fn organizations_with_stale_index(
+    conn: &mut PgConnection,
+    model: &str,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT DISTINCT organization_id AS "organization_id!" FROM rag_documents
+        WHERE status = 'indexed' AND embedding_model IS DISTINCT FROM $1
+        "#,
+        model,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Makes the organization's documents indexed by another model than `model` pending again;
+/// returns their ids. A platform query.
+///
+/// # Errors
+/// Database errors.
+pub async fn reset_stale(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    model: &str,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        UPDATE rag_documents
+        SET status = 'pending', error = NULL, chunks_done = 0, chunks_total = NULL,
+            indexed_at = NULL
+        WHERE organization_id = $1 AND status = 'indexed'
+          AND embedding_model IS DISTINCT FROM $2
+        RETURNING id
+        "#,
+        organization_id,
+        model,
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// What the indexer needs of a document it starts on.
@@ -357,7 +406,8 @@ pub struct NewChunk {
 }
 
 /// Writes a batch of the target's chunks in its new generation (invisible to searches until
-/// [`finish`]) and adds them to its progress. Returns the chunks done so far.
+/// [`finish`]) and adds them to its progress, with the provider's `tokens` for them. Returns the
+/// chunks done so far.
 ///
 /// # Errors
 /// Database errors.
@@ -366,10 +416,11 @@ pub async fn write_chunks(
     target: &Target,
     model: &str,
     chunks: &[NewChunk],
+    tokens: i64,
 ) -> sqlx::Result<i32> {
     let ordinals: Vec<i32> = chunks.iter().map(|c| c.ordinal).collect();
     let contents: Vec<&str> = chunks.iter().map(|c| c.content.as_str()).collect();
-    let tokens: Vec<i32> = chunks.iter().map(|c| c.token_count).collect();
+    let token_counts: Vec<i32> = chunks.iter().map(|c| c.token_count).collect();
     let pages: Vec<Option<i32>> = chunks.iter().map(|c| c.page).collect();
     let headings: Vec<Option<&str>> = chunks.iter().map(|c| c.heading.as_deref()).collect();
     let embeddings: Vec<Vector> = chunks
@@ -389,7 +440,8 @@ pub async fn write_chunks(
                  AS c (ordinal, content, tokens, page, heading, embedding)
             RETURNING 1
         )
-        UPDATE rag_documents SET chunks_done = chunks_done + (SELECT count(*) FROM written)
+        UPDATE rag_documents SET chunks_done = chunks_done + (SELECT count(*) FROM written),
+                                 embedding_tokens = embedding_tokens + $12
         WHERE id = $2
         RETURNING chunks_done
         "#,
@@ -401,10 +453,11 @@ pub async fn write_chunks(
     .bind(&target.language)
     .bind(&ordinals)
     .bind(&contents)
-    .bind(&tokens)
+    .bind(&token_counts)
     .bind(&pages)
     .bind(&headings)
     .bind(&embeddings)
+    .bind(tokens)
     .fetch_one(conn)
     .await?
     .try_get(0)

@@ -1,6 +1,7 @@
 //! `rag.index_document`: reads a document's file from object storage, extracts its text
 //! (`zoark_embed::extract`), cuts it into chunks of at most 256 of the model's word pieces
-//! (`zoark_embed::chunk`), embeds them in batches with the local model and writes each batch as
+//! (`zoark_embed::chunk`), embeds them in batches (the local model, or the OpenAI-compatible API
+//! the settings name) and writes each batch as
 //! it is done (progress on the document: `chunks_done` of `chunks_total`), then switches the
 //! document's searchable chunks to the new ones in one transaction.
 //!
@@ -16,11 +17,15 @@ use zoark_core::{
     storage::{Location, StorageError},
 };
 use zoark_embed::{
-    MAX_TOKENS, MODEL,
+    MAX_TOKENS,
     chunk::{self, Chunk},
     extract::{self, ExtractError, Format},
+    provider::EmbedError,
 };
-use zoark_jobs::rag::IndexDocument;
+use zoark_jobs::{
+    NewJob, Opts, enqueue_many,
+    rag::{IndexDocument, ReindexOrganization, ReindexStale},
+};
 
 use crate::{
     WorkerContext,
@@ -33,8 +38,57 @@ pub const OVERLAP_TOKENS: usize = 32;
 pub const BATCH: usize = 32;
 
 pub fn register(registry: Registry, ctx: &WorkerContext) -> Registry {
-    let ctx = ctx.clone();
-    registry.register(move |job: IndexDocument, run: JobContext| index(ctx.clone(), job, run))
+    let (a, b, c) = (ctx.clone(), ctx.clone(), ctx.clone());
+    registry
+        .register(move |job: IndexDocument, run: JobContext| index(a.clone(), job, run))
+        .register(move |job: ReindexStale, _: JobContext| reindex_stale(b.clone(), job))
+        .register(move |job: ReindexOrganization, _: JobContext| {
+            reindex_organization(c.clone(), job)
+        })
+}
+
+async fn reindex_stale(ctx: WorkerContext, job: ReindexStale) -> JobResult {
+    let mut tx = ctx.pool.begin().await?;
+    let organizations = knowledge::organizations_with_stale_index(&mut tx, &job.model).await?;
+    let jobs = organizations
+        .iter()
+        .map(|&organization_id| {
+            NewJob::new(
+                &ReindexOrganization {
+                    organization_id,
+                    model: job.model.clone(),
+                },
+                Opts::organization(organization_id),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    enqueue_many(&mut tx, jobs).await?;
+    tx.commit().await?;
+    if !organizations.is_empty() {
+        tracing::info!(
+            model = %job.model,
+            organizations = organizations.len(),
+            "re-indexing documents of another embedding model"
+        );
+    }
+    Ok(())
+}
+
+async fn reindex_organization(ctx: WorkerContext, job: ReindexOrganization) -> JobResult {
+    let mut tx = ctx.pool.begin().await?;
+    let documents = knowledge::reset_stale(&mut tx, job.organization_id, &job.model).await?;
+    let jobs = documents
+        .into_iter()
+        .map(|document_id| {
+            NewJob::new(
+                &IndexDocument { document_id },
+                Opts::organization(job.organization_id),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    enqueue_many(&mut tx, jobs).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Why a document cannot be indexed, recorded on it.
@@ -115,12 +169,10 @@ async fn index_target(
             ))));
         }
         let texts = batch.iter().map(|c| c.text.clone()).collect();
-        let vectors = zoark_embed::embed_async(dir.clone(), texts)
-            .await
-            .context("embedding the chunks")?;
+        let embedded = ctx.embedder.embed(texts).await.map_err(embed_failure)?;
         let rows: Vec<NewChunk> = batch
             .iter()
-            .zip(vectors)
+            .zip(embedded.vectors)
             .map(|(c, embedding)| NewChunk {
                 ordinal: i32::try_from(c.ordinal).unwrap_or(i32::MAX),
                 content: c.text.clone(),
@@ -131,13 +183,36 @@ async fn index_target(
             })
             .collect();
         let mut conn = ctx.pool.acquire().await?;
-        knowledge::write_chunks(&mut conn, target, MODEL, &rows).await?;
+        let tokens = i64::try_from(embedded.tokens).unwrap_or(i64::MAX);
+        knowledge::write_chunks(&mut conn, target, ctx.embedder.model(), &rows, tokens).await?;
     }
     let mut tx = ctx.pool.begin().await?;
-    let dimensions = i32::try_from(zoark_embed::DIMENSION).unwrap_or(i32::MAX);
-    let switched = knowledge::finish(&mut tx, target, MODEL, dimensions).await?;
+    let dimensions = i32::try_from(ctx.embedder.dimensions()).unwrap_or(i32::MAX);
+    let switched = knowledge::finish(&mut tx, target, ctx.embedder.model(), dimensions).await?;
     tx.commit().await?;
     Ok(switched)
+}
+
+/// How long a rate-limited provider is left alone when it does not say (`Retry-After`).
+const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(30);
+
+/// A provider's answer, as the job's outcome: a 429 snoozes (no attempt spent), an outage or a
+/// model error retries with backoff, a refusal (a wrong key, an unknown model, vectors of the
+/// wrong size) fails the document with the reason.
+fn embed_failure(e: EmbedError) -> Failure {
+    match e {
+        EmbedError::RateLimited { retry_after, .. } => Failure::Job(JobError::Snooze(
+            retry_after
+                .unwrap_or(RATE_LIMIT_PAUSE)
+                .min(Duration::from_secs(3600)),
+        )),
+        e @ (EmbedError::Unavailable(_) | EmbedError::Model(_)) => {
+            Failure::Job(JobError::Retry(anyhow::Error::new(e)))
+        }
+        e @ (EmbedError::Rejected(_) | EmbedError::Invalid(_)) => {
+            Failure::Job(JobError::Fatal(anyhow::Error::new(e)))
+        }
+    }
 }
 
 async fn read(uploads: &Location, key: &str) -> Result<bytes::Bytes, Failure> {
