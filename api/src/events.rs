@@ -37,6 +37,9 @@ pub struct JobEvent {
     pub queue: String,
     pub state: String,
     pub attempt: i32,
+    /// How far a running job has got, for jobs that report it (document indexing: chunks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<zoark_jobs::Progress>,
 }
 
 /// The process's fan-out of job events.

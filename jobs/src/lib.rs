@@ -56,6 +56,42 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 }
 
+/// How far a running job has got: `done` of `total` units (chunks, for document indexing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub done: i64,
+    pub total: i64,
+}
+
+/// Announces a running job's progress on `zoark_job_events`, as one more event of the job (the
+/// API's event stream forwards it to the job's organization with a `progress` field). Outside
+/// any transaction, so that it is sent at once.
+///
+/// # Errors
+/// Database errors.
+pub async fn report_progress<J: Job>(
+    conn: &mut sqlx::PgConnection,
+    job_id: uuid::Uuid,
+    organization_id: uuid::Uuid,
+    attempt: i32,
+    progress: Progress,
+) -> sqlx::Result<()> {
+    let event = serde_json::json!([{
+        "id": job_id,
+        "organization_id": organization_id,
+        "kind": J::NAME,
+        "queue": J::QUEUE,
+        "state": JobState::Running.as_str(),
+        "attempt": attempt,
+        "progress": progress,
+    }]);
+    sqlx::query("SELECT pg_notify('zoark_job_events', $1)")
+        .bind(event.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Sidekiq's schedule: `attempt⁴ + 15 s`, plus up to 30 % random jitter so that jobs failing
 /// together do not retry together. Attempt 1 → ~16 s, 5 → ~11 min, 10 → ~2.8 h, capped at a day.
 pub fn backoff(attempt: i32) -> Duration {

@@ -110,6 +110,10 @@ async fn pdf_docx_and_html_are_found_by_keyword_and_by_meaning_with_citations() 
     let app = TestApp::spawn().await;
     let admin = fixtures::register(&app, "admin@example.com", "Acme").await;
     let token = &admin.access_token;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .unwrap();
+    listener.listen("zoark_job_events").await.unwrap();
     let pdf = uploaded(&app, token, "press-manual.pdf", &manual_pdf()).await;
     let docx = uploaded(&app, token, "handbook.docx", &policy_docx()).await;
     let html = uploaded(&app, token, "bakery.html", GUIDE_HTML.as_bytes()).await;
@@ -138,6 +142,22 @@ async fn pdf_docx_and_html_are_found_by_keyword_and_by_meaning_with_citations() 
     .await;
     drain(&app).await;
 
+    // Progress reached the job event stream, batch by batch, as the API reads it.
+    let mut progress = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), listener.recv()).await {
+        let events: Vec<zoark_api::events::JobEvent> = serde_json::from_str(n.payload()).unwrap();
+        progress.extend(
+            events
+                .into_iter()
+                .filter_map(|e| e.progress.map(|p| (e.kind, p))),
+        );
+    }
+    assert!(!progress.is_empty());
+    assert!(
+        progress
+            .iter()
+            .all(|(kind, p)| kind == "rag.index_document" && p.done >= 1 && p.done <= p.total)
+    );
     for id in [&pdf, &docx, &html] {
         let doc = document(&app, token, id).await;
         assert_eq!(doc["status"], "indexed", "{doc}");

@@ -23,7 +23,7 @@ use zoark_embed::{
     provider::EmbedError,
 };
 use zoark_jobs::{
-    NewJob, Opts, enqueue_many,
+    NewJob, Opts, Progress, enqueue_many,
     rag::{IndexDocument, ReindexOrganization, ReindexStale},
 };
 
@@ -184,7 +184,20 @@ async fn index_target(
             .collect();
         let mut conn = ctx.pool.acquire().await?;
         let tokens = i64::try_from(embedded.tokens).unwrap_or(i64::MAX);
-        knowledge::write_chunks(&mut conn, target, ctx.embedder.model(), &rows, tokens).await?;
+        let done =
+            knowledge::write_chunks(&mut conn, target, ctx.embedder.model(), &rows, tokens).await?;
+        let progress = Progress {
+            done: i64::from(done),
+            total: i64::from(total),
+        };
+        zoark_jobs::report_progress::<IndexDocument>(
+            &mut conn,
+            run.id,
+            target.organization_id,
+            run.attempt,
+            progress,
+        )
+        .await?;
     }
     let mut tx = ctx.pool.begin().await?;
     let dimensions = i32::try_from(ctx.embedder.dimensions()).unwrap_or(i32::MAX);
