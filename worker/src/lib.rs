@@ -23,6 +23,15 @@ pub struct WorkerContext {
     pub oauth: email::OAuthSender,
     /// Embeds document chunks: the local model or an OpenAI-compatible API.
     pub embedder: zoark_embed::provider::Embedder,
+    /// Where uploaded files are: `ZOARK_STORAGE_DIR`, or the S3 bucket when configured.
+    pub uploads: zoark_core::storage::Location,
+}
+
+/// Whether this worker runs the `indexing` queue (document search's jobs).
+fn runs_indexing(settings: &Settings) -> bool {
+    use zoark_jobs::Job as _;
+    let queue = zoark_jobs::rag::IndexDocument::QUEUE;
+    settings.worker.queues.0.iter().any(|(q, _)| q == queue)
 }
 
 /// A worker that runs the `indexing` queue needs the local embedding model: loads it (checking
@@ -32,9 +41,7 @@ pub struct WorkerContext {
 /// # Errors
 /// The model cannot be loaded.
 pub async fn check_embedding_model(settings: &Settings) -> anyhow::Result<()> {
-    use zoark_jobs::Job as _;
-    let queue = zoark_jobs::rag::IndexDocument::QUEUE;
-    if !settings.worker.queues.0.iter().any(|(q, _)| q == queue) {
+    if !runs_indexing(settings) {
         return Ok(());
     }
     let dir = settings.embeddings.model_dir.clone();
@@ -46,9 +53,7 @@ pub async fn check_embedding_model(settings: &Settings) -> anyhow::Result<()> {
 /// embedding model than the configured one to be indexed again (a unique job: many workers
 /// starting together enqueue one).
 async fn enqueue_stale_reindex(ctx: &WorkerContext) -> anyhow::Result<()> {
-    use zoark_jobs::Job as _;
-    let queue = zoark_jobs::rag::ReindexStale::QUEUE;
-    if !ctx.settings.worker.queues.0.iter().any(|(q, _)| q == queue) {
+    if !runs_indexing(&ctx.settings) {
         return Ok(());
     }
     let mut conn = ctx.pool.acquire().await?;
@@ -74,6 +79,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         pool: pool.clone(),
         oauth: email::OAuthSender::new(pool.clone(), settings.clone())?,
         embedder: zoark_embed::provider::Embedder::from_settings(&settings.embeddings)?,
+        uploads: zoark_core::storage::uploads(&settings.storage)?,
         settings,
     };
     enqueue_stale_reindex(&ctx).await?;

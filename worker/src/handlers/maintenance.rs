@@ -117,8 +117,7 @@ const FILE_SWEEP_BATCH: i64 = 500;
 /// organization deleted): the object first, then the row. A missing object counts as deleted;
 /// a storage error keeps the row for the next run.
 async fn sweep_files(ctx: &WorkerContext, job: &JobContext) -> JobResult {
-    let uploads = zoark_core::storage::uploads(&ctx.settings.storage)
-        .context("opening the upload storage")?;
+    let uploads = &ctx.uploads;
     let mut conn = ctx.pool.acquire().await.context("acquiring a connection")?;
     let files = stored_files::unreferenced(&mut conn, FILE_SWEEP_GRACE, FILE_SWEEP_BATCH)
         .await

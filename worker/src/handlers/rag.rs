@@ -123,18 +123,20 @@ async fn index(ctx: WorkerContext, job: IndexDocument, run: JobContext) -> JobRe
             Ok(())
         }
         Err(Failure::Job(e)) => {
-            // Say so on the document while the job retries; the error stays on the job.
-            if let Ok(mut conn) = ctx.pool.acquire().await {
-                let reason = match &e {
-                    JobError::Retry(e) | JobError::RetryAfter(e, _) | JobError::Fatal(e) => {
-                        format!("{e:#}")
-                    }
-                    JobError::Snooze(_) => "interrupted".to_owned(),
-                };
-                let last = run.attempt >= run.max_attempts || matches!(e, JobError::Fatal(_));
-                if last {
-                    knowledge::fail(&mut conn, &target, &reason).await?;
+            // The last attempt's error fails the document too (the job keeps it as well); a
+            // snooze spends no attempt.
+            let last = match &e {
+                JobError::Fatal(error) => Some(error),
+                JobError::Retry(error) | JobError::RetryAfter(error, _)
+                    if run.attempt >= run.max_attempts =>
+                {
+                    Some(error)
                 }
+                _ => None,
+            };
+            if let Some(error) = last {
+                let mut conn = ctx.pool.acquire().await?;
+                knowledge::fail(&mut conn, &target, &format!("{error:#}")).await?;
             }
             Err(e)
         }
