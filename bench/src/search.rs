@@ -42,10 +42,10 @@ pub struct SearchArgs {
     /// Where the JSON report goes.
     #[arg(long)]
     pub out: PathBuf,
-    /// The short run for CI: 5,000 chunks, 40 queries per organization.
+    /// The short run for CI: 2,000 chunks, 20 queries per organization.
     #[arg(long)]
     pub quick: bool,
-    /// Chunks in the corpus [default: 100,000; quick 5,000]; 1,000,000 works too (the first run
+    /// Chunks in the corpus [default: 100,000; quick 2,000]; 1,000,000 works too (the first run
     /// embeds it: about an hour per 100,000 on two cores).
     #[arg(long)]
     pub chunks: Option<usize>,
@@ -755,8 +755,8 @@ fn index_rate(model: &LocalModel, chunks: &[CorpusChunk]) -> anyhow::Result<f64>
 pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     let total = args
         .chunks
-        .unwrap_or(if args.quick { 5_000 } else { 100_000 });
-    let per_org_queries = args.queries.unwrap_or(if args.quick { 40 } else { 200 });
+        .unwrap_or(if args.quick { 2_000 } else { 100_000 });
+    let per_org_queries = args.queries.unwrap_or(if args.quick { 20 } else { 200 });
     let model = Arc::new(
         zoark_embed::LocalModel::load(&args.model_dir).context("loading the local model")?,
     );

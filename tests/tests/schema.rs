@@ -147,7 +147,7 @@ async fn document_chunks_have_hnsw_vector_indexes() {
         "an HNSW index on the RAG chunks' embeddings"
     );
     let extensions = strings(&app, "SELECT extname::text FROM pg_extension").await;
-    for ext in ["vector", "pgcrypto"] {
+    for ext in ["vector", "pgcrypto", "btree_gin"] {
         assert!(extensions.contains(ext), "extension {ext}");
     }
 }

@@ -1,8 +1,8 @@
 //! Provisioning of Postgres for development and tests.
 //!
 //! With `DATABASE_URL` set, that server is used as is. Otherwise a project-local cluster lives in
-//! `.zoark/pg` (reused across runs): the server binaries and the `vector` and `pgcrypto`
-//! extensions are installed when missing (Debian: apt, and pgvector built from Debian's trixie
+//! `.zoark/pg` (reused across runs): the server binaries and the `vector`, `pgcrypto` and
+//! `btree_gin` extensions are installed when missing (Debian: apt, and pgvector built from Debian's trixie
 //! source package, which bookworm does not ship), the cluster is initialised, and started on a
 //! port recorded in `.zoark/pg/port`. Only a cluster this run started is stopped again.
 
@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::process::{is_root, run, succeeds};
 
-const EXTENSIONS: [&str; 2] = ["vector", "pgcrypto"];
+const EXTENSIONS: [&str; 3] = ["vector", "pgcrypto", "btree_gin"];
 const SERVER_USER: &str = "postgres";
 /// The role development and tests connect as: it owns their databases but is no superuser,
 /// because row-level security does not apply to superusers.
@@ -222,8 +222,8 @@ impl Provisioned {
             .collect();
         if !missing.is_empty() {
             bail!(
-                "the server at DATABASE_URL lacks the extension(s) {missing:?}; Zoark needs vector (pgvector ≥ 0.7) \
-                 and pgcrypto (contrib)"
+                "the server at DATABASE_URL lacks the extension(s) {missing:?}; Zoark needs vector (pgvector ≥ 0.7), \
+                 pgcrypto and btree_gin (contrib)"
             );
         }
         let privileged = self.psql(
@@ -580,7 +580,7 @@ fn ensure_extensions(bindir: &Path) -> Result<()> {
         bail!(
             "Postgres {major} lacks the extension(s) {missing:?}. Install them (Debian/Ubuntu with PGDG: \
              postgresql-{major}-pgvector and postgresql-contrib; macOS: `brew install pgvector`) or set \
-             DATABASE_URL to a server that has vector and pgcrypto"
+             DATABASE_URL to a server that has vector, pgcrypto and btree_gin"
         );
     }
     if missing.iter().any(|e| *e != "vector") {
