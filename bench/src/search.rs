@@ -379,22 +379,141 @@ fn pick<'a>(rng: &mut StdRng, items: &'a [&'a str]) -> &'a str {
     items[rng.random_range(0..items.len())]
 }
 
+/// People, places and project names mentioned by the text: a long tail of words that makes two
+/// chunks of one topic differ as real documents do (their twelve topics alone embed as twelve
+/// tight clusters, and a question between two of them sent the HNSW search into the wrong one).
+const FIRST_NAMES: &[&str] = &[
+    "Maria", "Jonas", "Aisha", "Tomasz", "Ingrid", "Kwame", "Lucia", "Hiroshi", "Fatima", "Oskar",
+    "Priya", "Mateo", "Elena", "Dmitri", "Chloe", "Samuel", "Yara", "Henrik", "Amara", "Luca",
+    "Noor", "Felix", "Sofia", "Tariq", "Greta", "Diego", "Hana", "Pavel", "Leila", "Emil",
+];
+const LAST_NAMES: &[&str] = &[
+    "Okafor",
+    "Lindqvist",
+    "Moreau",
+    "Kowalski",
+    "Tanaka",
+    "Haddad",
+    "Fischer",
+    "Silva",
+    "Novak",
+    "Mensah",
+    "Rossi",
+    "Andersen",
+    "Petrov",
+    "Garcia",
+    "Nakamura",
+    "Byrne",
+    "Schmidt",
+    "Costa",
+    "Dubois",
+    "Yilmaz",
+    "Kaur",
+    "Ivanova",
+    "Bakker",
+    "Nilsen",
+    "Ferreira",
+    "Horvath",
+];
+const PLACES: &[&str] = &[
+    "Lisbon",
+    "Rotterdam",
+    "Nairobi",
+    "Krakow",
+    "Osaka",
+    "Montreal",
+    "Dublin",
+    "Valencia",
+    "Gothenburg",
+    "Accra",
+    "Porto",
+    "Tallinn",
+    "Leeds",
+    "Bologna",
+    "Busan",
+    "Lyon",
+    "Austin",
+    "Cork",
+    "Graz",
+    "Bergen",
+    "Seville",
+    "Antwerp",
+    "Pune",
+    "Tampere",
+];
+const MONTHS: &[&str] = &[
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const SYLLABLES: &[&str] = &[
+    "var", "ne", "lo", "quis", "tra", "mo", "ren", "ka", "bel", "do", "sil", "ta", "gor", "vi",
+    "an", "tel", "mi", "ros", "pa", "zen", "ul", "cor", "fe", "dan",
+];
+
+fn person(rng: &mut StdRng) -> String {
+    format!("{} {}", pick(rng, FIRST_NAMES), pick(rng, LAST_NAMES))
+}
+
+/// A made-up project name of two or three syllables ("Quismoren").
+fn codename(rng: &mut StdRng) -> String {
+    let n = rng.random_range(2..4);
+    let word: String = (0..n).map(|_| pick(rng, SYLLABLES)).collect();
+    let mut chars = word.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
 fn sentence(rng: &mut StdRng, topic: &Topic) -> String {
-    format!(
-        "{} {} {} {}.",
-        pick(rng, topic.subjects),
-        pick(rng, topic.verbs),
-        pick(rng, topic.objects),
-        pick(rng, topic.contexts)
-    )
+    let object = pick(rng, topic.objects);
+    match rng.random_range(0..10) {
+        0 | 1 => format!(
+            "{} noted that {} {} {object} {}.",
+            person(rng),
+            pick(rng, topic.subjects).to_lowercase(),
+            pick(rng, topic.verbs),
+            pick(rng, topic.contexts)
+        ),
+        2 => format!(
+            "In {}, the {} team {} {object} on {} {}.",
+            pick(rng, PLACES),
+            codename(rng),
+            pick(rng, topic.verbs),
+            rng.random_range(1..29),
+            pick(rng, MONTHS)
+        ),
+        3 => format!(
+            "Ticket {} about {object} was raised by {} and closed after {} days.",
+            rng.random_range(1000..99_999),
+            person(rng),
+            rng.random_range(1..30)
+        ),
+        _ => format!(
+            "{} {} {object} {}.",
+            pick(rng, topic.subjects),
+            pick(rng, topic.verbs),
+            pick(rng, topic.contexts)
+        ),
+    }
 }
 
 fn question(rng: &mut StdRng, topic: &Topic) -> String {
     let object = pick(rng, topic.objects);
     let context = pick(rng, topic.contexts);
-    match rng.random_range(0..3) {
+    match rng.random_range(0..4) {
         0 => format!("Who {} {object}?", pick(rng, topic.verbs)),
         1 => format!("What happens to {object} {context}?"),
+        2 => format!("What did {} decide about {object}?", person(rng)),
         _ => format!("Rules for {object} {context}"),
     }
 }
@@ -429,16 +548,21 @@ fn corpus(total: usize) -> Vec<CorpusChunk> {
     for organization in 0..ORGANIZATIONS {
         let n = share(organization, total);
         let mut ordinal = 0;
-        let mut topic = &TOPICS[0];
+        let (mut main, mut second) = (&TOPICS[0], &TOPICS[1]);
         for i in 0..n {
             if i % DOCUMENT_CHUNKS == 0 {
                 document += 1;
                 ordinal = 0;
-                topic = &TOPICS[rng.random_range(0..TOPICS.len())];
+                // A document is about one topic and touches on another, as real ones do.
+                main = &TOPICS[rng.random_range(0..TOPICS.len())];
+                second = &TOPICS[rng.random_range(0..TOPICS.len())];
             }
-            let sentences = rng.random_range(3..7);
+            let sentences = rng.random_range(2..6);
             let text = (0..sentences)
-                .map(|_| sentence(&mut rng, topic))
+                .map(|_| {
+                    let topic = if rng.random_bool(0.75) { main } else { second };
+                    sentence(&mut rng, topic)
+                })
                 .collect::<Vec<_>>()
                 .join(" ");
             out.push(CorpusChunk {
@@ -453,18 +577,23 @@ fn corpus(total: usize) -> Vec<CorpusChunk> {
     out
 }
 
-fn embed_all(model: &LocalModel, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(texts.len());
+/// Embeds `texts` in batches, handing each batch's vectors to `keep` as it is done.
+fn embed_all(
+    model: &LocalModel,
+    texts: &[&str],
+    mut keep: impl FnMut(&[Vec<f32>]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
+    let mut done = 0;
     for (i, batch) in texts.chunks(BATCH).enumerate() {
-        out.extend(model.embed(batch)?);
+        keep(&model.embed(batch)?)?;
+        done += batch.len();
         if i % 100 == 99 {
-            let done = out.len();
             let rate = done as f64 / started.elapsed().as_secs_f64();
             println!("embedded {done} of {} chunks ({rate:.0}/s)", texts.len());
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The corpus's vectors: from the cache when it holds this corpus, else computed and cached.
@@ -495,18 +624,57 @@ fn vectors(
         println!("corpus vectors from {}", path.display());
         return Ok((floats.chunks(dims).map(<[f32]>::to_vec).collect(), None));
     }
-    println!("embedding {} chunks (cached afterwards)", chunks.len());
-    let started = Instant::now();
-    let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
-    let vectors = embed_all(model, &texts)?;
-    let seconds = started.elapsed().as_secs_f64();
+    // Vectors are appended to `<name>.partial` batch by batch, so that an interrupted run
+    // (an hour and more for 100,000 chunks) resumes where it stopped.
     std::fs::create_dir_all(&args.cache_dir)?;
-    let bytes: Vec<u8> = vectors
+    let partial = path.with_extension("f32.partial");
+    let vector_bytes = dims * 4;
+    let mut done: Vec<Vec<f32>> = match std::fs::read(&partial) {
+        Ok(bytes) => bytes
+            .chunks_exact(vector_bytes)
+            .map(|v| {
+                v.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    done.truncate(chunks.len());
+    // Drop a torn last vector, if any, before appending.
+    std::fs::write(
+        &partial,
+        done.iter()
+            .flatten()
+            .flat_map(|f| f.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )?;
+    println!(
+        "embedding {} chunks, {} already done (cached afterwards)",
+        chunks.len(),
+        done.len()
+    );
+    let started = Instant::now();
+    let texts: Vec<&str> = chunks
         .iter()
-        .flatten()
-        .flat_map(|f| f.to_le_bytes())
+        .skip(done.len())
+        .map(|c| c.text.as_str())
         .collect();
-    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new().append(true).open(&partial)?;
+    embed_all(model, &texts, |batch| {
+        use std::io::Write as _;
+        let bytes: Vec<u8> = batch
+            .iter()
+            .flatten()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        file.write_all(&bytes)?;
+        done.extend_from_slice(batch);
+        Ok(())
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
+    let vectors = done;
     Ok((vectors, Some(seconds)))
 }
 
