@@ -49,7 +49,7 @@ pub struct SearchArgs {
     /// embeds it: about an hour per 100,000 on two cores).
     #[arg(long)]
     pub chunks: Option<usize>,
-    /// Queries per organization and concurrency [default: 200; quick 40].
+    /// Queries per organization and concurrency [default: 200; quick 20].
     #[arg(long)]
     pub queries: Option<usize>,
     /// The local model's directory.
@@ -58,6 +58,11 @@ pub struct SearchArgs {
     /// Where corpus vectors are cached.
     #[arg(long, default_value = ".zoark/bench/search")]
     pub cache_dir: PathBuf,
+    /// A Python with sentence-transformers installed: its indexing rate on the same texts and
+    /// batch size is measured beside the local model's (`cargo xtask bench search --peers`
+    /// installs one).
+    #[arg(long)]
+    pub sentence_transformers: Option<PathBuf>,
 }
 
 /// Organizations of the corpus: the first holds [`LARGE_SHARE`], the last [`SMALL_SHARE`].
@@ -102,6 +107,9 @@ struct Report {
     recall_at_10: f64,
     recall_at_10_small_tenant: f64,
     index_chunks_per_s: f64,
+    /// `index_chunks_per_s` over sentence-transformers' rate (with `--peers`).
+    index_ratio_to_sentence_transformers: Option<f64>,
+    sentence_transformers: Option<PeerRate>,
     index_build_s: f64,
     by_concurrency: Vec<AtConcurrency>,
     embed_corpus_s: Option<f64>,
@@ -896,9 +904,12 @@ async fn recall(pool: &PgPool, queries: &[Query]) -> anyhow::Result<f64> {
     Ok(sum / queries.len().max(1) as f64)
 }
 
-/// Chunks per second of the local model on full 256-piece chunks, in batches of 32 (as the
-/// indexing job embeds them).
-fn index_rate(model: &LocalModel, chunks: &[CorpusChunk]) -> anyhow::Result<f64> {
+/// Texts embedded per call when the indexing rate is measured (the indexing job's batch).
+const INDEX_BATCH: usize = 32;
+
+/// 256 chunks of the corpus's text, cut at 256 word pieces by the model's tokenizer as the
+/// indexing job cuts documents.
+fn index_texts(model: &LocalModel, chunks: &[CorpusChunk]) -> anyhow::Result<Vec<String>> {
     let text: String = chunks
         .iter()
         .take(2000)
@@ -912,12 +923,55 @@ fn index_rate(model: &LocalModel, chunks: &[CorpusChunk]) -> anyhow::Result<f64>
     }];
     let pieces = chunk::chunk(model.tokenizer(), &sections, MAX_TOKENS, 0)
         .map_err(|e| anyhow::anyhow!(e))?;
-    let pieces: Vec<&str> = pieces.iter().take(256).map(|c| c.text.as_str()).collect();
+    Ok(pieces.into_iter().take(256).map(|c| c.text).collect())
+}
+
+/// Chunks per second of the local model on `texts`, in batches of [`INDEX_BATCH`], after one
+/// batch to warm up.
+fn index_rate(model: &LocalModel, texts: &[String]) -> anyhow::Result<f64> {
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    model.embed(&texts[..INDEX_BATCH.min(texts.len())])?;
     let started = Instant::now();
-    for batch in pieces.chunks(32) {
+    for batch in texts.chunks(INDEX_BATCH) {
         model.embed(batch)?;
     }
-    Ok(pieces.len() as f64 / started.elapsed().as_secs_f64())
+    Ok(texts.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// sentence-transformers' rate on the same texts and batch size, run by `python` (which has it
+/// installed) through `bench/peers/sentence_transformers_rate.py`.
+fn peer_index_rate(
+    python: &std::path::Path,
+    model_dir: &std::path::Path,
+    texts: &[String],
+) -> anyhow::Result<PeerRate> {
+    use std::io::Write as _;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers/sentence_transformers_rate.py");
+    let mut child = std::process::Command::new(python)
+        .arg(&script)
+        .arg(model_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", python.display()))?;
+    let request = serde_json::json!({"texts": texts, "batch_size": INDEX_BATCH});
+    child
+        .stdin
+        .take()
+        .context("the peer's stdin")?
+        .write_all(&serde_json::to_vec(&request)?)?;
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        anyhow::bail!("sentence-transformers failed ({})", output.status);
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct PeerRate {
+    chunks_per_s: f64,
+    version: String,
 }
 
 pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
@@ -1000,11 +1054,29 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
             hybrid,
         });
     }
-    let index_chunks_per_s = {
-        let model = model.clone();
-        tokio::task::spawn_blocking(move || index_rate(&model, &chunks)).await??
+    let (index_chunks_per_s, peer) = {
+        let (model, args) = (model.clone(), args.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let texts = index_texts(&model, &chunks)?;
+            let ours = index_rate(&model, &texts)?;
+            let peer = args
+                .sentence_transformers
+                .as_deref()
+                .map(|python| peer_index_rate(python, &args.model_dir, &texts))
+                .transpose()?;
+            Ok((ours, peer))
+        })
+        .await??
     };
     println!("indexing: {index_chunks_per_s:.1} chunks/s of 256 word pieces");
+    if let Some(peer) = &peer {
+        println!(
+            "sentence-transformers: {:.1} chunks/s ({}); Zoark's local model {:.2}×",
+            peer.chunks_per_s,
+            peer.version,
+            index_chunks_per_s / peer.chunks_per_s
+        );
+    }
     let at8 = by_concurrency
         .iter()
         .find(|c| c.concurrency == 8)
@@ -1022,6 +1094,10 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
         recall_at_10,
         recall_at_10_small_tenant,
         index_chunks_per_s,
+        index_ratio_to_sentence_transformers: peer
+            .as_ref()
+            .map(|p| index_chunks_per_s / p.chunks_per_s),
+        sentence_transformers: peer,
         index_build_s,
         by_concurrency,
         embed_corpus_s,

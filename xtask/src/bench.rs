@@ -8,7 +8,10 @@
 //! `cargo xtask bench email`: the same cluster, `zoark-api`, `zoark-worker` and `zoark-bench`
 //! in release mode, then `zoark-bench email`, which writes `<target>/bench/email.json`.
 
-use std::path::{Path, PathBuf};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -16,6 +19,9 @@ use crate::postgres::{self, Profile};
 
 const GRAPHILE_WORKER: &str = "graphile-worker@0.18.0";
 const NODE: &str = "node@22.23.3";
+/// The reference implementation the local model's indexing rate is compared with (`--peers`);
+/// the same release computed the model's fixture (`embed/fixtures/reference.py`).
+const SENTENCE_TRANSFORMERS: &str = "sentence-transformers==6.2.0";
 
 pub fn queue(root: &Path, args: &[String]) -> Result<()> {
     let peers = install_peers(root)?;
@@ -99,6 +105,13 @@ pub fn email(root: &Path, args: &[String]) -> Result<()> {
 /// which writes `<target>/bench/search.json` and caches the corpus's vectors under
 /// `.zoark/bench/search/`.
 pub fn search(root: &Path, args: &[String]) -> Result<()> {
+    // `--peers`: sentence-transformers (pinned, from PyPI with torch: a large download) measured
+    // on the same texts.
+    let peers = args.iter().any(|a| a == "--peers");
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--peers").collect();
+    let sentence_transformers = peers
+        .then(|| crate::python::tool(root, "sentence-transformers", SENTENCE_TRANSFORMERS))
+        .transpose()?;
     build(root)?;
     let model = crate::models::ensure(root)?;
     let pg = postgres::provision_profile(root, Profile::Bench)?;
@@ -113,6 +126,12 @@ pub fn search(root: &Path, args: &[String]) -> Result<()> {
         .arg(root.join(".zoark/bench/search"))
         .arg("--out")
         .arg(target.join("bench/search.json"))
+        .args(sentence_transformers.iter().flat_map(|venv| {
+            [
+                OsString::from("--sentence-transformers"),
+                venv.join("bin/python").into(),
+            ]
+        }))
         .args(args)
         .current_dir(root)
         .status()

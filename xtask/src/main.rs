@@ -16,6 +16,7 @@ mod dev;
 mod models;
 mod postgres;
 mod process;
+mod python;
 mod schemathesis;
 
 use std::path::PathBuf;

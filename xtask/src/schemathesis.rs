@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use nix::{sys::signal::Signal, unistd::Pid};
 
-use crate::{bench::target_dir, dev::wait_ready, postgres, process};
+use crate::{bench::target_dir, dev::wait_ready, postgres, process, python};
 
 /// The schemathesis release the configuration is written for.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
@@ -73,46 +73,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 
 /// The `st` executable of `.zoark/tools/schemathesis`, installed or upgraded to the pin.
 fn install(root: &Path) -> Result<PathBuf> {
-    let venv = root.join(".zoark/tools/schemathesis");
-    let st = venv.join("bin/st");
-    let marker = venv.join("installed");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(SCHEMATHESIS) && st.exists() {
-        return Ok(st);
-    }
-    println!("xtask: installing {SCHEMATHESIS} into {}", venv.display());
-    let python = ["python3", "python"]
-        .into_iter()
-        .find(|p| process::succeeds(p, &["-m", "venv", "--help"]))
-        .context("Python 3 (3.10 or newer, with venv) is needed to install schemathesis")?;
-    let create = || {
-        process::run(
-            Command::new(python)
-                .args(["-m", "venv", "--clear"])
-                .arg(&venv),
-        )
-    };
-    if create().is_err() {
-        // Debian's python3 ships venv without ensurepip; python3-venv completes it.
-        if !postgres::apt_available() {
-            create().context("creating the virtualenv (is python3-venv installed?)")?;
-        }
-        postgres::apt_install(&["python3-venv"])?;
-        create().context("creating the virtualenv")?;
-    }
-    let status = Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            SCHEMATHESIS,
-        ])
-        .status()
-        .context("running pip")?;
-    if !status.success() {
-        bail!("pip install {SCHEMATHESIS} failed");
-    }
-    std::fs::write(&marker, SCHEMATHESIS)?;
-    Ok(st)
+    Ok(python::tool(root, "schemathesis", SCHEMATHESIS)?.join("bin/st"))
 }
 
 fn against_fresh_api(
