@@ -907,9 +907,13 @@ async fn recall(pool: &PgPool, queries: &[Query]) -> anyhow::Result<f64> {
 /// Texts embedded per call when the indexing rate is measured (the indexing job's batch).
 const INDEX_BATCH: usize = 32;
 
-/// 256 chunks of the corpus's text, cut at 256 word pieces by the model's tokenizer as the
+/// `n` chunks of the corpus's text, cut at 256 word pieces by the model's tokenizer as the
 /// indexing job cuts documents.
-fn index_texts(model: &LocalModel, chunks: &[CorpusChunk]) -> anyhow::Result<Vec<String>> {
+fn index_texts(
+    model: &LocalModel,
+    chunks: &[CorpusChunk],
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
     let text: String = chunks
         .iter()
         .take(2000)
@@ -923,7 +927,7 @@ fn index_texts(model: &LocalModel, chunks: &[CorpusChunk]) -> anyhow::Result<Vec
     }];
     let pieces = chunk::chunk(model.tokenizer(), &sections, MAX_TOKENS, 0)
         .map_err(|e| anyhow::anyhow!(e))?;
-    Ok(pieces.into_iter().take(256).map(|c| c.text).collect())
+    Ok(pieces.into_iter().take(n).map(|c| c.text).collect())
 }
 
 /// Chunks per second of the local model on `texts`, in batches of [`INDEX_BATCH`], after one
@@ -1057,7 +1061,8 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     let (index_chunks_per_s, peer) = {
         let (model, args) = (model.clone(), args.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let texts = index_texts(&model, &chunks)?;
+            // 256 chunks (64 in the quick run: a chunk takes about 0.2 s).
+            let texts = index_texts(&model, &chunks, if args.quick { 64 } else { 256 })?;
             let ours = index_rate(&model, &texts)?;
             let peer = args
                 .sentence_transformers
