@@ -625,38 +625,21 @@ fn vectors(
     if let Ok(bytes) = std::fs::read(&path)
         && bytes.len() == chunks.len() * dims * 4
     {
-        let floats: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
         println!("corpus vectors from {}", path.display());
-        return Ok((floats.chunks(dims).map(<[f32]>::to_vec).collect(), None));
+        return Ok((decode(&bytes, dims), None));
     }
     // Vectors are appended to `<name>.partial` batch by batch, so that an interrupted run
     // (an hour and more for 100,000 chunks) resumes where it stopped.
     std::fs::create_dir_all(&args.cache_dir)?;
     let partial = path.with_extension("f32.partial");
-    let vector_bytes = dims * 4;
-    let mut done: Vec<Vec<f32>> = match std::fs::read(&partial) {
-        Ok(bytes) => bytes
-            .chunks_exact(vector_bytes)
-            .map(|v| {
-                v.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect()
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let mut done = std::fs::read(&partial).map_or_else(|_| Vec::new(), |b| decode(&b, dims));
     done.truncate(chunks.len());
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&partial)?;
     // Drop a torn last vector, if any, before appending.
-    std::fs::write(
-        &partial,
-        done.iter()
-            .flatten()
-            .flat_map(|f| f.to_le_bytes())
-            .collect::<Vec<u8>>(),
-    )?;
+    file.set_len(u64::try_from(done.len() * dims * 4)?)?;
     println!(
         "embedding {} chunks, {} already done (cached afterwards)",
         chunks.len(),
@@ -668,22 +651,36 @@ fn vectors(
         .skip(done.len())
         .map(|c| c.text.as_str())
         .collect();
-    let mut file = std::fs::OpenOptions::new().append(true).open(&partial)?;
     embed_all(model, &texts, |batch| {
         use std::io::Write as _;
-        let bytes: Vec<u8> = batch
-            .iter()
-            .flatten()
-            .flat_map(|f| f.to_le_bytes())
-            .collect();
-        file.write_all(&bytes)?;
+        file.write_all(&encode(batch))?;
         done.extend_from_slice(batch);
         Ok(())
     })?;
     let seconds = started.elapsed().as_secs_f64();
     std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
-    let vectors = done;
-    Ok((vectors, Some(seconds)))
+    Ok((done, Some(seconds)))
+}
+
+/// Vectors as the cache stores them: little-endian `f32`s, one vector after another.
+fn encode(vectors: &[Vec<f32>]) -> Vec<u8> {
+    vectors
+        .iter()
+        .flatten()
+        .flat_map(|f| f.to_le_bytes())
+        .collect()
+}
+
+/// The vectors of `dims` dimensions in `bytes` (a torn last one is left out).
+fn decode(bytes: &[u8], dims: usize) -> Vec<Vec<f32>> {
+    bytes
+        .chunks_exact(dims * 4)
+        .map(|v| {
+            v.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        })
+        .collect()
 }
 
 fn vector_text(v: &[f32]) -> String {
