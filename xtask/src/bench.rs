@@ -15,6 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::cargo::target_dir;
 use crate::postgres::{self, Profile};
 
 const GRAPHILE_WORKER: &str = "graphile-worker@0.18.0";
@@ -164,10 +165,6 @@ fn build(root: &Path) -> Result<()> {
         bail!("building zoark-api, zoark-worker and zoark-bench failed");
     }
     Ok(())
-}
-
-pub fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 fn run_queue(

@@ -11,10 +11,10 @@ use std::{
 };
 
 use anstyle::{AnsiColor, Style};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use nix::{sys::signal::Signal, unistd::Pid};
 
-use crate::{postgres, process};
+use crate::{cargo, postgres, process};
 
 const PROCESSES: [(&str, &[&str], AnsiColor); 3] = [
     ("api", &["serve"], AnsiColor::Cyan),
@@ -59,24 +59,9 @@ fn run_platform(
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "8080".into());
 
-    println!("xtask: building zoark-api, zoark-worker and zoark-scheduler");
-    let status = Command::new("cargo")
-        .args([
-            "build",
-            "-p",
-            "zoark-api",
-            "-p",
-            "zoark-worker",
-            "-p",
-            "zoark-scheduler",
-        ])
-        .current_dir(root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("the build failed");
-    }
-    let bin = |name: &str| root.join("target/debug").join(name);
+    println!("xtask: building the binaries");
+    cargo::build_bins(root)?;
+    let bin = |name: &str| cargo::debug_bin(root, name);
     // The nightly backup needs a pg_dump at least as new as the server: the cluster's own.
     let pg_dump = match std::env::var("ZOARK_PG_DUMP") {
         Ok(set) if !set.is_empty() => set,

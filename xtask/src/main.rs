@@ -12,12 +12,14 @@
 //! - `schemathesis`: the running API fuzzed against its own OpenAPI spec.
 
 mod bench;
+mod cargo;
 mod dev;
 mod models;
 mod postgres;
 mod process;
 mod python;
 mod schemathesis;
+mod sqlx;
 
 use std::path::PathBuf;
 
@@ -117,7 +119,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models => models::provision(&root).map(|_| ()),
         Command::Test { args } => test(&root, &args),
         Command::Openapi { check } => openapi(&root, check),
-        Command::Sqlx { check } => sqlx(&root, check),
+        Command::Sqlx { check } => sqlx::run(&root, check),
         Command::Bench {
             what: BenchKind::Queue { args },
         } => bench::queue(&root, &args),
@@ -154,14 +156,7 @@ fn workspace_root() -> Result<PathBuf> {
 
 fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
     // Process tests run the real binaries: build them first so they are never stale.
-    let status = std::process::Command::new("cargo")
-        .args(["build", "--workspace", "--bins"])
-        .current_dir(root)
-        .status()
-        .context("building the binaries")?;
-    if !status.success() {
-        bail!("building the binaries failed");
-    }
+    cargo::build_bins(root)?;
     let model = models::ensure(root)?;
     let pg = postgres::provision(root)?;
     pg.drop_test_databases()?;
@@ -189,14 +184,15 @@ fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
 }
 
 fn openapi(root: &std::path::Path, check: bool) -> Result<()> {
+    cargo::build_bins(root)?;
     generated_doc(root, "openapi", "docs/openapi.json", check)?;
     generated_doc(root, "permissions", "docs/permissions.md", check)
 }
 
 /// Writes (or, with `check`, compares) a document `zoark-api <command>` prints.
 fn generated_doc(root: &std::path::Path, command: &str, file: &str, check: bool) -> Result<()> {
-    let output = std::process::Command::new("cargo")
-        .args(["run", "--quiet", "-p", "zoark-api", "--", command])
+    let output = std::process::Command::new(cargo::debug_bin(root, "zoark-api"))
+        .arg(command)
         .current_dir(root)
         .output()
         .with_context(|| format!("running zoark-api {command}"))?;
@@ -217,91 +213,6 @@ fn generated_doc(root: &std::path::Path, command: &str, file: &str, check: bool)
     } else {
         std::fs::write(&path, generated).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
-    }
-    Ok(())
-}
-
-/// sqlx-cli is installed into `.zoark/tools` (ignored) at the version matching our sqlx.
-fn sqlx(root: &std::path::Path, check: bool) -> Result<()> {
-    let tools = root.join(".zoark/tools");
-    let sqlx_bin = tools.join("bin/cargo-sqlx");
-    if !sqlx_bin.exists() {
-        println!("xtask: installing sqlx-cli 0.9.0 into .zoark/tools (once)");
-        let status = std::process::Command::new("cargo")
-            .args([
-                "install",
-                "sqlx-cli",
-                "--version",
-                "=0.9.0",
-                "--locked",
-                "--no-default-features",
-            ])
-            .args(["--features", "postgres,rustls,sqlx-toml", "--root"])
-            .arg(&tools)
-            .status()
-            .context("installing sqlx-cli")?;
-        if !status.success() {
-            bail!("installing sqlx-cli failed");
-        }
-    }
-    let pg = postgres::provision(root)?;
-    pg.recreate_database("zoark_sqlx")?;
-    let url = pg.url("zoark_sqlx");
-    migrate_for_sqlx(root, &sqlx_bin, &url)?;
-    let mut cmd = std::process::Command::new(&sqlx_bin);
-    cmd.args(["sqlx", "prepare", "--workspace"]);
-    if check {
-        cmd.arg("--check");
-    }
-    // zoark-bench has no query macros of its own, and its apalis-postgres peer's macros would
-    // be checked against this database, which has no `apalis` schema: leave it out.
-    cmd.args([
-        "--",
-        "--all-targets",
-        "--workspace",
-        "--exclude",
-        "zoark-bench",
-    ])
-    .current_dir(root)
-    .env("DATABASE_URL", &url)
-    .env("SQLX_OFFLINE", "false");
-    let status = cmd.status().context("running cargo sqlx prepare")?;
-    pg.stop_if_started()?;
-    if !status.success() {
-        bail!(if check {
-            ".sqlx/ is out of date: run `cargo xtask sqlx` and commit the result"
-        } else {
-            "cargo sqlx prepare failed"
-        });
-    }
-    Ok(())
-}
-
-/// Brings the prepare database to the current schema. `zoark-api migrate` is the normal route,
-/// but it cannot compile while a new `query!` lacks offline data; then the same migrations,
-/// Zoark's from `migrations/`, are applied with sqlx-cli, exactly as `migrate_all` would.
-fn migrate_for_sqlx(root: &std::path::Path, sqlx_bin: &std::path::Path, url: &str) -> Result<()> {
-    let status = std::process::Command::new("cargo")
-        .args(["run", "--quiet", "-p", "zoark-api", "--", "migrate"])
-        .current_dir(root)
-        .env("DATABASE_URL", url)
-        .env("SQLX_OFFLINE", "true")
-        .env("RUST_LOG", "warn")
-        .status()
-        .context("running zoark-api migrate")?;
-    if status.success() {
-        return Ok(());
-    }
-    println!("xtask: zoark-api does not build offline yet; applying migrations with sqlx-cli");
-    let status = std::process::Command::new(sqlx_bin)
-        .args(["sqlx", "migrate", "run", "--source"])
-        .arg(root.join("migrations"))
-        .args(["--database-url", url])
-        .current_dir(root)
-        .status()
-        .context("running cargo sqlx migrate run")?;
-    if !status.success() {
-        bail!("cargo sqlx migrate run failed in {}", root.display());
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use nix::{sys::signal::Signal, unistd::Pid};
 
-use crate::{bench::target_dir, dev::wait_ready, postgres, process, python};
+use crate::{cargo, cargo::target_dir, dev::wait_ready, postgres, process, python};
 
 /// The schemathesis release the configuration is written for.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
@@ -57,14 +57,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let st = install(root)?;
     // The same build as `cargo xtask test` (whole workspace, so the same feature set): after it,
     // as in CI, nothing is rebuilt.
-    let status = Command::new("cargo")
-        .args(["build", "--workspace", "--bins"])
-        .current_dir(root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building the binaries failed");
-    }
+    cargo::build_bins(root)?;
     let pg = postgres::provision(root)?;
     let result = against_fresh_api(root, &pg, &st, args);
     pg.stop_if_started()?;
@@ -86,7 +79,7 @@ fn against_fresh_api(
     let database_url = pg.url(DATABASE);
     let out = target_dir(root).join("schemathesis");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let api_bin = target_dir(root).join("debug/zoark-api");
+    let api_bin = cargo::debug_bin(root, "zoark-api");
     let port = free_port()?;
     let env = |cmd: &mut Command| {
         cmd.env("DATABASE_URL", &database_url)
