@@ -63,6 +63,10 @@ pub struct SearchArgs {
     /// installs one).
     #[arg(long)]
     pub sentence_transformers: Option<PathBuf>,
+    /// Keep the corpus a previous run loaded (same size) instead of loading it again: for
+    /// iterating on the search query. Migrations still run; the HNSW build is not timed.
+    #[arg(long)]
+    pub reuse: bool,
 }
 
 /// Organizations of the corpus: the first holds [`LARGE_SHARE`], the last [`SMALL_SHARE`].
@@ -110,7 +114,8 @@ struct Report {
     /// `index_chunks_per_s` over sentence-transformers' rate (with `--peers`).
     index_ratio_to_sentence_transformers: Option<f64>,
     sentence_transformers: Option<PeerRate>,
-    index_build_s: f64,
+    /// `null` with `--reuse`.
+    index_build_s: Option<f64>,
     by_concurrency: Vec<AtConcurrency>,
     embed_corpus_s: Option<f64>,
 }
@@ -688,6 +693,32 @@ fn vector_text(v: &[f32]) -> String {
     format!("[{}]", parts.join(","))
 }
 
+/// The benchmark's database.
+const DATABASE: &str = "zoark_bench_search";
+
+/// The organizations of a corpus of `total` chunks a previous run loaded, in order; `None` when
+/// there is none (or another size).
+async fn loaded(server: &str, total: usize) -> anyhow::Result<Option<Vec<Uuid>>> {
+    let Ok(pool) = db::pool(&db::url(server, DATABASE)).await else {
+        return Ok(None);
+    };
+    let chunks: Option<i64> = sqlx::query_scalar("SELECT count(*) FROM rag_chunks")
+        .fetch_one(&pool)
+        .await
+        .ok();
+    if chunks != Some(i64::try_from(total)?) {
+        return Ok(None);
+    }
+    let organizations: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM organizations WHERE name LIKE 'bench %'
+         ORDER BY split_part(name, ' ', 2)::int",
+    )
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    Ok((organizations.len() == ORGANIZATIONS).then_some(organizations))
+}
+
 /// Loads the corpus; returns the organizations' ids and the index build time.
 async fn load(
     pool: &PgPool,
@@ -769,7 +800,7 @@ async fn load(
         .execute(&mut *conn)
         .await?;
     let build = started.elapsed().as_secs_f64();
-    sqlx::query("VACUUM ANALYZE rag_chunks")
+    sqlx::query("VACUUM ANALYZE rag_chunks, rag_chunk_terms")
         .execute(&mut *conn)
         .await?;
     sqlx::query("ANALYZE rag_documents")
@@ -890,11 +921,40 @@ async fn timed(
     Ok(latency(all))
 }
 
-async fn recall(pool: &PgPool, queries: &[Query]) -> anyhow::Result<f64> {
+/// The role the searches run as: like the API's, neither a superuser nor exempt from row-level
+/// security, so that the tenant policies apply to every statement as they do in production.
+const API_ROLE: &str = "zoark_bench_api";
+
+/// A pool connected as [`API_ROLE`], created (once per cluster) and granted the tables.
+async fn api_pool(admin: &PgPool, server: &str) -> anyhow::Result<PgPool> {
+    sqlx::query(AssertSqlSafe(format!(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{API_ROLE}') THEN
+                 CREATE ROLE {API_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS;
+             END IF;
+         END $$"
+    )))
+    .execute(admin)
+    .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {API_ROLE}"
+    )))
+    .execute(admin)
+    .await?;
+    let url = db::url(server, DATABASE);
+    let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(options.username(API_ROLE))
+        .await?)
+}
+
+/// Recall@10 of the searches (run on `api`) against exact scans (run on `platform`).
+async fn recall(api: &PgPool, platform: &PgPool, queries: &[Query]) -> anyhow::Result<f64> {
     let mut sum = 0.0;
     for q in queries {
-        let (_, found) = run_search(pool, q, false).await?;
-        let truth: HashSet<(Uuid, i32)> = exact(pool, q).await?.into_iter().collect();
+        let (_, found) = run_search(api, q, false).await?;
+        let truth: HashSet<(Uuid, i32)> = exact(platform, q).await?.into_iter().collect();
         let hits = found.iter().take(K).filter(|f| truth.contains(f)).count();
         sum += hits as f64 / truth.len().clamp(1, K) as f64;
     }
@@ -993,7 +1053,15 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     };
 
     let admin = db::admin_pool(&args.server).await?;
-    let url = db::fresh(&admin, &args.server, "zoark_bench_search").await?;
+    let reused = if args.reuse {
+        loaded(&args.server, total).await?
+    } else {
+        None
+    };
+    let url = match reused {
+        Some(_) => db::url(&args.server, DATABASE),
+        None => db::fresh(&admin, &args.server, DATABASE).await?,
+    };
     let pool = PgPoolOptions::new()
         .max_connections(10)
         .connect_with(zoark_core::db::platform_options(&url)?)
@@ -1001,9 +1069,18 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     zoark_core::db::migrate_all(&pool)
         .await
         .context("migrating the benchmark database")?;
-    println!("loading {total} chunks");
-    let (organizations, index_build_s) = load(&pool, &chunks, &vectors).await?;
-    println!("HNSW index built in {index_build_s:.1} s");
+    let (organizations, index_build_s) = match reused {
+        Some(organizations) => {
+            println!("reusing the {total} chunks loaded before");
+            (organizations, None)
+        }
+        None => {
+            println!("loading {total} chunks");
+            let (organizations, build) = load(&pool, &chunks, &vectors).await?;
+            println!("HNSW index built in {build:.1} s");
+            (organizations, Some(build))
+        }
+    };
 
     // Queries: questions of each topic, embedded one by one as the API embeds them.
     let mut rng = StdRng::seed_from_u64(2026);
@@ -1028,8 +1105,9 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     let small = make(organizations[ORGANIZATIONS - 1], per_org_queries)?;
     let embed_query = latency(embed_samples);
 
-    let recall_at_10 = recall(&pool, &large).await?;
-    let recall_at_10_small_tenant = recall(&pool, &small).await?;
+    let api = api_pool(&pool, &args.server).await?;
+    let recall_at_10 = recall(&api, &pool, &large).await?;
+    let recall_at_10_small_tenant = recall(&api, &pool, &small).await?;
     println!("recall@10 {recall_at_10:.3}, small tenant {recall_at_10_small_tenant:.3}");
 
     let mut all: Vec<Query> = Vec::new();
@@ -1039,11 +1117,11 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     }
     let all = Arc::new(all);
     // A warm-up pass, then the measured ones.
-    timed(&pool, &all, 2, true).await?;
+    timed(&api, &all, 2, true).await?;
     let mut by_concurrency = Vec::new();
     for concurrency in [1, 8] {
-        let vector = timed(&pool, &all, concurrency, false).await?;
-        let hybrid = timed(&pool, &all, concurrency, true).await?;
+        let vector = timed(&api, &all, concurrency, false).await?;
+        let hybrid = timed(&api, &all, concurrency, true).await?;
         println!(
             "concurrency {concurrency}: vector p50 {:.1} ms p95 {:.1} ms; hybrid p50 {:.1} ms \
              p95 {:.1} ms",

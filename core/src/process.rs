@@ -35,10 +35,11 @@ pub fn start(service: &'static str) -> Result<Started, std::process::ExitCode> {
 /// A token cancelled on the first SIGTERM or SIGINT.
 pub fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
-    let signal = token.clone();
+    let cancel = token.clone();
+    let signal = crate::shutdown::signal();
     tokio::spawn(async move {
-        crate::shutdown::signal().await;
-        signal.cancel();
+        signal.await;
+        cancel.cancel();
     });
     token
 }

@@ -25,10 +25,11 @@ const NODE: &str = "node@22.23.3";
 const SENTENCE_TRANSFORMERS: &str = "sentence-transformers==6.2.0";
 
 pub fn queue(root: &Path, args: &[String]) -> Result<()> {
+    let (which, args) = build_choice(args);
     let peers = install_peers(root)?;
-    build(root)?;
+    let bins = build(root, which)?;
     let pg = postgres::provision_profile(root, Profile::Bench)?;
-    let result = run_queue(root, &pg, &peers, args);
+    let result = run_queue(root, &bins, &pg, &peers, &args);
     pg.stop_if_started()?;
     result
 }
@@ -78,17 +79,18 @@ fn install_peers(root: &Path) -> Result<Peers> {
 }
 
 pub fn email(root: &Path, args: &[String]) -> Result<()> {
-    build(root)?;
+    let (which, args) = build_choice(args);
+    let bins = build(root, which)?;
     let pg = postgres::provision_profile(root, Profile::Bench)?;
     let target = target_dir(root);
-    let status = std::process::Command::new(target.join("release/zoark-bench"))
+    let status = std::process::Command::new(bins.join("zoark-bench"))
         .arg("email")
         .arg("--server")
         .arg(pg.server())
         .arg("--api-bin")
-        .arg(target.join("release/zoark-api"))
+        .arg(bins.join("zoark-api"))
         .arg("--worker-bin")
-        .arg(target.join("release/zoark-worker"))
+        .arg(bins.join("zoark-worker"))
         .arg("--out")
         .arg(target.join("bench/email.json"))
         .args(args)
@@ -108,16 +110,17 @@ pub fn email(root: &Path, args: &[String]) -> Result<()> {
 pub fn search(root: &Path, args: &[String]) -> Result<()> {
     // `--peers`: sentence-transformers (pinned, from PyPI with torch: a large download) measured
     // on the same texts.
-    let peers = args.iter().any(|a| a == "--peers");
-    let args: Vec<&String> = args.iter().filter(|a| *a != "--peers").collect();
+    let (which, args) = build_choice(args);
+    let peers = args.iter().any(|a| *a == "--peers");
+    let args: Vec<&String> = args.into_iter().filter(|a| *a != "--peers").collect();
     let sentence_transformers = peers
         .then(|| crate::python::tool(root, "sentence-transformers", SENTENCE_TRANSFORMERS))
         .transpose()?;
-    build(root)?;
+    let bins = build(root, which)?;
     let model = crate::models::ensure(root)?;
-    let pg = postgres::provision_profile(root, Profile::Bench)?;
+    let pg = postgres::provision_profile(root, Profile::Search)?;
     let target = target_dir(root);
-    let status = std::process::Command::new(target.join("release/zoark-bench"))
+    let status = std::process::Command::new(bins.join("zoark-bench"))
         .arg("search")
         .arg("--server")
         .arg(pg.server())
@@ -144,7 +147,30 @@ pub fn search(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn build(root: &Path) -> Result<()> {
+/// Which binaries a benchmark runs.
+#[derive(Clone, Copy)]
+enum Build {
+    /// Release builds of zoark-api, zoark-worker and zoark-bench: the figures of record.
+    Release,
+    /// The debug binaries `cargo xtask test` built (`--dev-build`): a smoke run that proves the
+    /// benchmark still works (CI) without a second build of the workspace; its figures mean
+    /// nothing.
+    Debug,
+}
+
+/// Splits xtask's own `--dev-build` from the arguments for zoark-bench.
+fn build_choice(args: &[String]) -> (Build, Vec<&String>) {
+    let debug = args.iter().any(|a| a == "--dev-build");
+    let rest = args.iter().filter(|a| *a != "--dev-build").collect();
+    (if debug { Build::Debug } else { Build::Release }, rest)
+}
+
+/// Builds the binaries and returns the directory they are in.
+fn build(root: &Path, which: Build) -> Result<PathBuf> {
+    if let Build::Debug = which {
+        crate::cargo::build_bins(root)?;
+        return Ok(target_dir(root).join("debug"));
+    }
     let status = std::process::Command::new("cargo")
         .args([
             "build",
@@ -164,28 +190,29 @@ fn build(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("building zoark-api, zoark-worker and zoark-bench failed");
     }
-    Ok(())
+    Ok(target_dir(root).join("release"))
 }
 
 fn run_queue(
     root: &Path,
+    bins: &Path,
     pg: &postgres::Provisioned,
     peers: &Peers,
-    args: &[String],
+    args: &[&String],
 ) -> Result<()> {
     let target = target_dir(root);
-    let status = std::process::Command::new(target.join("release/zoark-bench"))
+    let status = std::process::Command::new(bins.join("zoark-bench"))
         .arg("queue")
         .arg("--server")
         .arg(pg.server())
         .arg("--worker-bin")
-        .arg(target.join("release/zoark-worker"))
+        .arg(bins.join("zoark-worker"))
         .arg("--node")
         .arg(&peers.node)
         .arg("--graphile-script")
         .arg(&peers.graphile_script)
         .arg("--apalis-bin")
-        .arg(target.join("release/apalis-peer"))
+        .arg(bins.join("apalis-peer"))
         .arg("--pgbench")
         .arg(pg.client_bin("pgbench")?)
         .arg("--out")

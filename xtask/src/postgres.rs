@@ -46,8 +46,13 @@ struct LocalCluster {
 pub enum Profile {
     /// `.zoark/pg`, for `dev` and `test`: durability traded for speed.
     Dev,
-    /// `.zoark/bench/pg`, for `bench`: stock durability, statement statistics.
+    /// `.zoark/bench/pg`, for `bench queue` and `bench email`: stock durability, statement
+    /// statistics.
     Bench,
+    /// `.zoark/bench/search-pg`, for `bench search`: as [`Profile::Bench`], with 1 GB of shared
+    /// buffers (pgvector's advice: the index and the rows it reads in memory; the 100,000-chunk
+    /// corpus's are 455 MB).
+    Search,
 }
 
 impl Profile {
@@ -55,6 +60,7 @@ impl Profile {
         match self {
             Self::Dev => ".zoark/pg",
             Self::Bench => ".zoark/bench/pg",
+            Self::Search => ".zoark/bench/search-pg",
         }
     }
 
@@ -63,6 +69,7 @@ impl Profile {
         match self {
             Self::Dev => 54329,
             Self::Bench => 54429,
+            Self::Search => 54529,
         }
     }
 
@@ -74,6 +81,10 @@ impl Profile {
             Self::Bench => {
                 "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=off \
                  -c max_connections=200"
+            }
+            Self::Search => {
+                "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=off \
+                 -c max_connections=200 -c shared_buffers=1GB"
             }
         }
     }
@@ -287,7 +298,7 @@ pub fn provision_profile(root: &Path, profile: Profile) -> Result<Provisioned> {
     // application role, so row-level security applies as in production.
     let base = match profile {
         Profile::Dev => format!("postgres://{APP_ROLE}@127.0.0.1:{port}"),
-        Profile::Bench => admin_base.clone(),
+        Profile::Bench | Profile::Search => admin_base.clone(),
     };
     let pg = Provisioned {
         base,
