@@ -9,21 +9,29 @@
 --
 -- The terms of each chunk therefore live in a table of their own without row-level security,
 -- written by a trigger as chunks are inserted and deleted with them. The search ranks its matches
--- there (by organization, through the GIN index) and joins every match to `rag_chunks`, under its
--- policy: no row of another organization can come out of it, whatever the ranking statement says.
+-- there (by organization, through the GIN index) and joins the best matches to `rag_chunks` and
+-- `rag_documents`, under their policies: only chunks that pass that join are returned. The
+-- document's source type and creation time (fixed for its life) are copied here, so that the
+-- search's filters apply before the ranking is cut; whether a chunk belongs to its document's
+-- current generation is checked in the join.
 
 CREATE TABLE rag_chunk_terms (
-    chunk_id        uuid PRIMARY KEY REFERENCES rag_chunks (id) ON DELETE CASCADE,
-    organization_id uuid NOT NULL,
-    content_tsv     tsvector NOT NULL
+    chunk_id            uuid PRIMARY KEY REFERENCES rag_chunks (id) ON DELETE CASCADE,
+    organization_id     uuid NOT NULL,
+    source_type         text NOT NULL,
+    document_created_at timestamptz NOT NULL,
+    content_tsv         tsvector NOT NULL
 ) WITH (toast_tuple_target = 8160);
 COMMENT ON TABLE rag_chunk_terms IS
     'The full-text terms of each chunk, ranked outside row-level security; read only joined to rag_chunks.';
 
 CREATE FUNCTION zoark_write_chunk_terms() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO rag_chunk_terms (chunk_id, organization_id, content_tsv)
-    SELECT id, organization_id, to_tsvector(language, content) FROM written;
+    INSERT INTO rag_chunk_terms (chunk_id, organization_id, source_type, document_created_at,
+                                 content_tsv)
+    SELECT w.id, w.organization_id, d.source_type, d.created_at, to_tsvector(w.language, w.content)
+    FROM written w
+    JOIN rag_documents d ON d.id = w.document_id;
     RETURN NULL;
 END
 $$;
@@ -32,8 +40,11 @@ CREATE TRIGGER rag_chunks_write_terms AFTER INSERT ON rag_chunks
     REFERENCING NEW TABLE AS written
     FOR EACH STATEMENT EXECUTE FUNCTION zoark_write_chunk_terms();
 
-INSERT INTO rag_chunk_terms (chunk_id, organization_id, content_tsv)
-SELECT id, organization_id, content_tsv FROM rag_chunks;
+INSERT INTO rag_chunk_terms (chunk_id, organization_id, source_type, document_created_at,
+                             content_tsv)
+SELECT c.id, c.organization_id, d.source_type, d.created_at, c.content_tsv
+FROM rag_chunks c
+JOIN rag_documents d ON d.id = c.document_id;
 
 CREATE INDEX rag_chunk_terms_tsv_idx ON rag_chunk_terms USING gin (organization_id, content_tsv);
 

@@ -751,3 +751,132 @@ async fn an_openai_compatible_provider_embeds_with_snoozes_on_429_and_retries_on
     assert_eq!(items[0]["document_id"], pdf.as_str(), "{items:#?}");
     app.stop().await;
 }
+
+/// A document of `chunks` chunks of `text`, each embedded as `vector`, in generation 1 (current);
+/// `written` more chunks of `next_text` in generation 2, still being written.
+async fn document_with_generations(
+    pool: &sqlx::PgPool,
+    organization: uuid::Uuid,
+    chunks: (i32, &str, &str),
+    written: (i32, &str),
+) -> uuid::Uuid {
+    let (count, text, vector) = chunks;
+    let document: uuid::Uuid = sqlx::query_scalar(
+        "WITH f AS (INSERT INTO stored_files (organization_id, storage_key, filename, content_type,
+                                              size_bytes, sha256)
+                    VALUES ($1, gen_random_uuid()::text, 'a.txt', 'text/plain', 1,
+                            sha256(gen_random_uuid()::text::bytea))
+                    RETURNING id)
+         INSERT INTO rag_documents (organization_id, title, source_type, file_id, content_type,
+                                    content_sha256, status, indexed_at, generation,
+                                    embedding_model, embedding_dimensions)
+         SELECT $1, 'Doc', 'knowledge', f.id, 'text/plain', sha256(f.id::text::bytea),
+                'indexed', now(), 1, 'all-MiniLM-L6-v2', 384
+         FROM f RETURNING id",
+    )
+    .bind(organization)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    for (generation, count, text) in [(1, count, text), (2, written.0, written.1)] {
+        sqlx::query(
+            "INSERT INTO rag_chunks (organization_id, document_id, generation, ordinal, content,
+                                     token_count, embedding, embedding_dimensions,
+                                     embedding_model, language)
+             SELECT $1, $2, $3, g, $4, 3, $5::vector, 384, 'all-MiniLM-L6-v2', 'english'
+             FROM generate_series(0, $6 - 1) g",
+        )
+        .bind(organization)
+        .bind(document)
+        .bind(generation)
+        .bind(text)
+        .bind(vector)
+        .bind(count)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    document
+}
+
+#[tokio::test]
+async fn a_generation_being_written_never_crowds_the_current_one_out_of_keyword_matches() {
+    use zoark_core::{
+        access::{Actor, Principal, ReadKnowledge},
+        db::{
+            knowledge::{self, Language, SearchQuery},
+            tenant,
+        },
+        knowledge::SourceType,
+    };
+    let app = TestApp::spawn().await;
+    let org = fixtures::organization(&app.pool, "Acme").await;
+    let unit = |sign: f32| {
+        let mut v = vec![0.0f32; 384];
+        v[0] = sign;
+        v
+    };
+    let text = |v: &[f32]| {
+        format!(
+            "[{}]",
+            v.iter().map(f32::to_string).collect::<Vec<_>>().join(",")
+        )
+    };
+    // Three current chunks that mention zebras, far from the query's vector; their document's
+    // re-index has written 120 chunks that mention them more (better ranked, not yet current);
+    // 60 current chunks of another document sit on the query's vector.
+    let zebras = document_with_generations(
+        &app.pool,
+        org,
+        (3, "a zebra crossed the road", &text(&unit(-1.0))),
+        (120, "zebra zebra zebra, all zebras"),
+    )
+    .await;
+    document_with_generations(
+        &app.pool,
+        org,
+        (60, "the quarterly budget review", &text(&unit(1.0))),
+        (0, ""),
+    )
+    .await;
+
+    let proof = Principal::authenticated(
+        org,
+        Role::Admin,
+        Actor::ApiKey {
+            key_id: uuid::Uuid::nil(),
+        },
+    )
+    .authorize::<ReadKnowledge>()
+    .unwrap();
+    let mut tx = tenant::begin(&app.pool, &proof).await.unwrap();
+    let hits = knowledge::search(
+        &mut tx,
+        &proof,
+        &SearchQuery {
+            text: "zebra",
+            vector: unit(1.0),
+            model: "all-MiniLM-L6-v2",
+            sources: SourceType::ALL.to_vec(),
+            from: None,
+            to: None,
+            language: Language::ENGLISH,
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let found: Vec<i32> = hits
+        .iter()
+        .filter(|h| h.document_id == zebras)
+        .map(|h| h.chunk_ordinal)
+        .collect();
+    assert_eq!(
+        found.len(),
+        3,
+        "the current chunks with the word: {found:?}"
+    );
+    assert!(hits.iter().all(|h| !h.snippet.contains("all zebras")));
+    app.stop().await;
+}

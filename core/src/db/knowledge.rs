@@ -637,36 +637,10 @@ pub async fn search(
     nearest.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
     let nearest: Vec<Uuid> = nearest.into_iter().map(|(id, _)| id).collect();
 
-    // `ts_rank` (term frequency) rather than `ts_rank_cd` (cover density): half the cost per
-    // matched chunk, and a common query matches thousands.
-    let matched: Vec<Uuid> = if query.text.trim().is_empty() {
+    let matched = if query.text.trim().is_empty() {
         Vec::new()
     } else {
-        // Ranked in `rag_chunk_terms`, outside row-level security (where the match can use
-        // the GIN index: see its migration), and every match joined to its chunk under it.
-        sqlx::query_scalar!(
-            "SELECT c.id AS \"id!\"
-             FROM (SELECT t.chunk_id, ts_rank(t.content_tsv, q) AS rank
-                   FROM rag_chunk_terms t, websearch_to_tsquery($2::text::regconfig, $3) q
-                   WHERE t.organization_id = $1 AND t.content_tsv @@ q) m
-             JOIN rag_chunks c ON c.id = m.chunk_id AND c.organization_id = $1
-             JOIN rag_documents d ON d.id = c.document_id AND d.generation = c.generation
-                                  AND d.organization_id = $1
-             WHERE d.source_type = ANY($4)
-               AND ($5::timestamptz IS NULL OR d.created_at >= $5)
-               AND ($6::timestamptz IS NULL OR d.created_at < $6)
-             ORDER BY m.rank DESC, c.id
-             LIMIT $7",
-            organization,
-            query.language.as_str(),
-            query.text,
-            &sources as &[&str],
-            query.from,
-            query.to,
-            candidates,
-        )
-        .fetch_all(&mut *conn)
-        .await?
+        keyword_matches(conn, organization, query, &sources, candidates).await?
     };
 
     let fused = reciprocal_rank_fusion(&[&nearest, &matched], query.limit);
@@ -701,6 +675,66 @@ pub async fn search(
             heading: row.heading,
         })
         .collect())
+}
+
+/// The chunks that best match the query's words, at most `candidates`.
+///
+/// Ranked in `rag_chunk_terms`, outside row-level security, where the match can use its GIN index
+/// (see the table's migration), with `ts_rank` (term frequency: half the cost of `ts_rank_cd` per
+/// match, and a common question matches thousands). Only the best `2 × candidates` are joined to
+/// their chunk and document, under row-level security and on the document's current generation;
+/// when chunks of a generation being written fill so many of those places that fewer than
+/// `candidates` remain, every match is ranked again with the join (rare: a re-index of a document
+/// that matches).
+async fn keyword_matches(
+    conn: &mut PgConnection,
+    organization: Uuid,
+    query: &SearchQuery<'_>,
+    sources: &[&str],
+    candidates: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    let wanted = usize::try_from(candidates).unwrap_or(0);
+    let mut cut = Some(candidates.saturating_mul(2));
+    loop {
+        // `LIMIT NULL` is no limit: the second pass joins every match.
+        let rows = sqlx::query!(
+            r#"SELECT m.chunk_id AS "id!", d.id IS NOT NULL AS "current!"
+               FROM (SELECT t.chunk_id, ts_rank(t.content_tsv, q) AS rank
+                     FROM rag_chunk_terms t, websearch_to_tsquery($2::text::regconfig, $3) q
+                     WHERE t.organization_id = $1 AND t.content_tsv @@ q
+                       AND t.source_type = ANY($4)
+                       AND ($5::timestamptz IS NULL OR t.document_created_at >= $5)
+                       AND ($6::timestamptz IS NULL OR t.document_created_at < $6)
+                     ORDER BY rank DESC, t.chunk_id
+                     LIMIT $7) m
+               LEFT JOIN (rag_chunks c
+                          JOIN rag_documents d ON d.id = c.document_id
+                                              AND d.generation = c.generation
+                                              AND d.organization_id = $1)
+                      ON c.id = m.chunk_id AND c.organization_id = $1
+               ORDER BY m.rank DESC, m.chunk_id"#,
+            organization,
+            query.language.as_str(),
+            query.text,
+            sources as &[&str],
+            query.from,
+            query.to,
+            cut,
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let all_ranked = cut.is_none_or(|n| i64::try_from(rows.len()).unwrap_or(i64::MAX) < n);
+        let current: Vec<Uuid> = rows
+            .into_iter()
+            .filter(|r| r.current)
+            .map(|r| r.id)
+            .take(wanted)
+            .collect();
+        if all_ranked || current.len() >= wanted {
+            return Ok(current);
+        }
+        cut = None;
+    }
 }
 
 /// Reciprocal rank fusion (Cormack et al.): each id scores `1 / (RRF_K + rank)` in every ranking
