@@ -4,8 +4,8 @@
 //!
 //! Reported (`target/bench/search.json`): the latency of the database query given the query's
 //! vector, through `zoark_core::db::knowledge::search` (the API's own code, as a role under
-//! row-level security like the API's), vector-only and hybrid, at concurrency 1 and 8; the latency of embedding one query; recall@10 of the vector
-//! ranking against exact search, for the large and the small organization; the local model's
+//! row-level security like the API's), vector-only and hybrid, at concurrency 1 and 8; the
+//! latency of embedding one query; recall@10 of the vector ranking against exact search, for the large and the small organization; the local model's
 //! indexing rate on full 256-piece chunks; and the HNSW index build time. The vectors are
 //! computed once per corpus and cached under `.zoark/bench/search/`.
 

@@ -111,8 +111,7 @@ pub fn search(root: &Path, args: &[String]) -> Result<()> {
     // `--peers`: sentence-transformers (pinned, from PyPI with torch: a large download) measured
     // on the same texts.
     let (which, args) = build_choice(args);
-    let peers = args.iter().any(|a| *a == "--peers");
-    let args: Vec<&String> = args.into_iter().filter(|a| *a != "--peers").collect();
+    let (peers, args) = take_flag(args, "--peers");
     let sentence_transformers = peers
         .then(|| crate::python::tool(root, "sentence-transformers", SENTENCE_TRANSFORMERS))
         .transpose()?;
@@ -160,16 +159,21 @@ enum Build {
 
 /// Splits xtask's own `--dev-build` from the arguments for zoark-bench.
 fn build_choice(args: &[String]) -> (Build, Vec<&String>) {
-    let debug = args.iter().any(|a| a == "--dev-build");
-    let rest = args.iter().filter(|a| *a != "--dev-build").collect();
+    let (debug, rest) = take_flag(args.iter().collect(), "--dev-build");
     (if debug { Build::Debug } else { Build::Release }, rest)
+}
+
+/// Whether `flag` is among `args`, and the other arguments.
+fn take_flag<'a>(args: Vec<&'a String>, flag: &str) -> (bool, Vec<&'a String>) {
+    let found = args.iter().any(|a| *a == flag);
+    (found, args.into_iter().filter(|a| *a != flag).collect())
 }
 
 /// Builds the binaries and returns the directory they are in.
 fn build(root: &Path, which: Build) -> Result<PathBuf> {
     if let Build::Debug = which {
         crate::cargo::build_bins(root)?;
-        return Ok(target_dir(root).join("debug"));
+        return Ok(crate::cargo::debug_dir(root));
     }
     let status = std::process::Command::new("cargo")
         .args([

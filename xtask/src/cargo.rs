@@ -28,7 +28,12 @@ pub fn build_bins(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where [`build_bins`] puts the binaries.
+pub fn debug_dir(root: &Path) -> PathBuf {
+    target_dir(root).join("debug")
+}
+
 /// A debug binary [`build_bins`] made.
 pub fn debug_bin(root: &Path, name: &str) -> PathBuf {
-    target_dir(root).join("debug").join(name)
+    debug_dir(root).join(name)
 }

@@ -699,9 +699,9 @@ async fn keyword_matches(
     candidates: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
     let wanted = usize::try_from(candidates).unwrap_or(0);
-    let mut cut = Some(candidates.saturating_mul(2));
-    loop {
-        // `LIMIT NULL` is no limit: the second pass joins every match.
+    let mut current = Vec::new();
+    // `LIMIT NULL` is no limit: the second pass joins every match.
+    for cut in [Some(candidates.saturating_mul(2)), None] {
         let rows = sqlx::query!(
             r#"SELECT m.chunk_id AS "id!", d.id IS NOT NULL AS "current!"
                FROM (SELECT t.chunk_id, ts_rank(t.content_tsv, q) AS rank
@@ -729,17 +729,17 @@ async fn keyword_matches(
         .fetch_all(&mut *conn)
         .await?;
         let all_ranked = cut.is_none_or(|n| i64::try_from(rows.len()).unwrap_or(i64::MAX) < n);
-        let current: Vec<Uuid> = rows
+        current = rows
             .into_iter()
             .filter(|r| r.current)
             .map(|r| r.id)
             .take(wanted)
             .collect();
         if all_ranked || current.len() >= wanted {
-            return Ok(current);
+            break;
         }
-        cut = None;
     }
+    Ok(current)
 }
 
 /// Reciprocal rank fusion (Cormack et al.): each id scores `1 / (RRF_K + rank)` in every ranking
