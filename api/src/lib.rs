@@ -147,11 +147,13 @@ pub async fn serve(
     let addr = std::net::SocketAddr::new(settings.http.host, settings.http.port);
     let timeout = settings.http.shutdown_timeout;
     let state = AppState::new(pool.clone(), Arc::new(settings))?;
-    // Bind before announcing, so "listening" means connections are accepted.
+    // Build the routes (and the spec) and bind before announcing, so "listening" means
+    // connections are accepted and served at once.
+    let app = app(state);
     let acceptor = TcpListener::bind(addr).into_acceptor().await?;
     tracing::info!(%addr, "zoark-api listening");
     Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app(state), shutdown, Some(timeout))
+        .run_with_graceful_shutdown(app, shutdown, Some(timeout))
         .await?;
     pool.close().await;
     tracing::info!("zoark-api stopped");

@@ -295,10 +295,18 @@ async fn sigterm_lets_an_in_flight_request_finish_before_zoark_api_exits() {
 
     // The readiness check hangs on the stalled database for the 3 s acquire timeout.
     zoark_core::telemetry::install_crypto_provider();
-    let in_flight = tokio::spawn(reqwest::get(format!(
-        "http://127.0.0.1:{port}/health/ready"
-    )));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // One answered request first: the server is accepting, and the readiness check below
+    // travels on that connection, so no signal can catch it waiting in the listen queue.
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let live = client
+        .get(format!("{base}/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let in_flight = tokio::spawn(client.get(format!("{base}/health/ready")).send());
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let status =
         tokio::task::spawn_blocking(move || api.terminate_and_wait(Duration::from_secs(30)))
