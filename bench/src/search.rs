@@ -739,7 +739,7 @@ async fn load(
     for c in chunks {
         doc_orgs[c.document] = organizations[c.organization];
     }
-    let document_ids: Vec<Uuid> = sqlx::query_scalar(
+    let documents: Vec<(Uuid, String)> = sqlx::query_as(
         "WITH d AS (SELECT o, n FROM unnest($1::uuid[]) WITH ORDINALITY AS t (o, n)),
               f AS (INSERT INTO stored_files (organization_id, storage_key, filename, content_type,
                                               size_bytes, sha256)
@@ -753,7 +753,7 @@ async fn load(
                 'knowledge', f.id, 'text/plain',
                 sha256(split_part(f.storage_key, '/', 2)::bytea), 'indexed', now(), 1, $2, 384
          FROM f ORDER BY split_part(f.storage_key, '/', 2)::int
-         RETURNING id",
+         RETURNING id, created_at::text",
     )
     .bind(&doc_orgs)
     .bind(MODEL)
@@ -772,15 +772,15 @@ async fn load(
         .copy_in_raw(
             "COPY rag_chunks (organization_id, document_id, generation, ordinal, content,
                               token_count, embedding, embedding_dimensions, embedding_model,
-                              language) FROM STDIN",
+                              language, source_type, document_created_at) FROM STDIN",
         )
         .await?;
     let mut buffer = String::new();
     for (c, v) in chunks.iter().zip(vectors) {
+        let (document, created_at) = &documents[c.document];
         buffer.push_str(&format!(
-            "{}\t{}\t1\t{}\t{}\t{}\t{}\t384\t{MODEL}\tenglish\n",
+            "{}\t{document}\t1\t{}\t{}\t{}\t{}\t384\t{MODEL}\tenglish\tknowledge\t{created_at}\n",
             organizations[c.organization],
-            document_ids[c.document],
             c.ordinal,
             c.text,
             c.text.split_whitespace().count(),

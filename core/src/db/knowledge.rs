@@ -369,9 +369,8 @@ pub async fn begin_indexing(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<O
     .await?;
     if let Some(target) = &target {
         sqlx::query!(
-            "DELETE FROM rag_chunks WHERE document_id = $1 AND generation >= $2",
+            "DELETE FROM rag_chunk_drafts WHERE document_id = $1",
             target.id,
-            target.generation,
         )
         .execute(conn)
         .await?;
@@ -405,8 +404,8 @@ pub struct NewChunk {
     pub embedding: Vec<f32>,
 }
 
-/// Writes a batch of the target's chunks in its new generation (invisible to searches until
-/// [`finish`]) and adds them to its progress, with the provider's `tokens` for them. Returns the
+/// Writes a batch of the target's chunks in its new generation, as drafts (invisible to searches
+/// until [`finish`] moves them) and adds them to its progress, with the provider's `tokens` for them. Returns the
 /// chunks done so far.
 ///
 /// # Errors
@@ -431,11 +430,11 @@ pub async fn write_chunks(
     sqlx::query(
         r#"
         WITH written AS (
-            INSERT INTO rag_chunks (organization_id, document_id, generation, ordinal, content,
-                                    token_count, page, heading, embedding, embedding_dimensions,
-                                    embedding_model, language)
+            INSERT INTO rag_chunk_drafts (organization_id, document_id, generation, ordinal,
+                                          content, token_count, page, heading, embedding,
+                                          embedding_model, language)
             SELECT $1, $2, $3, c.ordinal, c.content, c.tokens, c.page, c.heading, c.embedding,
-                   vector_dims(c.embedding), $4, $5::text::regconfig
+                   $4, $5::text::regconfig
             FROM unnest($6::int4[], $7::text[], $8::int4[], $9::int4[], $10::text[], $11::vector[])
                  AS c (ordinal, content, tokens, page, heading, embedding)
             RETURNING 1
@@ -463,8 +462,8 @@ pub async fn write_chunks(
     .try_get(0)
 }
 
-/// Switches the document to the generation just written and deletes the one before, in the
-/// caller's transaction — unless its bytes changed meanwhile (a new file was attached while it
+/// Switches the document to the generation just written: its drafts replace the chunks of the
+/// generation before, in the caller's transaction — unless its bytes changed meanwhile (a new file was attached while it
 /// was indexed): then nothing is switched and `false` says to index again.
 ///
 /// # Errors
@@ -494,10 +493,29 @@ pub async fn finish(
     .rows_affected()
         > 0;
     if switched {
+        sqlx::query!("DELETE FROM rag_chunks WHERE document_id = $1", target.id)
+            .execute(&mut *conn)
+            .await?;
         sqlx::query!(
-            "DELETE FROM rag_chunks WHERE document_id = $1 AND generation <> $2",
+            r#"
+            INSERT INTO rag_chunks (organization_id, document_id, generation, ordinal, content,
+                                    token_count, page, heading, embedding, embedding_dimensions,
+                                    embedding_model, language, source_type, document_created_at)
+            SELECT k.organization_id, k.document_id, k.generation, k.ordinal, k.content,
+                   k.token_count, k.page, k.heading, k.embedding, vector_dims(k.embedding),
+                   k.embedding_model, k.language, d.source_type, d.created_at
+            FROM rag_chunk_drafts k
+            JOIN rag_documents d ON d.id = k.document_id
+            WHERE k.document_id = $1 AND k.generation = $2
+            "#,
             target.id,
             target.generation,
+        )
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query!(
+            "DELETE FROM rag_chunk_drafts WHERE document_id = $1",
+            target.id
         )
         .execute(conn)
         .await?;
@@ -505,8 +523,8 @@ pub async fn finish(
     Ok(switched)
 }
 
-/// Marks the document `failed` with `reason` and removes the chunks this attempt wrote; the
-/// generation searches see stays.
+/// Marks the document `failed` with `reason` and removes the drafts this attempt wrote; the
+/// chunks searches see stay.
 ///
 /// # Errors
 /// Database errors.
@@ -522,9 +540,8 @@ pub async fn fail(conn: &mut PgConnection, target: &Target, reason: &str) -> sql
     .execute(&mut *conn)
     .await?;
     sqlx::query!(
-        "DELETE FROM rag_chunks WHERE document_id = $1 AND generation >= $2",
-        target.id,
-        target.generation,
+        "DELETE FROM rag_chunk_drafts WHERE document_id = $1",
+        target.id
     )
     .execute(conn)
     .await?;
@@ -566,8 +583,15 @@ pub struct Hit {
 pub const MARK_START: char = '\u{E000}';
 pub const MARK_END: char = '\u{E001}';
 
-/// How many candidates each ranking gives the fusion.
-const CANDIDATES: i64 = 50;
+/// How many candidates the vector ranking gives the fusion (at least the limit). Twice the usual
+/// ten results: every nearest chunk past the first 20 costs the index scan more for a large
+/// organization (the scan keeps walking the graph while the filters drop other organizations'
+/// chunks; 50 took twice as long on the benchmark's 40 % organization), and a chunk that far down
+/// the vector ranking adds little to a fused score unless the keywords rank it too.
+const NEAREST_CANDIDATES: i64 = 20;
+/// How many candidates the keyword ranking gives the fusion (at least the limit): ranking costs
+/// the same whatever the cut, since every match is ranked.
+const KEYWORD_CANDIDATES: i64 = 50;
 /// Reciprocal rank fusion's constant (Cormack et al.).
 const RRF_K: f64 = 60.0;
 
@@ -598,27 +622,23 @@ pub async fn search(
     )
     .execute(&mut *conn)
     .await?;
-    let candidates = CANDIDATES.max(query.limit);
     let sources: Vec<&str> = query.sources.iter().map(|s| s.as_str()).collect();
     let organization = proof.organization_id();
 
     // The HNSW index is over `embedding::vector(<dims>)` for the dimensions it covers; the cast
     // in the query must be the same expression for the planner to use it, and the order must be
-    // the distance alone (a tie-breaker makes it sort every chunk of the organization). The
-    // documents are named by organization too, so that a small organization's exact scan joins
-    // its own documents rather than hashing everyone's.
+    // the distance alone (a tie-breaker makes it sort every chunk of the organization). Only
+    // current chunks are in `rag_chunks`, with their document's source type and date: one table.
     let dims = query.vector.len();
     // With iterative scans in relaxed order the index returns candidates nearly sorted, and the
     // planner takes them as sorted: they are ordered here, by their exact distance.
     let nearest_sql = format!(
         "SELECT c.id, c.embedding::vector({dims}) <=> $1 AS distance
          FROM rag_chunks c
-         JOIN rag_documents d ON d.id = c.document_id AND d.generation = c.generation
-                              AND d.organization_id = $2
          WHERE c.organization_id = $2 AND c.embedding_dimensions = {dims}
-           AND c.embedding_model = $3 AND d.source_type = ANY($4)
-           AND ($5::timestamptz IS NULL OR d.created_at >= $5)
-           AND ($6::timestamptz IS NULL OR d.created_at < $6)
+           AND c.embedding_model = $3 AND c.source_type = ANY($4)
+           AND ($5::timestamptz IS NULL OR c.document_created_at >= $5)
+           AND ($6::timestamptz IS NULL OR c.document_created_at < $6)
          ORDER BY c.embedding::vector({dims}) <=> $1
          LIMIT $7"
     );
@@ -636,7 +656,7 @@ pub async fn search(
         .bind(&sources)
         .bind(query.from)
         .bind(query.to)
-        .bind(candidates)
+        .bind(NEAREST_CANDIDATES.max(query.limit))
         .fetch_all(&mut *conn)
         .await?;
     nearest.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
@@ -645,7 +665,14 @@ pub async fn search(
     let matched = if query.text.trim().is_empty() {
         Vec::new()
     } else {
-        keyword_matches(conn, organization, query, &sources, candidates).await?
+        keyword_matches(
+            conn,
+            organization,
+            query,
+            &sources,
+            KEYWORD_CANDIDATES.max(query.limit),
+        )
+        .await?
     };
 
     let fused = reciprocal_rank_fusion(&[&nearest, &matched], query.limit);
@@ -686,11 +713,9 @@ pub async fn search(
 ///
 /// Ranked in `rag_chunk_terms`, outside row-level security, where the match can use its GIN index
 /// (see the table's migration), with `ts_rank` (term frequency: half the cost of `ts_rank_cd` per
-/// match, and a common question matches thousands). Only the best `2 × candidates` are joined to
-/// their chunk and document, under row-level security and on the document's current generation;
-/// when chunks of a generation being written fill so many of those places that fewer than
-/// `candidates` remain, every match is ranked again with the join (rare: a re-index of a document
-/// that matches).
+/// match, and a common question matches thousands). The table holds the terms of current chunks
+/// only, with their document's source type and date, so no join is needed: the organization is
+/// named here, and the snippet statement reads the chunks it returns under row-level security.
 async fn keyword_matches(
     conn: &mut PgConnection,
     organization: Uuid,
@@ -698,48 +723,25 @@ async fn keyword_matches(
     sources: &[&str],
     candidates: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
-    let wanted = usize::try_from(candidates).unwrap_or(0);
-    let mut current = Vec::new();
-    // `LIMIT NULL` is no limit: the second pass joins every match.
-    for cut in [Some(candidates.saturating_mul(2)), None] {
-        let rows = sqlx::query!(
-            r#"SELECT m.chunk_id AS "id!", d.id IS NOT NULL AS "current!"
-               FROM (SELECT t.chunk_id, ts_rank(t.content_tsv, q) AS rank
-                     FROM rag_chunk_terms t, websearch_to_tsquery($2::text::regconfig, $3) q
-                     WHERE t.organization_id = $1 AND t.content_tsv @@ q
-                       AND t.source_type = ANY($4)
-                       AND ($5::timestamptz IS NULL OR t.document_created_at >= $5)
-                       AND ($6::timestamptz IS NULL OR t.document_created_at < $6)
-                     ORDER BY rank DESC, t.chunk_id
-                     LIMIT $7) m
-               LEFT JOIN (rag_chunks c
-                          JOIN rag_documents d ON d.id = c.document_id
-                                              AND d.generation = c.generation
-                                              AND d.organization_id = $1)
-                      ON c.id = m.chunk_id AND c.organization_id = $1
-               ORDER BY m.rank DESC, m.chunk_id"#,
-            organization,
-            query.language.as_str(),
-            query.text,
-            sources as &[&str],
-            query.from,
-            query.to,
-            cut,
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let all_ranked = cut.is_none_or(|n| i64::try_from(rows.len()).unwrap_or(i64::MAX) < n);
-        current = rows
-            .into_iter()
-            .filter(|r| r.current)
-            .map(|r| r.id)
-            .take(wanted)
-            .collect();
-        if all_ranked || current.len() >= wanted {
-            break;
-        }
-    }
-    Ok(current)
+    sqlx::query_scalar!(
+        r#"SELECT t.chunk_id
+           FROM rag_chunk_terms t, websearch_to_tsquery($2::text::regconfig, $3) q
+           WHERE t.organization_id = $1 AND t.content_tsv @@ q
+             AND t.source_type = ANY($4)
+             AND ($5::timestamptz IS NULL OR t.document_created_at >= $5)
+             AND ($6::timestamptz IS NULL OR t.document_created_at < $6)
+           ORDER BY ts_rank(t.content_tsv, q) DESC, t.chunk_id
+           LIMIT $7"#,
+        organization,
+        query.language.as_str(),
+        query.text,
+        sources as &[&str],
+        query.from,
+        query.to,
+        candidates,
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// Reciprocal rank fusion (Cormack et al.): each id scores `1 / (RRF_K + rank)` in every ranking
