@@ -986,6 +986,42 @@ async fn a_stalled_worker_never_runs_a_job_beside_the_worker_that_rescued_it() {
 }
 
 #[tokio::test]
+async fn a_heartbeat_that_times_out_leaves_no_statement_behind_to_block_the_next() {
+    let app = TestApp::spawn().await;
+    let engine = app.start_engine(engine_config(&[("test", 2)]), Registry::new());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM job_workers").await, 1);
+    // Another session holds the worker's row for four heartbeat intervals (500 ms each, less
+    // than the fencing delay): every heartbeat meanwhile waits on that lock and times out.
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM job_workers FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let waiting = count(
+        &app,
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE pid <> pg_backend_pid() AND query LIKE '%WITH hb AS%' AND wait_event_type = 'Lock'",
+    )
+    .await;
+    assert!(
+        waiting <= 1,
+        "{waiting} heartbeats still wait on the row after their worker gave up on them"
+    );
+    holder.rollback().await.unwrap();
+    // The next heartbeat goes through at once.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let fresh = count(
+        &app,
+        "SELECT count(*) FROM job_workers WHERE heartbeat_at > now() - interval '1 second'",
+    )
+    .await;
+    assert_eq!(fresh, 1, "the heartbeat reached its row again");
+    engine.stop().await;
+}
+
+#[tokio::test]
 async fn a_database_outage_longer_than_the_rescue_window_loses_no_outcome_and_reruns_nothing() {
     let app = TestApp::spawn().await;
     let proxy = zoark_tests::proxy::TcpProxy::start(app.database_address())
