@@ -405,8 +405,8 @@ pub struct NewChunk {
 }
 
 /// Writes a batch of the target's chunks in its new generation, as drafts (invisible to searches
-/// until [`finish`] moves them) and adds them to its progress, with the provider's `tokens` for them. Returns the
-/// chunks done so far.
+/// until [`finish`] moves them), and adds them to its progress, with the provider's `tokens` for
+/// them. Returns the chunks done so far.
 ///
 /// # Errors
 /// Database errors.
@@ -463,8 +463,9 @@ pub async fn write_chunks(
 }
 
 /// Switches the document to the generation just written: its drafts replace the chunks of the
-/// generation before, in the caller's transaction — unless its bytes changed meanwhile (a new file was attached while it
-/// was indexed): then nothing is switched and `false` says to index again.
+/// generation before, in the caller's transaction — unless its bytes changed meanwhile (a new
+/// file was attached while it was indexed): then nothing is switched and `false` says to index
+/// again.
 ///
 /// # Errors
 /// Database errors.
