@@ -368,12 +368,7 @@ pub async fn begin_indexing(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<O
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(target) = &target {
-        sqlx::query!(
-            "DELETE FROM rag_chunk_drafts WHERE document_id = $1",
-            target.id,
-        )
-        .execute(conn)
-        .await?;
+        discard_drafts(conn, target.id).await?;
     }
     Ok(target)
 }
@@ -514,12 +509,7 @@ pub async fn finish(
         )
         .execute(&mut *conn)
         .await?;
-        sqlx::query!(
-            "DELETE FROM rag_chunk_drafts WHERE document_id = $1",
-            target.id
-        )
-        .execute(conn)
-        .await?;
+        discard_drafts(conn, target.id).await?;
     }
     Ok(switched)
 }
@@ -540,9 +530,15 @@ pub async fn fail(conn: &mut PgConnection, target: &Target, reason: &str) -> sql
     )
     .execute(&mut *conn)
     .await?;
+    discard_drafts(conn, target.id).await
+}
+
+/// Deletes every draft chunk of the document (after a switch, a failure, or an interrupted
+/// attempt).
+async fn discard_drafts(conn: &mut PgConnection, document_id: Uuid) -> sqlx::Result<()> {
     sqlx::query!(
         "DELETE FROM rag_chunk_drafts WHERE document_id = $1",
-        target.id
+        document_id
     )
     .execute(conn)
     .await?;
