@@ -77,6 +77,10 @@ pub struct QueueArgs {
     /// 1,000,000, quick 100,000].
     #[arg(long)]
     pub finished_rows: Option<usize>,
+    /// Only the rows whose label contains one of these (development runs), e.g.
+    /// `--rows 'noop, 24 slots × 4'`; the first row kept measures idle load and pickup.
+    #[arg(long, value_delimiter = ';')]
+    pub rows: Vec<String>,
     /// Jobs a worker takes per fetch: Zoark's claim batch, graphile-worker's `localQueue.size`,
     /// apalis-postgres's `batch_size`.
     #[arg(long, default_value_t = 500)]

@@ -149,6 +149,14 @@ impl Plan {
                 new
             });
         }
+        if !args.rows.is_empty() {
+            rows.retain(|row| {
+                let label = row.label();
+                args.rows
+                    .iter()
+                    .any(|wanted| label.contains(wanted.as_str()))
+            });
+        }
         Self {
             rows,
             rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),

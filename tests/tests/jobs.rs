@@ -1021,6 +1021,56 @@ async fn a_heartbeat_that_times_out_leaves_no_statement_behind_to_block_the_next
     engine.stop().await;
 }
 
+/// Seen in a benchmark: with statistics gathered while no job ran, the rescue's update was
+/// planned as a loop over the running jobs rescanning them all for each (2,000 running jobs:
+/// 45 s), so every heartbeat of a busy worker timed out, the workers fenced themselves and
+/// drains stalled. The running jobs are now read once.
+#[tokio::test]
+async fn the_rescue_reads_the_running_jobs_once_whatever_the_statistics_say() {
+    let app = TestApp::spawn().await;
+    // Four live workers whose leases are older than the window, so the rescue looks at every
+    // running job; 3,000 jobs analyzed while none ran, then running on those workers.
+    sqlx::query(
+        "INSERT INTO job_workers (hostname, pid, queues, lease_since) \
+         SELECT 'test', n, '{test}', now() - interval '1 hour' FROM generate_series(1, 4) n",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (kind, queue, args, max_attempts) \
+         SELECT 'test.probe', 'test', '{}', 3 FROM generate_series(1, 3000)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE jobs")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE jobs SET state = 'running', attempt = 1, attempted_at = now(), \
+             deadline_at = now() + interval '1 hour', \
+             worker_id = (SELECT id FROM job_workers ORDER BY id OFFSET (hashtext(jobs.id::text) & 3) LIMIT 1)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // A few milliseconds once the jobs are read once; minutes when read once per job.
+    let rescued = tokio::time::timeout(
+        Duration::from_secs(10),
+        zoark_worker::engine::rescue(&app.pool, Duration::from_secs(1)),
+    )
+    .await
+    .expect("the rescue of 3,000 running jobs took over 10 s")
+    .unwrap();
+    assert_eq!(rescued, 0, "no worker is dead and no deadline has passed");
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM jobs WHERE state = 'running'").await,
+        3000
+    );
+}
+
 #[tokio::test]
 async fn a_database_outage_longer_than_the_rescue_window_loses_no_outcome_and_reruns_nothing() {
     let app = TestApp::spawn().await;

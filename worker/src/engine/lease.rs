@@ -96,7 +96,7 @@ pub(crate) async fn beat(
               AND id IS DISTINCT FROM $1
               AND (SELECT may FROM rescuer)
             RETURNING id
-        ), victims AS (
+        ), victims AS MATERIALIZED (
             SELECT j.id, j.attempt, j.worker_id,
                    CASE WHEN j.worker_id IS DISTINCT FROM $1
                              AND (j.worker_id IN (SELECT id FROM dead)
