@@ -137,6 +137,10 @@ fn forward(
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            // Warnings and errors of a worker explain a slow drain: shown as they come.
+            if line.contains("WARN") || line.contains("ERROR") {
+                eprintln!("  worker: {line}");
+            }
             if let Ok(mut tail) = tail.lock() {
                 if tail.len() == 20 {
                     tail.pop_front();
