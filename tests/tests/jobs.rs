@@ -1021,6 +1021,34 @@ async fn a_heartbeat_that_times_out_leaves_no_statement_behind_to_block_the_next
     engine.stop().await;
 }
 
+/// `jobs` available jobs, analyzed while none runs; then the first `running` of them (by id) are
+/// running, spread over the registered workers, with a deadline an hour away. Returns their ids.
+async fn running_after_stale_statistics(app: &TestApp, jobs: i64, running: i64) -> Vec<Uuid> {
+    sqlx::query(
+        "INSERT INTO jobs (kind, queue, args, max_attempts) \
+         SELECT 'test.probe', 'test', '{}', 3 FROM generate_series(1, $1)",
+    )
+    .bind(jobs)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE jobs")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "UPDATE jobs SET state = 'running', attempt = 1, attempted_at = now(), \
+             deadline_at = now() + interval '1 hour', \
+             worker_id = (SELECT id FROM job_workers ORDER BY id \
+                          OFFSET (hashtext(jobs.id::text) & 65535) % (SELECT count(*) FROM job_workers) LIMIT 1) \
+         WHERE id IN (SELECT id FROM jobs ORDER BY id LIMIT $1) RETURNING id",
+    )
+    .bind(running)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
 /// Seen in a benchmark: with statistics gathered while no job ran, the rescue's update was
 /// planned as a loop over the running jobs rescanning them all for each (2,000 running jobs:
 /// 45 s), so every heartbeat of a busy worker timed out, the workers fenced themselves and
@@ -1037,25 +1065,7 @@ async fn the_rescue_reads_the_running_jobs_once_whatever_the_statistics_say() {
     .execute(&app.pool)
     .await
     .unwrap();
-    sqlx::query(
-        "INSERT INTO jobs (kind, queue, args, max_attempts) \
-         SELECT 'test.probe', 'test', '{}', 3 FROM generate_series(1, 3000)",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE jobs")
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE jobs SET state = 'running', attempt = 1, attempted_at = now(), \
-             deadline_at = now() + interval '1 hour', \
-             worker_id = (SELECT id FROM job_workers ORDER BY id OFFSET (hashtext(jobs.id::text) & 3) LIMIT 1)",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    running_after_stale_statistics(&app, 3000, 3000).await;
     // A few milliseconds once the jobs are read once; minutes when read once per job.
     let rescued = tokio::time::timeout(
         Duration::from_secs(10),
@@ -1086,26 +1096,7 @@ async fn a_batch_of_outcomes_is_written_without_looping_over_the_batch_per_row()
     .execute(&app.pool)
     .await
     .unwrap();
-    sqlx::query(
-        "INSERT INTO jobs (kind, queue, args, max_attempts) \
-         SELECT 'test.probe', 'test', '{}', 3 FROM generate_series(1, 100000)",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE jobs")
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE jobs SET state = 'running', attempt = 1, attempted_at = now(), worker_id = $1, \
-             deadline_at = now() + interval '1 hour' \
-         WHERE id IN (SELECT id FROM jobs ORDER BY id LIMIT 2000) RETURNING id",
-    )
-    .bind(worker)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let ids = running_after_stale_statistics(&app, 100_000, 2000).await;
     let n = ids.len();
     let mut tx = app.pool.begin().await.unwrap();
     sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
