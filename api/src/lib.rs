@@ -59,6 +59,7 @@ pub type DomainApi = (
     routes::approvals::ApprovalTemplatesApi,
     routes::approvals::ApprovalsApi,
     routes::agents::AgentsApi,
+    routes::llm_credentials::LlmCredentialsApi,
     routes::knowledge::KnowledgeApi,
     routes::search::SearchApi,
 );
@@ -88,6 +89,7 @@ fn api() -> Api {
             routes::approvals::ApprovalTemplatesApi,
             routes::approvals::ApprovalsApi,
             routes::agents::AgentsApi,
+            routes::llm_credentials::LlmCredentialsApi,
             routes::knowledge::KnowledgeApi,
             routes::search::SearchApi,
         ),

@@ -76,6 +76,21 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("agent_schedules_get", Some(a::ReadAgents::NAME)),
     ("agent_schedules_update", Some(a::ManageAgents::NAME)),
     ("agent_schedules_delete", Some(a::ManageAgents::NAME)),
+    (
+        "llm_credentials_create",
+        Some(a::ManageLlmCredentials::NAME),
+    ),
+    ("llm_credentials_list", Some(a::ReadLlmCredentials::NAME)),
+    ("llm_credentials_get", Some(a::ReadLlmCredentials::NAME)),
+    (
+        "llm_credentials_update",
+        Some(a::ManageLlmCredentials::NAME),
+    ),
+    (
+        "llm_credentials_delete",
+        Some(a::ManageLlmCredentials::NAME),
+    ),
+    ("llm_credentials_test", Some(a::ManageLlmCredentials::NAME)),
     ("broadcasts_create", Some(a::ManageBroadcasts::NAME)),
     ("broadcasts_list", Some(a::ReadBroadcasts::NAME)),
     ("broadcasts_get", Some(a::ReadBroadcasts::NAME)),

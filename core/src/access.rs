@@ -159,6 +159,10 @@ permissions! {
     ReadAgents = "agents.read", Member;
     /// Create, change and delete agent schedules.
     ManageAgents = "agents.manage", Manager;
+    /// See the organization's LLM providers (names, base URLs, default models; never keys).
+    ReadLlmCredentials = "llm_credentials.read", Manager;
+    /// Add, change, test and remove LLM providers and their keys.
+    ManageLlmCredentials = "llm_credentials.manage", Admin;
     /// See approval pipeline templates, running approvals and their steps.
     ReadApprovals = "approvals.read", Member;
     /// Start an approval on an invoice, task or document; cancel one you started (managers:

@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod invitations;
 pub mod invoices;
 pub mod knowledge;
+pub mod llm_credentials;
 pub mod login_throttle;
 pub mod memberships;
 pub mod organizations;

@@ -12,10 +12,9 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use async_openai::{
     Client,
     config::OpenAIConfig,
-    error::OpenAIError,
-    middleware::{HttpRequestFactory, ReqwestService},
     types::embeddings::{CreateEmbeddingRequestArgs, EmbeddingInput},
 };
+use zoark_llm::provider::{self, Endpoint, ProviderError};
 
 use crate::{DIMENSION, MODEL, ModelError};
 
@@ -83,14 +82,12 @@ pub struct HttpEmbedder {
 impl Embedder {
     /// The OpenAI-compatible provider of `config`, through `http` (rustls, no proxy surprises).
     pub fn http(config: HttpConfig, http: reqwest::Client) -> Self {
-        let mut openai = OpenAIConfig::new().with_api_base(config.base_url.trim_end_matches('/'));
-        if let Some(key) = &config.api_key {
-            openai = openai.with_api_key(key.clone());
-        }
-        let service = StatusAware {
-            inner: ReqwestService::new(http.clone()),
+        let endpoint = Endpoint {
+            base_url: config.base_url.clone(),
+            api_key: config.api_key.clone(),
+            timeout: config.timeout,
         };
-        let client = Client::build(http, openai).with_http_service(service);
+        let client = provider::client(&endpoint, http);
         Self::Http(Arc::new(HttpEmbedder { client, config }))
     }
 
@@ -184,16 +181,7 @@ impl HttpEmbedder {
             .build()
             .map_err(|e| EmbedError::Rejected(e.to_string()))?;
         let embeddings = self.client.embeddings();
-        let call = embeddings.create(request);
-        let response = tokio::time::timeout(self.config.timeout, call)
-            .await
-            .map_err(|_| {
-                EmbedError::Unavailable(format!(
-                    "no answer within {} s",
-                    self.config.timeout.as_secs()
-                ))
-            })?
-            .map_err(classify)?;
+        let response = provider::call(self.config.timeout, embeddings.create(request)).await?;
         let mut data = response.data;
         if data.len() != count {
             return Err(EmbedError::Invalid(format!(
@@ -217,87 +205,19 @@ impl HttpEmbedder {
     }
 }
 
-/// A 429 or 5xx answer, with what the caller needs of it.
-#[derive(Debug, thiserror::Error)]
-#[error("{status}: {body}")]
-struct HttpStatus {
-    status: reqwest::StatusCode,
-    retry_after: Option<Duration>,
-    body: String,
-}
-
-/// The most of an error body kept in a message.
-const BODY_CHARS: usize = 500;
-
-fn classify(error: OpenAIError) -> EmbedError {
-    match error {
-        OpenAIError::Boxed(boxed) => match boxed.downcast::<HttpStatus>() {
-            Ok(status) if status.status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
-                EmbedError::RateLimited {
-                    retry_after: status.retry_after,
-                    message: status.body,
-                }
-            }
-            Ok(status) => EmbedError::Unavailable(status.to_string()),
-            Err(other) => EmbedError::Unavailable(other.to_string()),
-        },
-        OpenAIError::Reqwest(e) => EmbedError::Unavailable(e.to_string()),
-        OpenAIError::ApiError(e) if e.status_code.is_server_error() => {
-            EmbedError::Unavailable(e.to_string())
-        }
-        OpenAIError::ApiError(e) => EmbedError::Rejected(e.to_string()),
-        OpenAIError::JSONDeserialize(e, _) => EmbedError::Invalid(e.to_string()),
-        other => EmbedError::Rejected(other.to_string()),
-    }
-}
-
-/// The HTTP service under async-openai: answers 429 and 5xx as [`HttpStatus`] errors (with
-/// `Retry-After`), so that nothing is retried inside the client.
-#[derive(Clone)]
-struct StatusAware {
-    inner: ReqwestService,
-}
-
-impl tower::Service<HttpRequestFactory> for StatusAware {
-    type Response = reqwest::Response;
-    type Error = OpenAIError;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<reqwest::Response, OpenAIError>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await?;
-            let status = response.status();
-            if status != reqwest::StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
-                return Ok(response);
-            }
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body: String = response
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(BODY_CHARS)
-                .collect();
-            Err(OpenAIError::Boxed(Box::new(HttpStatus {
-                status,
+impl From<ProviderError> for EmbedError {
+    fn from(error: ProviderError) -> Self {
+        match error {
+            ProviderError::RateLimited {
                 retry_after,
-                body,
-            })))
-        })
+                message,
+            } => Self::RateLimited {
+                retry_after,
+                message,
+            },
+            ProviderError::Unavailable(m) => Self::Unavailable(m),
+            ProviderError::Rejected(m) => Self::Rejected(m),
+            ProviderError::Invalid(m) => Self::Invalid(m),
+        }
     }
 }

@@ -311,6 +311,18 @@ impl TestApp {
     }
 }
 
+/// [`TestApp::call_json`] as a signed-in caller: the status and the JSON body.
+pub async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    app.call_json(method, path, Some(token), body.as_ref())
+        .await
+}
+
 /// The `field` of each entry of a problem's `errors`, in order.
 pub fn field_names(problem: &serde_json::Value) -> Vec<String> {
     problem["errors"]

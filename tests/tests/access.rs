@@ -59,6 +59,11 @@ fn valid_body(operation_id: &str) -> Option<Value> {
             "from_address": "ops@example.com", "host": "smtp.example.com", "port": 587, "security": "starttls"})),
         "email_accounts_update" => Some(json!({"display_name": "Renamed"})),
         "email_accounts_test" => Some(json!({})),
+        "llm_credentials_create" => Some(
+            json!({"name": "OpenAI", "base_url": "https://api.openai.com/v1",
+            "api_key": "sk-secret-of-a", "default_model": "gpt-4o-mini"}),
+        ),
+        "llm_credentials_update" => Some(json!({"name": "Renamed"})),
         "broadcasts_create" => Some(json!({"email_account_id": Uuid::nil(), "subject": "Hello",
             "body_text": "Hi", "recipients": ["someone@example.com"]})),
         "webhooks_create" => {
@@ -256,6 +261,18 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
                 "/api/v1/email-accounts",
                 Some(&a.access_token),
                 valid_body("email_accounts_create").as_ref(),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
+    let a_credential = {
+        let response = app
+            .call(
+                Method::POST,
+                "/api/v1/llm-credentials",
+                Some(&a.access_token),
+                valid_body("llm_credentials_create").as_ref(),
             )
             .await;
         let body: Value = response.json().await.unwrap();
@@ -481,6 +498,8 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/tasks/{id}/assignees/{team_member_id}", a_task),
         ("/api/v1/agents/{id}", a_agent),
         ("/api/v1/agent-schedules/{id}", a_schedule),
+        ("/api/v1/llm-credentials/{id}", a_credential),
+        ("/api/v1/llm-credentials/{id}/test", a_credential),
         ("/api/v1/jobs/{id}", a_job),
         ("/api/v1/jobs/{id}/retry", a_job),
         ("/api/v1/jobs/{id}/cancel", a_job),

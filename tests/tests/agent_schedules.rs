@@ -6,21 +6,11 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, Datelike as _, Timelike as _, Utc, Weekday};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 use zoark_core::access::Role;
+use zoark_tests::call;
 use zoark_tests::{TestApp, field_names, fixtures};
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    app.call_json(method, path, Some(token), body.as_ref())
-        .await
-}
 
 async fn agent(app: &TestApp, token: &str, kind: &str) -> String {
     let (status, list) = call(app, Method::GET, "/api/v1/agents", token, None).await;

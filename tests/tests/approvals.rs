@@ -11,18 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use zoark_core::access::Role;
+use zoark_tests::call;
 use zoark_tests::{TestApp, field_names, fixtures, smtp::SmtpSink};
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    app.call_json(method, path, Some(token), body.as_ref())
-        .await
-}
 
 /// A project and an invoice of `organization_id` (projects and invoices have their own API on
 /// other branches; the rows are what approvals need).

@@ -12,21 +12,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use zoark_core::access::Role;
+use zoark_tests::call;
 use zoark_tests::{
     TestApp, field_names, fixtures,
     smtp::{Fault, SmtpSink, Stage},
 };
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    app.call_json(method, path, Some(token), body.as_ref())
-        .await
-}
 
 struct Setup {
     app: TestApp,

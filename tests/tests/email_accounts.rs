@@ -5,21 +5,11 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::json;
 use zoark_core::access::Role;
+use zoark_tests::call;
 use zoark_tests::{TestApp, field_names, fixtures, smtp::SmtpSink};
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    app.call_json(method, path, Some(token), body.as_ref())
-        .await
-}
 
 #[tokio::test]
 async fn an_smtp_account_keeps_its_password_sealed_and_sends_a_test_message() {

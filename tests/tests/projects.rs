@@ -6,21 +6,11 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 use zoark_core::access::Role;
+use zoark_tests::call;
 use zoark_tests::{TestApp, field_names, fixtures, smtp::SmtpSink};
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    app.call_json(method, path, Some(token), body.as_ref())
-        .await
-}
 
 async fn project(app: &TestApp, token: &str, name: &str) -> String {
     let (status, body) = call(

@@ -6,18 +6,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use zoark_core::access::Role;
+use zoark_tests::call;
 use zoark_tests::{TestApp, field_names, fixtures};
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    app.call_json(method, path, Some(token), body.as_ref())
-        .await
-}
 
 #[tokio::test]
 async fn the_directory_keeps_people_with_their_hours_and_answers_304_while_unchanged() {

@@ -8,11 +8,12 @@
 use std::time::Duration;
 
 use hmac::{KeyInit as _, Mac as _};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use zoark_core::access::Role;
+use zoark_tests::call;
 use zoark_tests::{
     TestApp, field_names, fixtures,
     smtp::SmtpSink,
@@ -21,17 +22,6 @@ use zoark_tests::{
         matchers::{method, path},
     },
 };
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    app.call_json(method, path, Some(token), body.as_ref())
-        .await
-}
 
 /// An app whose webhooks may reach wiremock on http://127.0.0.1, retrying quickly.
 async fn local_app(extra: &[(&str, &str)]) -> TestApp {

@@ -12,6 +12,7 @@ pub mod health;
 pub mod invoices;
 pub mod jobs;
 pub mod knowledge;
+pub mod llm_credentials;
 pub mod organization;
 pub mod projects;
 pub mod search;
@@ -46,6 +47,8 @@ pub enum ApiTags {
     Tasks,
     /// The organization's agents and their cron schedules.
     Agents,
+    /// The organization's OpenAI-compatible LLM providers, for its agents.
+    LlmCredentials,
     /// Approval pipeline templates, approvals running on invoices, tasks and documents, and
     /// their decisions.
     Approvals,
