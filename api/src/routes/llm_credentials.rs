@@ -92,6 +92,7 @@ impl poem_openapi::types::Example for NewLlmCredential {
 
 /// A change: absent fields stay.
 #[derive(Debug, Object, Deserialize)]
+#[oai(example)]
 #[serde(deny_unknown_fields)]
 pub struct LlmCredentialPatch {
     pub name: Option<String>,
@@ -99,6 +100,17 @@ pub struct LlmCredentialPatch {
     /// Replaces the key.
     pub api_key: Option<String>,
     pub default_model: Option<String>,
+}
+
+impl poem_openapi::types::Example for LlmCredentialPatch {
+    fn example() -> Self {
+        Self {
+            name: None,
+            base_url: None,
+            api_key: Some("sk-…".into()),
+            default_model: Some("gpt-4o".into()),
+        }
+    }
 }
 
 #[derive(Debug, Object)]
