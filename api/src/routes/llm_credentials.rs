@@ -138,14 +138,15 @@ pub enum CredentialCreated {
     Created(Json<LlmCredential>),
 }
 
-fn name(raw: &str) -> Result<String, Invalid> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(Invalid(
-            "must be 1 to 100 characters without control characters".into(),
-        ));
+/// Trimmed text of 1 to `max` characters without control characters (names, model ids).
+fn text(raw: &str, max: usize) -> Result<String, Invalid> {
+    let text = raw.trim();
+    if text.is_empty() || text.chars().count() > max || text.chars().any(char::is_control) {
+        return Err(Invalid(format!(
+            "must be 1 to {max} characters without control characters"
+        )));
     }
-    Ok(name.to_owned())
+    Ok(text.to_owned())
 }
 
 fn base_url(raw: &str) -> Result<String, Invalid> {
@@ -180,16 +181,6 @@ fn api_key(state: &AppState, raw: &str) -> Result<Vec<u8>, Invalid> {
         .map_err(|e| Invalid(format!("could not be sealed: {e}")))
 }
 
-fn model(raw: &str) -> Result<String, Invalid> {
-    let model = raw.trim();
-    if model.is_empty() || model.chars().count() > 200 || model.chars().any(char::is_control) {
-        return Err(Invalid(
-            "must be 1 to 200 characters without control characters".into(),
-        ));
-    }
-    Ok(model.to_owned())
-}
-
 /// Parses the present fields; `changed` names them (for the audit log, never their values).
 fn columns(
     state: &AppState,
@@ -207,7 +198,7 @@ fn columns(
     take("api_key", patch.api_key.is_some());
     take("default_model", patch.default_model.is_some());
     let columns = Columns {
-        name: patch.name.and_then(|v| fields.take("name", name(&v))),
+        name: patch.name.and_then(|v| fields.take("name", text(&v, 100))),
         base_url: patch
             .base_url
             .and_then(|v| fields.take("base_url", base_url(&v))),
@@ -216,7 +207,7 @@ fn columns(
             .and_then(|v| fields.take("api_key", api_key(state, &v))),
         default_model: patch
             .default_model
-            .and_then(|v| fields.take("default_model", model(&v))),
+            .and_then(|v| fields.take("default_model", text(&v, 200))),
     };
     fields.finish()?;
     Ok((columns, changed))
