@@ -47,6 +47,11 @@ impl Role {
         self.rank() >= other.rank()
     }
 
+    /// The less powerful of the two.
+    pub fn lesser(self, other: Role) -> Role {
+        if self.includes(other) { other } else { self }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Admin => "admin",
@@ -157,8 +162,12 @@ permissions! {
     DeleteTasks = "tasks.delete", Lead;
     /// See the organization's agents and their schedules.
     ReadAgents = "agents.read", Member;
-    /// Create, change and delete agent schedules.
+    /// Create, change and delete custom agents and agent schedules; configure and disable
+    /// built-in agents.
     ManageAgents = "agents.manage", Manager;
+    /// Start and cancel agent runs. A run acts with its agent's creator's role at run time,
+    /// and never with more than the role of whoever started it.
+    RunAgents = "agents.run", Member;
     /// See the organization's LLM providers (names, base URLs, default models; never keys).
     ReadLlmCredentials = "llm_credentials.read", Manager;
     /// Add, change, test and remove LLM providers and their keys.
@@ -195,14 +204,24 @@ permissions! {
 /// Who acts: a user through a login session, or an API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Actor {
-    User { user_id: Uuid, session_id: Uuid },
-    ApiKey { key_id: Uuid },
+    User {
+        user_id: Uuid,
+        session_id: Uuid,
+    },
+    ApiKey {
+        key_id: Uuid,
+    },
+    /// An agent's run, acting for the user who created the agent (recorded as that user).
+    Agent {
+        user_id: Uuid,
+        run_id: Uuid,
+    },
 }
 
 impl Actor {
     pub fn user_id(&self) -> Option<Uuid> {
         match self {
-            Self::User { user_id, .. } => Some(*user_id),
+            Self::User { user_id, .. } | Self::Agent { user_id, .. } => Some(*user_id),
             Self::ApiKey { .. } => None,
         }
     }
@@ -210,7 +229,7 @@ impl Actor {
     pub fn api_key_id(&self) -> Option<Uuid> {
         match self {
             Self::ApiKey { key_id } => Some(*key_id),
-            Self::User { .. } => None,
+            Self::User { .. } | Self::Agent { .. } => None,
         }
     }
 }
@@ -242,6 +261,17 @@ impl Principal {
             organization_id,
             role,
             actor,
+        }
+    }
+
+    /// An agent's run acting for `user_id` with `role`: the role the run holds at run time
+    /// (its creator's, and never more than who started it). Only the worker's agent runs build
+    /// these.
+    pub fn agent_run(organization_id: Uuid, role: Role, user_id: Uuid, run_id: Uuid) -> Self {
+        Self {
+            organization_id,
+            role,
+            actor: Actor::Agent { user_id, run_id },
         }
     }
 

@@ -1,6 +1,7 @@
 //! Database access: the pool, the one migration entry point, and plain sqlx query functions
 //! taking `&mut PgConnection` so callers compose them in one transaction.
 
+pub mod agent_runs;
 pub mod agents;
 pub mod api_keys;
 pub mod approvals;

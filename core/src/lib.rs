@@ -3,6 +3,7 @@
 //! `&mut PgConnection`, and [`db::migrate_all`]).
 
 pub mod access;
+pub mod agents;
 pub mod crypto;
 pub mod db;
 pub mod files;

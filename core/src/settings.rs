@@ -151,6 +151,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub job_retention: JobRetention,
     pub webhooks: WebhookSettings,
+    pub agents: AgentSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +328,71 @@ pub struct WebhookSettings {
     pub allow_private: bool,
     /// Accept plain `http://` endpoints (`ZOARK_WEBHOOKS_ALLOW_HTTP`, false).
     pub allow_http: bool,
+}
+
+/// Agent runs: how long an LLM request may take, how long runs are kept, what tokens cost.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// `ZOARK_LLM_TIMEOUT_SECS`: one chat completion's limit (60 s).
+    pub llm_timeout: Duration,
+    /// `ZOARK_AGENT_RUNS_RETENTION_DAYS`: finished runs (with their steps) and activity older
+    /// than this are pruned (90 days).
+    pub retention: Duration,
+    /// `ZOARK_LLM_PRICES`: USD per million tokens by model.
+    pub prices: LlmPrices,
+    /// Whether the platform's provider (`ZOARK_LLM_BASE_URL`, `ZOARK_LLM_API_KEY`,
+    /// `ZOARK_LLM_MODEL`) serves organizations without a provider of their own: when either
+    /// of the first two is set.
+    pub platform_default: bool,
+}
+
+/// `model=input/output` pairs in USD per million tokens, e.g.
+/// `gpt-4o-mini=0.15/0.60,gpt-4o=2.50/10`. A model not listed costs nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LlmPrices(pub Vec<(String, f64, f64)>);
+
+impl LlmPrices {
+    /// What `tokens_in` and `tokens_out` of `model` cost, in USD millionths.
+    pub fn cost_micros(&self, model: &str, tokens_in: u32, tokens_out: u32) -> i64 {
+        self.0
+            .iter()
+            .find(|(m, _, _)| m == model)
+            .map_or(0, |(_, input, output)| {
+                // USD per million tokens × tokens = USD millionths.
+                let micros = f64::from(tokens_in) * input + f64::from(tokens_out) * output;
+                // Rounded to the millionth, within i64 (at most ~4e9 tokens × a price).
+                #[allow(clippy::cast_possible_truncation)]
+                let micros = micros.round() as i64;
+                micros.max(0)
+            })
+    }
+}
+
+impl FromStr for LlmPrices {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut prices = Vec::new();
+        for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (model, price) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not model=input/output"))?;
+            let (input, output) = price
+                .split_once('/')
+                .ok_or_else(|| format!("the price of `{model}` is not input/output"))?;
+            let parse = |p: &str| {
+                p.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0 && *v <= 1_000_000.0)
+                    .ok_or_else(|| {
+                        format!("`{p}` is not a price in USD per million tokens (0 to 1000000)")
+                    })
+            };
+            prices.push((model.trim().to_owned(), parse(input)?, parse(output)?));
+        }
+        Ok(Self(prices))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -775,6 +841,15 @@ impl Settings {
                 ),
             },
             webhooks,
+            agents: AgentSettings {
+                llm_timeout: r.secs_or("ZOARK_LLM_TIMEOUT_SECS", 60)?,
+                retention: Duration::from_secs(
+                    86_400 * r.parse_or::<u64>("ZOARK_AGENT_RUNS_RETENTION_DAYS", 90)?,
+                ),
+                prices: r.parse_or("ZOARK_LLM_PRICES", LlmPrices::default())?,
+                platform_default: r.get("ZOARK_LLM_API_KEY").is_some()
+                    || r.get("ZOARK_LLM_BASE_URL").is_some(),
+            },
         })
     }
 

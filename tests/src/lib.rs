@@ -12,6 +12,7 @@ pub mod db;
 pub mod fixtures;
 pub mod multipart;
 pub mod peers;
+pub mod process;
 pub mod proxy;
 pub mod smtp;
 

@@ -4,98 +4,11 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use zoark_tests::{binary, db::TestDatabase};
-
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(binary(name));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .env("ZOARK_LOG_FORMAT", "json")
-        // The local embedding model `cargo xtask test` provisions (a worker of the `indexing`
-        // queue refuses to start without it).
-        .env(
-            "ZOARK_EMBED_MODEL_DIR",
-            std::env::var("ZOARK_EMBED_MODEL_DIR").unwrap_or_default(),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let (tx, rx) = mpsc::channel();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    Running { child, lines: rx }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // A failed assertion must not leave the process running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                if line.contains(needle) {
-                    return line;
-                }
-                seen.push(line);
-            }
-        }
-        panic!(
-            "`{needle}` not logged within {timeout:?}; output:\n{}",
-            seen.join("\n")
-        );
-    }
-
-    fn terminate_and_wait(&mut self, within: Duration) -> std::process::ExitStatus {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("did not exit within {within:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+use zoark_tests::{binary, db::TestDatabase, process::start};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -6,6 +6,7 @@
 //! Shutdown (SIGTERM) stops claiming and lets in-flight jobs finish up to
 //! `ZOARK_WORKER_SHUTDOWN_TIMEOUT_SECS` (25 s by default).
 
+pub mod agents;
 pub mod backup;
 pub mod email;
 pub mod engine;
@@ -25,6 +26,8 @@ pub struct WorkerContext {
     pub embedder: zoark_embed::provider::Embedder,
     /// Where uploaded files are: `ZOARK_STORAGE_DIR`, or the S3 bucket when configured.
     pub uploads: zoark_core::storage::Location,
+    /// Calls LLM providers (rustls, no redirects; each call has its own timeout).
+    pub http: reqwest::Client,
 }
 
 /// Whether this worker runs the `indexing` queue (document search's jobs).
@@ -81,6 +84,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         oauth: email::OAuthSender::new(pool.clone(), settings.clone())?,
         embedder: zoark_embed::provider::Embedder::from_settings(&settings.embeddings)?,
         uploads: zoark_core::storage::uploads(&settings.storage)?,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
         settings,
     };
     enqueue_stale_reindex(&ctx).await?;

@@ -9,16 +9,18 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path, Query},
     payload::Json,
-    types::Example,
+    types::{Example, MaybeUndefined},
 };
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 use zoark_core::{
     access::{ManageAgents, ReadAgents},
+    agents::{AgentKind, Tool},
     db::{
-        agents::{self, ScheduleFields},
+        agents::{self, AgentFields, ScheduleFields},
         audit::{self, Entry},
-        tenant,
+        llm_credentials, tenant,
     },
     identity::Invalid,
     schedule,
@@ -30,22 +32,43 @@ use crate::{
     etag, idempotency,
     json::JsonBody,
     pagination::PageRequest,
-    routes::{ApiTags, NoContent, organization::time_zone},
+    routes::{
+        ApiTags, NoContent, organization::time_zone, projects::long_text, team_members::text,
+    },
     state::AppState,
 };
 
 pub struct AgentsApi;
 
 /// An agent of the organization.
-#[derive(Debug, Object, Serialize)]
+#[derive(Debug, Object, Serialize, Deserialize)]
 pub struct Agent {
     pub id: Uuid,
-    /// `task_monitor`, `task_escalator`, `approval_nudger`, `timesheet_reminder`,
-    /// `team_coordinator`, `document_indexer`, `broadcast_sender` or `custom`.
-    pub kind: String,
+    pub kind: AgentKind,
     pub name: String,
     pub description: Option<String>,
+    /// Who the agent is, for the LLM (custom agents).
+    pub role: Option<String>,
+    /// What it is for (custom agents).
+    pub goal: Option<String>,
+    /// How it works (custom agents).
+    pub instructions: Option<String>,
+    /// The model; the provider's default model when absent.
+    pub model: Option<String>,
+    /// Its LLM provider; the organization's oldest (or the platform's) when absent.
+    pub llm_credential_id: Option<Uuid>,
+    /// The Zoark operations it may call (`GET /agent-tools`).
+    pub tools: Vec<Tool>,
+    /// Settings of its kind; a custom agent's `output_schema` (a JSON Schema) makes its
+    /// result structured.
+    pub config: Value,
+    /// LLM calls a run may make.
+    pub max_steps: i32,
+    /// Tokens one answer may have.
+    pub max_tokens: Option<i32>,
     pub enabled: bool,
+    /// Its runs act with this user's role at run time (custom agents).
+    pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -57,11 +80,251 @@ impl From<agents::Agent> for Agent {
             kind: a.kind,
             name: a.name,
             description: a.description,
+            role: a.role,
+            goal: a.goal,
+            instructions: a.instructions,
+            model: a.model,
+            llm_credential_id: a.llm_credential_id,
+            tools: a.tools.iter().filter_map(|t| Tool::from_id(t)).collect(),
+            config: a.config,
+            max_steps: a.max_steps,
+            max_tokens: a.max_tokens,
             enabled: a.enabled,
+            created_by: a.created_by,
             created_at: a.created_at,
             updated_at: a.updated_at,
         }
     }
+}
+
+/// `POST /agents`: a custom agent.
+#[derive(Debug, Object, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[oai(example)]
+pub struct NewAgent {
+    /// 1 to 200 characters.
+    pub name: String,
+    pub description: Option<String>,
+    /// Who the agent is, e.g. "a careful project coordinator" (at most 2,000 characters).
+    pub role: Option<String>,
+    /// What it is for (1 to 5,000 characters).
+    pub goal: String,
+    /// How it works (1 to 50,000 characters).
+    pub instructions: String,
+    pub model: Option<String>,
+    pub llm_credential_id: Option<Uuid>,
+    /// Tool ids from `GET /agent-tools` (default none).
+    pub tools: Option<Vec<Tool>>,
+    /// A JSON object (at most 16 KiB); `output_schema`, a JSON Schema, makes results structured.
+    pub config: Option<Value>,
+    /// 1 to 100 (default 10).
+    pub max_steps: Option<i32>,
+    /// 1 to 1,000,000.
+    pub max_tokens: Option<i32>,
+    /// Default `true`.
+    pub enabled: Option<bool>,
+}
+
+impl Example for NewAgent {
+    fn example() -> Self {
+        Self {
+            name: "Board keeper".into(),
+            description: Some("Keeps the Apollo board tidy.".into()),
+            role: Some("a careful project coordinator".into()),
+            goal: "Every stuck task of Apollo has a note saying what blocks it.".into(),
+            instructions: "Search Apollo's active tasks; for each without activity this week, \
+                           log a note asking its assignee what blocks it."
+                .into(),
+            model: Some("gpt-4o-mini".into()),
+            llm_credential_id: None,
+            tools: Some(vec![Tool::SearchTasks, Tool::LogWork]),
+            config: None,
+            max_steps: Some(10),
+            max_tokens: None,
+            enabled: Some(true),
+        }
+    }
+}
+
+/// `PATCH /agents/{id}`: absent fields stay, `null` clears. Built-in agents take `name`,
+/// `description`, `model`, `llm_credential_id`, `config`, `max_tokens` and `enabled`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(example)]
+pub struct AgentPatch {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: MaybeUndefined<String>,
+    #[serde(default)]
+    pub role: MaybeUndefined<String>,
+    pub goal: Option<String>,
+    pub instructions: Option<String>,
+    #[serde(default)]
+    pub model: MaybeUndefined<String>,
+    #[serde(default)]
+    pub llm_credential_id: MaybeUndefined<Uuid>,
+    pub tools: Option<Vec<Tool>>,
+    pub config: Option<Value>,
+    pub max_steps: Option<i32>,
+    #[serde(default)]
+    pub max_tokens: MaybeUndefined<i32>,
+    pub enabled: Option<bool>,
+}
+
+impl Example for AgentPatch {
+    fn example() -> Self {
+        Self {
+            name: None,
+            description: MaybeUndefined::Undefined,
+            role: MaybeUndefined::Undefined,
+            goal: None,
+            instructions: None,
+            model: MaybeUndefined::Value("gpt-4o".into()),
+            llm_credential_id: MaybeUndefined::Undefined,
+            tools: None,
+            config: None,
+            max_steps: None,
+            max_tokens: MaybeUndefined::Null,
+            enabled: Some(false),
+        }
+    }
+}
+
+/// A tool a custom agent may be given.
+#[derive(Debug, Object)]
+pub struct AgentTool {
+    pub id: Tool,
+    /// What the LLM is told it does.
+    pub description: String,
+    /// The permission it needs: a run whose role lacks it is refused the tool.
+    pub permission: String,
+    /// Its arguments, as a JSON Schema.
+    pub parameters: Value,
+}
+
+#[derive(Debug, Object)]
+pub struct AgentToolList {
+    pub items: Vec<AgentTool>,
+}
+
+#[derive(ApiResponse)]
+pub enum AgentCreated {
+    /// The agent.
+    #[oai(status = 201)]
+    Created(
+        Json<Agent>,
+        /// `true` when replaying the first response of this `Idempotency-Key`.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<bool>,
+    ),
+}
+
+/// The most of an agent's `config`, serialized.
+const MAX_CONFIG_BYTES: usize = 16 * 1024;
+
+fn config(raw: Value) -> Result<Value, Invalid> {
+    if !raw.is_object() || raw.to_string().len() > MAX_CONFIG_BYTES {
+        return Err(Invalid("must be a JSON object of at most 16 KiB".into()));
+    }
+    if raw.get("output_schema").is_some_and(|s| !s.is_object()) {
+        return Err(Invalid(
+            "`output_schema` must be a JSON Schema object".into(),
+        ));
+    }
+    Ok(raw)
+}
+
+fn within(min: i32, max: i32) -> impl Fn(i32) -> Result<i32, Invalid> {
+    move |n| {
+        if (min..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(Invalid(format!("must be between {min} and {max}")))
+        }
+    }
+}
+
+/// Parses an agent patch (a create sets the required fields).
+fn parse_agent(body: AgentPatch) -> Result<AgentFields, ApiError> {
+    let mut fields = Fields::default();
+    let nullable = |fields: &mut Fields, name: &str, v: MaybeUndefined<String>, max: usize| match v
+    {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => fields.take(name, long_text(max)(&v)).map(Some),
+    };
+    let out = AgentFields {
+        name: body.name.and_then(|v| fields.take("name", text(200)(&v))),
+        description: nullable(&mut fields, "description", body.description, 5_000),
+        role: nullable(&mut fields, "role", body.role, 2_000),
+        goal: body
+            .goal
+            .and_then(|v| fields.take("goal", text_block(5_000)(&v))),
+        instructions: body
+            .instructions
+            .and_then(|v| fields.take("instructions", text_block(50_000)(&v))),
+        model: match body.model {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(v) => fields.take("model", text(200)(&v)).map(Some),
+        },
+        llm_credential_id: body.llm_credential_id.into(),
+        tools: body
+            .tools
+            .map(|t| t.into_iter().map(|t| t.id().to_owned()).collect()),
+        config: body.config.and_then(|v| fields.take("config", config(v))),
+        max_steps: body
+            .max_steps
+            .and_then(|v| fields.take("max_steps", within(1, 100)(v))),
+        max_tokens: match body.max_tokens {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(v) => {
+                fields.take("max_tokens", within(1, 1_000_000)(v)).map(Some)
+            }
+        },
+        enabled: body.enabled,
+    };
+    fields.finish()?;
+    Ok(out)
+}
+
+/// Text of 1 to `max` characters, trimmed (lines allowed).
+fn text_block(max: usize) -> impl Fn(&str) -> Result<String, Invalid> {
+    move |raw: &str| {
+        let v = raw.trim();
+        if v.is_empty() || v.chars().count() > max || v.contains('\0') {
+            Err(Invalid(format!("must be 1 to {max} characters")))
+        } else {
+            Ok(v.to_owned())
+        }
+    }
+}
+
+fn agent_not_found() -> ApiError {
+    ApiError::NotFound {
+        code: "agent_not_found",
+        detail: "No agent with this id in the organization.".into(),
+    }
+}
+
+/// Refuses a credential of another organization (or none) before the foreign key does.
+async fn check_credential(
+    tx: &mut sqlx::PgConnection,
+    organization_id: Uuid,
+    fields: &AgentFields,
+) -> Result<(), ApiError> {
+    if let Some(Some(id)) = fields.llm_credential_id
+        && llm_credentials::for_calling(tx, organization_id, Some(id))
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::Validation(vec![FieldError {
+            field: "llm_credential_id".into(),
+            message: "no LLM provider with this id in the organization".into(),
+        }]));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Object)]
@@ -277,13 +540,194 @@ impl AgentsApi {
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         let agent: Agent = agents::get(&mut tx, &granted, id.0)
             .await?
-            .ok_or_else(|| ApiError::NotFound {
-                code: "agent_not_found",
-                detail: "No agent with this id in the organization.".into(),
-            })?
+            .ok_or_else(agent_not_found)?
             .into();
         tx.commit().await?;
         Ok(etag::found(agent, if_none_match.0.as_deref()))
+    }
+
+    /// Create a custom agent
+    ///
+    /// Instructions, a goal and tools from `GET /agent-tools`; its runs act with the creator's
+    /// role at run time (a creator removed from the organization leaves it disabled).
+    /// `Idempotency-Key` replays the first response of a retried request. Needs
+    /// `agents.manage` (manager). Audited as `agent.created`.
+    #[oai(path = "/agents", method = "post", operation_id = "agents_create")]
+    async fn create_agent(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        body: JsonBody<NewAgent>,
+        /// Makes a retried create safe: the same key and body replay the first response.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+    ) -> Result<AgentCreated, ApiError> {
+        let granted = auth.grant::<ManageAgents>(&state).await?;
+        let body = body.0;
+        let key = idempotency::Key::parse(idempotency_key.0.as_deref(), "agents_create", &body)?;
+        let optional = MaybeUndefined::from_opt_undefined;
+        let fields = parse_agent(AgentPatch {
+            name: Some(body.name.clone()),
+            description: optional(body.description.clone()),
+            role: optional(body.role.clone()),
+            goal: Some(body.goal.clone()),
+            instructions: Some(body.instructions.clone()),
+            model: optional(body.model.clone()),
+            llm_credential_id: MaybeUndefined::from_opt_undefined(body.llm_credential_id),
+            tools: body.tools.clone(),
+            config: body.config.clone(),
+            max_steps: body.max_steps,
+            max_tokens: MaybeUndefined::from_opt_undefined(body.max_tokens),
+            enabled: body.enabled,
+        })?;
+        let organization_id = granted.organization_id();
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        if let Some(key) = &key
+            && let Some(replay) = key.begin::<Agent>(&mut tx, organization_id).await?
+        {
+            tx.commit().await?;
+            return Ok(AgentCreated::Created(Json(replay), Some(true)));
+        }
+        check_credential(&mut tx, organization_id, &fields).await?;
+        let id = agents::insert_custom(&mut tx, &granted, &fields).await?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("agent.created", &client(req, &state.settings)).on("agent", id),
+        )
+        .await?;
+        let agent: Agent = agents::get(&mut tx, &granted, id)
+            .await?
+            .ok_or_else(agent_not_found)?
+            .into();
+        if let Some(key) = &key {
+            key.store(&mut tx, organization_id, 201, &agent).await?;
+        }
+        tx.commit().await?;
+        Ok(AgentCreated::Created(Json(agent), None))
+    }
+
+    /// Change an agent
+    ///
+    /// Absent fields stay, `null` clears. A built-in agent's instructions and tools are its
+    /// code: it takes `name`, `description`, `model`, `llm_credential_id`, `config`,
+    /// `max_tokens` and `enabled` only. Needs `agents.manage` (manager). Audited as
+    /// `agent.updated` with the changed field names.
+    #[oai(path = "/agents/:id", method = "patch", operation_id = "agents_update")]
+    async fn update_agent(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        id: Path<Uuid>,
+        body: JsonBody<AgentPatch>,
+    ) -> Result<Json<Agent>, ApiError> {
+        let granted = auth.grant::<ManageAgents>(&state).await?;
+        let fields = parse_agent(body.0)?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let agent = agents::get(&mut tx, &granted, id.0)
+            .await?
+            .ok_or_else(agent_not_found)?;
+        let names = fields.names();
+        if agent.kind != AgentKind::Custom {
+            let refused: Vec<FieldError> = names
+                .iter()
+                .filter(|name| agents::CUSTOM_ONLY.contains(name))
+                .map(|name| FieldError {
+                    field: (*name).into(),
+                    message: "a built-in agent's behaviour is its code".into(),
+                })
+                .collect();
+            if !refused.is_empty() {
+                return Err(ApiError::Validation(refused));
+            }
+        }
+        check_credential(&mut tx, granted.organization_id(), &fields).await?;
+        agents::update(&mut tx, &granted, id.0, &fields).await?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("agent.updated", &client(req, &state.settings))
+                .on("agent", id.0)
+                .with(serde_json::json!({ "fields": names })),
+        )
+        .await?;
+        let agent: Agent = agents::get(&mut tx, &granted, id.0)
+            .await?
+            .ok_or_else(agent_not_found)?
+            .into();
+        tx.commit().await?;
+        Ok(Json(agent))
+    }
+
+    /// Delete a custom agent
+    ///
+    /// With its schedules, runs and their steps. Built-in agents are disabled, not deleted
+    /// (409). Needs `agents.manage` (manager). Audited as `agent.deleted`.
+    #[oai(
+        path = "/agents/:id",
+        method = "delete",
+        operation_id = "agents_delete"
+    )]
+    async fn delete_agent(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        id: Path<Uuid>,
+    ) -> Result<NoContent, ApiError> {
+        let granted = auth.grant::<ManageAgents>(&state).await?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let agent = agents::get(&mut tx, &granted, id.0)
+            .await?
+            .ok_or_else(agent_not_found)?;
+        if agent.kind != AgentKind::Custom {
+            return Err(ApiError::Conflict {
+                code: "agent_built_in",
+                detail: "Built-in agents cannot be deleted; disable it with PATCH enabled=false."
+                    .into(),
+            });
+        }
+        agents::delete_custom(&mut tx, &granted, id.0).await?;
+        audit::record_granted(
+            &mut tx,
+            &granted,
+            Entry::new("agent.deleted", &client(req, &state.settings))
+                .on("agent", id.0)
+                .with(serde_json::json!({ "name": agent.name })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(NoContent::NoContent)
+    }
+
+    /// List agent tools
+    ///
+    /// The Zoark operations a custom agent may be given, with the permission each needs and
+    /// its arguments. Needs `agents.read` (member).
+    #[oai(
+        path = "/agent-tools",
+        method = "get",
+        operation_id = "agent_tools_list"
+    )]
+    async fn list_tools(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+    ) -> Result<Json<AgentToolList>, ApiError> {
+        auth.grant::<ReadAgents>(&state).await?;
+        Ok(Json(AgentToolList {
+            items: Tool::ALL
+                .into_iter()
+                .map(|tool| AgentTool {
+                    id: tool,
+                    description: tool.description().into(),
+                    permission: tool.permission().0.into(),
+                    parameters: tool.parameters(),
+                })
+                .collect(),
+        }))
     }
 
     /// Create an agent schedule

@@ -255,7 +255,7 @@ fn user_of(granted: &Granted<OwnAccount>) -> Result<(Uuid, Uuid), ApiError> {
             user_id,
             session_id,
         } => Ok((user_id, session_id)),
-        Actor::ApiKey { .. } => Err(ApiError::InvalidParameter(FieldError {
+        Actor::ApiKey { .. } | Actor::Agent { .. } => Err(ApiError::InvalidParameter(FieldError {
             field: "authorization".into(),
             message: "this needs a user's access token; API keys have no session (revoke them \
                       with DELETE /api/v1/api-keys/{id})"
@@ -840,7 +840,7 @@ impl AuthApi {
                     Some(session_id),
                 )
             }
-            Actor::ApiKey { .. } => (None, None),
+            Actor::ApiKey { .. } | Actor::Agent { .. } => (None, None),
         };
         tx.commit().await?;
         Ok(Json(Me {

@@ -31,7 +31,9 @@ use crate::{
     idempotency,
     json::JsonBody,
     pagination::PageRequest,
-    routes::{ApiTags, NoContent, documents::Download, knowledge::index_upload},
+    routes::{
+        ApiTags, NoContent, documents::Download, knowledge::index_upload, team_members::text,
+    },
     state::AppState,
 };
 
@@ -276,19 +278,6 @@ pub enum InvoiceCreated {
         #[oai(header = "Idempotent-Replayed")]
         Option<bool>,
     ),
-}
-
-fn text(max: usize) -> impl Fn(&str) -> Result<String, zoark_core::identity::Invalid> {
-    move |raw: &str| {
-        let v = raw.trim();
-        if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
-            Err(zoark_core::identity::Invalid(format!(
-                "must be 1 to {max} characters on one line"
-            )))
-        } else {
-            Ok(v.to_owned())
-        }
-    }
 }
 
 fn currency(raw: &str) -> Result<String, zoark_core::identity::Invalid> {

@@ -23,7 +23,7 @@ use crate::{
     auth::{BearerAuth, client},
     error::{ApiError, Fields},
     json::JsonBody,
-    routes::{ApiTags, NoContent},
+    routes::{ApiTags, NoContent, team_members::text},
     state::AppState,
 };
 
@@ -138,17 +138,6 @@ pub enum CredentialCreated {
     Created(Json<LlmCredential>),
 }
 
-/// Trimmed text of 1 to `max` characters without control characters (names, model ids).
-fn text(raw: &str, max: usize) -> Result<String, Invalid> {
-    let text = raw.trim();
-    if text.is_empty() || text.chars().count() > max || text.chars().any(char::is_control) {
-        return Err(Invalid(format!(
-            "must be 1 to {max} characters without control characters"
-        )));
-    }
-    Ok(text.to_owned())
-}
-
 fn base_url(raw: &str) -> Result<String, Invalid> {
     let refuse = |why: &str| Invalid(format!("must be an http or https URL {why}"));
     let url = url::Url::parse(raw.trim()).map_err(|e| refuse(&format!("({e})")))?;
@@ -198,7 +187,7 @@ fn columns(
     take("api_key", patch.api_key.is_some());
     take("default_model", patch.default_model.is_some());
     let columns = Columns {
-        name: patch.name.and_then(|v| fields.take("name", text(&v, 100))),
+        name: patch.name.and_then(|v| fields.take("name", text(100)(&v))),
         base_url: patch
             .base_url
             .and_then(|v| fields.take("base_url", base_url(&v))),
@@ -207,7 +196,7 @@ fn columns(
             .and_then(|v| fields.take("api_key", api_key(state, &v))),
         default_model: patch
             .default_model
-            .and_then(|v| fields.take("default_model", text(&v, 200))),
+            .and_then(|v| fields.take("default_model", text(200)(&v))),
     };
     fields.finish()?;
     Ok((columns, changed))
@@ -421,7 +410,7 @@ impl LlmCredentialsApi {
     ) -> Result<Json<LlmCredentialTest>, ApiError> {
         let granted = auth.grant::<ManageLlmCredentials>(&state).await?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        let sealed = db::for_calling(&mut tx, granted.organization_id(), id.0)
+        let sealed = db::for_calling(&mut tx, granted.organization_id(), Some(id.0))
             .await?
             .ok_or_else(not_found)?;
         tx.commit().await?;

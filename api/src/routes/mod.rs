@@ -1,5 +1,6 @@
 //! The OpenAPI operations, one module per area.
 
+pub mod agent_runs;
 pub mod agents;
 pub mod api_keys;
 pub mod approvals;

@@ -574,7 +574,8 @@ impl OrganizationApi {
 
     /// Remove a member
     ///
-    /// Removes the user from the organization and ends their sessions in it. Needs
+    /// Removes the user from the organization, ends their sessions in it and disables the agents
+    /// they created (their runs act with their role). Needs
     /// `members.manage` (admin). 409 `last_admin` for the last admin. Audited as
     /// `member.removed`.
     #[oai(
@@ -594,12 +595,15 @@ impl OrganizationApi {
         let previous = db::memberships::remove(&mut tx, &granted, user_id.0)
             .await
             .map_err(member_error)?;
+        // Their agents would act for nobody: disabled until someone takes them over.
+        let disabled =
+            db::agents::disable_created_by(&mut tx, granted.organization_id(), user_id.0).await?;
         audit::record_granted(
             &mut tx,
             &granted,
             Entry::new("member.removed", &client(req, &state.settings))
                 .on("user", user_id.0)
-                .with(serde_json::json!({ "role": previous })),
+                .with(serde_json::json!({ "role": previous, "agents_disabled": disabled })),
         )
         .await?;
         tx.commit().await?;

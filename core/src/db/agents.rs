@@ -3,21 +3,205 @@
 //! runs exactly once per tick (`zoark_scheduler::cron::run_agent_schedules`).
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::access::{Granted, ManageAgents};
+use crate::{
+    access::{Granted, ManageAgents},
+    agents::AgentKind,
+};
 
-/// An agent, without its prompt and tools.
+/// An agent as stored.
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: AgentKind,
     pub name: String,
     pub description: Option<String>,
+    pub role: Option<String>,
+    pub goal: Option<String>,
+    pub instructions: Option<String>,
+    pub model: Option<String>,
+    pub llm_credential_id: Option<Uuid>,
+    pub tools: Vec<String>,
+    pub config: Value,
+    pub max_steps: i32,
+    pub max_tokens: Option<i32>,
     pub enabled: bool,
+    pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a create writes and a patch changes (the `Some` ones; `Some(None)` clears).
+#[derive(Debug, Clone, Default)]
+pub struct AgentFields {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub role: Option<Option<String>>,
+    pub goal: Option<String>,
+    pub instructions: Option<String>,
+    pub model: Option<Option<String>>,
+    pub llm_credential_id: Option<Option<Uuid>>,
+    pub tools: Option<Vec<String>>,
+    pub config: Option<Value>,
+    pub max_steps: Option<i32>,
+    pub max_tokens: Option<Option<i32>>,
+    pub enabled: Option<bool>,
+}
+
+impl AgentFields {
+    /// The names of the fields a patch sets, for the audit log.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("description", self.description.is_some()),
+            ("role", self.role.is_some()),
+            ("goal", self.goal.is_some()),
+            ("instructions", self.instructions.is_some()),
+            ("model", self.model.is_some()),
+            ("llm_credential_id", self.llm_credential_id.is_some()),
+            ("tools", self.tools.is_some()),
+            ("config", self.config.is_some()),
+            ("max_steps", self.max_steps.is_some()),
+            ("max_tokens", self.max_tokens.is_some()),
+            ("enabled", self.enabled.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
+/// Fields that are a custom agent's behaviour: a built-in agent's is its code.
+pub const CUSTOM_ONLY: [&str; 5] = ["role", "goal", "instructions", "tools", "max_steps"];
+
+/// Records a custom agent created by the proof's user; returns its id.
+///
+/// # Errors
+/// Database errors.
+pub async fn insert_custom(
+    conn: &mut PgConnection,
+    proof: &Granted<ManageAgents>,
+    fields: &AgentFields,
+) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar!(
+        r#"
+        INSERT INTO agents (organization_id, kind, name, description, role, goal, instructions, model,
+                            llm_credential_id, tools, config, max_steps, max_tokens, enabled, created_by)
+        VALUES ($1, 'custom', $2, $3, $4, $5, $6, $7, $8, coalesce($9::text[], '{}'), coalesce($10::jsonb, '{}'),
+                coalesce($11, 10), $12, coalesce($13, true), $14)
+        RETURNING id
+        "#,
+        proof.organization_id(),
+        fields.name,
+        fields.description.clone().flatten(),
+        fields.role.clone().flatten(),
+        fields.goal,
+        fields.instructions,
+        fields.model.clone().flatten(),
+        fields.llm_credential_id.flatten(),
+        fields.tools.as_deref(),
+        fields.config,
+        fields.max_steps,
+        fields.max_tokens.flatten(),
+        fields.enabled,
+        proof.actor().user_id(),
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Writes the `Some` fields of an agent; `false` when there is none.
+///
+/// # Errors
+/// Database errors.
+pub async fn update(
+    conn: &mut PgConnection,
+    proof: &Granted<ManageAgents>,
+    id: Uuid,
+    fields: &AgentFields,
+) -> sqlx::Result<bool> {
+    let updated = sqlx::query!(
+        r#"
+        UPDATE agents SET
+            name = coalesce($3, name),
+            description = CASE WHEN $4 THEN $5 ELSE description END,
+            role = CASE WHEN $6 THEN $7 ELSE role END,
+            goal = coalesce($8, goal),
+            instructions = coalesce($9, instructions),
+            model = CASE WHEN $10 THEN $11 ELSE model END,
+            llm_credential_id = CASE WHEN $12 THEN $13 ELSE llm_credential_id END,
+            tools = coalesce($14::text[], tools),
+            config = coalesce($15::jsonb, config),
+            max_steps = coalesce($16, max_steps),
+            max_tokens = CASE WHEN $17 THEN $18 ELSE max_tokens END,
+            enabled = coalesce($19, enabled)
+        WHERE organization_id = $1 AND id = $2
+        "#,
+        proof.organization_id(),
+        id,
+        fields.name,
+        fields.description.is_some(),
+        fields.description.clone().flatten(),
+        fields.role.is_some(),
+        fields.role.clone().flatten(),
+        fields.goal,
+        fields.instructions,
+        fields.model.is_some(),
+        fields.model.clone().flatten(),
+        fields.llm_credential_id.is_some(),
+        fields.llm_credential_id.flatten(),
+        fields.tools.as_deref(),
+        fields.config,
+        fields.max_steps,
+        fields.max_tokens.is_some(),
+        fields.max_tokens.flatten(),
+        fields.enabled,
+    )
+    .execute(conn)
+    .await?;
+    Ok(updated.rows_affected() > 0)
+}
+
+/// Deletes a custom agent (with its schedules and runs); `false` when there is no custom agent
+/// with this id (built-in agents are disabled, never deleted).
+///
+/// # Errors
+/// Database errors.
+pub async fn delete_custom(
+    conn: &mut PgConnection,
+    proof: &Granted<ManageAgents>,
+    id: Uuid,
+) -> sqlx::Result<bool> {
+    let deleted = sqlx::query!(
+        "DELETE FROM agents WHERE organization_id = $1 AND id = $2 AND kind = 'custom'",
+        proof.organization_id(),
+        id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected() > 0)
+}
+
+/// Disables the agents `user_id` created: what removing them from the organization does.
+///
+/// # Errors
+/// Database errors.
+pub async fn disable_created_by(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    user_id: Uuid,
+) -> sqlx::Result<u64> {
+    Ok(sqlx::query!(
+        "UPDATE agents SET enabled = false WHERE organization_id = $1 AND created_by = $2 AND enabled",
+        organization_id,
+        user_id,
+    )
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// A schedule as stored.
@@ -64,16 +248,30 @@ pub async fn list<P>(
     before_id: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<Agent>> {
+    query(conn, proof.organization_id(), None, before_id, limit).await
+}
+
+async fn query(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Option<Uuid>,
+    before_id: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<Agent>> {
     sqlx::query_as!(
         Agent,
         r#"
-        SELECT id, kind, name, description, enabled, created_at, updated_at
+        SELECT id, kind AS "kind: AgentKind", name, description, role, goal, instructions, model,
+               llm_credential_id, tools, config, max_steps, max_tokens, enabled, created_by,
+               created_at, updated_at
         FROM agents
-        WHERE organization_id = $1 AND ($2::uuid IS NULL OR id < $2)
+        WHERE organization_id = $1 AND ($2::uuid IS NULL OR id = $2)
+          AND ($3::uuid IS NULL OR id < $3)
         ORDER BY id DESC
-        LIMIT $3
+        LIMIT $4
         "#,
-        proof.organization_id(),
+        organization_id,
+        id,
         before_id,
         limit,
     )
@@ -90,15 +288,21 @@ pub async fn get<P>(
     proof: &Granted<P>,
     id: Uuid,
 ) -> sqlx::Result<Option<Agent>> {
-    sqlx::query_as!(
-        Agent,
-        "SELECT id, kind, name, description, enabled, created_at, updated_at
-         FROM agents WHERE organization_id = $1 AND id = $2",
-        proof.organization_id(),
-        id,
-    )
-    .fetch_optional(conn)
-    .await
+    Ok(query(conn, proof.organization_id(), Some(id), None, 1)
+        .await?
+        .pop())
+}
+
+/// An agent of the organization, for a run (the worker's read).
+///
+/// # Errors
+/// Database errors.
+pub async fn for_run(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<Agent>> {
+    Ok(query(conn, organization_id, Some(id), None, 1).await?.pop())
 }
 
 /// Creates a schedule (agent, expression and zone required by the caller); returns its id.
@@ -242,4 +446,24 @@ pub async fn delete_schedule(
     .execute(conn)
     .await?;
     Ok(deleted.rows_affected() > 0)
+}
+
+/// Whether a schedule exists and is enabled, locked against deletion until the caller's
+/// transaction ends (a tick's run must not point at a schedule deleted meanwhile).
+///
+/// # Errors
+/// Database errors.
+pub async fn schedule_is_enabled(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<bool> {
+    Ok(sqlx::query_scalar!(
+        "SELECT enabled FROM agent_schedules WHERE organization_id = $1 AND id = $2 FOR SHARE",
+        organization_id,
+        id,
+    )
+    .fetch_optional(conn)
+    .await?
+    .unwrap_or(false))
 }

@@ -200,20 +200,23 @@ pub async fn delete(
     Ok(())
 }
 
-/// A credential with its sealed key.
+/// A credential with its sealed key: `id`, or without one the organization's oldest (its
+/// default provider).
 ///
 /// # Errors
 /// Database errors.
 pub async fn for_calling(
     conn: &mut PgConnection,
     organization_id: Uuid,
-    id: Uuid,
+    id: Option<Uuid>,
 ) -> sqlx::Result<Option<Sealed>> {
     sqlx::query_as!(
         Sealed,
         r#"
         SELECT base_url, api_key_ciphertext AS sealed_api_key, default_model
-        FROM llm_credentials WHERE organization_id = $1 AND id = $2
+        FROM llm_credentials WHERE organization_id = $1 AND ($2::uuid IS NULL OR id = $2)
+        ORDER BY created_at, id
+        LIMIT 1
         "#,
         organization_id,
         id,

@@ -32,6 +32,22 @@ impl<E: Into<anyhow::Error>> From<E> for JobError {
 
 pub type JobResult = Result<(), JobError>;
 
+impl JobError {
+    /// The error that ends the job for good when this attempt returns it: a fatal error, or a
+    /// retry on the last attempt. `None` for a snooze (it spends no attempt) or a retry with
+    /// attempts left. Handlers use it to fail what the job stood for (a document, a run) with
+    /// the job.
+    pub fn last_error(&self, run: &JobContext) -> Option<&anyhow::Error> {
+        match self {
+            Self::Fatal(error) => Some(error),
+            Self::Retry(error) | Self::RetryAfter(error, _) if run.attempt >= run.max_attempts => {
+                Some(error)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What a running attempt knows about itself.
 #[derive(Debug, Clone)]
 pub struct JobContext {

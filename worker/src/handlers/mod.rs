@@ -1,5 +1,6 @@
 //! One handler per job kind, in files mirroring `zoark-jobs`; [`registry`] lists them all.
 
+pub mod agents;
 pub mod approvals;
 pub mod diag;
 pub mod email;
@@ -23,5 +24,6 @@ pub fn registry(ctx: &WorkerContext) -> Registry {
     let registry = webhooks::register(registry, ctx);
     let registry = reminders::register(registry, ctx);
     let registry = rag::register(registry, ctx);
+    let registry = agents::register(registry, ctx);
     diag::register(registry, ctx)
 }

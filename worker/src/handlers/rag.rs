@@ -123,18 +123,8 @@ async fn index(ctx: WorkerContext, job: IndexDocument, run: JobContext) -> JobRe
             Ok(())
         }
         Err(Failure::Job(e)) => {
-            // The last attempt's error fails the document too (the job keeps it as well); a
-            // snooze spends no attempt.
-            let last = match &e {
-                JobError::Fatal(error) => Some(error),
-                JobError::Retry(error) | JobError::RetryAfter(error, _)
-                    if run.attempt >= run.max_attempts =>
-                {
-                    Some(error)
-                }
-                _ => None,
-            };
-            if let Some(error) = last {
+            // The last attempt's error fails the document too (the job keeps it as well).
+            if let Some(error) = e.last_error(&run) {
                 let mut conn = ctx.pool.acquire().await?;
                 knowledge::fail(&mut conn, &target, &format!("{error:#}")).await?;
             }

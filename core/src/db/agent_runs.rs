@@ -1,0 +1,548 @@
+//! Agent runs, their steps and the activity feed.
+//!
+//! The API starts, lists and cancels runs with a proof; the worker's `agents.run` job drives a
+//! run on a platform connection: [`claim`] it, rebuild where it stands from [`steps_of`], record
+//! each step with [`begin_step`] **before** its effect and [`finish_step`] after it, then
+//! [`finish`] the run. A step's idempotency key is `{run}:{position}`: a retried run that finds
+//! its next step already recorded (begun, its effect never committed) takes it up again.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    access::{Granted, RunAgents},
+    agents::{ActivityAction, ActivityStatus, RunStatus, RunTrigger, StepKind, StepStatus},
+};
+
+/// A run as stored.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub agent_id: Uuid,
+    pub schedule_id: Option<Uuid>,
+    pub trigger: RunTrigger,
+    pub triggered_by: Option<Uuid>,
+    pub status: RunStatus,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub tokens_in: i32,
+    pub tokens_out: i32,
+    pub cost_micros: i64,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A step as stored.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub position: i32,
+    pub kind: StepKind,
+    pub status: StepStatus,
+    pub request: Option<Value>,
+    pub response: Option<Value>,
+    pub error: Option<String>,
+    pub tokens_in: i32,
+    pub tokens_out: i32,
+    pub cost_micros: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Run list filter and page.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub id: Option<Uuid>,
+    pub agent_id: Option<Uuid>,
+    pub status: Option<RunStatus>,
+    pub trigger: Option<RunTrigger>,
+    pub before_id: Option<Uuid>,
+}
+
+/// A new run.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub agent_id: Uuid,
+    pub schedule_id: Option<Uuid>,
+    pub trigger: RunTrigger,
+    pub triggered_by: Option<Uuid>,
+    pub input: &'a Value,
+}
+
+/// Records a `queued` run; `None` when it is a schedule's and that schedule's previous run is
+/// unfinished (`agent_runs_one_unfinished_per_schedule`).
+///
+/// # Errors
+/// Database errors.
+pub async fn insert(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    run: &NewRun<'_>,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        INSERT INTO agent_runs (organization_id, agent_id, schedule_id, trigger, triggered_by, input)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (organization_id, schedule_id) WHERE status IN ('queued', 'running') DO NOTHING
+        RETURNING id
+        "#,
+        organization_id,
+        run.agent_id,
+        run.schedule_id,
+        run.trigger as RunTrigger,
+        run.triggered_by,
+        run.input,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The organization's runs, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn list<P>(
+    conn: &mut PgConnection,
+    proof: &Granted<P>,
+    filter: &Filter,
+    limit: i64,
+) -> sqlx::Result<Vec<Run>> {
+    sqlx::query_as!(
+        Run,
+        r#"
+        SELECT id, organization_id, agent_id, schedule_id, trigger AS "trigger: RunTrigger",
+               triggered_by, status AS "status: RunStatus", input, output, error, tokens_in,
+               tokens_out, cost_micros, cancel_requested_at, started_at, finished_at, created_at
+        FROM agent_runs
+        WHERE organization_id = $1
+          AND ($2::uuid IS NULL OR id = $2)
+          AND ($3::uuid IS NULL OR agent_id = $3)
+          AND ($4::text IS NULL OR status = $4)
+          AND ($5::text IS NULL OR trigger = $5)
+          AND ($6::uuid IS NULL OR id < $6)
+        ORDER BY id DESC
+        LIMIT $7
+        "#,
+        proof.organization_id(),
+        filter.id,
+        filter.agent_id,
+        filter.status as Option<RunStatus>,
+        filter.trigger as Option<RunTrigger>,
+        filter.before_id,
+        limit,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// One run of the proof's organization.
+///
+/// # Errors
+/// Database errors.
+pub async fn get<P>(
+    conn: &mut PgConnection,
+    proof: &Granted<P>,
+    id: Uuid,
+) -> sqlx::Result<Option<Run>> {
+    let filter = Filter {
+        id: Some(id),
+        ..Filter::default()
+    };
+    Ok(list(conn, proof, &filter, 1).await?.pop())
+}
+
+/// A run's steps, in order.
+///
+/// # Errors
+/// Database errors.
+pub async fn steps<P>(
+    conn: &mut PgConnection,
+    proof: &Granted<P>,
+    run_id: Uuid,
+) -> sqlx::Result<Vec<Step>> {
+    steps_of(conn, proof.organization_id(), run_id).await
+}
+
+/// A run's steps, in order (the worker's read).
+///
+/// # Errors
+/// Database errors.
+pub async fn steps_of(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    run_id: Uuid,
+) -> sqlx::Result<Vec<Step>> {
+    sqlx::query_as!(
+        Step,
+        r#"
+        SELECT id, run_id, position, kind AS "kind: StepKind", status AS "status: StepStatus",
+               request, response, error, tokens_in, tokens_out, cost_micros, started_at,
+               finished_at
+        FROM agent_run_steps
+        WHERE organization_id = $1 AND run_id = $2
+        ORDER BY position
+        "#,
+        organization_id,
+        run_id,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Asks a run to stop: a queued run is cancelled at once, a running one before its next step.
+/// Returns the run's status after the request, `None` when there is no such run.
+///
+/// # Errors
+/// Database errors.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    proof: &Granted<RunAgents>,
+    id: Uuid,
+) -> sqlx::Result<Option<RunStatus>> {
+    sqlx::query_scalar!(
+        r#"
+        UPDATE agent_runs
+        SET cancel_requested_at = CASE WHEN status IN ('queued', 'running')
+                                       THEN coalesce(cancel_requested_at, now())
+                                       ELSE cancel_requested_at END,
+            status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+            error = CASE WHEN status = 'queued' THEN 'cancelled before it started' ELSE error END,
+            finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+        WHERE organization_id = $1 AND id = $2
+        RETURNING status AS "status: RunStatus"
+        "#,
+        proof.organization_id(),
+        id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Takes up a run for its job: `queued` becomes `running`; a `running` run (a retried or
+/// rescued job) is taken up as it stands. `None` when the run is finished or gone.
+///
+/// # Errors
+/// Database errors.
+pub async fn claim(conn: &mut PgConnection, run_id: Uuid) -> sqlx::Result<Option<Run>> {
+    sqlx::query_as!(
+        Run,
+        r#"
+        UPDATE agent_runs
+        SET status = 'running', started_at = coalesce(started_at, now())
+        WHERE id = $1 AND status IN ('queued', 'running')
+        RETURNING id, organization_id, agent_id, schedule_id, trigger AS "trigger: RunTrigger",
+                  triggered_by, status AS "status: RunStatus", input, output, error, tokens_in,
+                  tokens_out, cost_micros, cancel_requested_at, started_at, finished_at, created_at
+        "#,
+        run_id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Whether someone asked the run to stop.
+///
+/// # Errors
+/// Database errors.
+pub async fn cancel_requested(conn: &mut PgConnection, run_id: Uuid) -> sqlx::Result<bool> {
+    Ok(sqlx::query_scalar!(
+        "SELECT cancel_requested_at IS NOT NULL AS \"requested!\" FROM agent_runs WHERE id = $1",
+        run_id,
+    )
+    .fetch_optional(conn)
+    .await?
+    .unwrap_or(true))
+}
+
+/// Records step `position` of a run as `running` with its request, before its effect; a step
+/// already recorded at that position and still `running` (its effect never committed) is
+/// taken up again. Returns the step's id.
+///
+/// # Errors
+/// Database errors.
+pub async fn begin_step(
+    conn: &mut PgConnection,
+    run: &Run,
+    position: i32,
+    kind: StepKind,
+    request: &Value,
+) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar!(
+        r#"
+        INSERT INTO agent_run_steps (organization_id, run_id, position, kind, idempotency_key, request)
+        VALUES ($1, $2, $3, $4, $6, $5)
+        ON CONFLICT (organization_id, idempotency_key) DO UPDATE
+            SET kind = EXCLUDED.kind, request = EXCLUDED.request, started_at = now()
+            WHERE agent_run_steps.status = 'running'
+        RETURNING id
+        "#,
+        run.organization_id,
+        run.id,
+        position,
+        kind as StepKind,
+        request,
+        format!("{}:{position}", run.id),
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// A step's result.
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    pub status: StepStatus,
+    pub response: Option<Value>,
+    pub error: Option<String>,
+    pub tokens_in: i32,
+    pub tokens_out: i32,
+    pub cost_micros: i64,
+}
+
+impl StepResult {
+    /// A step that succeeded with `response` and cost nothing.
+    pub fn succeeded(response: Value) -> Self {
+        Self {
+            status: StepStatus::Succeeded,
+            response: Some(response),
+            error: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_micros: 0,
+        }
+    }
+
+    /// A step that failed with `error`.
+    pub fn failed(error: String) -> Self {
+        Self {
+            status: StepStatus::Failed,
+            response: None,
+            error: Some(error),
+            tokens_in: 0,
+            tokens_out: 0,
+            cost_micros: 0,
+        }
+    }
+}
+
+/// Writes a `running` step's result and adds its tokens and cost to the run's. `false` when the
+/// step was finished already.
+///
+/// # Errors
+/// Database errors.
+pub async fn finish_step(
+    conn: &mut PgConnection,
+    run: &Run,
+    step_id: Uuid,
+    result: &StepResult,
+) -> sqlx::Result<bool> {
+    let finished = sqlx::query!(
+        r#"
+        WITH step AS (
+            UPDATE agent_run_steps
+            SET status = $3, response = $4, error = $5, tokens_in = $6, tokens_out = $7,
+                cost_micros = $8, finished_at = now()
+            WHERE organization_id = $1 AND id = $2 AND status = 'running'
+            RETURNING run_id
+        )
+        UPDATE agent_runs r
+        SET tokens_in = r.tokens_in + $6, tokens_out = r.tokens_out + $7,
+            cost_micros = r.cost_micros + $8
+        FROM step
+        WHERE r.organization_id = $1 AND r.id = step.run_id
+        "#,
+        run.organization_id,
+        step_id,
+        result.status as StepStatus,
+        result.response,
+        result.error,
+        result.tokens_in,
+        result.tokens_out,
+        result.cost_micros,
+    )
+    .execute(conn)
+    .await?;
+    Ok(finished.rows_affected() > 0)
+}
+
+/// Ends an unfinished run with `status` (one of the finished ones), its output or error, and
+/// adds a `run_finished` entry to the activity feed. `false` when it had ended already.
+///
+/// # Errors
+/// Database errors.
+pub async fn finish(
+    conn: &mut PgConnection,
+    run: &Run,
+    status: RunStatus,
+    output: Option<&Value>,
+    error: Option<&str>,
+) -> sqlx::Result<bool> {
+    let finished = sqlx::query!(
+        r#"
+        UPDATE agent_runs SET status = $3, output = $4, error = $5, finished_at = now()
+        WHERE organization_id = $1 AND id = $2 AND status IN ('queued', 'running')
+        "#,
+        run.organization_id,
+        run.id,
+        status as RunStatus,
+        output,
+        error,
+    )
+    .execute(&mut *conn)
+    .await?;
+    if finished.rows_affected() == 0 {
+        return Ok(false);
+    }
+    // A step begun and never finished (its effect never committed) ends with the run.
+    sqlx::query!(
+        r#"
+        UPDATE agent_run_steps
+        SET status = 'failed', error = coalesce($3, 'the run ended first'), finished_at = now()
+        WHERE organization_id = $1 AND run_id = $2 AND status = 'running'
+        "#,
+        run.organization_id,
+        run.id,
+        error,
+    )
+    .execute(&mut *conn)
+    .await?;
+    let (activity_status, summary) = match status {
+        RunStatus::Succeeded => (ActivityStatus::Success, "run succeeded".to_owned()),
+        other => (
+            ActivityStatus::Failed,
+            format!("run {}: {}", other.as_str(), error.unwrap_or("")),
+        ),
+    };
+    let action = if status == RunStatus::BudgetExhausted {
+        ActivityAction::BudgetExhausted
+    } else {
+        ActivityAction::RunFinished
+    };
+    record_activity(
+        conn,
+        &Activity {
+            organization_id: run.organization_id,
+            agent_id: Some(run.agent_id),
+            run_id: Some(run.id),
+            action,
+            status: activity_status,
+            summary: &summary,
+            context: &serde_json::json!({ "run_status": status }),
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// An entry of the activity feed.
+#[derive(Debug, Clone)]
+pub struct Activity<'a> {
+    pub organization_id: Uuid,
+    pub agent_id: Option<Uuid>,
+    pub run_id: Option<Uuid>,
+    pub action: ActivityAction,
+    pub status: ActivityStatus,
+    pub summary: &'a str,
+    pub context: &'a Value,
+}
+
+/// The most of a summary kept (the column's limit).
+const SUMMARY_CHARS: usize = 2000;
+
+/// Adds an entry to the activity feed (its summary cut to 2,000 characters).
+///
+/// # Errors
+/// Database errors.
+pub async fn record_activity(conn: &mut PgConnection, entry: &Activity<'_>) -> sqlx::Result<()> {
+    let summary: String = entry.summary.chars().take(SUMMARY_CHARS).collect();
+    sqlx::query!(
+        r#"
+        INSERT INTO agent_activity (organization_id, agent_id, run_id, action, status, summary, context)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "#,
+        entry.organization_id,
+        entry.agent_id,
+        entry.run_id,
+        entry.action as ActivityAction,
+        entry.status as ActivityStatus,
+        summary,
+        entry.context,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The role a run acts with: its agent's creator's role in the organization now, never more
+/// than the role of the member who started it. `None` when the creator (or the starter) is no
+/// longer a member.
+///
+/// # Errors
+/// Database errors.
+pub async fn acting_role(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    creator: Uuid,
+    starter: Option<Uuid>,
+) -> sqlx::Result<Option<crate::access::Role>> {
+    let roles = sqlx::query!(
+        "SELECT user_id, role FROM memberships WHERE organization_id = $1 AND user_id = ANY($2)",
+        organization_id,
+        &[Some(creator), starter]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(conn)
+    .await?;
+    let role_of = |user: Uuid| {
+        roles
+            .iter()
+            .find(|r| r.user_id == user)
+            .and_then(|r| r.role.parse::<crate::access::Role>().ok())
+    };
+    let Some(role) = role_of(creator) else {
+        return Ok(None);
+    };
+    match starter {
+        None => Ok(Some(role)),
+        Some(starter) => Ok(role_of(starter).map(|s| role.lesser(s))),
+    }
+}
+
+/// Meters an LLM step for billing: its input and output tokens as two `usage_records` with
+/// their cost, keyed by the step so that a retried write counts once.
+///
+/// # Errors
+/// Database errors.
+pub async fn record_llm_usage(
+    conn: &mut PgConnection,
+    run: &Run,
+    step_id: Uuid,
+    tokens: (i32, i32),
+    cost_micros: (i64, i64),
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"
+        INSERT INTO usage_records (organization_id, metric, quantity, idempotency_key, cost_micros)
+        VALUES ($1, 'llm_tokens_in', $3, $2 || ':in', $5),
+               ($1, 'llm_tokens_out', $4, $2 || ':out', $6)
+        ON CONFLICT (organization_id, idempotency_key) DO NOTHING
+        "#,
+        run.organization_id,
+        step_id.to_string(),
+        i64::from(tokens.0),
+        i64::from(tokens.1),
+        cost_micros.0,
+        cost_micros.1,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,36 @@
+-- Agent runs as durable chains of steps (`agents.run` jobs): a run may end out of budget, may
+-- be asked to stop, and a schedule never has two unfinished runs; steps may wait and carry
+-- their cost; custom agents bound their steps and tokens.
+
+ALTER TABLE agent_runs DROP CONSTRAINT agent_runs_status_check;
+ALTER TABLE agent_runs ADD CONSTRAINT agent_runs_status_check
+    CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'budget_exhausted'));
+ALTER TABLE agent_runs DROP CONSTRAINT agent_runs_check;
+ALTER TABLE agent_runs ADD CONSTRAINT agent_runs_finished_check
+    CHECK ((status IN ('succeeded', 'failed', 'cancelled', 'budget_exhausted')) = (finished_at IS NOT NULL));
+-- Set by `POST /agent-runs/{id}/cancel` on a running run: its job stops before the next step.
+ALTER TABLE agent_runs ADD COLUMN cancel_requested_at timestamptz;
+-- A schedule's tick that finds its previous run unfinished is skipped (and recorded).
+CREATE UNIQUE INDEX agent_runs_one_unfinished_per_schedule ON agent_runs (organization_id, schedule_id)
+    WHERE status IN ('queued', 'running');
+CREATE INDEX agent_runs_trigger_idx ON agent_runs (organization_id, trigger, id DESC);
+-- Retention: runs (with their steps) finished longer ago than the configured days are pruned.
+CREATE INDEX agent_runs_finished_at_idx ON agent_runs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX agent_activity_created_at_idx ON agent_activity (created_at);
+
+ALTER TABLE agent_run_steps DROP CONSTRAINT agent_run_steps_kind_check;
+ALTER TABLE agent_run_steps ADD CONSTRAINT agent_run_steps_kind_check
+    CHECK (kind IN ('llm_call', 'tool_call', 'email', 'wait', 'note'));
+ALTER TABLE agent_run_steps ADD COLUMN cost_micros bigint NOT NULL DEFAULT 0 CHECK (cost_micros >= 0);
+
+ALTER TABLE agent_activity DROP CONSTRAINT agent_activity_action_check;
+ALTER TABLE agent_activity ADD CONSTRAINT agent_activity_action_check
+    CHECK (action IN ('task_stuck_alert', 'task_escalated', 'approval_nudge', 'timesheet_reminder',
+                      'team_reminder', 'document_indexed', 'broadcast_sent', 'email_parsed',
+                      'invoice_processed', 'custom', 'run_skipped', 'run_finished', 'budget_exhausted'));
+
+ALTER TABLE agents ADD COLUMN max_steps integer NOT NULL DEFAULT 10 CHECK (max_steps BETWEEN 1 AND 100);
+ALTER TABLE agents ADD COLUMN max_tokens integer CHECK (max_tokens BETWEEN 1 AND 1000000);
+
+-- What a usage record cost (USD millionths), from the configured per-model price table.
+ALTER TABLE usage_records ADD COLUMN cost_micros bigint NOT NULL DEFAULT 0 CHECK (cost_micros >= 0);

@@ -1,0 +1,896 @@
+//! Agent runs end to end: a custom agent created through the API, its runs started, listed,
+//! cancelled, driven by the real worker against a wiremock server speaking the OpenAI chat
+//! API: tool calls with their effects, structured output, a 429 that snoozes, a 5xx that
+//! retries, a 4xx that fails the run, a worker killed mid-run that resumes without repeating a
+//! tool or a stored LLM answer, a demoted creator's agent refused a tool, schedule ticks that
+//! skip while the previous run is unfinished, and another organization that sees nothing.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wiremock::{
+    Match, Mock, MockServer, Request, ResponseTemplate,
+    matchers::{method, path},
+};
+use zoark_core::access::Role;
+use zoark_tests::{TestApp, call, fixtures, fixtures::Account};
+
+/// Matches chat requests carrying exactly `n` tool results: which turn of the run it is.
+struct ToolResults(usize);
+
+impl Match for ToolResults {
+    fn matches(&self, request: &Request) -> bool {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let results = body["messages"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count());
+        results == self.0
+    }
+}
+
+fn completion(message: Value, finish_reason: &str) -> Value {
+    json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1_764_806_400,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": null}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    })
+}
+
+fn tool_call(id: &str, name: &str, arguments: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(completion(
+        json!({"role": "assistant", "content": null, "tool_calls": [{
+            "id": id, "type": "function",
+            "function": {"name": name, "arguments": arguments.to_string()}}]}),
+        "tool_calls",
+    ))
+}
+
+fn answer(text: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(completion(
+        json!({"role": "assistant", "content": text}),
+        "stop",
+    ))
+}
+
+/// Answers the `turn`-th chat request of a run (0: no tool result yet).
+async fn on_turn(server: &MockServer, turn: usize, response: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(ToolResults(turn))
+        .respond_with(response)
+        .mount(server)
+        .await;
+}
+
+async fn chat_requests(server: &MockServer) -> Vec<Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == "/v1/chat/completions")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+struct World {
+    app: TestApp,
+    llm: MockServer,
+    admin: Account,
+    project: Uuid,
+}
+
+/// An organization with an LLM provider pointing at the mock and a project; priced so that
+/// costs are visible.
+async fn world() -> World {
+    let llm = MockServer::start().await;
+    let app = TestApp::builder()
+        .env("ZOARK_LLM_PRICES", "gpt-4o-mini=0.15/0.60")
+        .env("ZOARK_WORKER_QUEUES", "agents=2")
+        .spawn()
+        .await;
+    let admin = fixtures::register(&app, "admin@example.com", "Apollo Inc").await;
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        "/api/v1/llm-credentials",
+        &admin.access_token,
+        Some(
+            json!({"name": "Mock", "base_url": format!("{}/v1", llm.uri()),
+                    "api_key": "sk-test", "default_model": "gpt-4o-mini"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let project = fixtures::project(&app.pool, admin.organization_id, "Apollo").await;
+    World {
+        app,
+        llm,
+        admin,
+        project,
+    }
+}
+
+/// A custom agent with `tools`, created by `creator`.
+async fn agent(world: &World, creator: &Account, tools: &[&str], config: Value) -> String {
+    let (status, body) = call(
+        &world.app,
+        Method::POST,
+        "/api/v1/agents",
+        &creator.access_token,
+        Some(json!({
+            "name": "Board keeper", "goal": "Keep the Apollo board tidy.",
+            "instructions": "Create the tasks asked for.", "tools": tools, "config": config,
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["kind"], "custom");
+    assert_eq!(body["created_by"], creator.user_id.to_string());
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn start_run(world: &World, by: &Account, agent: &str, input: Value) -> String {
+    let (status, body) = call(
+        &world.app,
+        Method::POST,
+        &format!("/api/v1/agents/{agent}/runs"),
+        &by.access_token,
+        Some(json!({ "input": input })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["trigger"], "manual");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn get_run(world: &World, run: &str) -> Value {
+    let (status, body) = call(
+        &world.app,
+        Method::GET,
+        &format!("/api/v1/agent-runs/{run}"),
+        &world.admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn kinds(run: &Value) -> Vec<(String, String)> {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn task_titles(world: &World) -> Vec<String> {
+    sqlx::query_scalar("SELECT title FROM tasks WHERE project_id = $1 ORDER BY created_at")
+        .bind(world.project)
+        .fetch_all(&world.app.pool)
+        .await
+        .unwrap()
+}
+
+async fn drain(world: &World) {
+    world.app.drain_jobs(Duration::from_secs(30)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tool_call_takes_effect_as_the_creator_and_the_answer_ends_the_run_with_every_step() {
+    let world = world().await;
+    let agent = agent(
+        &world,
+        &world.admin,
+        &["create_task", "search_tasks"],
+        json!({}),
+    )
+    .await;
+    on_turn(
+        &world.llm,
+        0,
+        tool_call(
+            "call_1",
+            "create_task",
+            json!({"project_id": world.project, "title": "Write the launch notes",
+                   "description": null, "status": null}),
+        ),
+    )
+    .await;
+    on_turn(&world.llm, 1, answer("Created the task.")).await;
+    let run = start_run(&world, &world.admin, &agent, json!({"ask": "launch notes"})).await;
+    drain(&world).await;
+
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "succeeded", "{body}");
+    assert_eq!(body["output"], json!({"answer": "Created the task."}));
+    assert_eq!(
+        kinds(&body),
+        [
+            ("llm_call".into(), "succeeded".into()),
+            ("tool_call".into(), "succeeded".into()),
+            ("llm_call".into(), "succeeded".into())
+        ]
+    );
+    assert_eq!(
+        (body["tokens_in"].as_i64(), body["tokens_out"].as_i64()),
+        (Some(200), Some(40))
+    );
+    // 100 × 0.15 + 20 × 0.60 = 27 millionths per call.
+    assert_eq!(body["cost_micros"], 54);
+    assert_eq!(body["steps"][0]["cost_micros"], 27);
+    assert!(body["steps"][0]["duration_ms"].is_i64());
+    assert_eq!(task_titles(&world).await, ["Write the launch notes"]);
+    let created_by: Option<Uuid> = sqlx::query_scalar("SELECT created_by FROM tasks")
+        .fetch_one(&world.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(created_by, Some(world.admin.user_id));
+
+    // The LLM was offered the agent's tools and read the tool's result.
+    let requests = chat_requests(&world.llm).await;
+    assert_eq!(requests.len(), 2);
+    let offered: Vec<&str> = requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["create_task", "search_tasks"]);
+    assert_eq!(
+        requests[0]["messages"][1]["content"],
+        r#"{"ask":"launch notes"}"#
+    );
+    let tool_result = &requests[1]["messages"][3];
+    assert_eq!(tool_result["role"], "tool");
+    assert_eq!(tool_result["tool_call_id"], "call_1");
+    assert!(tool_result["content"].as_str().unwrap().contains("task_id"));
+
+    // Billing and the activity feed.
+    let usage: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT metric, quantity, cost_micros FROM usage_records ORDER BY metric, created_at",
+    )
+    .fetch_all(&world.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        usage,
+        [
+            ("llm_tokens_in".into(), 100, 15),
+            ("llm_tokens_in".into(), 100, 15),
+            ("llm_tokens_out".into(), 20, 12),
+            ("llm_tokens_out".into(), 20, 12)
+        ]
+    );
+    let activity: (String, String) =
+        sqlx::query_as("SELECT action, status FROM agent_activity WHERE run_id = $1::uuid")
+            .bind(&run)
+            .fetch_one(&world.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(activity, ("run_finished".into(), "success".into()));
+
+    // Listed with filters.
+    let (status, list) = call(
+        &world.app,
+        Method::GET,
+        &format!("/api/v1/agent-runs?agent_id={agent}&status=succeeded&trigger=manual"),
+        &world.admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert!(list["items"][0].get("steps").is_none());
+    let (_, none) = call(
+        &world.app,
+        Method::GET,
+        "/api/v1/agent-runs?status=failed",
+        &world.admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(none["items"], json!([]));
+}
+
+#[tokio::test]
+async fn an_output_schema_makes_the_result_structured_and_a_bad_answer_fails_the_run() {
+    let world = world().await;
+    let schema = json!({"type": "object", "properties": {"stuck": {"type": "integer"}},
+                        "required": ["stuck"], "additionalProperties": false});
+    let agent = agent(&world, &world.admin, &[], json!({"output_schema": schema})).await;
+    on_turn(&world.llm, 0, answer(r#"{"stuck": 3}"#)).await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+    drain(&world).await;
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "succeeded", "{body}");
+    assert_eq!(body["output"], json!({"stuck": 3}));
+    let request = &chat_requests(&world.llm).await[0];
+    assert_eq!(request["response_format"]["type"], "json_schema");
+    assert_eq!(request["response_format"]["json_schema"]["schema"], schema);
+    assert!(request.get("tools").is_none());
+
+    world.llm.reset().await;
+    on_turn(&world.llm, 0, answer("three, I think")).await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+    drain(&world).await;
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "failed");
+    assert!(
+        body["error"].as_str().unwrap().contains("output schema"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_429_snoozes_the_step_without_spending_an_attempt_and_the_same_step_resumes() {
+    let world = world().await;
+    let agent = agent(&world, &world.admin, &[], json!({})).await;
+    on_turn(
+        &world.llm,
+        0,
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "1")
+            .set_body_json(json!({"error": {"message": "Rate limit reached"}})),
+    )
+    .await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+    drain(&world).await;
+    let (state, attempt): (String, i32) =
+        sqlx::query_as("SELECT state, attempt FROM jobs WHERE kind = 'agents.run'")
+            .fetch_one(&world.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt),
+        ("scheduled", 0),
+        "a snooze spends no attempt"
+    );
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "running");
+    assert_eq!(kinds(&body), [("llm_call".into(), "running".into())]);
+
+    world.llm.reset().await;
+    on_turn(&world.llm, 0, answer("Done.")).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    drain(&world).await;
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "succeeded", "{body}");
+    assert_eq!(
+        kinds(&body),
+        [("llm_call".into(), "succeeded".into())],
+        "the snoozed step was taken up, not added"
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_retries_the_job_and_a_4xx_fails_the_run_with_the_providers_message() {
+    let world = world().await;
+    let agent = agent(&world, &world.admin, &[], json!({})).await;
+    on_turn(
+        &world.llm,
+        0,
+        ResponseTemplate::new(503).set_body_string("upstream overloaded"),
+    )
+    .await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+    drain(&world).await;
+    let (state, attempt, errors): (String, i32, Value) =
+        sqlx::query_as("SELECT state, attempt, errors FROM jobs WHERE kind = 'agents.run'")
+            .fetch_one(&world.app.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), attempt), ("retryable", 1));
+    assert!(errors.to_string().contains("unavailable"), "{errors}");
+    assert_eq!(get_run(&world, &run).await["status"], "running");
+
+    world.llm.reset().await;
+    on_turn(
+        &world.llm,
+        0,
+        ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "message": "The model `gpt-5-nano` does not exist", "type": "invalid_request_error",
+            "param": "model", "code": "model_not_found"}})),
+    )
+    .await;
+    sqlx::query("UPDATE jobs SET run_at = now() WHERE kind = 'agents.run'")
+        .execute(&world.app.pool)
+        .await
+        .unwrap();
+    drain(&world).await;
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("does not exist"),
+        "{body}"
+    );
+    assert_eq!(kinds(&body), [("llm_call".into(), "failed".into())]);
+    let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE kind = 'agents.run'")
+        .fetch_one(&world.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "completed", "a refused request is not retried");
+}
+
+#[tokio::test]
+async fn a_demoted_creators_agent_is_refused_the_tool_and_the_llm_reads_why() {
+    let world = world().await;
+    let manager = fixtures::member(
+        &world.app,
+        world.admin.organization_id,
+        "manager@example.com",
+        Role::Manager,
+    )
+    .await;
+    let agent = agent(&world, &manager, &["create_task"], json!({})).await;
+    sqlx::query("UPDATE memberships SET role = 'viewer' WHERE user_id = $1")
+        .bind(manager.user_id)
+        .execute(&world.app.pool)
+        .await
+        .unwrap();
+    on_turn(
+        &world.llm,
+        0,
+        tool_call(
+            "call_1",
+            "create_task",
+            json!({"project_id": world.project, "title": "Sneaky", "description": null, "status": null}),
+        ),
+    )
+    .await;
+    on_turn(&world.llm, 1, answer("I could not create it.")).await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+    drain(&world).await;
+
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "succeeded", "{body}");
+    let step = &body["steps"][1];
+    assert_eq!(
+        (step["kind"].as_str(), step["status"].as_str()),
+        (Some("tool_call"), Some("failed"))
+    );
+    assert!(
+        step["error"].as_str().unwrap().contains("tasks.write"),
+        "{step}"
+    );
+    assert!(task_titles(&world).await.is_empty());
+    let told = &chat_requests(&world.llm).await[1]["messages"][3]["content"];
+    assert!(told.as_str().unwrap().contains("tasks.write"), "{told}");
+
+    // A tool the agent was not given is refused the same way, whatever the LLM asks.
+    world.llm.reset().await;
+    sqlx::query("UPDATE memberships SET role = 'manager' WHERE user_id = $1")
+        .bind(manager.user_id)
+        .execute(&world.app.pool)
+        .await
+        .unwrap();
+    on_turn(
+        &world.llm,
+        0,
+        tool_call(
+            "call_2",
+            "move_task",
+            json!({"task_id": Uuid::nil(), "status": "done"}),
+        ),
+    )
+    .await;
+    on_turn(&world.llm, 1, answer("ok")).await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+    drain(&world).await;
+    let body = get_run(&world, &run).await;
+    assert!(
+        body["steps"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not among this agent's tools"),
+        "{body}"
+    );
+
+    // Removing the creator disables the agent.
+    let (status, _) = call(
+        &world.app,
+        Method::DELETE,
+        &format!("/api/v1/organization/members/{}", manager.user_id),
+        &world.admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, problem) = call(
+        &world.app,
+        Method::POST,
+        &format!("/api/v1/agents/{agent}/runs"),
+        &world.admin.access_token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (409, Some("agent_disabled"))
+    );
+}
+
+#[tokio::test]
+async fn cancel_stops_a_queued_run_at_once_and_a_finished_one_answers_409() {
+    let world = world().await;
+    let agent = agent(&world, &world.admin, &[], json!({})).await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+    let cancel = format!("/api/v1/agent-runs/{run}/cancel");
+    let (status, body) = call(
+        &world.app,
+        Method::POST,
+        &cancel,
+        &world.admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    assert!(body["cancel_requested_at"].is_string());
+    let (status, again) = call(
+        &world.app,
+        Method::POST,
+        &cancel,
+        &world.admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), &again["status"]),
+        (200, &json!("cancelled"))
+    );
+    drain(&world).await;
+    assert!(
+        chat_requests(&world.llm).await.is_empty(),
+        "a cancelled run calls no LLM"
+    );
+
+    on_turn(&world.llm, 0, answer("Done.")).await;
+    let done = start_run(&world, &world.admin, &agent, json!({})).await;
+    drain(&world).await;
+    let (status, problem) = call(
+        &world.app,
+        Method::POST,
+        &format!("/api/v1/agent-runs/{done}/cancel"),
+        &world.admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (409, Some("agent_run_finished"))
+    );
+}
+
+#[tokio::test]
+async fn a_schedule_tick_skips_while_its_previous_run_is_unfinished_and_records_the_skip() {
+    let world = world().await;
+    let agent = agent(&world, &world.admin, &[], json!({})).await;
+    let organization_id = world.admin.organization_id;
+    let schedule: Uuid = sqlx::query_scalar(
+        "INSERT INTO agent_schedules (organization_id, agent_id, cron_expression, next_run_at)
+         VALUES ($1, $2::uuid, '0 9 * * *', now()) RETURNING id",
+    )
+    .bind(organization_id)
+    .bind(&agent)
+    .fetch_one(&world.app.pool)
+    .await
+    .unwrap();
+    // The previous tick's run, still running (its worker is elsewhere).
+    sqlx::query(
+        "INSERT INTO agent_runs (organization_id, agent_id, schedule_id, trigger, status, started_at)
+         VALUES ($1, $2::uuid, $3, 'schedule', 'running', now())",
+    )
+    .bind(organization_id)
+    .bind(&agent)
+    .bind(schedule)
+    .execute(&world.app.pool)
+    .await
+    .unwrap();
+    let tick = chrono::Utc::now();
+    let mut conn = world.app.pool.acquire().await.unwrap();
+    let job = zoark_jobs::agents::RunScheduledAgent {
+        schedule_id: schedule,
+        agent_id: agent.parse().unwrap(),
+        tick,
+    };
+    zoark_jobs::enqueue(
+        &mut conn,
+        &job,
+        zoark_jobs::Opts::organization(organization_id),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    drain(&world).await;
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_runs")
+        .fetch_one(&world.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1, "no second run while the first is unfinished");
+    let skipped: String = sqlx::query_scalar(
+        "SELECT summary FROM agent_activity WHERE action = 'run_skipped' AND agent_id = $1::uuid",
+    )
+    .bind(&agent)
+    .fetch_one(&world.app.pool)
+    .await
+    .unwrap();
+    assert!(skipped.contains("previous run is unfinished"), "{skipped}");
+
+    // Once it has ended, the next tick runs.
+    sqlx::query("UPDATE agent_runs SET status = 'succeeded', finished_at = now()")
+        .execute(&world.app.pool)
+        .await
+        .unwrap();
+    on_turn(&world.llm, 0, answer("Morning check done.")).await;
+    let mut conn = world.app.pool.acquire().await.unwrap();
+    let next = zoark_jobs::agents::RunScheduledAgent {
+        tick: tick + chrono::Duration::days(1),
+        ..job
+    };
+    zoark_jobs::enqueue(
+        &mut conn,
+        &next,
+        zoark_jobs::Opts::organization(organization_id),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    drain(&world).await;
+    let (status, list) = call(
+        &world.app,
+        Method::GET,
+        "/api/v1/agent-runs?trigger=schedule&status=succeeded",
+        &world.admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    assert_eq!(items[0]["schedule_id"], schedule.to_string());
+    assert_eq!(items[0]["output"], json!({"answer": "Morning check done."}));
+}
+
+#[tokio::test]
+async fn another_organization_sees_none_of_the_runs_and_cannot_start_or_cancel_them() {
+    let world = world().await;
+    let agent = agent(&world, &world.admin, &[], json!({})).await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+    let other = fixtures::register(&world.app, "other@example.com", "Other Inc").await;
+    let token = other.access_token.as_str();
+    let (status, list) = call(&world.app, Method::GET, "/api/v1/agent-runs", token, None).await;
+    assert_eq!((status.as_u16(), &list["items"]), (200, &json!([])));
+    for (method, path) in [
+        (Method::GET, format!("/api/v1/agent-runs/{run}")),
+        (Method::POST, format!("/api/v1/agent-runs/{run}/cancel")),
+        (Method::POST, format!("/api/v1/agents/{agent}/runs")),
+        (Method::PATCH, format!("/api/v1/agents/{agent}")),
+        (Method::DELETE, format!("/api/v1/agents/{agent}")),
+    ] {
+        let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));
+        let (status, problem) = call(&world.app, method.clone(), &path, token, body).await;
+        assert_eq!(status, 404, "{method} {path}: {problem}");
+    }
+    let activity: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM agent_activity WHERE organization_id = $1")
+            .bind(other.organization_id)
+            .fetch_one(&world.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(activity, 0);
+}
+
+#[tokio::test]
+async fn custom_agents_are_validated_built_in_ones_keep_their_code_and_tools_are_listed() {
+    let world = world().await;
+    let token = world.admin.access_token.as_str();
+    let (status, problem) = call(
+        &world.app,
+        Method::POST,
+        "/api/v1/agents",
+        token,
+        Some(
+            json!({"name": " ", "goal": "g", "instructions": "i", "tools": ["run_shell"],
+                    "max_steps": 0}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "tools[0]");
+    assert!(problem["detail"].as_str().unwrap().contains("run_shell"));
+    let (status, problem) = call(
+        &world.app,
+        Method::POST,
+        "/api/v1/agents",
+        token,
+        Some(
+            json!({"name": " ", "goal": "g", "instructions": "i", "max_steps": 0,
+                    "llm_credential_id": Uuid::nil(), "config": {"output_schema": 3}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        zoark_tests::field_names(&problem),
+        ["name", "config", "max_steps"]
+    );
+
+    let (_, agents) = call(&world.app, Method::GET, "/api/v1/agents", token, None).await;
+    let monitor = agents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "task_monitor")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let one = format!("/api/v1/agents/{monitor}");
+    let (status, problem) = call(
+        &world.app,
+        Method::PATCH,
+        &one,
+        token,
+        Some(json!({"instructions": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), zoark_tests::field_names(&problem)),
+        (422, vec!["instructions".to_owned()])
+    );
+    let (status, changed) = call(
+        &world.app,
+        Method::PATCH,
+        &one,
+        token,
+        Some(json!({"enabled": false, "config": {"threshold_hours": 24}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(
+        (changed["enabled"].as_bool(), &changed["config"]),
+        (Some(false), &json!({"threshold_hours": 24}))
+    );
+    let (status, problem) = call(&world.app, Method::DELETE, &one, token, None).await;
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (409, Some("agent_built_in"))
+    );
+
+    let custom = agent(&world, &world.admin, &["log_work"], json!({})).await;
+    let (status, _) = call(
+        &world.app,
+        Method::DELETE,
+        &format!("/api/v1/agents/{custom}"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+
+    let (status, tools) = call(&world.app, Method::GET, "/api/v1/agent-tools", token, None).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = tools["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["search_tasks", "create_task", "log_work", "move_task"]
+    );
+    assert_eq!(tools["items"][1]["permission"], "tasks.write");
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_run_resumes_at_the_unfinished_step_repeating_no_tool_and_no_stored_answer()
+ {
+    let world = world().await;
+    let agent = agent(&world, &world.admin, &["create_task"], json!({})).await;
+    let create = |id: &str, title: &str| {
+        tool_call(
+            id,
+            "create_task",
+            json!({"project_id": world.project, "title": title, "description": null, "status": null}),
+        )
+    };
+    on_turn(&world.llm, 0, create("call_a", "First")).await;
+    on_turn(&world.llm, 1, create("call_b", "Second")).await;
+    // The fifth step's first answer never comes: the worker is killed while it waits.
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(ToolResults(2))
+        .respond_with(answer("too late").set_delay(Duration::from_secs(120)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&world.llm)
+        .await;
+    on_turn(&world.llm, 2, answer("Both created.")).await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+
+    let env = [
+        ("DATABASE_URL", world.app.database.url.as_str()),
+        ("ZOARK_ENV", "development"),
+        ("ZOARK_WORKER_QUEUES", "agents=2"),
+        ("ZOARK_WORKER_HEARTBEAT_SECS", "1"),
+        ("ZOARK_WORKER_RESCUE_AFTER_SECS", "3"),
+    ];
+    let mut first = zoark_tests::process::start("zoark-worker", &[], &env);
+    first.wait_for_line("job engine started", Duration::from_secs(20));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while chat_requests(&world.llm).await.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not reach its fifth step"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "running");
+    assert_eq!(
+        kinds(&body),
+        [
+            ("llm_call".into(), "succeeded".into()),
+            ("tool_call".into(), "succeeded".into()),
+            ("llm_call".into(), "succeeded".into()),
+            ("tool_call".into(), "succeeded".into()),
+            ("llm_call".into(), "running".into())
+        ]
+    );
+
+    // Another worker rescues the job once the first one's lease has lapsed, and finishes.
+    let second = zoark_tests::process::start("zoark-worker", &[], &env);
+    second.wait_for_line("job engine started", Duration::from_secs(20));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let body = get_run(&world, &run).await;
+        if body["status"] != "running" {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "not resumed: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(second);
+    assert_eq!(body["status"], "succeeded", "{body}");
+    assert_eq!(body["output"], json!({"answer": "Both created."}));
+    assert_eq!(body["steps"].as_array().unwrap().len(), 5, "{body}");
+    assert_eq!(
+        task_titles(&world).await,
+        ["First", "Second"],
+        "no tool effect repeated"
+    );
+    let turns: Vec<usize> = chat_requests(&world.llm)
+        .await
+        .iter()
+        .map(|r| {
+            r["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "tool")
+                .count()
+        })
+        .collect();
+    assert_eq!(
+        turns,
+        [0, 1, 2, 2],
+        "the stored answers were not asked again; only the unanswered one was"
+    );
+}
