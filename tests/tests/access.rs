@@ -83,6 +83,9 @@ fn valid_body(operation_id: &str) -> Option<Value> {
             Some(json!({"agent_id": Uuid::nil(), "cron_expression": "0 9 * * *"}))
         }
         "agent_schedules_update" => Some(json!({"enabled": false})),
+        "agents_create" => Some(json!({"name": "Keeper", "goal": "g", "instructions": "i"})),
+        "agents_update" => Some(json!({"enabled": false})),
+        "agent_runs_create" => Some(json!({"input": {}})),
         "invitations_create" => Some(json!({"email": "invitee@example.com", "role": "viewer"})),
         "auth_password_reset" => Some(json!({"email": "x@example.com"})),
         "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),
@@ -349,6 +352,18 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
+    let a_run = {
+        let response = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/{a_agent}/runs"),
+                Some(&a.access_token),
+                Some(&json!({"input": {"secret": "secret-of-a"}})),
+            )
+            .await;
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+    };
     let a_schedule = {
         let response = app
             .call(
@@ -497,6 +512,9 @@ async fn organization_b_gets_404_for_every_resource_of_organization_a() {
         ("/api/v1/tasks/{id}/history", a_task),
         ("/api/v1/tasks/{id}/assignees/{team_member_id}", a_task),
         ("/api/v1/agents/{id}", a_agent),
+        ("/api/v1/agents/{id}/runs", a_agent),
+        ("/api/v1/agent-runs/{id}", a_run),
+        ("/api/v1/agent-runs/{id}/cancel", a_run),
         ("/api/v1/agent-schedules/{id}", a_schedule),
         ("/api/v1/llm-credentials/{id}", a_credential),
         ("/api/v1/llm-credentials/{id}/test", a_credential),

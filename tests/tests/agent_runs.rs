@@ -91,7 +91,7 @@ async fn world() -> World {
     let llm = MockServer::start().await;
     let app = TestApp::builder()
         .env("ZOARK_LLM_PRICES", "gpt-4o-mini=0.15/0.60")
-        .env("ZOARK_WORKER_QUEUES", "agents=2")
+        .env("ZOARK_WORKER_QUEUES", "agents=2,maintenance=1")
         .spawn()
         .await;
     let admin = fixtures::register(&app, "admin@example.com", "Apollo Inc").await;
@@ -893,4 +893,57 @@ async fn a_worker_killed_mid_run_resumes_at_the_unfinished_step_repeating_no_too
         [0, 1, 2, 2],
         "the stored answers were not asked again; only the unanswered one was"
     );
+}
+
+#[tokio::test]
+async fn runs_and_activity_past_their_retention_are_pruned_and_unfinished_runs_stay() {
+    let world = world().await;
+    let agent = agent(&world, &world.admin, &[], json!({})).await;
+    let organization_id = world.admin.organization_id;
+    for (status, finished_days_ago) in [
+        ("succeeded", Some(91)),
+        ("failed", Some(89)),
+        ("running", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO agent_runs (organization_id, agent_id, trigger, status, started_at, finished_at)
+             VALUES ($1, $2::uuid, 'manual', $3, now(), now() - make_interval(days => $4))",
+        )
+        .bind(organization_id)
+        .bind(&agent)
+        .bind(status)
+        .bind(finished_days_ago)
+        .execute(&world.app.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO agent_activity (organization_id, action, status, summary, created_at)
+         VALUES ($1, 'custom', 'success', 'old', now() - interval '91 days'),
+                ($1, 'custom', 'success', 'recent', now() - interval '1 day')",
+    )
+    .bind(organization_id)
+    .execute(&world.app.pool)
+    .await
+    .unwrap();
+    let mut conn = world.app.pool.acquire().await.unwrap();
+    zoark_jobs::enqueue(
+        &mut conn,
+        &zoark_jobs::maintenance::PruneJobs {},
+        zoark_jobs::Opts::platform(),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    drain(&world).await;
+    let left: Vec<String> = sqlx::query_scalar("SELECT status FROM agent_runs ORDER BY status")
+        .fetch_all(&world.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["failed", "running"]);
+    let summaries: Vec<String> = sqlx::query_scalar("SELECT summary FROM agent_activity")
+        .fetch_all(&world.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(summaries, ["recent"]);
 }

@@ -546,3 +546,30 @@ pub async fn record_llm_usage(
     .await?;
     Ok(())
 }
+
+/// Deletes runs finished before `now - retention` (their steps with them) and activity entries
+/// older than that; returns how many of each.
+///
+/// # Errors
+/// Database errors.
+pub async fn prune(
+    conn: &mut PgConnection,
+    retention: std::time::Duration,
+) -> sqlx::Result<(u64, u64)> {
+    let seconds = f64::from(u32::try_from(retention.as_secs()).unwrap_or(u32::MAX));
+    let runs = sqlx::query!(
+        "DELETE FROM agent_runs WHERE finished_at < now() - make_interval(secs => $1)",
+        seconds,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let activity = sqlx::query!(
+        "DELETE FROM agent_activity WHERE created_at < now() - make_interval(secs => $1)",
+        seconds,
+    )
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok((runs, activity))
+}

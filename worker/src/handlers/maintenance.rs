@@ -1,4 +1,6 @@
-//! `maintenance.prune_jobs`, `maintenance.rescue_jobs` and `maintenance.backup_database`.
+//! `maintenance.prune_jobs` (finished jobs, sign-in bookkeeping, idempotency keys, agent runs
+//! and activity past their retention, unreferenced files), `maintenance.rescue_jobs` and
+//! `maintenance.backup_database`.
 
 use std::time::Duration;
 
@@ -103,6 +105,15 @@ async fn prune(ctx: WorkerContext, job: JobContext) -> JobResult {
         );
     }
     tracing::info!(idempotency_keys = idempotency, "pruned idempotency keys");
+    let (runs, activity) =
+        zoark_core::db::agent_runs::prune(&mut conn, ctx.settings.agents.retention)
+            .await
+            .context("pruning agent runs")?;
+    tracing::info!(
+        agent_runs = runs,
+        agent_activity = activity,
+        "pruned agent runs and activity"
+    );
     sweep_files(&ctx, &job).await
 }
 
