@@ -1,6 +1,7 @@
 -- Agent runs as durable chains of steps (`agents.run` jobs): a run may end out of budget, may
 -- be asked to stop, and a schedule never has two unfinished runs; steps may wait and carry
--- their cost; custom agents bound their steps and tokens.
+-- their cost; custom agents bound their steps and tokens; organizations set a monthly LLM
+-- budget that each LLM step reserves against before it starts.
 
 ALTER TABLE agent_runs DROP CONSTRAINT agent_runs_status_check;
 ALTER TABLE agent_runs ADD CONSTRAINT agent_runs_status_check
@@ -10,6 +11,8 @@ ALTER TABLE agent_runs ADD CONSTRAINT agent_runs_finished_check
     CHECK ((status IN ('succeeded', 'failed', 'cancelled', 'budget_exhausted')) = (finished_at IS NOT NULL));
 -- Set by `POST /agent-runs/{id}/cancel` on a running run: its job stops before the next step.
 ALTER TABLE agent_runs ADD COLUMN cancel_requested_at timestamptz;
+-- The role of whoever started the run (a user or an API key): the run never acts above it.
+ALTER TABLE agent_runs ADD COLUMN max_role text CHECK (max_role IN ('admin', 'manager', 'lead', 'member', 'viewer'));
 -- A schedule's tick that finds its previous run unfinished is skipped (and recorded).
 CREATE UNIQUE INDEX agent_runs_one_unfinished_per_schedule ON agent_runs (organization_id, schedule_id)
     WHERE status IN ('queued', 'running');
@@ -22,6 +25,8 @@ ALTER TABLE agent_run_steps DROP CONSTRAINT agent_run_steps_kind_check;
 ALTER TABLE agent_run_steps ADD CONSTRAINT agent_run_steps_kind_check
     CHECK (kind IN ('llm_call', 'tool_call', 'email', 'wait', 'note'));
 ALTER TABLE agent_run_steps ADD COLUMN cost_micros bigint NOT NULL DEFAULT 0 CHECK (cost_micros >= 0);
+-- What an unfinished LLM step holds of its month's budget (released when it finishes).
+ALTER TABLE agent_run_steps ADD COLUMN reserved_micros bigint NOT NULL DEFAULT 0 CHECK (reserved_micros >= 0);
 
 ALTER TABLE agent_activity DROP CONSTRAINT agent_activity_action_check;
 ALTER TABLE agent_activity ADD CONSTRAINT agent_activity_action_check
@@ -34,3 +39,22 @@ ALTER TABLE agents ADD COLUMN max_tokens integer CHECK (max_tokens BETWEEN 1 AND
 
 -- What a usage record cost (USD millionths), from the configured per-model price table.
 ALTER TABLE usage_records ADD COLUMN cost_micros bigint NOT NULL DEFAULT 0 CHECK (cost_micros >= 0);
+
+-- USD millionths an organization's LLM steps may cost per calendar month (UTC); NULL: no limit.
+ALTER TABLE organizations ADD COLUMN llm_monthly_budget_micros bigint CHECK (llm_monthly_budget_micros >= 0);
+
+CREATE TABLE llm_budget_months (
+    organization_id uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    month           date NOT NULL CHECK (extract(day FROM month) = 1),
+    -- Held by LLM steps under way: their estimated cost.
+    reserved_micros bigint NOT NULL DEFAULT 0 CHECK (reserved_micros >= 0),
+    -- What finished LLM steps cost.
+    spent_micros    bigint NOT NULL DEFAULT 0 CHECK (spent_micros >= 0),
+    PRIMARY KEY (organization_id, month)
+);
+COMMENT ON TABLE llm_budget_months IS 'Each organization''s LLM spending per month, reserved before each step so that concurrent runs cannot overspend.';
+ALTER TABLE llm_budget_months ENABLE ROW LEVEL SECURITY;
+ALTER TABLE llm_budget_months FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON llm_budget_months
+    USING ((SELECT zoark_rls_bypassed()) OR organization_id = (SELECT zoark_tenant()))
+    WITH CHECK ((SELECT zoark_rls_bypassed()) OR organization_id = (SELECT zoark_tenant()));

@@ -947,3 +947,85 @@ async fn runs_and_activity_past_their_retention_are_pruned_and_unfinished_runs_s
         .unwrap();
     assert_eq!(summaries, ["recent"]);
 }
+
+#[tokio::test]
+async fn two_runs_racing_for_the_last_of_the_monthly_budget_one_asks_and_one_stops_before_asking() {
+    let world = world().await;
+    let agent = agent(&world, &world.admin, &[], json!({})).await;
+    // One step's estimate (its request's tokens and a full 1,024-token answer at 0.15/0.60 USD
+    // per million) is about 630 millionths: room for one, not two.
+    let (status, body) = call(
+        &world.app,
+        Method::PATCH,
+        "/api/v1/organization",
+        &world.admin.access_token,
+        Some(json!({"settings": {"llm_monthly_budget_micros": 1000}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["settings"]["llm_monthly_budget_micros"], 1000);
+    on_turn(
+        &world.llm,
+        0,
+        answer("Done.").set_delay(Duration::from_millis(1500)),
+    )
+    .await;
+    let first = start_run(&world, &world.admin, &agent, json!({"n": 1})).await;
+    let second = start_run(&world, &world.admin, &agent, json!({"n": 2})).await;
+    drain(&world).await;
+
+    let mut statuses = Vec::new();
+    for run in [&first, &second] {
+        let body = get_run(&world, run).await;
+        statuses.push(body["status"].as_str().unwrap().to_owned());
+        if body["status"] == "budget_exhausted" {
+            let error = body["error"].as_str().unwrap();
+            assert!(
+                error.contains("monthly LLM budget of $0.001000 is spent"),
+                "{error}"
+            );
+            assert_eq!(
+                body["steps"],
+                json!([]),
+                "stopped before a step, not in one"
+            );
+        }
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["budget_exhausted", "succeeded"]);
+    assert_eq!(
+        chat_requests(&world.llm).await.len(),
+        1,
+        "only one run asked"
+    );
+    let (reserved, spent): (i64, i64) =
+        sqlx::query_as("SELECT reserved_micros, spent_micros FROM llm_budget_months")
+            .fetch_one(&world.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (reserved, spent),
+        (0, 27),
+        "the reservation became the actual cost"
+    );
+    let exhausted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM agent_activity WHERE action = 'budget_exhausted' AND status = 'failed'",
+    )
+    .fetch_one(&world.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(exhausted, 1);
+
+    // With the budget lifted, runs ask again.
+    call(
+        &world.app,
+        Method::PATCH,
+        "/api/v1/organization",
+        &world.admin.access_token,
+        Some(json!({"settings": {"llm_monthly_budget_micros": null}})),
+    )
+    .await;
+    let third = start_run(&world, &world.admin, &agent, json!({"n": 3})).await;
+    drain(&world).await;
+    assert_eq!(get_run(&world, &third).await["status"], "succeeded");
+}

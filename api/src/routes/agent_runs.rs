@@ -255,6 +255,7 @@ impl AgentRunsApi {
                 RunTrigger::Api
             },
             triggered_by: actor.user_id(),
+            max_role: Some(granted.role()),
             input: &input,
         };
         let run_id = zoark_jobs::agents::start(&mut tx, organization_id, &new)

@@ -61,6 +61,10 @@ pub struct OrganizationSettings {
     pub time_zone: String,
     /// The email account system emails are sent from.
     pub default_sender_email_account_id: Option<Uuid>,
+    /// USD millionths the organization's agent LLM steps may cost per calendar month (UTC);
+    /// `null`: no limit. Each step reserves its estimated cost first; a run that finds no room
+    /// ends `budget_exhausted` before asking.
+    pub llm_monthly_budget_micros: Option<i64>,
 }
 
 impl From<db::organizations::Organization> for Organization {
@@ -76,6 +80,7 @@ impl From<db::organizations::Organization> for Organization {
             settings: OrganizationSettings {
                 time_zone: o.time_zone,
                 default_sender_email_account_id: o.default_sender_email_account_id,
+                llm_monthly_budget_micros: o.llm_monthly_budget_micros,
             },
             created_at: o.created_at,
             updated_at: o.updated_at,
@@ -108,6 +113,7 @@ impl poem_openapi::types::Example for OrganizationPatch {
             settings: MaybeUndefined::Value(SettingsPatch {
                 time_zone: MaybeUndefined::Value("Europe/London".into()),
                 default_sender_email_account_id: MaybeUndefined::Undefined,
+                llm_monthly_budget_micros: MaybeUndefined::Value(50_000_000),
             }),
         }
     }
@@ -131,7 +137,12 @@ pub struct SettingsPatch {
     pub time_zone: MaybeUndefined<String>,
     #[serde(default)]
     pub default_sender_email_account_id: MaybeUndefined<Uuid>,
+    #[serde(default)]
+    pub llm_monthly_budget_micros: MaybeUndefined<i64>,
 }
+
+/// The largest monthly LLM budget: a billion dollars, in millionths.
+const MAX_BUDGET_MICROS: i64 = 1_000_000_000_000_000;
 
 pub(crate) fn logo_url(raw: &str) -> Result<String, Invalid> {
     let url = url::Url::parse(raw.trim()).map_err(|e| Invalid(format!("is not a URL: {e}")))?;
@@ -218,6 +229,20 @@ fn parse_patch(body: OrganizationPatch) -> Result<Patch, ApiError> {
                 MaybeUndefined::Undefined => None,
                 MaybeUndefined::Null => Some(None),
                 MaybeUndefined::Value(id) => Some(Some(id)),
+            };
+            patch.llm_monthly_budget_micros = match s.llm_monthly_budget_micros {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(micros) if (0..=MAX_BUDGET_MICROS).contains(&micros) => {
+                    Some(Some(micros))
+                }
+                MaybeUndefined::Value(_) => {
+                    fields.reject(
+                        "settings.llm_monthly_budget_micros",
+                        "must be between 0 and 1000000000000000 (a billion dollars)",
+                    );
+                    None
+                }
             };
         }
         MaybeUndefined::Null => fields.reject("settings", "cannot be null"),
@@ -613,7 +638,7 @@ impl OrganizationApi {
 
 /// The dotted names of the fields that differ.
 fn changed_fields(before: &Organization, after: &Organization) -> Vec<&'static str> {
-    let pairs: [(&'static str, bool); 6] = [
+    let pairs: [(&'static str, bool); 7] = [
         ("name", before.name != after.name),
         (
             "branding.display_name",
@@ -635,6 +660,10 @@ fn changed_fields(before: &Organization, after: &Organization) -> Vec<&'static s
             "settings.default_sender_email_account_id",
             before.settings.default_sender_email_account_id
                 != after.settings.default_sender_email_account_id,
+        ),
+        (
+            "settings.llm_monthly_budget_micros",
+            before.settings.llm_monthly_budget_micros != after.settings.llm_monthly_budget_micros,
         ),
     ];
     pairs

@@ -12,7 +12,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    access::{Granted, RunAgents},
+    access::{Granted, Role, RunAgents},
     agents::{ActivityAction, ActivityStatus, RunStatus, RunTrigger, StepKind, StepStatus},
 };
 
@@ -33,6 +33,8 @@ pub struct Run {
     pub tokens_out: i32,
     pub cost_micros: i64,
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The role of whoever started it: the run never acts above it.
+    pub max_role: Option<Role>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -73,6 +75,8 @@ pub struct NewRun<'a> {
     pub schedule_id: Option<Uuid>,
     pub trigger: RunTrigger,
     pub triggered_by: Option<Uuid>,
+    /// The starter's role (none for a schedule's tick: the creator's role alone).
+    pub max_role: Option<Role>,
     pub input: &'a Value,
 }
 
@@ -88,8 +92,9 @@ pub async fn insert(
 ) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar!(
         r#"
-        INSERT INTO agent_runs (organization_id, agent_id, schedule_id, trigger, triggered_by, input)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        INSERT INTO agent_runs (organization_id, agent_id, schedule_id, trigger, triggered_by, input,
+                                max_role)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (organization_id, schedule_id) WHERE status IN ('queued', 'running') DO NOTHING
         RETURNING id
         "#,
@@ -99,6 +104,7 @@ pub async fn insert(
         run.trigger as RunTrigger,
         run.triggered_by,
         run.input,
+        run.max_role as Option<Role>,
     )
     .fetch_optional(conn)
     .await
@@ -119,7 +125,8 @@ pub async fn list<P>(
         r#"
         SELECT id, organization_id, agent_id, schedule_id, trigger AS "trigger: RunTrigger",
                triggered_by, status AS "status: RunStatus", input, output, error, tokens_in,
-               tokens_out, cost_micros, cancel_requested_at, started_at, finished_at, created_at
+               tokens_out, cost_micros, cancel_requested_at, max_role AS "max_role: Role", started_at,
+               finished_at, created_at
         FROM agent_runs
         WHERE organization_id = $1
           AND ($2::uuid IS NULL OR id = $2)
@@ -239,7 +246,8 @@ pub async fn claim(conn: &mut PgConnection, run_id: Uuid) -> sqlx::Result<Option
         WHERE id = $1 AND status IN ('queued', 'running')
         RETURNING id, organization_id, agent_id, schedule_id, trigger AS "trigger: RunTrigger",
                   triggered_by, status AS "status: RunStatus", input, output, error, tokens_in,
-                  tokens_out, cost_micros, cancel_requested_at, started_at, finished_at, created_at
+                  tokens_out, cost_micros, cancel_requested_at, max_role AS "max_role: Role",
+                  started_at, finished_at, created_at
         "#,
         run_id,
     )
@@ -279,7 +287,7 @@ pub async fn begin_step(
         INSERT INTO agent_run_steps (organization_id, run_id, position, kind, idempotency_key, request)
         VALUES ($1, $2, $3, $4, $6, $5)
         ON CONFLICT (organization_id, idempotency_key) DO UPDATE
-            SET kind = EXCLUDED.kind, request = EXCLUDED.request, started_at = now()
+            SET kind = EXCLUDED.kind, request = EXCLUDED.request
             WHERE agent_run_steps.status = 'running'
         RETURNING id
         "#,
@@ -292,6 +300,95 @@ pub async fn begin_step(
     )
     .fetch_one(conn)
     .await
+}
+
+/// An LLM step begun, or refused by the organization's monthly budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begun {
+    Step(Uuid),
+    /// The step's estimated cost does not fit: `used` (spent and held by steps under way) of
+    /// `budget` USD millionths this month.
+    OverBudget {
+        budget: i64,
+        used: i64,
+    },
+}
+
+/// Records LLM step `position` like [`begin_step`], first reserving `estimate` USD millionths
+/// of the organization's monthly budget (the row lock serializes concurrent runs, so they
+/// cannot overspend it together). A step taken up again keeps the reservation it holds. Call it
+/// in a transaction: the reservation and the step commit together.
+///
+/// # Errors
+/// Database errors.
+pub async fn begin_llm_step(
+    conn: &mut PgConnection,
+    run: &Run,
+    position: i32,
+    request: &Value,
+    estimate: i64,
+) -> sqlx::Result<Begun> {
+    let key = format!("{}:{position}", run.id);
+    let held = sqlx::query_scalar!(
+        "SELECT id FROM agent_run_steps
+         WHERE organization_id = $1 AND idempotency_key = $2 AND status = 'running' FOR UPDATE",
+        run.organization_id,
+        key,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if held.is_none() {
+        sqlx::query!(
+            "INSERT INTO llm_budget_months (organization_id, month)
+             VALUES ($1, date_trunc('month', now() AT TIME ZONE 'UTC')::date)
+             ON CONFLICT DO NOTHING",
+            run.organization_id,
+        )
+        .execute(&mut *conn)
+        .await?;
+        let refused = sqlx::query!(
+            r#"
+            WITH month AS (
+                SELECT m.organization_id, m.month, m.spent_micros + m.reserved_micros AS used,
+                       o.llm_monthly_budget_micros AS budget
+                FROM llm_budget_months m JOIN organizations o ON o.id = m.organization_id
+                WHERE m.organization_id = $1
+                  AND m.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date
+                FOR UPDATE OF m
+            ), reserved AS (
+                UPDATE llm_budget_months m SET reserved_micros = m.reserved_micros + $2
+                FROM month
+                WHERE m.organization_id = month.organization_id AND m.month = month.month
+                  AND (month.budget IS NULL OR month.used + $2 <= month.budget)
+                RETURNING m.organization_id
+            )
+            SELECT month.budget AS "budget!", month.used AS "used!"
+            FROM month WHERE NOT EXISTS (SELECT 1 FROM reserved)
+            "#,
+            run.organization_id,
+            estimate,
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(refused) = refused {
+            return Ok(Begun::OverBudget {
+                budget: refused.budget,
+                used: refused.used,
+            });
+        }
+    }
+    let id = begin_step(conn, run, position, StepKind::LlmCall, request).await?;
+    if held.is_none() {
+        sqlx::query!(
+            "UPDATE agent_run_steps SET reserved_micros = $3 WHERE organization_id = $1 AND id = $2",
+            run.organization_id,
+            id,
+            estimate,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Begun::Step(id))
 }
 
 /// A step's result.
@@ -344,12 +441,25 @@ pub async fn finish_step(
 ) -> sqlx::Result<bool> {
     let finished = sqlx::query!(
         r#"
-        WITH step AS (
-            UPDATE agent_run_steps
-            SET status = $3, response = $4, error = $5, tokens_in = $6, tokens_out = $7,
-                cost_micros = $8, finished_at = now()
+        WITH held AS (
+            SELECT id, reserved_micros, started_at FROM agent_run_steps
             WHERE organization_id = $1 AND id = $2 AND status = 'running'
-            RETURNING run_id
+            FOR UPDATE
+        ), step AS (
+            UPDATE agent_run_steps s
+            SET status = $3, response = $4, error = $5, tokens_in = $6, tokens_out = $7,
+                cost_micros = $8, reserved_micros = 0, finished_at = now()
+            FROM held
+            WHERE s.organization_id = $1 AND s.id = held.id
+            RETURNING s.run_id, held.reserved_micros, held.started_at
+        ), budget AS (
+            -- The reservation released, the cost spent, in the month it was reserved in.
+            UPDATE llm_budget_months m
+            SET reserved_micros = greatest(m.reserved_micros - step.reserved_micros, 0),
+                spent_micros = m.spent_micros + $8
+            FROM step
+            WHERE m.organization_id = $1
+              AND m.month = date_trunc('month', step.started_at AT TIME ZONE 'UTC')::date
         )
         UPDATE agent_runs r
         SET tokens_in = r.tokens_in + $6, tokens_out = r.tokens_out + $7,
@@ -399,12 +509,28 @@ pub async fn finish(
     if finished.rows_affected() == 0 {
         return Ok(false);
     }
-    // A step begun and never finished (its effect never committed) ends with the run.
+    // A step begun and never finished (its effect never committed) ends with the run, and
+    // gives back what it held of the budget.
     sqlx::query!(
         r#"
-        UPDATE agent_run_steps
-        SET status = 'failed', error = coalesce($3, 'the run ended first'), finished_at = now()
-        WHERE organization_id = $1 AND run_id = $2 AND status = 'running'
+        WITH held AS (
+            -- One at most: a run takes one step at a time.
+            SELECT id, reserved_micros, started_at FROM agent_run_steps
+            WHERE organization_id = $1 AND run_id = $2 AND status = 'running'
+            FOR UPDATE
+        ), step AS (
+            UPDATE agent_run_steps s
+            SET status = 'failed', error = coalesce($3, 'the run ended first'), finished_at = now(),
+                reserved_micros = 0
+            FROM held
+            WHERE s.organization_id = $1 AND s.id = held.id
+            RETURNING held.reserved_micros AS held, held.started_at
+        )
+        UPDATE llm_budget_months m
+        SET reserved_micros = greatest(m.reserved_micros - step.held, 0)
+        FROM step
+        WHERE m.organization_id = $1
+          AND m.month = date_trunc('month', step.started_at AT TIME ZONE 'UTC')::date
         "#,
         run.organization_id,
         run.id,

@@ -27,6 +27,7 @@ pub struct Organization {
     pub primary_color: Option<String>,
     pub time_zone: String,
     pub default_sender_email_account_id: Option<Uuid>,
+    pub llm_monthly_budget_micros: Option<i64>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -43,7 +44,7 @@ pub async fn get<P>(
         Organization,
         r#"
         SELECT id, name, display_name, logo_url, primary_color, time_zone,
-               default_sender_email_account_id, created_at, updated_at
+               default_sender_email_account_id, llm_monthly_budget_micros, created_at, updated_at
         FROM organizations WHERE id = $1 AND deleted_at IS NULL
         "#,
         proof.organization_id(),
@@ -126,6 +127,7 @@ pub struct Patch {
     pub primary_color: Option<Option<String>>,
     pub time_zone: Option<String>,
     pub default_sender_email_account_id: Option<Option<Uuid>>,
+    pub llm_monthly_budget_micros: Option<Option<i64>>,
 }
 
 /// Applies `patch` and returns the organization before and after.
@@ -148,10 +150,11 @@ pub async fn update(
             logo_url = CASE WHEN $5 THEN $6 ELSE logo_url END,
             primary_color = CASE WHEN $7 THEN $8 ELSE primary_color END,
             time_zone = coalesce($9, time_zone),
-            default_sender_email_account_id = CASE WHEN $10 THEN $11 ELSE default_sender_email_account_id END
+            default_sender_email_account_id = CASE WHEN $10 THEN $11 ELSE default_sender_email_account_id END,
+            llm_monthly_budget_micros = CASE WHEN $12 THEN $13 ELSE llm_monthly_budget_micros END
         WHERE id = $1 AND deleted_at IS NULL
         RETURNING id, name, display_name, logo_url, primary_color, time_zone,
-                  default_sender_email_account_id, created_at, updated_at
+                  default_sender_email_account_id, llm_monthly_budget_micros, created_at, updated_at
         "#,
         proof.organization_id(),
         patch.name,
@@ -164,6 +167,8 @@ pub async fn update(
         patch.time_zone,
         patch.default_sender_email_account_id.is_some(),
         patch.default_sender_email_account_id.flatten(),
+        patch.llm_monthly_budget_micros.is_some(),
+        patch.llm_monthly_budget_micros.flatten(),
     )
     .fetch_one(conn)
     .await?;

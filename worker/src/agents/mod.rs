@@ -32,6 +32,25 @@ pub enum End {
     Succeeded(Value),
     Failed(String),
     Cancelled,
+    /// An LLM step did not fit in the organization's monthly budget; nothing was asked.
+    OverBudget(String),
+}
+
+/// The answer's length reserved when the agent sets no `max_tokens`.
+const DEFAULT_ANSWER_TOKENS: u32 = 1024;
+
+/// What an LLM step may cost at most, reserved from the monthly budget before it is asked: the
+/// request's tokens (about four bytes each) and a full answer.
+fn estimate(ctx: &WorkerContext, def: &Agent, model: &str, request: &Value) -> i64 {
+    let tokens_in = u32::try_from(request.to_string().len() / 4 + 1).unwrap_or(u32::MAX);
+    let tokens_out = def
+        .max_tokens
+        .and_then(|t| u32::try_from(t).ok())
+        .unwrap_or(DEFAULT_ANSWER_TOKENS);
+    ctx.settings
+        .agents
+        .prices
+        .cost_micros(model, tokens_in, tokens_out)
 }
 
 /// How long a rate-limited step waits when the provider names no `Retry-After`.
@@ -294,35 +313,53 @@ pub async fn take_steps(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<E
                 def.max_steps
             )));
         }
-        let message = llm_step(
-            ctx,
-            run,
-            &llm,
-            state.position,
-            state.request(def, &llm.model),
-        )
-        .await?;
-        match message {
-            Ok(message) => state.answered(message),
-            Err(refused) => return Ok(End::Failed(refused)),
+        let request = state.request(def, &llm.model);
+        let reserve = estimate(ctx, def, &llm.model, &request);
+        match llm_step(ctx, run, &llm, state.position, request, reserve).await? {
+            Asked::Answer(message) => state.answered(message),
+            Asked::Refused(reason) => return Ok(End::Failed(reason)),
+            Asked::OverBudget(reason) => return Ok(End::OverBudget(reason)),
         }
     }
 }
 
-/// One LLM call as a step: recorded with its request, asked, and its answer, tokens and cost
-/// stored with the usage records in one transaction. `Ok(Err(reason))` when the provider
-/// refused the request (the run fails with its message).
+/// What an LLM step came to.
+enum Asked {
+    /// The assistant message.
+    Answer(Value),
+    /// The provider refused the request: the run fails with its message.
+    Refused(String),
+    /// The month's budget has no room for it: nothing was recorded or asked.
+    OverBudget(String),
+}
+
+/// One LLM call as a step: its estimated cost reserved and the step recorded with its request,
+/// asked, and its answer, tokens and cost stored with the usage records in one transaction.
 async fn llm_step(
     ctx: &WorkerContext,
     run: &Run,
     llm: &Llm,
     position: i32,
     request: Value,
-) -> Result<Result<Value, String>, JobError> {
-    let mut conn = ctx.pool.acquire().await?;
-    let step_id =
-        agent_runs::begin_step(&mut conn, run, position, StepKind::LlmCall, &request).await?;
-    drop(conn);
+    reserve: i64,
+) -> Result<Asked, JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let step_id = match agent_runs::begin_llm_step(&mut tx, run, position, &request, reserve)
+        .await?
+    {
+        agent_runs::Begun::Step(id) => id,
+        agent_runs::Begun::OverBudget { budget, used } => {
+            let usd = |micros: i64| format!("${}.{:06}", micros / 1_000_000, micros % 1_000_000);
+            return Ok(Asked::OverBudget(format!(
+                "the organization's monthly LLM budget of {} is spent: {} used, and the next \
+                     step may cost up to {}",
+                usd(budget),
+                usd(used),
+                usd(reserve)
+            )));
+        }
+    };
+    tx.commit().await?;
     let typed = serde_json::from_value(request)
         .map_err(|e| JobError::Fatal(anyhow::anyhow!("the chat request does not build: {e}")))?;
     let completion = match llm.chat.complete(typed).await {
@@ -340,7 +377,7 @@ async fn llm_step(
             let mut conn = ctx.pool.acquire().await?;
             agent_runs::finish_step(&mut conn, run, step_id, &StepResult::failed(reason.clone()))
                 .await?;
-            return Ok(Err(reason));
+            return Ok(Asked::Refused(reason));
         }
     };
     let choice = completion
@@ -349,7 +386,9 @@ async fn llm_step(
         .first()
         .map(|c| (c.message.clone(), c.finish_reason));
     let Some((message, finish_reason)) = choice else {
-        return Ok(Err("the LLM provider answered without a choice".into()));
+        return Ok(Asked::Refused(
+            "the LLM provider answered without a choice".into(),
+        ));
     };
     let message = serde_json::to_value(&message).map_err(anyhow::Error::from)?;
     // Priced by the model asked for (the answer may name a dated version of it).
@@ -377,5 +416,5 @@ async fn llm_step(
     agent_runs::finish_step(&mut tx, run, step_id, &result).await?;
     agent_runs::record_llm_usage(&mut tx, run, step_id, tokens, cost).await?;
     tx.commit().await?;
-    Ok(Ok(message))
+    Ok(Asked::Answer(message))
 }

@@ -83,6 +83,7 @@ pub async fn call(
         Some(creator) => {
             agent_runs::acting_role(&mut conn, run.organization_id, creator, run.triggered_by)
                 .await?
+                .map(|role| run.max_role.map_or(role, |max| role.lesser(max)))
                 .map(|role| Principal::agent_run(run.organization_id, role, creator, run.id))
         }
         None => None,

@@ -46,6 +46,7 @@ async fn run_scheduled(ctx: WorkerContext, job: RunScheduledAgent, run: JobConte
         schedule_id: Some(job.schedule_id),
         trigger: RunTrigger::Schedule,
         triggered_by: None,
+        max_role: None,
         input: &input,
     };
     if zoark_jobs::agents::start(&mut tx, organization_id, &new)
@@ -97,6 +98,7 @@ async fn run_agent(ctx: WorkerContext, job: RunAgent, attempt: JobContext) -> Jo
             None,
             Some("cancelled on request".to_owned()),
         ),
+        Ok(End::OverBudget(error)) => (RunStatus::BudgetExhausted, None, Some(error)),
         Err(e) => {
             // The job's last attempt fails the run with its error (the job keeps it as well).
             if let Some(last) = e.last_error(&attempt) {
