@@ -58,3 +58,36 @@ ALTER TABLE llm_budget_months FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON llm_budget_months
     USING ((SELECT zoark_rls_bypassed()) OR organization_id = (SELECT zoark_tenant()))
     WITH CHECK ((SELECT zoark_rls_bypassed()) OR organization_id = (SELECT zoark_tenant()));
+
+-- Every run and step state change on `zoark_agent_events`, for the API's event stream (as
+-- `zoark_job_events` carries jobs'): one JSON object per change, sent at commit.
+CREATE FUNCTION agent_runs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('zoark_agent_events', jsonb_build_object(
+        'type', 'agent_run', 'id', NEW.id, 'organization_id', NEW.organization_id,
+        'agent_id', NEW.agent_id, 'trigger', NEW.trigger, 'status', NEW.status,
+        'cancel_requested', NEW.cancel_requested_at IS NOT NULL, 'error', left(NEW.error, 500))::text);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER agent_runs_inserted AFTER INSERT ON agent_runs
+    FOR EACH ROW EXECUTE FUNCTION agent_runs_notify();
+CREATE TRIGGER agent_runs_changed AFTER UPDATE ON agent_runs
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+                       OR OLD.cancel_requested_at IS DISTINCT FROM NEW.cancel_requested_at)
+    EXECUTE FUNCTION agent_runs_notify();
+
+CREATE FUNCTION agent_run_steps_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('zoark_agent_events', jsonb_build_object(
+        'type', 'agent_step', 'id', NEW.id, 'organization_id', NEW.organization_id,
+        'run_id', NEW.run_id, 'position', NEW.position, 'kind', NEW.kind, 'status', NEW.status,
+        'error', left(NEW.error, 500))::text);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER agent_run_steps_inserted AFTER INSERT ON agent_run_steps
+    FOR EACH ROW EXECUTE FUNCTION agent_run_steps_notify();
+CREATE TRIGGER agent_run_steps_changed AFTER UPDATE ON agent_run_steps
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION agent_run_steps_notify();

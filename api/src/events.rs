@@ -1,8 +1,11 @@
-//! `GET /api/v1/events`: a WebSocket of job state changes for the caller's organization.
+//! `GET /api/v1/events`: a WebSocket of job, agent run and agent step state changes for the
+//! caller's organization, each message with its `type` (`job`, `agent_run`, `agent_step`).
 //!
-//! Workers and API replicas change jobs; a statement trigger sends the changes of tenant jobs on
-//! `zoark_job_events`. Each API process LISTENs once and fans the events out to its sockets, so
-//! any replica sees events from any worker.
+//! Workers and API replicas change jobs and runs; a statement trigger sends the changes of
+//! tenant jobs on `zoark_job_events`, row triggers those of runs and steps on
+//! `zoark_agent_events`. Each API process LISTENs once and fans the events out to its sockets,
+//! so any replica sees events from any worker. Agent messages go to callers who may read agents
+//! (`agents.read`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,7 +22,10 @@ use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use zoark_core::access::ReadJobs;
+use zoark_core::{
+    access::{Permission as _, ReadAgents, ReadJobs},
+    agents::{RunStatus, RunTrigger, StepKind, StepStatus},
+};
 
 use crate::{
     auth,
@@ -42,10 +48,57 @@ pub struct JobEvent {
     pub progress: Option<zoark_jobs::Progress>,
 }
 
-/// The process's fan-out of job events.
+/// An agent run's new status (or a cancel asked for).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRunEvent {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub agent_id: Uuid,
+    pub trigger: RunTrigger,
+    pub status: RunStatus,
+    pub cancel_requested: bool,
+    pub error: Option<String>,
+}
+
+/// An agent step's new status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentStepEvent {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub run_id: Uuid,
+    pub position: i32,
+    pub kind: StepKind,
+    pub status: StepStatus,
+    pub error: Option<String>,
+}
+
+/// One message of the stream: its `type` and the fields of that kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Job(JobEvent),
+    AgentRun(AgentRunEvent),
+    AgentStep(AgentStepEvent),
+}
+
+impl Event {
+    fn organization_id(&self) -> Uuid {
+        match self {
+            Self::Job(e) => e.organization_id,
+            Self::AgentRun(e) => e.organization_id,
+            Self::AgentStep(e) => e.organization_id,
+        }
+    }
+
+    fn is_agents(&self) -> bool {
+        !matches!(self, Self::Job(_))
+    }
+}
+
+/// The process's fan-out of events.
 #[derive(Clone)]
 pub struct EventHub {
-    tx: broadcast::Sender<Arc<Vec<JobEvent>>>,
+    tx: broadcast::Sender<Arc<Vec<Event>>>,
 }
 
 impl EventHub {
@@ -65,29 +118,39 @@ impl EventHub {
         hub
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<JobEvent>>> {
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
         self.tx.subscribe()
     }
 }
 
-async fn listen(
-    pool: &PgPool,
-    tx: &broadcast::Sender<Arc<Vec<JobEvent>>>,
-) -> Result<(), sqlx::Error> {
+/// The events of one notification: a batch of jobs, or one run or step.
+fn parse(channel: &str, payload: &str) -> serde_json::Result<Vec<Event>> {
+    if channel == "zoark_job_events" {
+        let jobs: Vec<JobEvent> = serde_json::from_str(payload)?;
+        Ok(jobs.into_iter().map(Event::Job).collect())
+    } else {
+        Ok(vec![serde_json::from_str(payload)?])
+    }
+}
+
+async fn listen(pool: &PgPool, tx: &broadcast::Sender<Arc<Vec<Event>>>) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen("zoark_job_events").await?;
+    listener
+        .listen_all(["zoark_job_events", "zoark_agent_events"])
+        .await?;
     loop {
         let n = listener.recv().await?;
-        match serde_json::from_str::<Vec<JobEvent>>(n.payload()) {
+        match parse(n.channel(), n.payload()) {
             // No subscriber is not an error.
             Ok(batch) => drop(tx.send(Arc::new(batch))),
-            Err(error) => tracing::warn!(%error, "unreadable job event payload"),
+            Err(error) => tracing::warn!(%error, channel = n.channel(), "unreadable event payload"),
         }
     }
 }
 
-/// Upgrades to a WebSocket sending one JSON text message per job state change of the caller's
-/// organization. Authenticate with `Authorization: Bearer` on the upgrade request.
+/// Upgrades to a WebSocket sending one JSON text message per job, agent run and agent step state
+/// change of the caller's organization (agent ones only to roles that read agents).
+/// Authenticate with `Authorization: Bearer` on the upgrade request.
 #[handler]
 pub async fn events(
     req: &Request,
@@ -114,6 +177,7 @@ pub async fn events(
     };
     let mut rx = state.events.subscribe();
     let org = granted.organization_id();
+    let reads_agents = granted.role().includes(ReadAgents::MIN_ROLE);
     ws.on_upgrade(move |socket| async move {
         let (mut sink, mut stream) = socket.split();
         loop {
@@ -124,7 +188,10 @@ pub async fn events(
                 },
                 batch = rx.recv() => match batch {
                     Ok(batch) => {
-                        for event in batch.iter().filter(|e| e.organization_id == org) {
+                        let visible = batch
+                            .iter()
+                            .filter(|e| e.organization_id() == org && (reads_agents || !e.is_agents()));
+                        for event in visible {
                             let Ok(text) = serde_json::to_string(event) else { continue };
                             if sink.send(Message::Text(text)).await.is_err() {
                                 return;

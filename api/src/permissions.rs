@@ -84,6 +84,7 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("agent_runs_list", Some(a::ReadAgents::NAME)),
     ("agent_runs_get", Some(a::ReadAgents::NAME)),
     ("agent_runs_cancel", Some(a::RunAgents::NAME)),
+    ("agent_activity_list", Some(a::ReadAgents::NAME)),
     (
         "llm_credentials_create",
         Some(a::ManageLlmCredentials::NAME),

@@ -324,6 +324,24 @@ pub async fn call(
         .await
 }
 
+/// A WebSocket on `/api/v1/events` signed in with `token` (a key or an access token).
+///
+/// # Panics
+/// When the upgrade is refused.
+pub async fn event_socket(
+    app: &TestApp,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let url = app.url("/api/v1/events").replace("http://", "ws://");
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
 /// The `field` of each entry of a problem's `errors`, in order.
 pub fn field_names(problem: &serde_json::Value) -> Vec<String> {
     problem["errors"]

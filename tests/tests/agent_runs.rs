@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
+
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -1028,4 +1030,127 @@ async fn two_runs_racing_for_the_last_of_the_monthly_budget_one_asks_and_one_sto
     let third = start_run(&world, &world.admin, &agent, json!({"n": 3})).await;
     drain(&world).await;
     assert_eq!(get_run(&world, &third).await["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn the_event_stream_carries_typed_run_and_step_changes_and_the_activity_feed_pages() {
+    let world = world().await;
+    let agent = agent(&world, &world.admin, &[], json!({})).await;
+    let viewer = fixtures::member(
+        &world.app,
+        world.admin.organization_id,
+        "viewer@example.com",
+        Role::Viewer,
+    )
+    .await;
+    let mut socket = zoark_tests::event_socket(&world.app, &world.admin.access_token).await;
+    let mut viewers = zoark_tests::event_socket(&world.app, &viewer.access_token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    on_turn(&world.llm, 0, answer("Done.")).await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+    drain(&world).await;
+
+    let mut seen = Vec::new();
+    while !seen.contains(&("agent_run".to_owned(), "succeeded".to_owned())) {
+        let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .unwrap();
+        let event: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        let kind = event["type"].as_str().unwrap().to_owned();
+        if kind == "job" {
+            assert_eq!(event["kind"], "agents.run");
+            continue;
+        }
+        if kind == "agent_run" {
+            assert_eq!(event["id"], run);
+        } else {
+            assert_eq!(
+                (event["run_id"].as_str(), event["kind"].as_str()),
+                (Some(run.as_str()), Some("llm_call"))
+            );
+        }
+        seen.push((kind, event["status"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("agent_run".to_owned(), "queued".to_owned()),
+            ("agent_run".to_owned(), "running".to_owned()),
+            ("agent_step".to_owned(), "running".to_owned()),
+            ("agent_step".to_owned(), "succeeded".to_owned()),
+            ("agent_run".to_owned(), "succeeded".to_owned())
+        ]
+    );
+    // A viewer reads jobs, not agents.
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(Duration::from_millis(500), viewers.next()).await
+    {
+        let event: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        assert_eq!(event["type"], "job", "a viewer received {event}");
+    }
+
+    // The activity feed, filtered and paged.
+    let token = world.admin.access_token.as_str();
+    for n in 0..3 {
+        sqlx::query(
+            "INSERT INTO agent_activity (organization_id, agent_id, action, status, summary)
+             VALUES ($1, $2::uuid, 'custom', 'success', $3)",
+        )
+        .bind(world.admin.organization_id)
+        .bind(&agent)
+        .bind(format!("note {n}"))
+        .execute(&world.app.pool)
+        .await
+        .unwrap();
+    }
+    let (status, page) = call(
+        &world.app,
+        Method::GET,
+        &format!("/api/v1/agent-activity?agent_id={agent}&action=custom&limit=2"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let summaries = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["summary"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(summaries(&page), ["note 2", "note 1"]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, next) = call(
+        &world.app,
+        Method::GET,
+        &format!("/api/v1/agent-activity?agent_id={agent}&action=custom&limit=2&cursor={cursor}"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(summaries(&next), ["note 0"]);
+    assert!(next["next_cursor"].is_null());
+    let (_, finished) = call(
+        &world.app,
+        Method::GET,
+        &format!("/api/v1/agent-activity?run_id={run}"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(finished["items"][0]["action"], "run_finished");
+    assert_eq!(finished["items"][0]["status"], "success");
+    let (status, _) = call(
+        &world.app,
+        Method::GET,
+        "/api/v1/agent-activity",
+        &viewer.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
 }

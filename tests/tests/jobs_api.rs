@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 use uuid::Uuid;
 use zoark_core::access::Role;
 use zoark_jobs::{Opts, diag::Record, enqueue};
@@ -214,19 +213,8 @@ async fn the_event_socket_streams_a_workers_state_changes_to_the_jobs_own_tenant
     let app = TestApp::spawn().await;
     let a = tenant(&app, "A").await;
     let b = tenant(&app, "B").await;
-    let connect = |key: String| {
-        let url = app.url("/api/v1/events").replace("http://", "ws://");
-        async move {
-            let mut req = url.into_client_request().unwrap();
-            req.headers_mut().insert(
-                "authorization",
-                HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
-            );
-            tokio_tungstenite::connect_async(req).await.unwrap().0
-        }
-    };
-    let mut ours = connect(a.viewer.clone()).await;
-    let mut others = connect(b.viewer.clone()).await;
+    let mut ours = zoark_tests::event_socket(&app, &a.viewer).await;
+    let mut others = zoark_tests::event_socket(&app, &b.viewer).await;
     // Unauthenticated upgrades are refused with a problem.
     let anonymous =
         tokio_tungstenite::connect_async(app.url("/api/v1/events").replace("http://", "ws://"))
@@ -245,6 +233,7 @@ async fn the_event_socket_streams_a_workers_state_changes_to_the_jobs_own_tenant
             .unwrap();
         let event: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
         assert_eq!(event["id"], id.to_string());
+        assert_eq!(event["type"], "job");
         states.push(event["state"].as_str().unwrap().to_owned());
     }
     assert_eq!(states, ["available", "running", "completed"]);

@@ -16,9 +16,9 @@ use serde_json::Value;
 use uuid::Uuid;
 use zoark_core::{
     access::{ReadAgents, RunAgents},
-    agents::{RunStatus, RunTrigger, StepKind, StepStatus},
+    agents::{ActivityAction, ActivityStatus, RunStatus, RunTrigger, StepKind, StepStatus},
     db::{
-        agent_runs::{self, Filter, NewRun},
+        agent_runs::{self, ActivityFilter, Filter, NewRun},
         agents, tenant,
     },
 };
@@ -154,6 +154,41 @@ impl From<agent_runs::Run> for AgentRun {
 #[derive(Debug, Object)]
 pub struct AgentRunList {
     pub items: Vec<AgentRun>,
+    pub next_cursor: Option<String>,
+}
+
+/// An entry of the activity feed: what an agent noticed and did.
+#[derive(Debug, Object)]
+pub struct AgentActivity {
+    pub id: Uuid,
+    pub agent_id: Option<Uuid>,
+    pub run_id: Option<Uuid>,
+    pub action: ActivityAction,
+    pub status: ActivityStatus,
+    pub summary: String,
+    /// What it is about (a task, a schedule's tick, a run's status).
+    pub context: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<agent_runs::ActivityEntry> for AgentActivity {
+    fn from(a: agent_runs::ActivityEntry) -> Self {
+        Self {
+            id: a.id,
+            agent_id: a.agent_id,
+            run_id: a.run_id,
+            action: a.action,
+            status: a.status,
+            summary: a.summary,
+            context: a.context,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct AgentActivityList {
+    pub items: Vec<AgentActivity>,
     pub next_cursor: Option<String>,
 }
 
@@ -376,5 +411,52 @@ impl AgentRunsApi {
             .into();
         tx.commit().await?;
         Ok(Json(run))
+    }
+
+    /// List agent activity
+    ///
+    /// The activity feed, newest first: what agents noticed and did, skipped ticks, finished
+    /// runs, budget stops. Filter by agent, run, action and status. Live on `GET /events` as
+    /// `agent_run` and `agent_step` messages. Needs `agents.read` (member).
+    #[oai(
+        path = "/agent-activity",
+        method = "get",
+        operation_id = "agent_activity_list"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn activity(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        /// Only this agent's entries.
+        agent_id: Query<Option<Uuid>>,
+        /// Only this run's entries.
+        run_id: Query<Option<Uuid>>,
+        /// Only entries of this action.
+        action: Query<Option<ActivityAction>>,
+        /// Only entries with this outcome.
+        status: Query<Option<ActivityStatus>>,
+        /// Page size, 1 to 200 (default 50).
+        limit: Query<Option<i64>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<AgentActivityList>, ApiError> {
+        let granted = auth.grant::<ReadAgents>(&state).await?;
+        let page = PageRequest::parse(limit.0, cursor.0.as_deref())?;
+        let filter = ActivityFilter {
+            agent_id: agent_id.0,
+            run_id: run_id.0,
+            action: action.0,
+            status: status.0,
+            before_id: page.before_id,
+        };
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let rows = agent_runs::activity(&mut tx, &granted, &filter, page.fetch()).await?;
+        tx.commit().await?;
+        let (rows, next_cursor) = page.page(rows, |a| a.id);
+        Ok(Json(AgentActivityList {
+            items: rows.into_iter().map(AgentActivity::from).collect(),
+            next_cursor,
+        }))
     }
 }

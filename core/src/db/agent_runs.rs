@@ -699,3 +699,63 @@ pub async fn prune(
     .rows_affected();
     Ok((runs, activity))
 }
+
+/// An entry of the activity feed as stored.
+#[derive(Debug, Clone)]
+pub struct ActivityEntry {
+    pub id: Uuid,
+    pub agent_id: Option<Uuid>,
+    pub run_id: Option<Uuid>,
+    pub action: ActivityAction,
+    pub status: ActivityStatus,
+    pub summary: String,
+    pub context: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Activity feed filter and page.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityFilter {
+    pub agent_id: Option<Uuid>,
+    pub run_id: Option<Uuid>,
+    pub action: Option<ActivityAction>,
+    pub status: Option<ActivityStatus>,
+    pub before_id: Option<Uuid>,
+}
+
+/// The organization's activity feed, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn activity<P>(
+    conn: &mut PgConnection,
+    proof: &Granted<P>,
+    filter: &ActivityFilter,
+    limit: i64,
+) -> sqlx::Result<Vec<ActivityEntry>> {
+    sqlx::query_as!(
+        ActivityEntry,
+        r#"
+        SELECT id, agent_id, run_id, action AS "action: ActivityAction",
+               status AS "status: ActivityStatus", summary, context, created_at
+        FROM agent_activity
+        WHERE organization_id = $1
+          AND ($2::uuid IS NULL OR agent_id = $2)
+          AND ($3::uuid IS NULL OR run_id = $3)
+          AND ($4::text IS NULL OR action = $4)
+          AND ($5::text IS NULL OR status = $5)
+          AND ($6::uuid IS NULL OR id < $6)
+        ORDER BY id DESC
+        LIMIT $7
+        "#,
+        proof.organization_id(),
+        filter.agent_id,
+        filter.run_id,
+        filter.action as Option<ActivityAction>,
+        filter.status as Option<ActivityStatus>,
+        filter.before_id,
+        limit,
+    )
+    .fetch_all(conn)
+    .await
+}
