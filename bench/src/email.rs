@@ -15,7 +15,12 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 use zoark_tests::smtp::SmtpSink;
 
-use crate::{child::Worker, db, report};
+use crate::{
+    child::Worker,
+    db,
+    platform::{self, call, free_port},
+    report,
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmailArgs {
@@ -68,54 +73,12 @@ struct Report {
     zoark: Figures,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn process(bin: &PathBuf, url: &str, port: u16, smtp: &SmtpSink, slots: usize) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", url)
-        .env("PORT", port.to_string())
-        .env("ZOARK_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-        .env(
-            "ZOARK_WORKER_QUEUES",
-            format!("email={slots},maintenance=1"),
-        )
-        .env("ZOARK_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,zoark_api=info,zoark_worker=info")
-        .env("ZOARK_RATE_LIMIT_AUTH_PER_ADDRESS", "1000");
+fn process(bin: &std::path::Path, url: &str, port: u16, smtp: &SmtpSink, slots: usize) -> Command {
+    let mut cmd = platform::command(bin, url, port, &format!("email={slots},maintenance=1"));
     for (key, value) in smtp.env() {
         cmd.env(key, value);
     }
     cmd
-}
-
-async fn call(
-    http: &reqwest::Client,
-    base: &str,
-    token: Option<&str>,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<Value> {
-    let mut request = match body {
-        Some(body) => http.post(format!("{base}{path}")).json(&body),
-        None if path.ends_with("/send") => http.post(format!("{base}{path}")),
-        None => http.get(format!("{base}{path}")),
-    };
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("calling {path}"))?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    anyhow::ensure!(status.is_success(), "{path} answered {status}: {body}");
-    Ok(body)
 }
 
 pub async fn run(args: EmailArgs) -> anyhow::Result<()> {
@@ -178,21 +141,7 @@ async fn measure(
 ) -> anyhow::Result<Figures> {
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let registered = call(
-        &http,
-        &base,
-        None,
-        "/api/v1/auth/register",
-        Some(
-            json!({"email": "bench@example.com", "password": "quietly orbiting walrus 42",
-                    "name": "Bench", "organization_name": "Bench"}),
-        ),
-    )
-    .await?;
-    let token = registered["access_token"]
-        .as_str()
-        .context("no access token")?
-        .to_owned();
+    let token = platform::register(&http, &base).await?;
     let token = Some(token.as_str());
     let account = call(
         &http,

@@ -1,13 +1,17 @@
 //! `zoark-bench queue`: Zoark's job engine, graphile-worker, apalis-postgres and the raw-SQL
 //! ceiling measured one after the other on the same Postgres, each in a fresh database, at the
 //! same slots per process (`scenario`). `zoark-bench email`: email
-//! deliveries per second through the API, the jobs, the worker and SMTP. `cargo xtask bench
-//! queue|email` provisions Postgres (and the peers) and runs these; see `docs/benchmarks.md`.
+//! deliveries per second through the API, the jobs, the worker and SMTP. `zoark-bench agents`:
+//! agent runs against a mock LLM, beside the LLM's own time. `cargo xtask bench
+//! queue|email|search|agents` provisions Postgres (and the peers) and runs these; see
+//! `docs/benchmarks.md`.
 
+mod agents;
 mod child;
 mod db;
 mod email;
 mod peers;
+mod platform;
 mod raw;
 mod report;
 mod scenario;
@@ -32,6 +36,9 @@ enum Command {
     Email(email::EmailArgs),
     /// Document search: query latency, recall against exact search, indexing rate.
     Search(search::SearchArgs),
+    /// Agent runs of three LLM steps against a mock LLM: wall time beside the ideal, step
+    /// overhead, event latency.
+    Agents(agents::AgentsArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -117,6 +124,7 @@ fn main() -> std::process::ExitCode {
             Command::Queue(args) => queue(args).await,
             Command::Email(args) => email::run(args).await,
             Command::Search(args) => search::run(args).await,
+            Command::Agents(args) => agents::run(args).await,
         }
     });
     match result {

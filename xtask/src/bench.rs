@@ -79,12 +79,24 @@ fn install_peers(root: &Path) -> Result<Peers> {
 }
 
 pub fn email(root: &Path, args: &[String]) -> Result<()> {
+    platform(root, "email", args)
+}
+
+/// `cargo xtask bench agents`: the same cluster and binaries, then `zoark-bench agents`, which
+/// writes `<target>/bench/agents.json`.
+pub fn agents(root: &Path, args: &[String]) -> Result<()> {
+    platform(root, "agents", args)
+}
+
+/// A benchmark of the whole platform (`zoark-api` and `zoark-worker` processes): `email` or
+/// `agents`.
+fn platform(root: &Path, which_bench: &str, args: &[String]) -> Result<()> {
     let (which, args) = build_choice(args);
     let bins = build(root, which)?;
     let pg = postgres::provision_profile(root, Profile::Bench)?;
     let target = target_dir(root);
     let status = std::process::Command::new(bins.join("zoark-bench"))
-        .arg("email")
+        .arg(which_bench)
         .arg("--server")
         .arg(pg.server())
         .arg("--api-bin")
@@ -92,14 +104,14 @@ pub fn email(root: &Path, args: &[String]) -> Result<()> {
         .arg("--worker-bin")
         .arg(bins.join("zoark-worker"))
         .arg("--out")
-        .arg(target.join("bench/email.json"))
+        .arg(target.join(format!("bench/{which_bench}.json")))
         .args(args)
         .current_dir(root)
         .status()
         .context("running zoark-bench");
     pg.stop_if_started()?;
     if !status?.success() {
-        bail!("the email benchmark failed");
+        bail!("the {which_bench} benchmark failed");
     }
     Ok(())
 }

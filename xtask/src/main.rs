@@ -9,6 +9,7 @@
 //!   do it when it is missing);
 //! - `bench queue`: Zoark's job engine beside graphile-worker, apalis-postgres and the raw-SQL ceiling.
 //! - `bench email`: email deliveries per second through API, jobs, worker and SMTP.
+//! - `bench agents`: agent runs against a mock LLM: wall time beside the ideal, step overhead.
 //! - `schemathesis`: the running API fuzzed against its own OpenAPI spec.
 
 mod bench;
@@ -95,6 +96,13 @@ enum BenchKind {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Agent runs (three LLM steps each against a mock LLM answering in 200 ms): wall time
+    /// beside the ideal, step overhead, event stream latency.
+    Agents {
+        /// Extra arguments for `zoark-bench agents` (e.g. `--quick`, `--runs 500`, `--slots 20`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +137,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchKind::Search { args },
         } => bench::search(&root, &args),
+        Command::Bench {
+            what: BenchKind::Agents { args },
+        } => bench::agents(&root, &args),
         Command::Schemathesis { args } => schemathesis::run(&root, &args),
         Command::Pg {
             action: PgAction::Start,

@@ -315,9 +315,10 @@ pub enum Begun {
 }
 
 /// Records LLM step `position` like [`begin_step`], first reserving `estimate` USD millionths
-/// of the organization's monthly budget (the row lock serializes concurrent runs, so they
-/// cannot overspend it together). A step taken up again keeps the reservation it holds. Call it
-/// in a transaction: the reservation and the step commit together.
+/// of the organization's monthly budget when it has one (the month's row lock serializes
+/// concurrent runs, so they cannot overspend it together). A step taken up again keeps the
+/// reservation it holds. Call it in a transaction: the reservation and the step commit
+/// together.
 ///
 /// # Errors
 /// Database errors.
@@ -337,11 +338,28 @@ pub async fn begin_llm_step(
     )
     .fetch_optional(&mut *conn)
     .await?;
-    if held.is_none() {
+    // Without a budget nothing is reserved: the organization's steps share no row to lock.
+    let budget = sqlx::query_scalar!(
+        "SELECT llm_monthly_budget_micros FROM organizations WHERE id = $1",
+        run.organization_id,
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
+    let reserve = held.is_none() && budget.is_some();
+    if reserve {
+        // The month's row starts from what the month's LLM steps cost so far (a budget set
+        // mid-month counts them).
         sqlx::query!(
-            "INSERT INTO llm_budget_months (organization_id, month)
-             VALUES ($1, date_trunc('month', now() AT TIME ZONE 'UTC')::date)
-             ON CONFLICT DO NOTHING",
+            r#"
+            INSERT INTO llm_budget_months (organization_id, month, spent_micros)
+            SELECT $1, date_trunc('month', now() AT TIME ZONE 'UTC')::date,
+                   coalesce(sum(cost_micros), 0)::bigint
+            FROM usage_records
+            WHERE organization_id = $1 AND metric IN ('llm_tokens_in', 'llm_tokens_out')
+              AND occurred_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+            ON CONFLICT DO NOTHING
+            "#,
             run.organization_id,
         )
         .execute(&mut *conn)
@@ -378,7 +396,7 @@ pub async fn begin_llm_step(
         }
     }
     let id = begin_step(conn, run, position, StepKind::LlmCall, request).await?;
-    if held.is_none() {
+    if reserve {
         sqlx::query!(
             "UPDATE agent_run_steps SET reserved_micros = $3 WHERE organization_id = $1 AND id = $2",
             run.organization_id,
