@@ -93,7 +93,7 @@ async fn world() -> World {
     let llm = MockServer::start().await;
     let app = TestApp::builder()
         .env("ZOARK_LLM_PRICES", "gpt-4o-mini=0.15/0.60")
-        .env("ZOARK_WORKER_QUEUES", "agents=2,maintenance=1")
+        .env("ZOARK_WORKER_QUEUES", "agents=2,maintenance=1,email=2")
         .spawn()
         .await;
     let admin = fixtures::register(&app, "admin@example.com", "Apollo Inc").await;
@@ -1153,4 +1153,146 @@ async fn the_event_stream_carries_typed_run_and_step_changes_and_the_activity_fe
     )
     .await;
     assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn the_task_monitor_alerts_assignees_and_leads_once_a_day_with_an_llm_summary_or_a_template()
+{
+    let world = world().await;
+    let org = world.admin.organization_id;
+    let lead = fixtures::member(&world.app, org, "lead@example.com", Role::Lead).await;
+    let pool = &world.app.pool;
+    let member: Uuid = sqlx::query_scalar(
+        "INSERT INTO team_members (organization_id, name, email) VALUES ($1, 'Ada', 'ada@example.com')
+         RETURNING id",
+    )
+    .bind(org)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let task = |title: &'static str, idle_hours: i32| async move {
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO tasks (organization_id, project_id, title, status, position, last_activity_at)
+             VALUES ($1, $2, $3, 'active', 1, now() - make_interval(hours => $4)) RETURNING id",
+        )
+        .bind(org)
+        .bind(world.project)
+        .bind(title)
+        .bind(idle_hours)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        id
+    };
+    let stuck = task("Sign the lease", 72).await;
+    task("Fresh work", 1).await;
+    sqlx::query("INSERT INTO task_assignments (organization_id, task_id, team_member_id) VALUES ($1, $2, $3)")
+        .bind(org)
+        .bind(stuck)
+        .bind(member)
+        .execute(pool)
+        .await
+        .unwrap();
+    let monitor: String = sqlx::query_scalar(
+        "SELECT id::text FROM agents WHERE organization_id = $1 AND kind = 'task_monitor'",
+    )
+    .bind(org)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    on_turn(
+        &world.llm,
+        0,
+        answer(r#"{"summary": "Waiting on the landlord since Monday.", "next_step": "Call the landlord."}"#),
+    )
+    .await;
+    let run = start_run(&world, &world.admin, &monitor, json!({})).await;
+    drain(&world).await;
+
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "succeeded", "{body}");
+    assert_eq!(body["output"]["alerted_tasks"], json!([stuck]));
+    assert_eq!(body["output"]["summaries"], "llm");
+    assert_eq!(
+        kinds(&body),
+        [
+            ("llm_call".into(), "succeeded".into()),
+            ("email".into(), "succeeded".into())
+        ]
+    );
+    assert_eq!(
+        body["steps"][0]["request"]["metadata"]["task_id"],
+        stuck.to_string()
+    );
+    let request = &chat_requests(&world.llm).await[0];
+    assert_eq!(
+        request["response_format"]["json_schema"]["name"],
+        "task_summary"
+    );
+    assert!(
+        request["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Sign the lease")
+    );
+    let recipients = || async {
+        let mut to: Vec<String> = sqlx::query_scalar(
+            "SELECT args->>'to' FROM jobs WHERE kind = 'email.send_system' ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        to.sort();
+        to
+    };
+    assert_eq!(recipients().await, ["ada@example.com", lead.email.as_str()]);
+    let alerts: Vec<Value> =
+        sqlx::query_scalar("SELECT context FROM agent_activity WHERE action = 'task_stuck_alert'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["task_id"], stuck.to_string());
+
+    // Once a day per task: a second run alerts nobody.
+    let again = start_run(&world, &world.admin, &monitor, json!({})).await;
+    drain(&world).await;
+    let body = get_run(&world, &again).await;
+    assert_eq!(body["output"]["alerted_tasks"], json!([]), "{body}");
+    assert_eq!(recipients().await.len(), 2);
+
+    // A day later, without an LLM: the template, and the run says so.
+    sqlx::query("UPDATE agent_activity SET created_at = now() - interval '25 hours'")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM llm_credentials")
+        .execute(pool)
+        .await
+        .unwrap();
+    let templated = start_run(&world, &world.admin, &monitor, json!({})).await;
+    drain(&world).await;
+    let body = get_run(&world, &templated).await;
+    assert_eq!(body["status"], "succeeded", "{body}");
+    assert_eq!(body["output"]["summaries"], "template");
+    assert!(
+        body["output"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("no LLM provider")
+    );
+    assert_eq!(kinds(&body), [("email".into(), "succeeded".into())]);
+    assert!(
+        body["steps"][0]["response"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("No activity for 3 days"),
+        "{body}"
+    );
+    assert_eq!(recipients().await.len(), 4);
+    assert_eq!(
+        chat_requests(&world.llm).await.len(),
+        1,
+        "no LLM asked without a provider"
+    );
 }

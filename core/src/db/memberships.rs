@@ -215,3 +215,33 @@ pub async fn for_login(
         })
     }))
 }
+
+/// A person to write to: name and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub name: String,
+    pub email: String,
+}
+
+/// The organization's members with exactly `role` (the platform's read, for agents' alerts).
+///
+/// # Errors
+/// Database errors.
+pub async fn with_role(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    role: crate::access::Role,
+) -> sqlx::Result<Vec<Contact>> {
+    sqlx::query_as!(
+        Contact,
+        r#"
+        SELECT u.name, u.email FROM memberships ms JOIN users u ON u.id = ms.user_id
+        WHERE ms.organization_id = $1 AND ms.role = $2
+        ORDER BY u.email
+        "#,
+        organization_id,
+        role.as_str(),
+    )
+    .fetch_all(conn)
+    .await
+}

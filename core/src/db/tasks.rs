@@ -720,3 +720,64 @@ pub async fn unassign(
     .await?;
     Ok(true)
 }
+
+/// An active task without activity for too long, with who works on it and what happened last.
+#[derive(Debug, Clone)]
+pub struct StuckTask {
+    pub id: Uuid,
+    pub title: String,
+    pub project_name: String,
+    pub health_status: String,
+    pub last_activity_at: DateTime<Utc>,
+    pub assignee_names: Vec<String>,
+    pub assignee_emails: Vec<String>,
+    /// Its last five history entries (`action`, `details`, `occurred_at`), newest first.
+    pub recent: Value,
+}
+
+/// The organization's active tasks idle for more than `idle_hours` and not alerted about in
+/// the last day (a `task_stuck_alert` activity entry), longest idle first (the platform's read,
+/// for the task monitor).
+///
+/// # Errors
+/// Database errors.
+pub async fn stuck(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    idle_hours: i32,
+    limit: i64,
+) -> sqlx::Result<Vec<StuckTask>> {
+    sqlx::query_as!(
+        StuckTask,
+        r#"
+        SELECT t.id, t.title, p.name AS project_name, t.health_status, t.last_activity_at,
+               coalesce(array_agg(m.name ORDER BY m.name) FILTER (WHERE m.id IS NOT NULL), '{}')
+                   AS "assignee_names!",
+               coalesce(array_agg(m.email ORDER BY m.name) FILTER (WHERE m.id IS NOT NULL), '{}')
+                   AS "assignee_emails!",
+               coalesce((SELECT jsonb_agg(jsonb_build_object('action', h.action, 'details', h.details,
+                                                              'occurred_at', h.occurred_at))
+                         FROM (SELECT action, details, occurred_at FROM task_work_history
+                               WHERE organization_id = $1 AND task_id = t.id
+                               ORDER BY occurred_at DESC LIMIT 5) h), '[]') AS "recent!"
+        FROM tasks t
+        JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id
+        LEFT JOIN task_assignments a ON a.organization_id = t.organization_id AND a.task_id = t.id
+        LEFT JOIN team_members m ON m.organization_id = a.organization_id AND m.id = a.team_member_id
+        WHERE t.organization_id = $1 AND t.status = 'active'
+          AND t.last_activity_at < now() - make_interval(hours => $2)
+          AND NOT EXISTS (
+              SELECT 1 FROM agent_activity x
+              WHERE x.organization_id = $1 AND x.action = 'task_stuck_alert'
+                AND x.context->>'task_id' = t.id::text AND x.created_at > now() - interval '1 day')
+        GROUP BY t.id, p.name
+        ORDER BY t.last_activity_at
+        LIMIT $3
+        "#,
+        organization_id,
+        idle_hours,
+        limit,
+    )
+    .fetch_all(conn)
+    .await
+}

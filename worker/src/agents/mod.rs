@@ -4,6 +4,7 @@
 //! and never asks the LLM again for an answer it stored nor repeats a tool's effect (a tool's
 //! effect and its step's result commit together: [`tools`]).
 
+pub mod monitor;
 pub mod tools;
 
 use std::{collections::VecDeque, time::Duration};
@@ -41,7 +42,7 @@ const DEFAULT_ANSWER_TOKENS: u32 = 1024;
 
 /// What an LLM step may cost at most, reserved from the monthly budget before it is asked: the
 /// request's tokens (about four bytes each) and a full answer.
-fn estimate(ctx: &WorkerContext, def: &Agent, model: &str, request: &Value) -> i64 {
+pub(crate) fn estimate(ctx: &WorkerContext, def: &Agent, model: &str, request: &Value) -> i64 {
     let tokens_in = u32::try_from(request.to_string().len() / 4 + 1).unwrap_or(u32::MAX);
     let tokens_out = def
         .max_tokens
@@ -59,7 +60,7 @@ const RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
 /// The LLM a run calls: its chat API and the model.
 pub struct Llm {
     chat: Chat,
-    model: String,
+    pub model: String,
 }
 
 /// The agent's provider (its own credential, else the organization's oldest, else the
@@ -324,7 +325,7 @@ pub async fn take_steps(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<E
 }
 
 /// What an LLM step came to.
-enum Asked {
+pub(crate) enum Asked {
     /// The assistant message.
     Answer(Value),
     /// The provider refused the request: the run fails with its message.
@@ -335,7 +336,7 @@ enum Asked {
 
 /// One LLM call as a step: its estimated cost reserved and the step recorded with its request,
 /// asked, and its answer, tokens and cost stored with the usage records in one transaction.
-async fn llm_step(
+pub(crate) async fn llm_step(
     ctx: &WorkerContext,
     run: &Run,
     llm: &Llm,

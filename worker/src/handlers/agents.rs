@@ -85,6 +85,9 @@ async fn run_agent(ctx: WorkerContext, job: RunAgent, attempt: JobContext) -> Jo
         None => Ok(End::Failed("the agent was deleted".into())),
         Some(def) if !def.enabled => Ok(End::Failed("the agent is disabled".into())),
         Some(def) if def.kind == AgentKind::Custom => steps::take_steps(&ctx, &run, &def).await,
+        Some(def) if def.kind == AgentKind::TaskMonitor => {
+            steps::monitor::run(&ctx, &run, &def).await
+        }
         Some(def) => Ok(End::Failed(format!(
             "runs of the built-in {:?} agent are not built yet",
             def.kind
