@@ -20,6 +20,7 @@ pub mod memberships;
 pub mod organizations;
 pub mod password_resets;
 pub mod projects;
+pub mod reminders;
 pub mod sessions;
 pub mod stored_files;
 pub mod tasks;

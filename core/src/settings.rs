@@ -9,11 +9,11 @@ use std::{collections::HashMap, fmt, net::IpAddr, str::FromStr, time::Duration};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-/// Development-only JWT signing secret; refused in production.
 /// The queues a worker claims from when `ZOARK_WORKER_QUEUES` is not set.
 pub const DEFAULT_QUEUES: &str =
     "default=10,email=20,agents=5,indexing=2,maintenance=2,diagnostics=2,webhooks=10";
 
+/// Development-only JWT signing secret; refused in production.
 const DEV_JWT_SECRET: &str = "zoark-development-jwt-secret-do-not-use-in-production";
 /// Development-only AES-256 key (base64 of 32 bytes); refused in production.
 const DEV_ENCRYPTION_KEY: &str = "em9hcmstZGV2LWtleS1ub3QtZm9yLXByb2R1Y3Rpb24=";

@@ -1,6 +1,6 @@
-//! Approval jobs: the scheduler's pass over overdue steps ([`NudgeOverdue`]), and the approval
-//! emails both the API (a step became pending) and that pass (a step waits too long) enqueue
-//! in their transaction.
+//! Approval emails both the API (a step became pending) and the approval nudger agent (a step
+//! waits too long) enqueue in their transaction, and the former nudge pass ([`NudgeOverdue`]),
+//! superseded by that agent.
 
 use std::time::Duration;
 
@@ -17,9 +17,8 @@ use crate::{
     email::{SystemEmailError, SystemTemplate, enqueue_system},
 };
 
-/// Nudges the approvers of every pending step past its due time whose last nudge is older than
-/// the step's `nudge_every`, escalating after `escalate_after_nudges` nudges. Enqueued by the
-/// scheduler's static cron table every five minutes.
+/// Superseded by the approval nudger agent: completes without doing anything, so that a job
+/// enqueued by an older scheduler does not fail.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NudgeOverdue {}
 

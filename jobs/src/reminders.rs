@@ -1,5 +1,6 @@
-//! The scheduler's hourly reminder pass ([`SendReminders`]): assignees of tasks due within a
-//! day, and team members whose week of work ends, reminded to log their hours.
+//! The former hourly reminder pass ([`SendReminders`]), superseded by the team coordinator and
+//! timesheet reminder agents: the kind stays known so that a job enqueued by an older scheduler
+//! completes.
 
 use std::time::Duration;
 
@@ -7,10 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Job;
 
-/// One pass over every organization: reminds the assignees of open tasks due within 24 hours
-/// (once per task, person and due time) and, on each team member's last working day of the
-/// week from an hour before their day ends (16:00 without working hours), asks them to
-/// complete their timesheet (once per ISO week). Enqueued hourly by the static cron table.
+/// Superseded: completes without doing anything (the agents send these reminders).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SendReminders {}
 

@@ -12,9 +12,7 @@ use sqlx::{Connection, PgConnection};
 use zoark_jobs::{
     Job, NewJob, Opts,
     agents::RunScheduledAgent,
-    approvals::NudgeOverdue,
     maintenance::{BackupDatabase, PruneJobs, RescueJobs},
-    reminders::SendReminders,
 };
 
 /// One entry of the static table: a name (the `cron_ticks` key), a schedule in UTC and the job
@@ -35,8 +33,7 @@ fn platform_job<J: Job + Default>() -> Result<NewJob, zoark_jobs::EnqueueError> 
 }
 
 impl CronTable {
-    /// Rescue backstop every minute, pruning hourly at :05, overdue approval nudges every five
-    /// minutes, and the database backup on
+    /// Rescue backstop every minute, pruning hourly at :05, and the database backup on
     /// `backup_schedule` (`ZOARK_BACKUP_SCHEDULE`, daily at 02:00 UTC by default; `None` = off).
     ///
     /// # Errors
@@ -53,16 +50,6 @@ impl CronTable {
                 name: "maintenance.prune_jobs",
                 schedule: parse("5 * * * *")?,
                 job: platform_job::<PruneJobs>,
-            },
-            CronEntry {
-                name: "approvals.nudge_overdue",
-                schedule: parse("*/5 * * * *")?,
-                job: platform_job::<NudgeOverdue>,
-            },
-            CronEntry {
-                name: "reminders.send",
-                schedule: parse("15 * * * *")?,
-                job: platform_job::<SendReminders>,
             },
         ];
         if let Some(schedule) = backup_schedule {
@@ -203,8 +190,8 @@ mod tests {
 
     #[test]
     fn the_platform_table_parses_and_five_field_expressions_get_seconds() {
-        assert_eq!(CronTable::platform(None).unwrap().0.len(), 4);
-        assert_eq!(CronTable::platform(Some("0 2 * * *")).unwrap().0.len(), 5);
+        assert_eq!(CronTable::platform(None).unwrap().0.len(), 2);
+        assert_eq!(CronTable::platform(Some("0 2 * * *")).unwrap().0.len(), 3);
         assert!(CronTable::platform(Some("at two")).is_err());
         let hourly = parse("5 * * * *").unwrap();
         let now = DateTime::parse_from_rfc3339("2026-11-25T10:07:30Z")

@@ -1296,3 +1296,175 @@ async fn the_task_monitor_alerts_assignees_and_leads_once_a_day_with_an_llm_summ
         "no LLM asked without a provider"
     );
 }
+
+#[tokio::test]
+async fn the_task_escalator_climbs_one_role_per_day_for_critical_stuck_tasks_and_stops_at_admins() {
+    let world = world().await;
+    let org = world.admin.organization_id;
+    let pool = &world.app.pool;
+    let lead = fixtures::member(&world.app, org, "lead@example.com", Role::Lead).await;
+    let manager = fixtures::member(&world.app, org, "manager@example.com", Role::Manager).await;
+    let task = |title: &'static str, idle_hours: i32, health: &'static str| async move {
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO tasks (organization_id, project_id, title, status, position, health_status,
+                                last_activity_at)
+             VALUES ($1, $2, $3, 'active', 1, $5, now() - make_interval(hours => $4)) RETURNING id",
+        )
+        .bind(org)
+        .bind(world.project)
+        .bind(title)
+        .bind(idle_hours)
+        .bind(health)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        id
+    };
+    let critical = task("Pour the foundations", 72, "critical").await;
+    task("Order paint", 72, "at_risk").await;
+    task("Fresh and critical", 1, "critical").await;
+    on_turn(
+        &world.llm,
+        0,
+        answer(r#"{"summary": "Blocked on the concrete delivery.", "next_step": "Call the supplier."}"#),
+    )
+    .await;
+    let recipients = || async {
+        let to: Vec<String> = sqlx::query_scalar(
+            "SELECT args->>'to' FROM jobs WHERE kind = 'email.send_system' ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        to
+    };
+    let day_passes = || async {
+        sqlx::query("UPDATE agent_activity SET created_at = created_at - interval '25 hours'")
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+
+    let mut reached = Vec::new();
+    for (level, to) in [
+        ("lead", lead.email.clone()),
+        ("manager", manager.email.clone()),
+        ("admin", world.admin.email.clone()),
+    ] {
+        let run = zoark_tests::agents::tick(&world.app, org, "task_escalator")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.status, "succeeded", "{:?}", run.error);
+        let output = run.output.unwrap();
+        assert_eq!(
+            output["escalated"],
+            json!([{"task_id": critical, "level": level}]),
+            "{output}"
+        );
+        assert_eq!(output["summaries"], "llm");
+        reached.push(to);
+        let mut sent = recipients().await;
+        sent.sort();
+        let mut expected = reached.clone();
+        expected.sort();
+        assert_eq!(
+            sent, expected,
+            "one email per level, to that level's holders"
+        );
+        // Within the day, nothing to do: no run recorded.
+        assert!(
+            zoark_tests::agents::tick(&world.app, org, "task_escalator")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        day_passes().await;
+    }
+    // The admins were the last level: the ladder ends.
+    assert!(
+        zoark_tests::agents::tick(&world.app, org, "task_escalator")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let levels: Vec<String> = sqlx::query_scalar(
+        "SELECT context->>'level' FROM agent_activity WHERE action = 'task_escalated'
+         ORDER BY created_at",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(levels, ["lead", "manager", "admin"]);
+    let asked = chat_requests(&world.llm).await;
+    assert_eq!(asked.len(), 3, "one summary per escalation");
+    assert!(
+        asked[0]["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Pour the foundations")
+    );
+}
+
+#[tokio::test]
+async fn the_document_indexer_takes_up_documents_left_waiting_and_records_no_run_without_any() {
+    // The indexing queue is served: the jobs the indexer enqueues run (and fail: the test's
+    // documents have no bytes in storage), so the drain ends.
+    let app = TestApp::builder()
+        .env("ZOARK_WORKER_QUEUES", "agents=2,maintenance=1,indexing=1")
+        .spawn()
+        .await;
+    let admin = fixtures::register(&app, "admin@example.com", "Apollo Inc").await;
+    let org = admin.organization_id;
+    let pool = &app.pool;
+    assert!(
+        zoark_tests::agents::tick(&app, org, "document_indexer")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing waiting: no run"
+    );
+    let document = |title: &'static str, waiting_minutes: i32| async move {
+        let id: Uuid = sqlx::query_scalar(
+            "WITH f AS (INSERT INTO stored_files (organization_id, storage_key, filename,
+                                                  content_type, size_bytes, sha256)
+                        VALUES ($1, gen_random_uuid()::text, 'a.txt', 'text/plain', 1,
+                                sha256(gen_random_uuid()::text::bytea))
+                        RETURNING id)
+             INSERT INTO rag_documents (organization_id, title, source_type, file_id, content_type,
+                                        content_sha256, updated_at)
+             SELECT $1, $2, 'knowledge', f.id, 'text/plain', sha256(f.id::text::bytea),
+                    now() - make_interval(mins => $3)
+             FROM f RETURNING id",
+        )
+        .bind(org)
+        .bind(title)
+        .bind(waiting_minutes)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        id
+    };
+    // Its job was lost an hour ago; the other was just uploaded (its own job is on the way).
+    let lost = document("Lease", 60).await;
+    document("Fresh upload", 0).await;
+    let run = zoark_tests::agents::tick(&app, org, "document_indexer")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, "succeeded", "{:?}", run.error);
+    assert_eq!(run.output.unwrap()["documents_queued"], json!([lost]));
+    let jobs: Vec<Value> =
+        sqlx::query_scalar("SELECT args FROM jobs WHERE kind = 'rag.index_document'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(jobs, [json!({"document_id": lost})]);
+    let entries: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM agent_activity WHERE action = 'document_indexed' AND agent_id IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(entries, 1);
+}

@@ -30,10 +30,42 @@ fn at(v: &Value) -> DateTime<Utc> {
     v.as_str().unwrap().parse().unwrap()
 }
 
+/// A new organization's built-in agents come with their schedules (the approval nudger every
+/// five minutes, the coordinator and the timesheet reminder hourly, the monitor and the
+/// escalator daily, the indexer every ten minutes; the broadcast sender runs when a broadcast
+/// is due): checked, then removed so that each test counts its own.
+async fn clear_builtin_schedules(app: &TestApp, org: uuid::Uuid) {
+    let mut seeded: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.kind, s.cron_expression FROM agent_schedules s JOIN agents a ON a.id = s.agent_id
+         WHERE s.organization_id = $1 AND s.enabled AND s.created_by IS NULL",
+    )
+    .bind(org)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    seeded.sort();
+    let expected = [
+        ("approval_nudger", "*/5 * * * *"),
+        ("document_indexer", "*/10 * * * *"),
+        ("task_escalator", "30 8 * * *"),
+        ("task_monitor", "0 8 * * *"),
+        ("team_coordinator", "15 * * * *"),
+        ("timesheet_reminder", "15 * * * *"),
+    ]
+    .map(|(k, c)| (k.to_owned(), c.to_owned()));
+    assert_eq!(seeded, expected);
+    sqlx::query("DELETE FROM agent_schedules WHERE organization_id = $1")
+        .bind(org)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_schedule_is_read_in_its_zone_changed_from_now_and_run_once_per_tick() {
     let app = TestApp::spawn().await;
     let admin = fixtures::register(&app, "admin@example.com", "Works").await;
+    clear_builtin_schedules(&app, admin.organization_id).await;
     let token = admin.access_token.as_str();
     let (_, agents) = call(&app, Method::GET, "/api/v1/agents", token, None).await;
     assert_eq!(agents["items"].as_array().unwrap().len(), 7, "{agents}");
@@ -222,6 +254,7 @@ async fn a_schedule_is_read_in_its_zone_changed_from_now_and_run_once_per_tick()
 async fn bad_schedules_are_refused_field_by_field_and_only_managers_write_them() {
     let app = TestApp::spawn().await;
     let admin = fixtures::register(&app, "admin@example.com", "Works").await;
+    clear_builtin_schedules(&app, admin.organization_id).await;
     let token = admin.access_token.as_str();
     let monitor = agent(&app, token, "task_monitor").await;
     for (body, fields) in [
@@ -299,6 +332,8 @@ async fn another_organization_cannot_schedule_or_see_a_foreign_agent() {
     let app = TestApp::spawn().await;
     let a = fixtures::register(&app, "a@example.com", "A").await;
     let b = fixtures::register(&app, "b@example.com", "B").await;
+    clear_builtin_schedules(&app, a.organization_id).await;
+    clear_builtin_schedules(&app, b.organization_id).await;
     let a_agent = agent(&app, &a.access_token, "approval_nudger").await;
     let (status, created) = call(
         &app,

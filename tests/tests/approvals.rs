@@ -4,9 +4,6 @@
 //! and overdue nudges with escalation.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
-
-use std::time::Duration;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -819,10 +816,25 @@ async fn two_approvers_deciding_the_same_step_at_once_exactly_one_wins() {
     }
 }
 
-async fn nudge(app: &TestApp) -> usize {
-    zoark_worker::handlers::approvals::nudge_overdue(&app.pool, &app.settings)
+/// One tick of the organization's approval nudger: how many approval steps its run nudged (no
+/// run is recorded when nothing is due).
+async fn nudge(app: &TestApp, org: Uuid) -> usize {
+    match zoark_tests::agents::tick(app, org, "approval_nudger")
         .await
         .unwrap()
+    {
+        None => 0,
+        Some(run) => {
+            assert_eq!(run.status, "succeeded", "{:?}", run.error);
+            let output = run.output.unwrap();
+            let nudged = output["approval_steps_nudged"].as_u64().unwrap();
+            assert!(
+                nudged > 0,
+                "a run was recorded with nothing to do: {output}"
+            );
+            usize::try_from(nudged).unwrap()
+        }
+    }
 }
 
 #[tokio::test]
@@ -860,16 +872,20 @@ async fn overdue_steps_are_nudged_once_per_interval_and_escalate_after_n_nudges(
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(nudge(&app).await, 0, "nothing is due yet");
+    assert_eq!(
+        nudge(&app, admin.organization_id).await,
+        0,
+        "nothing is due yet"
+    );
 
     sqlx::query("UPDATE approval_steps SET due_at = now() - interval '1 minute' WHERE id = $1")
         .bind(step)
         .execute(&app.pool)
         .await
         .unwrap();
-    assert_eq!(nudge(&app).await, 1);
+    assert_eq!(nudge(&app, admin.organization_id).await, 1);
     assert_eq!(
-        nudge(&app).await,
+        nudge(&app, admin.organization_id).await,
         0,
         "a rerun within the interval sends nothing"
     );
@@ -892,8 +908,8 @@ async fn overdue_steps_are_nudged_once_per_interval_and_escalate_after_n_nudges(
         .execute(&app.pool)
         .await
         .unwrap();
-    assert_eq!(nudge(&app).await, 1);
-    assert_eq!(nudge(&app).await, 0);
+    assert_eq!(nudge(&app, admin.organization_id).await, 1);
+    assert_eq!(nudge(&app, admin.organization_id).await, 0);
     let sent = nudges(emails(&app).await);
     assert_eq!(
         sent[1..],
@@ -914,7 +930,7 @@ async fn overdue_steps_are_nudged_once_per_interval_and_escalate_after_n_nudges(
         .execute(&app.pool)
         .await
         .unwrap();
-    assert_eq!(nudge(&app).await, 1);
+    assert_eq!(nudge(&app, admin.organization_id).await, 1);
     let (count, again): (i32, chrono::DateTime<chrono::Utc>) =
         sqlx::query_as("SELECT nudge_count, escalated_at FROM approval_steps WHERE id = $1")
             .bind(step)
@@ -928,23 +944,22 @@ async fn overdue_steps_are_nudged_once_per_interval_and_escalate_after_n_nudges(
     );
     assert_eq!(nudges(emails(&app).await).len(), 5);
 
-    // Through the scheduler's job and the worker: the emails render and go out, the escalated
-    // one worded as passed on.
+    // Each run's emails went out through the worker, rendered, the escalated ones worded as
+    // passed on; the activity feed has one entry per nudge.
     sqlx::query(back)
         .bind(step)
         .execute(&app.pool)
         .await
         .unwrap();
-    let mut conn = app.pool.acquire().await.unwrap();
-    zoark_jobs::enqueue(
-        &mut conn,
-        &zoark_jobs::approvals::NudgeOverdue::default(),
-        zoark_jobs::Opts::platform(),
+    assert_eq!(nudge(&app, admin.organization_id).await, 1);
+    let entries: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM agent_activity WHERE action = 'approval_nudge' AND context->>'approval_step_id' = $1",
     )
+    .bind(step.to_string())
+    .fetch_one(&app.pool)
     .await
     .unwrap();
-    drop(conn);
-    app.drain_jobs(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(entries, 4);
     let count: i32 = sqlx::query_scalar("SELECT nudge_count FROM approval_steps WHERE id = $1")
         .bind(step)
         .fetch_one(&app.pool)

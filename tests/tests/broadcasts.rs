@@ -713,6 +713,32 @@ async fn a_scheduled_broadcast_is_sent_by_the_job_engine_and_cancelling_stops_on
     .await
     .unwrap();
     assert_eq!(states, ["completed", "cancelled"]);
+    // It was sent as a run of the broadcast sender agent: one email step, one activity entry.
+    let (trigger, status, output): (String, String, Value) = sqlx::query_as(
+        "SELECT r.trigger, r.status, r.output FROM agent_runs r JOIN agents a ON a.id = r.agent_id
+         WHERE a.kind = 'broadcast_sender'",
+    )
+    .fetch_one(&s.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (trigger.as_str(), status.as_str()),
+        ("schedule", "succeeded")
+    );
+    assert_eq!(output["broadcast_id"], id.as_str());
+    assert_eq!(output["queued"], 1);
+    let steps: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, status FROM agent_run_steps ORDER BY position")
+            .fetch_all(&s.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(steps, [("email".to_owned(), "succeeded".to_owned())]);
+    let sent: Value =
+        sqlx::query_scalar("SELECT context FROM agent_activity WHERE action = 'broadcast_sent'")
+            .fetch_one(&s.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(sent["broadcast_id"], id.as_str());
 
     // A sending broadcast stops: its queued deliveries and their jobs are cancelled.
     let recipients: Vec<String> = (0..20).map(|i| format!("c{i}@example.com")).collect();

@@ -1,16 +1,23 @@
-//! The hourly reminder pass: assignees of tasks due within a day, and team members at the close
-//! of their working week (in their own time zone) asked for their timesheet with the hours they
-//! logged — each once, however often the pass runs; delivered through real SMTP.
+//! Reminders as agent runs: the team coordinator reminds the assignees of tasks due within a day
+//! inside their own working hours, and the timesheet reminder asks each member at the close of
+//! their working week (in their zone) for their timesheet, with a draft of their week written
+//! by the LLM (wiremock speaking the OpenAI API) or a deterministic list without one — each once,
+//! however often their schedules tick, with no run recorded for a tick with nothing to do;
+//! delivered through real SMTP.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use chrono::{Datelike as _, Utc};
+use chrono::{Datelike as _, Timelike as _, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
-use zoark_tests::{TestApp, fixtures, smtp::SmtpSink};
-use zoark_worker::handlers::reminders::{Sent, send_reminders};
+use uuid::Uuid;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{method, path},
+};
+use zoark_tests::{TestApp, agents::tick, fixtures, smtp::SmtpSink};
 
 async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
     let (status, body) = app
@@ -20,15 +27,49 @@ async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
     body
 }
 
+/// The fixed-offset zone (`Etc/GMT…`, signs inverted) where it is now `hour` o'clock, and the
+/// weekday there (ISO, Monday = 1).
+fn zone_at(hour: i64) -> (String, i64) {
+    let now = Utc::now();
+    let mut offset = (hour - i64::from(now.hour())).rem_euclid(24);
+    if offset > 14 {
+        offset -= 24;
+    }
+    let zone = match offset {
+        0 => "Etc/GMT".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    };
+    let local = now + chrono::Duration::hours(offset);
+    (zone, i64::from(local.weekday().number_from_monday()))
+}
+
+fn received(smtp: &SmtpSink, who: &str, what: &str) -> Vec<String> {
+    smtp.messages()
+        .iter()
+        .filter(|m| m.to.iter().any(|t| t.contains(who)))
+        .map(|m| m.decoded())
+        .filter(|body| body.contains(what))
+        .collect()
+}
+
 #[tokio::test]
-async fn due_tasks_and_closing_weeks_are_reminded_once_each() {
+async fn due_tasks_are_reminded_in_working_hours_and_closing_weeks_get_a_drafted_timesheet_once() {
+    // The members' hours are set around the current hour; stay clear of its end.
+    let now = Utc::now();
+    if now.minute() >= 58 {
+        let wait = 60 * (60 - i64::from(now.minute())) - i64::from(now.second()) + 2;
+        tokio::time::sleep(Duration::from_secs(u64::try_from(wait).unwrap())).await;
+    }
     let smtp = SmtpSink::start().await;
+    let llm = MockServer::start().await;
     let mut builder = TestApp::builder();
     for (key, value) in smtp.env() {
         builder = builder.env(key, value);
     }
     let app = builder.spawn().await;
     let admin = fixtures::register(&app, "admin@example.com", "Works").await;
+    let org = admin.organization_id;
     let token = admin.access_token.as_str();
     let project = post(
         &app,
@@ -37,35 +78,39 @@ async fn due_tasks_and_closing_weeks_are_reminded_once_each() {
         json!({"name": "Harbour Bridge"}),
     )
     .await;
-    let now = Utc::now();
-    // Ada works today only (in UTC), from midnight to a minute past: her week closes now.
-    let today = i64::from(now.weekday().number_from_monday());
+    // Ada: it is 10 o'clock where she works, today her only working day, from 10:00 to 11:00.
+    // She is within her hours, and her week closes now (an hour before her day ends).
+    let (ada_zone, ada_today) = zone_at(10);
     let ada = post(
         &app,
         token,
         "/api/v1/team-members",
-        json!({"name": "Ada", "email": "ada@example.com", "working_days": [today],
-               "work_starts_at": "00:00", "work_ends_at": "00:01"}),
+        json!({"name": "Ada", "email": "ada@example.com", "time_zone": ada_zone,
+               "working_days": [ada_today], "work_starts_at": "10:00", "work_ends_at": "11:00"}),
     )
     .await;
-    // Grace works Monday to Friday in Tokyo, to 23:59: her week closes at 22:59 on Friday
-    // there — unless that is now, she gets no timesheet reminder.
+    // Grace: it is 2 o'clock at night where she works, Monday to Friday from 9 to 5.
+    let (grace_zone, _) = zone_at(2);
     let grace = post(
         &app,
         token,
         "/api/v1/team-members",
-        json!({"name": "Grace", "email": "grace@example.com", "time_zone": "Asia/Tokyo",
-               "work_starts_at": "00:00", "work_ends_at": "23:59"}),
+        json!({"name": "Grace", "email": "grace@example.com", "time_zone": grace_zone}),
     )
     .await;
-    // Ada logs 90 minutes as herself: her team entry is her login.
+    let ada_id: Uuid = ada["id"].as_str().unwrap().parse().unwrap();
+    // Ada logs work as herself: her team entry is her login.
     sqlx::query("UPDATE team_members SET user_id = $1 WHERE id = $2")
         .bind(admin.user_id)
-        .bind(ada["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap())
+        .bind(ada_id)
         .execute(&app.pool)
         .await
         .unwrap();
-    let soon = (now + chrono::Duration::hours(3)).to_rfc3339();
+    // Seven tenths of a second past: a due time Postgres rounds up to the next second.
+    let soon = (now + chrono::Duration::hours(3))
+        .with_nanosecond(700_000_000)
+        .unwrap()
+        .to_rfc3339();
     let later = (now + chrono::Duration::days(3)).to_rfc3339();
     let due = post(
         &app,
@@ -83,15 +128,14 @@ async fn due_tasks_and_closing_weeks_are_reminded_once_each() {
                "assignee_ids": [ada["id"]]}),
     )
     .await;
-    let done = post(
+    post(
         &app,
         token,
         "/api/v1/tasks",
         json!({"project_id": project["id"], "title": "Survey", "due_at": soon, "status": "done",
-               "assignee_ids": [grace["id"]]}),
+               "assignee_ids": [ada["id"], grace["id"]]}),
     )
     .await;
-    assert_eq!(done["status"], "done");
     post(
         &app,
         token,
@@ -100,47 +144,136 @@ async fn due_tasks_and_closing_weeks_are_reminded_once_each() {
     )
     .await;
     app.drain_jobs(Duration::from_secs(30)).await.unwrap();
-    let assignment_emails = smtp.received();
 
-    // The pass runs after the work was logged.
-    let now = Utc::now();
-    let tokyo = now.with_timezone(&chrono_tz::Asia::Tokyo);
-    let grace_week_closes = tokyo.weekday() == chrono::Weekday::Fri
-        && tokyo.time() >= chrono::NaiveTime::from_hms_opt(22, 59, 0).unwrap();
-    let sent = send_reminders(&app.pool, &app.settings, now).await.unwrap();
+    // The coordinator reminds Ada (within her hours) of the task due soon, not of the one due
+    // in three days nor of the finished one; Grace is asleep.
+    let run = tick(&app, org, "team_coordinator").await.unwrap().unwrap();
+    assert_eq!(run.status, "succeeded", "{:?}", run.error);
+    assert_eq!(run.output.unwrap()["task_due_reminders"], 1);
     assert_eq!(
-        sent,
-        Sent {
-            task_due: 2,
-            timesheet: 1 + usize::from(grace_week_closes),
-        }
+        received(&smtp, "ada@example.com", "Inspect rivets is due soon").len(),
+        1
     );
-    // Again, and an hour later: nothing new.
-    for at in [now, now + chrono::Duration::hours(1)] {
-        let again = send_reminders(&app.pool, &app.settings, at).await.unwrap();
-        assert_eq!(again, Sent::default());
-    }
-    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
-    let messages = smtp.messages();
-    let reminders: Vec<_> = messages[assignment_emails..].iter().collect();
-    assert_eq!(reminders.len(), 3 + usize::from(grace_week_closes));
-    let to = |who: &str, what: &str| {
-        reminders
-            .iter()
-            .filter(|m| m.to.iter().any(|t| t.contains(who)) && m.decoded().contains(what))
-            .count()
-    };
-    assert_eq!(to("ada@example.com", "Inspect rivets is due soon"), 1);
-    assert_eq!(to("grace@example.com", "Inspect rivets is due soon"), 1);
-    assert_eq!(to("ada@example.com", "Paint"), 0, "due in three days");
-    assert_eq!(to("grace@example.com", "Survey"), 0, "done");
-    // One working day of one minute expected; 90 minutes logged.
-    let timesheet = reminders
-        .iter()
-        .find(|m| {
-            m.to.iter().any(|t| t.contains("ada@example.com")) && m.decoded().contains("timesheet")
-        })
+    assert!(received(&smtp, "grace@example.com", "is due soon").is_empty());
+    assert!(received(&smtp, "ada@example.com", "Paint is due soon").is_empty());
+    // Nothing more to do: the next tick records no run.
+    assert!(tick(&app, org, "team_coordinator").await.unwrap().is_none());
+    // Grace's day begins (her zone is now Ada's, her hours Ada's): she is reminded, once.
+    sqlx::query(
+        "UPDATE team_members SET time_zone = $2, working_days = $3, work_starts_at = '10:00',
+         work_ends_at = '11:00' WHERE id = $1",
+    )
+    .bind(grace["id"].as_str().unwrap().parse::<Uuid>().unwrap())
+    .bind(&ada_zone)
+    .bind(vec![i16::try_from(ada_today).unwrap()])
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let run = tick(&app, org, "team_coordinator").await.unwrap().unwrap();
+    assert_eq!(run.output.unwrap()["task_due_reminders"], 1);
+    assert_eq!(
+        received(&smtp, "grace@example.com", "Inspect rivets is due soon").len(),
+        1
+    );
+    assert!(tick(&app, org, "team_coordinator").await.unwrap().is_none());
+    assert_eq!(
+        received(&smtp, "ada@example.com", "Inspect rivets is due soon").len(),
+        1,
+        "never twice"
+    );
+    let entries: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM agent_activity WHERE organization_id = $1 AND action = 'team_reminder'",
+    )
+    .bind(org)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(entries, 2);
+
+    // The timesheet reminder, without an LLM: Ada's and Grace's weeks close now (Grace works
+    // Ada's hours now). The draft lists the week; the run says it is a template.
+    let run = tick(&app, org, "timesheet_reminder")
+        .await
         .unwrap()
-        .decoded();
-    assert!(timesheet.contains("1.5 of the 0 hours"), "{timesheet}");
+        .unwrap();
+    assert_eq!(run.status, "succeeded", "{:?}", run.error);
+    let output = run.output.unwrap();
+    assert_eq!(output["drafts"], "template");
+    assert!(output["note"].as_str().unwrap().contains("no LLM provider"));
+    assert_eq!(output["reminded_members"].as_array().unwrap().len(), 2);
+    let timesheet = received(&smtp, "ada@example.com", "Your timesheet");
+    assert_eq!(timesheet.len(), 1);
+    // One working day of one hour expected; 90 minutes logged.
+    assert!(
+        timesheet[0].contains("1.5 of the 1 hours"),
+        "{}",
+        timesheet[0]
+    );
+    assert!(
+        timesheet[0].contains("1.5 h on Inspect rivets"),
+        "{}",
+        timesheet[0]
+    );
+    assert!(timesheet[0].contains(": Survey"), "{}", timesheet[0]);
+    assert!(timesheet[0].contains("nothing was submitted for you"));
+    assert!(
+        tick(&app, org, "timesheet_reminder")
+            .await
+            .unwrap()
+            .is_none(),
+        "once per week"
+    );
+
+    // With an LLM provider, the draft is the LLM's, written from the week's facts (a new week
+    // for Ada: her reminder of this one is forgotten).
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1_764_806_400,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": null, "message":
+                {"role": "assistant", "content": "Monday: inspected the rivets (1.5 h)."}}],
+            "usage": {"prompt_tokens": 80, "completion_tokens": 12, "total_tokens": 92}
+        })))
+        .mount(&llm)
+        .await;
+    post(
+        &app,
+        token,
+        "/api/v1/llm-credentials",
+        json!({"name": "Mock", "base_url": format!("{}/v1", llm.uri()), "api_key": "sk-test",
+               "default_model": "gpt-4o-mini"}),
+    )
+    .await;
+    sqlx::query("DELETE FROM reminders_sent WHERE kind = 'timesheet' AND team_member_id = $1")
+        .bind(ada_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let run = tick(&app, org, "timesheet_reminder")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, "succeeded", "{:?}", run.error);
+    assert_eq!(run.output.unwrap()["drafts"], "llm");
+    let asked: Vec<Value> = llm
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(asked.len(), 1);
+    let facts = asked[0]["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        facts.contains("Inspect rivets") && facts.contains("Survey"),
+        "{facts}"
+    );
+    let timesheet = received(&smtp, "ada@example.com", "Your timesheet");
+    assert_eq!(timesheet.len(), 2);
+    assert!(
+        timesheet[1].contains("Monday: inspected the rivets (1.5 h)."),
+        "{}",
+        timesheet[1]
+    );
 }

@@ -305,6 +305,24 @@ pub async fn for_run(
     Ok(query(conn, organization_id, Some(id), None, 1).await?.pop())
 }
 
+/// The organization's built-in agent of `kind` (the worker's read).
+///
+/// # Errors
+/// Database errors.
+pub async fn builtin(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    kind: AgentKind,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM agents WHERE organization_id = $1 AND kind = $2",
+        organization_id,
+        kind as AgentKind,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
 /// Creates a schedule (agent, expression and zone required by the caller); returns its id.
 ///
 /// # Errors

@@ -794,7 +794,29 @@ pub struct Overdue {
     pub due_at: Option<DateTime<Utc>>,
 }
 
-/// Claims up to `limit` overdue steps (across organizations: a platform connection) and
+/// Whether the organization has an overdue step due a nudge (what [`claim_overdue`] would
+/// claim).
+///
+/// # Errors
+/// Database errors.
+pub async fn overdue_exists(conn: &mut PgConnection, organization_id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT EXISTS (
+            SELECT 1 FROM approval_steps s
+            JOIN approval_instances i ON i.organization_id = s.organization_id AND i.id = s.instance_id
+            WHERE s.organization_id = $1 AND s.status = 'pending' AND i.status = 'in_progress'
+              AND s.due_at <= now()
+              AND (s.last_nudged_at IS NULL OR s.last_nudged_at <= now() - s.nudge_every)
+        ) AS "due!"
+        "#,
+        organization_id,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Claims up to `limit` of the organization's overdue steps (a platform connection) and
 /// counts a nudge on each, in the caller's transaction: the rows stay locked until it ends,
 /// and a concurrent run skips them. Returns each step with its new nudge number and whether
 /// the nudge escalates.
@@ -803,6 +825,7 @@ pub struct Overdue {
 /// Database errors.
 pub async fn claim_overdue(
     conn: &mut PgConnection,
+    organization_id: Uuid,
     limit: i64,
 ) -> sqlx::Result<Vec<(Overdue, i32, bool)>> {
     let rows = sqlx::query!(
@@ -810,7 +833,8 @@ pub async fn claim_overdue(
         WITH due AS (
             SELECT s.id FROM approval_steps s
             JOIN approval_instances i ON i.organization_id = s.organization_id AND i.id = s.instance_id
-            WHERE s.status = 'pending' AND i.status = 'in_progress' AND s.due_at <= now()
+            WHERE s.organization_id = $2 AND s.status = 'pending' AND i.status = 'in_progress'
+              AND s.due_at <= now()
               AND (s.last_nudged_at IS NULL OR s.last_nudged_at <= now() - s.nudge_every)
             ORDER BY s.due_at
             LIMIT $1
@@ -829,6 +853,7 @@ pub async fn claim_overdue(
                   (s.nudge_count >= s.escalate_after_nudges) AS "escalates!"
         "#,
         limit,
+        organization_id,
     )
     .fetch_all(conn)
     .await?;

@@ -344,6 +344,34 @@ pub struct Target {
     pub generation: i32,
 }
 
+/// The organization's documents still `pending` after `stale_minutes` (their indexing job was
+/// lost, discarded or never enqueued), oldest first: what the document indexer picks up. A
+/// document whose indexing failed stays failed until it is uploaded again.
+///
+/// # Errors
+/// Database errors.
+pub async fn unindexed(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    stale_minutes: i32,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT id FROM rag_documents
+        WHERE organization_id = $1 AND status = 'pending'
+          AND updated_at < now() - make_interval(mins => $2)
+        ORDER BY updated_at
+        LIMIT $3
+        "#,
+        organization_id,
+        stale_minutes,
+        limit,
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// Starts indexing a document: `indexing`, progress reset, and the chunks of any generation an
 /// interrupted earlier attempt left half written removed. `None` when the document is gone. A
 /// platform query.

@@ -733,18 +733,32 @@ pub struct StuckTask {
     pub assignee_emails: Vec<String>,
     /// Its last five history entries (`action`, `details`, `occurred_at`), newest first.
     pub recent: Value,
+    /// The role its latest `task_escalated` activity entry reached, if any.
+    pub escalated_to: Option<crate::access::Role>,
 }
 
-/// The organization's active tasks idle for more than `idle_hours` and not alerted about in
-/// the last day (a `task_stuck_alert` activity entry), longest idle first (the platform's read,
-/// for the task monitor).
+/// Which stuck tasks an agent looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct StuckFilter {
+    /// Hours without activity.
+    pub idle_hours: i32,
+    /// Only tasks whose health is `critical`.
+    pub critical_only: bool,
+    /// Tasks with an activity entry of this action within `quiet_hours` are left out.
+    pub quiet_after: crate::agents::ActivityAction,
+    pub quiet_hours: i32,
+}
+
+/// The organization's active tasks idle for more than `filter.idle_hours` and not acted on
+/// within `filter.quiet_hours` (an activity entry), longest idle first (the platform's read,
+/// for the task monitor and the escalator).
 ///
 /// # Errors
 /// Database errors.
 pub async fn stuck(
     conn: &mut PgConnection,
     organization_id: Uuid,
-    idle_hours: i32,
+    filter: StuckFilter,
     limit: i64,
 ) -> sqlx::Result<Vec<StuckTask>> {
     sqlx::query_as!(
@@ -759,23 +773,32 @@ pub async fn stuck(
                                                               'occurred_at', h.occurred_at))
                          FROM (SELECT action, details, occurred_at FROM task_work_history
                                WHERE organization_id = $1 AND task_id = t.id
-                               ORDER BY occurred_at DESC LIMIT 5) h), '[]') AS "recent!"
+                               ORDER BY occurred_at DESC LIMIT 5) h), '[]') AS "recent!",
+               (SELECT x.context->>'level' FROM agent_activity x
+                WHERE x.organization_id = $1 AND x.action = 'task_escalated'
+                  AND x.context->>'task_id' = t.id::text
+                ORDER BY x.created_at DESC LIMIT 1) AS "escalated_to: crate::access::Role"
         FROM tasks t
         JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id
         LEFT JOIN task_assignments a ON a.organization_id = t.organization_id AND a.task_id = t.id
         LEFT JOIN team_members m ON m.organization_id = a.organization_id AND m.id = a.team_member_id
-        WHERE t.organization_id = $1 AND t.status = 'active'
+        WHERE t.organization_id = $1 AND t.status = 'active' AND p.archived_at IS NULL
           AND t.last_activity_at < now() - make_interval(hours => $2)
+          AND (NOT $3 OR t.health_status = 'critical')
           AND NOT EXISTS (
               SELECT 1 FROM agent_activity x
-              WHERE x.organization_id = $1 AND x.action = 'task_stuck_alert'
-                AND x.context->>'task_id' = t.id::text AND x.created_at > now() - interval '1 day')
+              WHERE x.organization_id = $1 AND x.action = $4
+                AND x.context->>'task_id' = t.id::text
+                AND x.created_at > now() - make_interval(hours => $5))
         GROUP BY t.id, p.name
         ORDER BY t.last_activity_at
-        LIMIT $3
+        LIMIT $6
         "#,
         organization_id,
-        idle_hours,
+        filter.idle_hours,
+        filter.critical_only,
+        filter.quiet_after as crate::agents::ActivityAction,
+        filter.quiet_hours,
         limit,
     )
     .fetch_all(conn)

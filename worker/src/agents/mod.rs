@@ -4,7 +4,14 @@
 //! and never asks the LLM again for an answer it stored nor repeats a tool's effect (a tool's
 //! effect and its step's result commit together: [`tools`]).
 
+pub mod broadcasts;
+pub mod coordinator;
+pub mod escalator;
+pub mod indexer;
 pub mod monitor;
+pub mod notify;
+pub mod nudger;
+pub mod timesheets;
 pub mod tools;
 
 use std::{collections::VecDeque, time::Duration};
@@ -15,7 +22,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 use zoark_core::{
-    agents::{StepKind, StepStatus},
+    agents::{AgentKind, StepKind, StepStatus},
     crypto,
     db::{
         agent_runs::{self, Run, Step, StepResult},
@@ -26,6 +33,83 @@ use zoark_core::{
 use zoark_llm::{Chat, Endpoint, ProviderError};
 
 use crate::{WorkerContext, engine::JobError};
+
+/// The position of a run's last finished step (0 before any): a built-in agent's next step
+/// follows it.
+pub(crate) fn last_finished(steps: &[Step]) -> i32 {
+    steps
+        .iter()
+        .filter(|s| s.status != StepStatus::Running)
+        .map(|s| s.position)
+        .max()
+        .unwrap_or(0)
+}
+
+/// [`last_finished`], read from the database.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn resume_position(ctx: &WorkerContext, run: &Run) -> Result<i32, JobError> {
+    let mut conn = ctx.pool.acquire().await?;
+    let steps = agent_runs::steps_of(&mut conn, run.organization_id, run.id).await?;
+    Ok(last_finished(&steps))
+}
+
+/// The answer (assistant message) of a run's succeeded LLM step whose request carried
+/// `metadata.<key> = value`: what a built-in agent asked about one item before it was resumed.
+pub(crate) fn stored_answer<'s>(steps: &'s [Step], key: &str, value: &str) -> Option<&'s Value> {
+    steps
+        .iter()
+        .filter(|s| s.kind == StepKind::LlmCall && s.status == StepStatus::Succeeded)
+        .find(|s| {
+            s.request
+                .as_ref()
+                .and_then(|r| r.get("metadata"))
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_str)
+                == Some(value)
+        })
+        .and_then(|s| s.response.as_ref()?.get("message"))
+}
+
+/// Whether a schedule's tick of `def` has anything to do: a built-in agent records no run for
+/// an organization with nothing to do (custom agents always run).
+///
+/// # Errors
+/// Database errors.
+pub async fn pending(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    def: &Agent,
+) -> sqlx::Result<bool> {
+    match def.kind {
+        AgentKind::TaskMonitor => monitor::pending(conn, organization_id, def).await,
+        AgentKind::TaskEscalator => escalator::pending(conn, organization_id, def).await,
+        AgentKind::ApprovalNudger => nudger::pending(conn, organization_id).await,
+        AgentKind::TeamCoordinator => coordinator::pending(conn, organization_id).await,
+        AgentKind::TimesheetReminder => timesheets::pending(conn, organization_id).await,
+        AgentKind::DocumentIndexer => indexer::pending(conn, organization_id).await,
+        AgentKind::BroadcastSender | AgentKind::Custom => Ok(true),
+    }
+}
+
+/// Takes a run of `def` to its end: the custom agent's conversation, or the built-in kind's
+/// work.
+///
+/// # Errors
+/// [`JobError`]: the job's next move.
+pub async fn take(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<End, JobError> {
+    match def.kind {
+        AgentKind::Custom => take_steps(ctx, run, def).await,
+        AgentKind::TaskMonitor => monitor::run(ctx, run, def).await,
+        AgentKind::TaskEscalator => escalator::run(ctx, run, def).await,
+        AgentKind::ApprovalNudger => nudger::run(ctx, run).await,
+        AgentKind::TeamCoordinator => coordinator::run(ctx, run).await,
+        AgentKind::TimesheetReminder => timesheets::run(ctx, run, def).await,
+        AgentKind::DocumentIndexer => indexer::run(ctx, run).await,
+        AgentKind::BroadcastSender => broadcasts::run(ctx, run).await,
+    }
+}
 
 /// How a run ends.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,25 +7,26 @@
 //! Each task is two steps: the summary (an `llm_call`, or nothing with the template) and the
 //! alert (an `email` step whose emails and `task_stuck_alert` activity entry commit with its
 //! result). A resumed run finds the tasks it alerted already excluded (their activity entry)
-//! and reuses a summary it stored.
+//! and reuses a summary it stored. The task escalator ([`super::escalator`]) summarizes its
+//! tasks the same way.
 
 use serde_json::{Value, json};
 use zoark_core::{
     access::Role,
-    agents::{ActivityAction, ActivityStatus, StepKind, StepStatus},
+    agents::ActivityAction,
     db::{
-        agent_runs::{self, Activity, Run, StepResult},
+        agent_runs::{self, Run, Step},
         agents::Agent,
         memberships::{self, Contact},
-        tasks::{self, StuckTask},
+        tasks::{self, StuckFilter, StuckTask},
     },
 };
-use zoark_jobs::{
-    Opts,
-    email::{SystemTemplate, enqueue_system},
-};
 
-use super::{Asked, End, Llm, estimate, llm_for, llm_step};
+use super::{
+    Asked, End, Llm, estimate, last_finished, llm_for, llm_step,
+    notify::{EffectStep, recipients},
+    stored_answer,
+};
 use crate::{WorkerContext, engine::JobError};
 
 /// Tasks alerted about per run at most.
@@ -34,9 +35,9 @@ const MAX_ALERTS: i64 = 50;
 const DEFAULT_THRESHOLD_HOURS: i32 = 48;
 
 /// A task's summary and suggested next step.
-struct Summary {
-    summary: String,
-    next_step: String,
+pub(crate) struct Summary {
+    pub summary: String,
+    pub next_step: String,
 }
 
 /// Runs the task monitor.
@@ -44,73 +45,139 @@ struct Summary {
 /// # Errors
 /// [`JobError`]: the job's next move.
 pub async fn run(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<End, JobError> {
-    let threshold = def
-        .config
-        .get("threshold_hours")
-        .and_then(Value::as_i64)
-        .and_then(|h| i32::try_from(h).ok())
-        .filter(|h| (1..=24 * 30).contains(h))
-        .unwrap_or(DEFAULT_THRESHOLD_HOURS);
+    let filter = filter(def);
+    let threshold = filter.idle_hours;
     let mut conn = ctx.pool.acquire().await?;
-    let steps = agent_runs::steps_of(&mut conn, run.organization_id, run.id).await?;
-    let llm = llm_for(ctx, &mut conn, run.organization_id, def).await?;
-    let stuck = tasks::stuck(&mut conn, run.organization_id, threshold, MAX_ALERTS).await?;
+    let mut summaries = Summaries::load(ctx, &mut conn, run, def).await?;
+    let stuck = tasks::stuck(&mut conn, run.organization_id, filter, MAX_ALERTS).await?;
     let leads = memberships::with_role(&mut conn, run.organization_id, Role::Lead).await?;
     drop(conn);
-    let mut position = steps
-        .iter()
-        .filter(|s| s.status != StepStatus::Running)
-        .map(|s| s.position)
-        .max()
-        .unwrap_or(0);
     let mut alerted = Vec::new();
     for task in &stuck {
-        let mut conn = ctx.pool.acquire().await?;
-        if agent_runs::cancel_requested(&mut conn, run.id).await? {
-            return Ok(End::Cancelled);
-        }
-        drop(conn);
-        let summary = match &llm {
-            None => template(task),
-            Some(llm) => match stored(&steps, task) {
-                Some(summary) => summary,
-                None => {
-                    position += 1;
-                    match summarize(ctx, run, def, llm, position, task).await? {
-                        Ok(summary) => summary,
-                        Err(end) => return Ok(end),
-                    }
-                }
-            },
+        let summary = match summaries.of(ctx, run, def, task).await? {
+            Ok(summary) => summary,
+            Err(end) => return Ok(end),
         };
-        position += 1;
-        alert(ctx, run, position, task, &summary, &leads).await?;
+        alert(ctx, run, summaries.next_position(), task, &summary, &leads).await?;
         alerted.push(task.id);
     }
     Ok(End::Succeeded(json!({
         "threshold_hours": threshold,
         "alerted_tasks": alerted,
-        "summaries": if llm.is_some() { "llm" } else { "template" },
-        "note": if llm.is_some() { Value::Null } else {
-            json!("no LLM provider: summaries are a deterministic template")
-        },
+        "summaries": summaries.source(),
+        "note": summaries.note(),
     })))
 }
 
-/// The summary a finished step of this run wrote for `task`, if any.
-fn stored(steps: &[agent_runs::Step], task: &StuckTask) -> Option<Summary> {
-    let id = task.id.to_string();
-    steps
-        .iter()
-        .filter(|s| s.kind == StepKind::LlmCall && s.status == StepStatus::Succeeded)
-        .find(|s| {
-            s.request
-                .as_ref()
-                .and_then(|r| r.pointer("/metadata/task_id"))
-                .and_then(Value::as_str)
-                == Some(id.as_str())
+fn filter(def: &Agent) -> StuckFilter {
+    StuckFilter {
+        idle_hours: hours(def, "threshold_hours", DEFAULT_THRESHOLD_HOURS),
+        critical_only: false,
+        quiet_after: ActivityAction::TaskStuckAlert,
+        quiet_hours: 24,
+    }
+}
+
+/// Whether a tick has anything to do.
+///
+/// # Errors
+/// Database errors.
+pub async fn pending(
+    conn: &mut sqlx::PgConnection,
+    organization_id: uuid::Uuid,
+    def: &Agent,
+) -> sqlx::Result<bool> {
+    Ok(!tasks::stuck(conn, organization_id, filter(def), 1)
+        .await?
+        .is_empty())
+}
+
+/// An hour count from the agent's `config` (1 hour to 30 days), else `default`.
+pub(crate) fn hours(def: &Agent, key: &str, default: i32) -> i32 {
+    def.config
+        .get(key)
+        .and_then(Value::as_i64)
+        .and_then(|h| i32::try_from(h).ok())
+        .filter(|h| (1..=24 * 30).contains(h))
+        .unwrap_or(default)
+}
+
+/// Task summaries for a run: stored ones reused, new ones asked of the LLM (one step each),
+/// or the template without an LLM. Keeps the run's step positions.
+pub(crate) struct Summaries {
+    llm: Option<Llm>,
+    steps: Vec<Step>,
+    position: i32,
+}
+
+impl Summaries {
+    pub(crate) async fn load(
+        ctx: &WorkerContext,
+        conn: &mut sqlx::PgConnection,
+        run: &Run,
+        def: &Agent,
+    ) -> Result<Self, JobError> {
+        let steps = agent_runs::steps_of(conn, run.organization_id, run.id).await?;
+        let llm = llm_for(ctx, conn, run.organization_id, def).await?;
+        let position = last_finished(&steps);
+        Ok(Self {
+            llm,
+            steps,
+            position,
         })
-        .and_then(|s| parse(s.response.as_ref()?.get("message")?))
+    }
+
+    /// The position of the run's next step.
+    pub(crate) fn next_position(&mut self) -> i32 {
+        self.position += 1;
+        self.position
+    }
+
+    /// `task`'s summary; `Err(end)` when the run must end (cancelled, a refusal, the budget).
+    pub(crate) async fn of(
+        &mut self,
+        ctx: &WorkerContext,
+        run: &Run,
+        def: &Agent,
+        task: &StuckTask,
+    ) -> Result<Result<Summary, End>, JobError> {
+        let mut conn = ctx.pool.acquire().await?;
+        if agent_runs::cancel_requested(&mut conn, run.id).await? {
+            return Ok(Err(End::Cancelled));
+        }
+        drop(conn);
+        let Some(llm) = &self.llm else {
+            return Ok(Ok(template(task)));
+        };
+        if let Some(summary) = stored(&self.steps, task) {
+            return Ok(Ok(summary));
+        }
+        self.position += 1;
+        summarize(ctx, run, def, llm, self.position, task).await
+    }
+
+    /// `llm` or `template`, for the run's output.
+    pub(crate) fn source(&self) -> &'static str {
+        if self.llm.is_some() {
+            "llm"
+        } else {
+            "template"
+        }
+    }
+
+    /// What the run's output says about the source.
+    pub(crate) fn note(&self) -> Value {
+        if self.llm.is_some() {
+            Value::Null
+        } else {
+            json!("no LLM provider: summaries are a deterministic template")
+        }
+    }
+}
+
+/// The summary a finished step of this run wrote for `task`, if any.
+fn stored(steps: &[Step], task: &StuckTask) -> Option<Summary> {
+    parse(stored_answer(steps, "task_id", &task.id.to_string())?)
 }
 
 fn parse(message: &Value) -> Option<Summary> {
@@ -121,7 +188,7 @@ fn parse(message: &Value) -> Option<Summary> {
     })
 }
 
-fn idle_days(task: &StuckTask) -> i64 {
+pub(crate) fn idle_days(task: &StuckTask) -> i64 {
     (chrono::Utc::now() - task.last_activity_at).num_days()
 }
 
@@ -192,24 +259,23 @@ async fn alert(
     summary: &Summary,
     leads: &[Contact],
 ) -> Result<(), JobError> {
-    let mut to: Vec<Contact> = task
+    let assignees = task
         .assignee_names
         .iter()
         .zip(&task.assignee_emails)
         .map(|(name, email)| Contact {
             name: name.clone(),
             email: email.clone(),
-        })
-        .chain(leads.iter().cloned())
-        .collect();
-    to.sort_by(|a, b| a.email.cmp(&b.email));
-    to.dedup_by(|a, b| a.email == b.email);
+        });
+    let to = recipients(assignees.chain(leads.iter().cloned()));
     let emails: Vec<&str> = to.iter().map(|c| c.email.as_str()).collect();
-    let request = json!({"task_id": task.id, "to": emails});
-    let mut tx = ctx.pool.begin().await?;
-    let step = agent_runs::begin_step(&mut tx, run, position, StepKind::Email, &request).await?;
-    let mut url = ctx.settings.http.public_url.clone();
-    url.set_path(&format!("/tasks/{}", task.id));
+    let mut step = EffectStep::email(
+        ctx,
+        run,
+        position,
+        &json!({"task_id": task.id, "to": emails}),
+    )
+    .await?;
     let body = format!(
         "\"{}\" in {} has had no activity for {} days.\n\n{}\n\nSuggested next step: {}",
         task.title,
@@ -218,46 +284,21 @@ async fn alert(
         summary.summary,
         summary.next_step
     );
-    for contact in &to {
-        let params = json!({
-            "recipient_name": contact.name,
-            "title": format!("Stuck: {}", task.title),
-            "body": body,
-            "url": url.as_str(),
-        });
-        enqueue_system(
-            &mut tx,
-            &ctx.settings.encryption_key,
-            &contact.email,
-            SystemTemplate::Reminder,
-            &params,
-            Opts::organization(run.organization_id),
-        )
-        .await
-        .map_err(anyhow::Error::from)?;
-    }
+    let title = format!("Stuck: {}", task.title);
+    step.remind(&to, &title, &body, &task_url(ctx, task))
+        .await?;
     let context = json!({"task_id": task.id, "recipients": emails.len()});
-    agent_runs::record_activity(
-        &mut tx,
-        &Activity {
-            organization_id: run.organization_id,
-            agent_id: Some(run.agent_id),
-            run_id: Some(run.id),
-            action: ActivityAction::TaskStuckAlert,
-            status: ActivityStatus::Success,
-            summary: &format!("\"{}\": {}", task.title, summary.summary),
-            context: &context,
-        },
-    )
-    .await?;
-    agent_runs::finish_step(
-        &mut tx,
-        run,
-        step,
-        &StepResult::succeeded(json!({"emails": emails.len(), "summary": summary.summary,
-                                      "next_step": summary.next_step})),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    let entry = format!("\"{}\": {}", task.title, summary.summary);
+    step.activity(ActivityAction::TaskStuckAlert, &entry, &context)
+        .await?;
+    step.finish(json!({"emails": emails.len(), "summary": summary.summary,
+                       "next_step": summary.next_step}))
+        .await
+}
+
+/// The task's page in the web app.
+pub(crate) fn task_url(ctx: &WorkerContext, task: &StuckTask) -> String {
+    let mut url = ctx.settings.http.public_url.clone();
+    url.set_path(&format!("/tasks/{}", task.id));
+    url.to_string()
 }

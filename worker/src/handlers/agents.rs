@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use serde_json::json;
 use zoark_core::{
-    agents::{ActivityAction, ActivityStatus, AgentKind, RunStatus, RunTrigger},
+    agents::{ActivityAction, ActivityStatus, RunStatus, RunTrigger},
     db::{
         agent_runs::{self, Activity, NewRun},
         agents,
@@ -32,12 +32,16 @@ async fn run_scheduled(ctx: WorkerContext, job: RunScheduledAgent, run: JobConte
         .context("an agent schedule's tick belongs to an organization")
         .map_err(JobError::Fatal)?;
     let mut tx = ctx.pool.begin().await?;
-    let enabled = agents::schedule_is_enabled(&mut tx, organization_id, job.schedule_id).await?
-        && agents::for_run(&mut tx, organization_id, job.agent_id)
-            .await?
-            .is_some_and(|def| def.enabled);
-    if !enabled {
+    let def = match agents::schedule_is_enabled(&mut tx, organization_id, job.schedule_id).await? {
+        true => agents::for_run(&mut tx, organization_id, job.agent_id).await?,
+        false => None,
+    };
+    let Some(def) = def.filter(|def| def.enabled) else {
         // Disabled or deleted since the tick was due: nothing to run.
+        return Ok(());
+    };
+    if !steps::pending(&mut tx, organization_id, &def).await? {
+        // Nothing to do: no run is recorded.
         return Ok(());
     }
     let input = json!({ "tick": job.tick });
@@ -84,14 +88,7 @@ async fn run_agent(ctx: WorkerContext, job: RunAgent, attempt: JobContext) -> Jo
     let taken = match def {
         None => Ok(End::Failed("the agent was deleted".into())),
         Some(def) if !def.enabled => Ok(End::Failed("the agent is disabled".into())),
-        Some(def) if def.kind == AgentKind::Custom => steps::take_steps(&ctx, &run, &def).await,
-        Some(def) if def.kind == AgentKind::TaskMonitor => {
-            steps::monitor::run(&ctx, &run, &def).await
-        }
-        Some(def) => Ok(End::Failed(format!(
-            "runs of the built-in {:?} agent are not built yet",
-            def.kind
-        ))),
+        Some(def) => steps::take(&ctx, &run, &def).await,
     };
     let (status, output, error) = match taken {
         Ok(End::Succeeded(output)) => (RunStatus::Succeeded, Some(output), None),

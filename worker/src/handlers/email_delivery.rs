@@ -1,5 +1,6 @@
 //! Broadcast delivery: `email.send` (one delivery: claim, send, mark), `email.send_broadcast`
-//! (the fan-out of a scheduled broadcast) and `email.finish_broadcast` (the final status).
+//! (a scheduled broadcast's time: a run of the broadcast sender agent fans it out,
+//! `crate::agents::broadcasts`) and `email.finish_broadcast` (the final status).
 
 use std::{
     collections::HashMap,
@@ -11,15 +12,17 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use lettre::message::{Mailbox, header::HeaderName};
 use uuid::Uuid;
+use zoark_core::agents::{AgentKind, RunTrigger};
 use zoark_core::db::{
-    broadcasts,
+    agent_runs::NewRun,
+    agents, broadcasts,
     deliveries::{self, AccountState, Claim, Claimed, Outcome},
     email_accounts,
 };
 use zoark_core::webhooks::EventType;
 use zoark_jobs::{
     Job as _,
-    email::{FinishBroadcast, SendBroadcast, SendEmail, send_broadcast},
+    email::{FinishBroadcast, SendBroadcast, SendEmail},
     webhooks,
 };
 
@@ -359,11 +362,26 @@ async fn fan_out(ctx: WorkerContext, job: SendBroadcast, run: JobContext) -> Job
         tracing::info!(broadcast.id = %broadcast.id, status = broadcast.status, "broadcast no longer scheduled");
         return Ok(());
     }
-    let fanned = send_broadcast(&mut tx, &broadcast)
+    // The broadcast sender agent sends it: a run of its own, visible with its steps.
+    let sender = agents::builtin(&mut tx, organization_id, AgentKind::BroadcastSender)
         .await
-        .context("fanning the broadcast out")?;
-    tx.commit().await.context("committing the fan-out")?;
-    tracing::info!(broadcast.id = %broadcast.id, queued = fanned.queued, suppressed = fanned.suppressed, "scheduled broadcast sending");
+        .context("finding the broadcast sender")?
+        .context("the organization has no broadcast sender agent")
+        .map_err(JobError::Fatal)?;
+    let input = serde_json::json!({ "broadcast_id": broadcast.id });
+    let new = NewRun {
+        agent_id: sender,
+        schedule_id: None,
+        trigger: RunTrigger::Schedule,
+        triggered_by: broadcast.created_by,
+        max_role: None,
+        input: &input,
+    };
+    let run_id = zoark_jobs::agents::start(&mut tx, organization_id, &new)
+        .await
+        .context("starting the broadcast sender's run")?;
+    tx.commit().await.context("committing the run")?;
+    tracing::info!(broadcast.id = %broadcast.id, agent_run.id = ?run_id, "scheduled broadcast handed to the broadcast sender");
     Ok(())
 }
 
