@@ -6,6 +6,13 @@
 -- being sent twice (`reminders_sent`, `approval_steps.last_nudged_at`) are the ones the static
 -- jobs used, so nothing is sent again across the change.
 
+-- The email parser (inbound email: `20261205000200_parse_inbound_email`) joins the built-in kinds.
+ALTER TABLE agents DROP CONSTRAINT agents_kind_check;
+ALTER TABLE agents ADD CONSTRAINT agents_kind_check
+    CHECK (kind IN ('task_monitor', 'task_escalator', 'approval_nudger', 'timesheet_reminder',
+                    'team_coordinator', 'document_indexer', 'broadcast_sender', 'email_parser',
+                    'custom'));
+
 CREATE FUNCTION seed_builtin_agent_schedules(org uuid) RETURNS void LANGUAGE sql AS $$
     INSERT INTO agent_schedules (organization_id, agent_id, cron_expression, time_zone, next_run_at)
     SELECT a.organization_id, a.id, d.cron_expression, 'UTC', now()
@@ -34,13 +41,19 @@ BEGIN
         ('timesheet_reminder', 'Timesheet reminder', 'Reminds the team to log their hours.'),
         ('team_coordinator', 'Team coordinator', 'Sends the team reminders within their working hours.'),
         ('document_indexer', 'Document indexer', 'Indexes uploaded documents for search.'),
-        ('broadcast_sender', 'Broadcast sender', 'Sends scheduled broadcasts.')
+        ('broadcast_sender', 'Broadcast sender', 'Sends scheduled broadcasts.'),
+        ('email_parser', 'Email parser', 'Turns inbound emails into tasks and invoice drafts.')
     ) AS builtin (kind, name, description)
     ON CONFLICT DO NOTHING;
     PERFORM seed_builtin_agent_schedules(NEW.id);
     RETURN NEW;
 END
 $$;
+
+INSERT INTO agents (organization_id, kind, name, description)
+SELECT id, 'email_parser', 'Email parser', 'Turns inbound emails into tasks and invoice drafts.'
+FROM organizations
+ON CONFLICT DO NOTHING;
 
 SELECT seed_builtin_agent_schedules(id) FROM organizations;
 

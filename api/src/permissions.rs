@@ -85,6 +85,9 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("agent_runs_get", Some(a::ReadAgents::NAME)),
     ("agent_runs_cancel", Some(a::RunAgents::NAME)),
     ("agent_activity_list", Some(a::ReadAgents::NAME)),
+    ("inbound_email_token_create", Some(a::ManageAgents::NAME)),
+    // The token in the path is the organization's secret.
+    ("inbound_email_receive", None),
     (
         "llm_credentials_create",
         Some(a::ManageLlmCredentials::NAME),

@@ -331,6 +331,23 @@ pub trait TenantProof {
     fn actor(&self) -> Option<Actor>;
 }
 
+/// An organization proven otherwise than by a principal's grant: an agent run acting for its
+/// agent's creator, the secret token of an inbound email address.
+#[derive(Debug, Clone, Copy)]
+pub struct ProvenTenant {
+    pub organization_id: Uuid,
+    pub actor: Option<Actor>,
+}
+
+impl TenantProof for ProvenTenant {
+    fn tenant(&self) -> Uuid {
+        self.organization_id
+    }
+    fn actor(&self) -> Option<Actor> {
+        self.actor
+    }
+}
+
 impl<P> TenantProof for Granted<P> {
     fn tenant(&self) -> Uuid {
         self.organization_id()

@@ -29,6 +29,8 @@ pub enum AgentKind {
     DocumentIndexer,
     /// Scheduled broadcasts.
     BroadcastSender,
+    /// Inbound emails turned into tasks and invoice drafts.
+    EmailParser,
     /// Instructions, a goal and allow-listed tools.
     Custom,
 }

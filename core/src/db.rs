@@ -11,6 +11,7 @@ pub mod deliveries;
 pub mod dev_seed;
 pub mod email_accounts;
 pub mod idempotency;
+pub mod inbound_emails;
 pub mod invitations;
 pub mod invoices;
 pub mod knowledge;

@@ -63,3 +63,18 @@ impl Peers {
         ]
     }
 }
+
+/// The JSON bodies of the requests a wiremock server received, in order.
+///
+/// # Panics
+/// When the server does not record requests or a body is not JSON (a test's failure).
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub async fn json_bodies(server: &wiremock::MockServer) -> Vec<serde_json::Value> {
+    server
+        .received_requests()
+        .await
+        .expect("the mock server records requests")
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("a JSON request body"))
+        .collect()
+}

@@ -928,6 +928,15 @@ async fn runs_and_activity_past_their_retention_are_pruned_and_unfinished_runs_s
     .execute(&world.app.pool)
     .await
     .unwrap();
+    sqlx::query(
+        "INSERT INTO inbound_emails (organization_id, subject, raw, received_at)
+         VALUES ($1, 'old', 'Subject: old', now() - interval '91 days'),
+                ($1, 'recent', 'Subject: recent', now() - interval '1 day')",
+    )
+    .bind(organization_id)
+    .execute(&world.app.pool)
+    .await
+    .unwrap();
     let mut conn = world.app.pool.acquire().await.unwrap();
     zoark_jobs::enqueue(
         &mut conn,
@@ -948,6 +957,15 @@ async fn runs_and_activity_past_their_retention_are_pruned_and_unfinished_runs_s
         .await
         .unwrap();
     assert_eq!(summaries, ["recent"]);
+    let messages: Vec<String> = sqlx::query_scalar("SELECT subject FROM inbound_emails")
+        .fetch_all(&world.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        messages,
+        ["recent"],
+        "raw inbound messages go with the retention"
+    );
 }
 
 #[tokio::test]

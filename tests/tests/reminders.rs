@@ -256,13 +256,7 @@ async fn due_tasks_are_reminded_in_working_hours_and_closing_weeks_get_a_drafted
         .unwrap();
     assert_eq!(run.status, "succeeded", "{:?}", run.error);
     assert_eq!(run.output.unwrap()["drafts"], "llm");
-    let asked: Vec<Value> = llm
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .collect();
+    let asked: Vec<Value> = zoark_tests::peers::json_bodies(&llm).await;
     assert_eq!(asked.len(), 1);
     let facts = asked[0]["messages"][1]["content"].as_str().unwrap();
     assert!(

@@ -1148,13 +1148,7 @@ async fn a_task_changing_column_and_a_decided_approval_are_sent_and_a_reorder_is
         Duration::from_secs(30),
     )
     .await;
-    let mut events: Vec<Value> = receiver
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .collect();
+    let mut events: Vec<Value> = zoark_tests::peers::json_bodies(&receiver).await;
     events.sort_by_key(|e| e["type"].as_str().unwrap().to_owned());
     assert_eq!(events.len(), 2, "the reorder within backlog sent nothing");
     assert_eq!(events[0]["type"], "approval.completed");

@@ -10,6 +10,7 @@ pub mod broadcasts;
 pub mod documents;
 pub mod email_accounts;
 pub mod health;
+pub mod inbound_email;
 pub mod invoices;
 pub mod jobs;
 pub mod knowledge;

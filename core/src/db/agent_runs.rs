@@ -691,8 +691,8 @@ pub async fn record_llm_usage(
     Ok(())
 }
 
-/// Deletes runs finished before `now - retention` (their steps with them) and activity entries
-/// older than that; returns how many of each.
+/// Deletes runs finished before `now - retention` (their steps with them), activity entries
+/// and raw inbound messages older than that; returns how many runs and entries.
 ///
 /// # Errors
 /// Database errors.
@@ -712,9 +712,16 @@ pub async fn prune(
         "DELETE FROM agent_activity WHERE created_at < now() - make_interval(secs => $1)",
         seconds,
     )
-    .execute(conn)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
+    // Raw inbound messages go with their runs' retention.
+    sqlx::query!(
+        "DELETE FROM inbound_emails WHERE received_at < now() - make_interval(secs => $1)",
+        seconds,
+    )
+    .execute(conn)
+    .await?;
     Ok((runs, activity))
 }
 

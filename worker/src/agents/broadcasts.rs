@@ -5,15 +5,14 @@
 //! broadcast sent by hand or cancelled meanwhile is left alone, and the run says so. The
 //! message is the broadcast's own: this agent asks no LLM.
 
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde_json::json;
 use zoark_core::{
     agents::ActivityAction,
     db::{agent_runs::Run, broadcasts},
 };
 use zoark_jobs::email::send_broadcast;
 
-use super::{End, notify::EffectStep, resume_position};
+use super::{End, input_id, notify::EffectStep, resume_position};
 use crate::{WorkerContext, engine::JobError};
 
 /// Runs the broadcast sender.
@@ -21,15 +20,9 @@ use crate::{WorkerContext, engine::JobError};
 /// # Errors
 /// [`JobError`]: the job's next move.
 pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<End, JobError> {
-    let Some(broadcast_id) = run
-        .input
-        .get("broadcast_id")
-        .and_then(Value::as_str)
-        .and_then(|id| id.parse::<Uuid>().ok())
-    else {
-        return Ok(End::Failed(
-            "the broadcast sender's input names no broadcast_id".into(),
-        ));
+    let broadcast_id = match input_id(run, "broadcast_id") {
+        Ok(id) => id,
+        Err(end) => return Ok(end),
     };
     let position = resume_position(ctx, run).await? + 1;
     let mut step =

@@ -197,7 +197,7 @@ mod tests {
         ));
         // The end is exclusive; an unknown zone is never within hours.
         assert!(!within_working_hours(
-            at("2026-11-27T16:00:00Z"),
+            at("2026-11-27T17:00:00Z"),
             &working("UTC", &weekdays, None)
         ));
         assert!(!within_working_hours(

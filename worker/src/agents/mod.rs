@@ -11,6 +11,7 @@ pub mod indexer;
 pub mod monitor;
 pub mod notify;
 pub mod nudger;
+pub mod parser;
 pub mod timesheets;
 pub mod tools;
 
@@ -43,6 +44,15 @@ pub(crate) fn last_finished(steps: &[Step]) -> i32 {
         .map(|s| s.position)
         .max()
         .unwrap_or(0)
+}
+
+/// The id a built-in run's input names under `key`; the run fails saying so without one.
+pub(crate) fn input_id(run: &Run, key: &str) -> Result<Uuid, End> {
+    run.input
+        .get(key)
+        .and_then(Value::as_str)
+        .and_then(|id| id.parse::<Uuid>().ok())
+        .ok_or_else(|| End::Failed(format!("the run's input names no {key}")))
 }
 
 /// [`last_finished`], read from the database.
@@ -89,7 +99,7 @@ pub async fn pending(
         AgentKind::TeamCoordinator => coordinator::pending(conn, organization_id).await,
         AgentKind::TimesheetReminder => timesheets::pending(conn, organization_id).await,
         AgentKind::DocumentIndexer => indexer::pending(conn, organization_id).await,
-        AgentKind::BroadcastSender | AgentKind::Custom => Ok(true),
+        AgentKind::BroadcastSender | AgentKind::EmailParser | AgentKind::Custom => Ok(true),
     }
 }
 
@@ -108,6 +118,7 @@ pub async fn take(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<End, Jo
         AgentKind::TimesheetReminder => timesheets::run(ctx, run, def).await,
         AgentKind::DocumentIndexer => indexer::run(ctx, run).await,
         AgentKind::BroadcastSender => broadcasts::run(ctx, run).await,
+        AgentKind::EmailParser => parser::run(ctx, run, def).await,
     }
 }
 

@@ -9,10 +9,12 @@ use serde_json::Value;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 use zoark_core::{
+    access::ProvenTenant,
     agents::{ActivityAction, ActivityStatus, StepKind},
     db::{
         agent_runs::{self, Activity, Run, StepResult},
         memberships::Contact,
+        tenant,
     },
 };
 use zoark_jobs::{
@@ -56,7 +58,35 @@ impl<'a> EffectStep<'a> {
         kind: StepKind,
         request: &Value,
     ) -> Result<Self, JobError> {
-        let mut tx = ctx.pool.begin().await?;
+        let tx = ctx.pool.begin().await?;
+        Self::start(ctx, run, tx, position, kind, request).await
+    }
+
+    /// [`EffectStep::begin`] in a transaction of the run's organization acting as `scope`'s
+    /// actor (row security on, the writes attributed to them).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn begin_as(
+        ctx: &'a WorkerContext,
+        run: &'a Run,
+        scope: &ProvenTenant,
+        position: i32,
+        kind: StepKind,
+        request: &Value,
+    ) -> Result<Self, JobError> {
+        let tx = tenant::begin(&ctx.pool, scope).await?;
+        Self::start(ctx, run, tx, position, kind, request).await
+    }
+
+    async fn start(
+        ctx: &'a WorkerContext,
+        run: &'a Run,
+        mut tx: Transaction<'static, Postgres>,
+        position: i32,
+        kind: StepKind,
+        request: &Value,
+    ) -> Result<Self, JobError> {
         let step = agent_runs::begin_step(&mut tx, run, position, kind, request).await?;
         Ok(Self {
             ctx,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use zoark_core::{
     access::{
-        Actor, Denied, Granted, Permission, Principal, ReadProjects, TenantProof, WriteTasks,
+        Actor, Denied, Granted, Permission, Principal, ProvenTenant, ReadProjects, WriteTasks,
     },
     agents::{StepKind, Tool},
     db::{
@@ -36,21 +36,6 @@ pub fn content(response: Option<&Value>, error: Option<&str>) -> String {
         (_, Some(error)) => json!({ "error": error }).to_string(),
         (Some(response), None) => response.to_string(),
         (None, None) => "{}".into(),
-    }
-}
-
-/// The run's organization, for the tool's transaction (row security sees only it).
-struct RunScope {
-    organization_id: Uuid,
-    actor: Actor,
-}
-
-impl TenantProof for RunScope {
-    fn tenant(&self) -> Uuid {
-        self.organization_id
-    }
-    fn actor(&self) -> Option<Actor> {
-        Some(self.actor)
     }
 }
 
@@ -89,15 +74,15 @@ pub async fn call(
         None => None,
     };
     drop(conn);
-    let scope = RunScope {
+    let scope = ProvenTenant {
         organization_id: run.organization_id,
-        actor: principal.as_ref().map_or(
+        actor: Some(principal.as_ref().map_or(
             Actor::Agent {
                 user_id: Uuid::nil(),
                 run_id: run.id,
             },
             Principal::actor,
-        ),
+        )),
     };
     let mut tx = tenant::begin(&ctx.pool, &scope).await?;
     let outcome = match (Tool::from_id(&call.name), principal) {
