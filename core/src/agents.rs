@@ -196,14 +196,20 @@ pub enum Tool {
     LogWork,
     /// Move a task to another column of its board.
     MoveTask,
+    /// Email a member of the team directory.
+    EmailTeamMember,
+    /// Search the documents the run may read (knowledge base, team documents, invoices).
+    SearchDocuments,
 }
 
 impl Tool {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 6] = [
         Self::SearchTasks,
         Self::CreateTask,
         Self::LogWork,
         Self::MoveTask,
+        Self::EmailTeamMember,
+        Self::SearchDocuments,
     ];
 
     /// The id stored in `agents.tools` and used as the function's name with the LLM.
@@ -213,6 +219,8 @@ impl Tool {
             Self::CreateTask => "create_task",
             Self::LogWork => "log_work",
             Self::MoveTask => "move_task",
+            Self::EmailTeamMember => "email_team_member",
+            Self::SearchDocuments => "search_documents",
         }
     }
 
@@ -232,17 +240,26 @@ impl Tool {
             Self::MoveTask => {
                 "Move a task to another column of its board (backlog, active, done, gap)."
             }
+            Self::EmailTeamMember => {
+                "Email a member of the team directory (by their id): a subject and a plain-text \
+                 message, sent once."
+            }
+            Self::SearchDocuments => {
+                "Search the organization's documents by meaning and keywords; returns at most \
+                 five passages, each with its document and chunk to cite."
+            }
         }
     }
 
     /// The permission it needs (`docs/permissions.md`).
     pub fn permission(self) -> (&'static str, crate::access::Role) {
-        use crate::access::{Permission as _, ReadProjects, WriteTasks};
+        use crate::access::{Permission as _, ReadKnowledge, ReadProjects, WriteTasks};
         match self {
             Self::SearchTasks => (ReadProjects::NAME, ReadProjects::MIN_ROLE),
-            Self::CreateTask | Self::LogWork | Self::MoveTask => {
+            Self::CreateTask | Self::LogWork | Self::MoveTask | Self::EmailTeamMember => {
                 (WriteTasks::NAME, WriteTasks::MIN_ROLE)
             }
+            Self::SearchDocuments => (ReadKnowledge::NAME, ReadKnowledge::MIN_ROLE),
         }
     }
 
@@ -282,6 +299,18 @@ impl Tool {
                     "status": {"type": "string", "enum": ["backlog", "active", "done", "gap"]}
                 }),
                 json!(["task_id", "status"]),
+            ),
+            Self::EmailTeamMember => (
+                json!({
+                    "team_member_id": {"type": "string", "description": "The member's id."},
+                    "subject": {"type": "string"},
+                    "message": {"type": "string"}
+                }),
+                json!(["team_member_id", "subject", "message"]),
+            ),
+            Self::SearchDocuments => (
+                json!({"query": {"type": "string", "description": "What to look for."}}),
+                json!(["query"]),
             ),
         };
         json!({

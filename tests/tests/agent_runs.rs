@@ -90,10 +90,15 @@ struct World {
 /// An organization with an LLM provider pointing at the mock and a project; priced so that
 /// costs are visible.
 async fn world() -> World {
+    world_with_queues("agents=2,maintenance=1,email=2").await
+}
+
+/// [`world`] with a worker serving `queues`.
+async fn world_with_queues(queues: &str) -> World {
     let llm = MockServer::start().await;
     let app = TestApp::builder()
         .env("ZOARK_LLM_PRICES", "gpt-4o-mini=0.15/0.60")
-        .env("ZOARK_WORKER_QUEUES", "agents=2,maintenance=1,email=2")
+        .env("ZOARK_WORKER_QUEUES", queues)
         .spawn()
         .await;
     let admin = fixtures::register(&app, "admin@example.com", "Apollo Inc").await;
@@ -794,7 +799,14 @@ async fn custom_agents_are_validated_built_in_ones_keep_their_code_and_tools_are
         .collect();
     assert_eq!(
         ids,
-        ["search_tasks", "create_task", "log_work", "move_task"]
+        [
+            "search_tasks",
+            "create_task",
+            "log_work",
+            "move_task",
+            "email_team_member",
+            "search_documents"
+        ]
     );
     assert_eq!(tools["items"][1]["permission"], "tasks.write");
 }
@@ -1485,4 +1497,89 @@ async fn the_document_indexer_takes_up_documents_left_waiting_and_records_no_run
     .await
     .unwrap();
     assert_eq!(entries, 1);
+}
+
+#[tokio::test]
+async fn an_agent_searches_the_documents_it_may_read_and_emails_a_team_member_once() {
+    let world = world_with_queues("agents=2,maintenance=1,email=2,indexing=1").await;
+    let org = world.admin.organization_id;
+    let token = world.admin.access_token.as_str();
+    let form = zoark_tests::multipart::Form::new().file(
+        "file",
+        "gate.md",
+        "text/markdown",
+        b"# North gate\n\nThe north gate hinge is model HX-4; the spare is in shed B.",
+    );
+    let response = world
+        .app
+        .upload(Method::POST, "/api/v1/knowledge", Some(token), &form, None)
+        .await;
+    assert_eq!(response.status(), 201);
+    let document: Value = response.json().await.unwrap();
+    drain(&world).await;
+    let ada: Uuid = sqlx::query_scalar(
+        "INSERT INTO team_members (organization_id, name, email) VALUES ($1, 'Ada', 'ada@example.com')
+         RETURNING id",
+    )
+    .bind(org)
+    .fetch_one(&world.app.pool)
+    .await
+    .unwrap();
+    let keeper = agent(
+        &world,
+        &world.admin,
+        &["search_documents", "email_team_member"],
+        json!({}),
+    )
+    .await;
+    on_turn(
+        &world.llm,
+        0,
+        tool_call(
+            "c1",
+            "search_documents",
+            json!({"query": "north gate hinge spare"}),
+        ),
+    )
+    .await;
+    on_turn(
+        &world.llm,
+        1,
+        tool_call(
+            "c2",
+            "email_team_member",
+            json!({"team_member_id": ada, "subject": "Gate spare",
+                   "message": "The HX-4 spare hinge is in shed B."}),
+        ),
+    )
+    .await;
+    on_turn(&world.llm, 2, answer("Ada knows where the spare is.")).await;
+    let run = start_run(
+        &world,
+        &world.admin,
+        &keeper,
+        json!({"ask": "Tell Ada about the gate."}),
+    )
+    .await;
+    drain(&world).await;
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "succeeded", "{body}");
+    let passages = &body["steps"][1]["response"]["passages"];
+    assert_eq!(passages[0]["document_id"], document["id"], "{body}");
+    assert!(
+        passages[0]["passage"].as_str().unwrap().contains("HX-4"),
+        "{passages}"
+    );
+    assert_eq!(passages[0]["chunk"], 0);
+    assert_eq!(body["steps"][3]["response"]["sent_to"], ada.to_string());
+    let sent: Vec<(String, Value)> =
+        sqlx::query_as("SELECT args->>'to', args FROM jobs WHERE kind = 'email.send_system'")
+            .fetch_all(&world.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(sent.len(), 1, "one email, to Ada");
+    assert_eq!(sent[0].0, "ada@example.com");
+    // The LLM read the passage it was given.
+    let asked = chat_requests(&world.llm).await;
+    assert!(asked[1]["messages"].to_string().contains("HX-4"));
 }

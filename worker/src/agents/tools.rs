@@ -11,16 +11,24 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use zoark_core::{
     access::{
-        Actor, Denied, Granted, Permission, Principal, ProvenTenant, ReadProjects, WriteTasks,
+        Actor, Denied, Granted, Permission, Principal, ProvenTenant, ReadKnowledge, ReadProjects,
+        WriteTasks,
     },
     agents::{StepKind, Tool},
     db::{
         agent_runs::{self, Run, StepResult},
         agents::Agent,
+        knowledge::{self, Language, SearchQuery},
         tasks::{self, Fields, Filter, MoveError, Place},
-        tenant,
+        team_members, tenant,
     },
 };
+use zoark_jobs::{
+    Opts,
+    email::{SystemTemplate, enqueue_system},
+};
+
+use zoark_core::knowledge::SourceType;
 
 use super::ToolCall;
 use crate::{WorkerContext, engine::JobError};
@@ -95,7 +103,9 @@ pub async fn call(
             "refused: the agent's creator (or whoever started the run) is no longer a member"
                 .into(),
         )),
-        (Some(tool), Some(principal)) => run_tool(&mut tx, &principal, tool, arguments).await?,
+        (Some(tool), Some(principal)) => {
+            run_tool(ctx, &mut tx, &principal, tool, arguments).await?
+        }
     };
     let result = match outcome {
         Ok(response) => StepResult::succeeded(response),
@@ -142,6 +152,18 @@ struct MoveTask {
     status: String,
 }
 
+#[derive(Deserialize)]
+struct EmailTeamMember {
+    team_member_id: Uuid,
+    subject: String,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct SearchDocuments {
+    query: String,
+}
+
 const COLUMNS: [&str; 4] = ["backlog", "active", "done", "gap"];
 
 fn column(status: Option<String>) -> Result<Option<String>, Refused> {
@@ -163,13 +185,14 @@ fn bounded(field: &str, text: String, max: usize) -> Result<String, Refused> {
 
 /// The tool's effect in the step's transaction. `Ok(Err(_))`: refused, nothing done.
 async fn run_tool(
+    ctx: &WorkerContext,
     conn: &mut sqlx::PgConnection,
     principal: &Principal,
     tool: Tool,
     arguments: Value,
-) -> sqlx::Result<Result<Value, Refused>> {
+) -> Result<Result<Value, Refused>, JobError> {
     match prepare(principal, tool, arguments) {
-        Ok(step) => step.apply(conn).await,
+        Ok(step) => step.apply(ctx, conn).await,
         Err(refused) => Ok(Err(refused)),
     }
 }
@@ -215,6 +238,23 @@ fn prepare(principal: &Principal, tool: Tool, arguments: Value) -> Result<Step, 
             let status = column(Some(args.status))?.unwrap_or_default();
             Ok(Step::Move(granted, args.task_id, status))
         }
+        Tool::EmailTeamMember => {
+            let granted = grant::<WriteTasks>(principal)?;
+            let args: EmailTeamMember = parse(tool, arguments)?;
+            let subject = bounded("subject", args.subject, 200)?;
+            let message = bounded("message", args.message, 10_000)?;
+            Ok(Step::Email(granted, args.team_member_id, subject, message))
+        }
+        Tool::SearchDocuments => {
+            let granted = grant::<ReadKnowledge>(principal)?;
+            let args: SearchDocuments = parse(tool, arguments)?;
+            let query = bounded("query", args.query, 1_000)?;
+            let sources = SourceType::ALL
+                .into_iter()
+                .filter(|s| s.readable_by(principal.role()))
+                .collect();
+            Ok(Step::Documents(granted, query, sources))
+        }
     }
 }
 
@@ -224,13 +264,22 @@ enum Step {
     Create(Granted<WriteTasks>, Uuid, String, Fields),
     Log(Granted<WriteTasks>, Uuid, String),
     Move(Granted<WriteTasks>, Uuid, String),
+    Email(Granted<WriteTasks>, Uuid, String, String),
+    Documents(Granted<ReadKnowledge>, String, Vec<SourceType>),
 }
+
+/// Passages a document search returns at most.
+const DOCUMENT_HITS: i64 = 5;
 
 /// Tasks a search returns at most.
 const SEARCH_LIMIT: i64 = 20;
 
 impl Step {
-    async fn apply(self, conn: &mut sqlx::PgConnection) -> sqlx::Result<Result<Value, Refused>> {
+    async fn apply(
+        self,
+        ctx: &WorkerContext,
+        conn: &mut sqlx::PgConnection,
+    ) -> Result<Result<Value, Refused>, JobError> {
         Ok(match self {
             Self::Search(granted, filter) => {
                 let found = tasks::list(conn, &granted, &filter, SEARCH_LIMIT).await?;
@@ -265,8 +314,63 @@ impl Step {
                     Err(MoveError::NotFound | MoveError::BadAnchor) => {
                         Err(Refused(format!("there is no task {task_id}")))
                     }
-                    Err(MoveError::Database(e)) => return Err(e),
+                    Err(MoveError::Database(e)) => return Err(e.into()),
                 }
+            }
+            Self::Email(granted, member_id, subject, message) => {
+                match team_members::get(conn, &granted, member_id).await? {
+                    None => Err(Refused(format!("there is no team member {member_id}"))),
+                    Some(member) => {
+                        let params = json!({"recipient_name": member.name, "title": subject,
+                                            "body": message});
+                        // With the step's result: a resumed run finds it sent, never twice.
+                        enqueue_system(
+                            conn,
+                            &ctx.settings.encryption_key,
+                            &member.email,
+                            SystemTemplate::Reminder,
+                            &params,
+                            Opts::organization(granted.organization_id()),
+                        )
+                        .await
+                        .map_err(anyhow::Error::from)?;
+                        Ok(json!({ "sent_to": member_id }))
+                    }
+                }
+            }
+            Self::Documents(granted, text, sources) => {
+                let vector = ctx
+                    .embedder
+                    .embed(vec![text.clone()])
+                    .await
+                    .map_err(|e| anyhow::anyhow!("embedding the search query: {e}"))?
+                    .vectors
+                    .pop()
+                    .unwrap_or_default();
+                let query = SearchQuery {
+                    text: &text,
+                    vector,
+                    model: ctx.embedder.model(),
+                    sources,
+                    from: None,
+                    to: None,
+                    language: Language::ENGLISH,
+                    limit: DOCUMENT_HITS,
+                };
+                let hits = knowledge::search(conn, &granted, &query).await?;
+                let passages: Vec<Value> = hits
+                    .into_iter()
+                    .map(|h| {
+                        let passage: String = h
+                            .snippet
+                            .chars()
+                            .filter(|c| *c != knowledge::MARK_START && *c != knowledge::MARK_END)
+                            .collect();
+                        json!({"document_id": h.document_id, "title": h.title,
+                               "chunk": h.chunk_ordinal, "page": h.page, "passage": passage})
+                    })
+                    .collect();
+                Ok(json!({ "passages": passages }))
             }
         })
     }
