@@ -168,32 +168,32 @@ pub async fn members(
         .collect())
 }
 
-/// Whether a reminder was recorded already.
+/// The `(team member, period)` pairs of the organization's reminders of `kind` recorded since
+/// `since`: what a pass skips, read once.
 ///
 /// # Errors
 /// Database errors.
-pub async fn was_sent(
+pub async fn sent_since(
     conn: &mut PgConnection,
     organization_id: Uuid,
     kind: ReminderKind,
-    subject_id: Uuid,
-    team_member_id: Uuid,
-    period: &str,
-) -> sqlx::Result<bool> {
-    sqlx::query_scalar!(
+    since: DateTime<Utc>,
+) -> sqlx::Result<std::collections::HashSet<(Uuid, String)>> {
+    let rows = sqlx::query!(
         r#"
-        SELECT EXISTS (SELECT 1 FROM reminders_sent
-                       WHERE organization_id = $1 AND kind = $2 AND subject_id = $3
-                         AND team_member_id = $4 AND period = $5) AS "sent!"
+        SELECT team_member_id, period FROM reminders_sent
+        WHERE organization_id = $1 AND kind = $2 AND sent_at >= $3
         "#,
         organization_id,
         kind as ReminderKind,
-        subject_id,
-        team_member_id,
-        period,
+        since,
     )
-    .fetch_one(conn)
-    .await
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.team_member_id, r.period))
+        .collect())
 }
 
 /// Records a reminder; `false` when it was recorded already (then send nothing). Call it in the

@@ -55,6 +55,33 @@ pub(crate) fn input_id(run: &Run, key: &str) -> Result<Uuid, End> {
         .ok_or_else(|| End::Failed(format!("the run's input names no {key}")))
 }
 
+/// A built-in run taken up: its LLM provider (if any), its recorded steps (stored answers to
+/// reuse) and the position of its last finished step.
+pub(crate) struct Resumed {
+    pub llm: Option<Llm>,
+    pub steps: Vec<Step>,
+    pub position: i32,
+}
+
+impl Resumed {
+    /// # Errors
+    /// Database errors, or a provider key that does not open.
+    pub(crate) async fn load(
+        ctx: &WorkerContext,
+        conn: &mut PgConnection,
+        run: &Run,
+        def: &Agent,
+    ) -> Result<Self, JobError> {
+        let steps = agent_runs::steps_of(conn, run.organization_id, run.id).await?;
+        let llm = llm_for(ctx, conn, run.organization_id, def).await?;
+        Ok(Self {
+            llm,
+            position: last_finished(&steps),
+            steps,
+        })
+    }
+}
+
 /// [`last_finished`], read from the database.
 ///
 /// # Errors

@@ -23,7 +23,7 @@ use zoark_core::{
 };
 
 use super::{
-    Asked, End, Llm, estimate, last_finished, llm_for, llm_step,
+    Asked, End, Llm, Resumed, estimate, llm_step,
     notify::{EffectStep, recipients},
     stored_answer,
 };
@@ -117,9 +117,11 @@ impl Summaries {
         run: &Run,
         def: &Agent,
     ) -> Result<Self, JobError> {
-        let steps = agent_runs::steps_of(conn, run.organization_id, run.id).await?;
-        let llm = llm_for(ctx, conn, run.organization_id, def).await?;
-        let position = last_finished(&steps);
+        let Resumed {
+            llm,
+            steps,
+            position,
+        } = Resumed::load(ctx, conn, run, def).await?;
         Ok(Self {
             llm,
             steps,

@@ -34,10 +34,7 @@ use zoark_core::{
     files::{self, Accept},
 };
 
-use super::{
-    Asked, End, estimate, input_id, last_finished, llm_for, llm_step, notify::EffectStep,
-    stored_answer,
-};
+use super::{Asked, End, Resumed, estimate, input_id, llm_step, notify::EffectStep, stored_answer};
 use crate::{WorkerContext, engine::JobError};
 
 /// Characters of the message's text the LLM reads (and a template task keeps).
@@ -95,8 +92,11 @@ pub async fn run(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<End, Job
         ));
     };
     let principal = Principal::agent_run(org, role, maker, run.id);
-    let steps = agent_runs::steps_of(&mut conn, org, run.id).await?;
-    let llm = llm_for(ctx, &mut conn, org, def).await?;
+    let Resumed {
+        llm,
+        steps,
+        mut position,
+    } = Resumed::load(ctx, &mut conn, run, def).await?;
     drop(conn);
     let sender = message
         .from()
@@ -125,7 +125,6 @@ pub async fn run(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<End, Job
             bytes: Bytes::copy_from_slice(part.contents()),
         })
         .collect();
-    let mut position = last_finished(&steps);
     let reading = match &llm {
         None => Reading {
             kind: "task".into(),

@@ -26,9 +26,7 @@ use zoark_core::{
 };
 use zoark_jobs::email::SystemTemplate;
 
-use super::{
-    Asked, End, Llm, estimate, last_finished, llm_for, llm_step, notify::EffectStep, stored_answer,
-};
+use super::{Asked, End, Llm, Resumed, estimate, llm_step, notify::EffectStep, stored_answer};
 use crate::{WorkerContext, engine::JobError};
 
 /// Members read per page.
@@ -87,6 +85,9 @@ async fn due_now(
     now: DateTime<Utc>,
     max: usize,
 ) -> sqlx::Result<Vec<Due>> {
+    // A week's reminder is sent during that week: the last eight days hold every one that counts.
+    let kind = ReminderKind::Timesheet;
+    let sent = reminders::sent_since(conn, organization_id, kind, now - Duration::days(8)).await?;
     let mut due = Vec::new();
     let mut after = Uuid::nil();
     loop {
@@ -109,9 +110,7 @@ async fn due_now(
             let Some((week, week_start)) = closes else {
                 continue;
             };
-            let kind = ReminderKind::Timesheet;
-            if reminders::was_sent(conn, organization_id, kind, member.id, member.id, &week).await?
-            {
+            if sent.contains(&(member.id, week.clone())) {
                 continue;
             }
             due.push(Due {
@@ -147,11 +146,13 @@ pub async fn pending(conn: &mut PgConnection, organization_id: Uuid) -> sqlx::Re
 pub async fn run(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<End, JobError> {
     let now = Utc::now();
     let mut conn = ctx.pool.acquire().await?;
-    let steps = agent_runs::steps_of(&mut conn, run.organization_id, run.id).await?;
-    let llm = llm_for(ctx, &mut conn, run.organization_id, def).await?;
+    let Resumed {
+        llm,
+        steps,
+        mut position,
+    } = Resumed::load(ctx, &mut conn, run, def).await?;
     let due = due_now(&mut conn, run.organization_id, now, MAX_REMINDERS).await?;
     drop(conn);
-    let mut position = last_finished(&steps);
     let mut reminded = Vec::new();
     for d in &due {
         let mut conn = ctx.pool.acquire().await?;
