@@ -4,7 +4,8 @@
 //! binaries, recreates the `zoark_schemathesis` database on the local cluster and migrates it,
 //! starts the API on a free loopback port, registers an organization through the API, then runs
 //! `st run` over every operation (in the passes of [`PASSES`], each with a new admin API key)
-//! with the checks and bounds of `xtask/schemathesis.toml`. Any finding fails the command. The
+//! with the checks and bounds of `xtask/schemathesis.toml` and the generators of
+//! `xtask/schemathesis_hooks.py`. Any finding fails the command. The
 //! API's log is kept in `<target>/schemathesis/api.log`, the reports in `<target>/schemathesis/`.
 
 use std::{
@@ -134,6 +135,9 @@ fn against_fresh_api(
             .arg(out.join(format!("{report}.ndjson")))
             .args(args)
             .env("ZOARK_SCHEMATHESIS_TOKEN", token)
+            // Generators for media types schemathesis does not know (`message/rfc822`).
+            .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+            .env("PYTHONPATH", root.join("xtask"))
             .current_dir(root)
             .status()
             .context("running schemathesis")?;
