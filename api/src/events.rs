@@ -121,6 +121,39 @@ impl EventHub {
     fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
         self.tx.subscribe()
     }
+
+    /// Events from now on, to wait for a run's end: take it before the run's transaction
+    /// commits, so that its end cannot come first.
+    pub fn watch_runs(&self) -> RunWatch {
+        RunWatch(self.subscribe())
+    }
+}
+
+/// See [`EventHub::watch_runs`].
+pub struct RunWatch(broadcast::Receiver<Arc<Vec<Event>>>);
+
+impl RunWatch {
+    /// Returns once run `id` has finished, or after `within`. Either way the caller reads the
+    /// run: an event missed (a listener reconnecting, a lagging receiver) only means waiting the
+    /// whole time.
+    pub async fn until_finished(mut self, id: Uuid, within: Duration) {
+        let finished = |batch: &[Event]| {
+            batch.iter().any(
+                |e| matches!(e, Event::AgentRun(run) if run.id == id && run.status.is_finished()),
+            )
+        };
+        let wait = async {
+            loop {
+                match self.0.recv().await {
+                    Ok(batch) if finished(&batch) => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        // Timing out is one of the two ways this ends.
+        drop(tokio::time::timeout(within, wait).await);
+    }
 }
 
 /// The events of one notification: a batch of jobs, or one run or step.

@@ -64,6 +64,7 @@ pub type DomainApi = (
     routes::llm_credentials::LlmCredentialsApi,
     routes::knowledge::KnowledgeApi,
     routes::search::SearchApi,
+    routes::ask::AskApi,
 );
 
 /// All operations, in the order they appear in the spec (a tuple holds at most 16).
@@ -96,6 +97,7 @@ fn api() -> Api {
             routes::llm_credentials::LlmCredentialsApi,
             routes::knowledge::KnowledgeApi,
             routes::search::SearchApi,
+            routes::ask::AskApi,
         ),
     )
 }

@@ -163,6 +163,7 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("knowledge_reindex", Some(a::ManageKnowledge::NAME)),
     ("knowledge_delete", Some(a::ManageKnowledge::NAME)),
     ("search", Some(a::ReadKnowledge::NAME)),
+    ("ask", Some(a::RunAgents::NAME)),
     ("webhooks_create", Some(a::ManageWebhooks::NAME)),
     ("webhooks_list", Some(a::ReadWebhooks::NAME)),
     ("webhooks_get", Some(a::ReadWebhooks::NAME)),

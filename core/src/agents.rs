@@ -31,6 +31,8 @@ pub enum AgentKind {
     BroadcastSender,
     /// Inbound emails turned into tasks and invoice drafts.
     EmailParser,
+    /// Questions answered from the documents (`POST /api/v1/ask`), citing them.
+    QuestionAnswerer,
     /// Instructions, a goal and allow-listed tools.
     Custom,
 }

@@ -61,6 +61,34 @@ impl IndexStatus {
     }
 }
 
+/// A question's answer from the documents (`POST /api/v1/ask`): the question answerer's run
+/// output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub answer: String,
+    /// The answer's claims, each with the passages that support it (a claim the LLM cited
+    /// nothing found for is left out).
+    pub claims: Vec<Claim>,
+}
+
+/// One claim of an [`Answer`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub text: String,
+    pub sources: Vec<Cited>,
+}
+
+/// A passage a claim rests on: its document and where in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cited {
+    pub document_id: uuid::Uuid,
+    pub source_type: SourceType,
+    pub title: String,
+    pub chunk_ordinal: i32,
+    pub page: Option<i32>,
+    pub heading: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,7 @@ fn valid_body(operation_id: &str) -> Option<Value> {
         "agents_create" => Some(json!({"name": "Keeper", "goal": "g", "instructions": "i"})),
         "agents_update" => Some(json!({"enabled": false})),
         "agent_runs_create" => Some(json!({"input": {}})),
+        "ask" => Some(json!({"question": "Where?"})),
         "invitations_create" => Some(json!({"email": "invitee@example.com", "role": "viewer"})),
         "auth_password_reset" => Some(json!({"email": "x@example.com"})),
         "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),

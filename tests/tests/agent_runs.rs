@@ -1499,11 +1499,8 @@ async fn the_document_indexer_takes_up_documents_left_waiting_and_records_no_run
     assert_eq!(entries, 1);
 }
 
-#[tokio::test]
-async fn an_agent_searches_the_documents_it_may_read_and_emails_a_team_member_once() {
-    let world = world_with_queues("agents=2,maintenance=1,email=2,indexing=1").await;
-    let org = world.admin.organization_id;
-    let token = world.admin.access_token.as_str();
+/// A knowledge base document about the north gate, uploaded and indexed.
+async fn gate_document(world: &World) -> Value {
     let form = zoark_tests::multipart::Form::new().file(
         "file",
         "gate.md",
@@ -1512,11 +1509,25 @@ async fn an_agent_searches_the_documents_it_may_read_and_emails_a_team_member_on
     );
     let response = world
         .app
-        .upload(Method::POST, "/api/v1/knowledge", Some(token), &form, None)
+        .upload(
+            Method::POST,
+            "/api/v1/knowledge",
+            Some(world.admin.access_token.as_str()),
+            &form,
+            None,
+        )
         .await;
     assert_eq!(response.status(), 201);
     let document: Value = response.json().await.unwrap();
-    drain(&world).await;
+    drain(world).await;
+    document
+}
+
+#[tokio::test]
+async fn an_agent_searches_the_documents_it_may_read_and_emails_a_team_member_once() {
+    let world = world_with_queues("agents=2,maintenance=1,email=2,indexing=1").await;
+    let org = world.admin.organization_id;
+    let document = gate_document(&world).await;
     let ada: Uuid = sqlx::query_scalar(
         "INSERT INTO team_members (organization_id, name, email) VALUES ($1, 'Ada', 'ada@example.com')
          RETURNING id",
@@ -1582,4 +1593,196 @@ async fn an_agent_searches_the_documents_it_may_read_and_emails_a_team_member_on
     // The LLM read the passage it was given.
     let asked = chat_requests(&world.llm).await;
     assert!(asked[1]["messages"].to_string().contains("HX-4"));
+}
+
+/// Posts `question` to `/ask` with `prefer` (if any).
+async fn ask(world: &World, by: &Account, body: Value, prefer: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(world.app.url("/api/v1/ask"))
+        .bearer_auth(&by.access_token)
+        .json(&body);
+    if let Some(prefer) = prefer {
+        request = request.header("Prefer", prefer);
+    }
+    request.send().await.unwrap()
+}
+
+/// Waits until a question answerer's run is recorded (the API commits it before waiting).
+async fn question_recorded(world: &World, runs: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let recorded: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM agent_runs r JOIN agents a ON a.id = r.agent_id
+             WHERE a.kind = 'question_answerer'",
+        )
+        .fetch_one(&world.app.pool)
+        .await
+        .unwrap();
+        if recorded >= runs {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no question recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn asking_answers_from_the_documents_citing_document_and_chunk_metered_as_an_llm_step() {
+    let world = world_with_queues("agents=2,maintenance=1,indexing=1").await;
+    let document = gate_document(&world).await;
+    let reply = json!({
+        "answer": "The spare HX-4 hinge is in shed B.",
+        "claims": [
+            {"text": "The north gate hinge is model HX-4.", "passages": [1]},
+            {"text": "Gates are painted green.", "passages": [7]},
+        ],
+    });
+    on_turn(&world.llm, 0, answer(&reply.to_string())).await;
+
+    // The request waits for the run, which a worker takes meanwhile.
+    let asking = {
+        let world_url = world.app.url("/api/v1/ask");
+        let token = world.admin.access_token.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(world_url)
+                .bearer_auth(token)
+                .header("Prefer", "wait=30")
+                .json(&json!({"question": "Where is the spare hinge of the north gate?"}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    question_recorded(&world, 1).await;
+    drain(&world).await;
+    let response = asking.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "succeeded", "{body}");
+    assert_eq!(body["answer"], "The spare HX-4 hinge is in shed B.");
+    // The claim citing a passage the search never returned is left out.
+    assert_eq!(body["claims"].as_array().unwrap().len(), 1, "{body}");
+    let source = &body["claims"][0]["sources"][0];
+    assert_eq!(source["document_id"], document["id"]);
+    assert_eq!(source["source_type"], "knowledge");
+    assert_eq!(source["citation"]["chunk_ordinal"], 0);
+    assert_eq!(
+        (body["tokens_in"].as_i64(), body["tokens_out"].as_i64()),
+        (Some(100), Some(20))
+    );
+    assert!(body["cost_micros"].as_i64().unwrap() > 0, "{body}");
+
+    // The LLM read the chunk's text and was held to the answer's schema.
+    let requests = chat_requests(&world.llm).await;
+    assert_eq!(requests.len(), 1);
+    assert!(
+        requests[0]["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("shed B")
+    );
+    assert_eq!(
+        requests[0]["response_format"]["json_schema"]["name"],
+        "answer"
+    );
+    let run = get_run(&world, body["run_id"].as_str().unwrap()).await;
+    assert_eq!(
+        kinds(&run),
+        [
+            ("tool_call".into(), "succeeded".into()),
+            ("llm_call".into(), "succeeded".into())
+        ]
+    );
+    assert_eq!(run["trigger"], "manual");
+
+    // Over the month's budget: the run stops before asking, and says why.
+    sqlx::query("UPDATE organizations SET llm_monthly_budget_micros = 1 WHERE id = $1")
+        .bind(world.admin.organization_id)
+        .execute(&world.app.pool)
+        .await
+        .unwrap();
+    let response = ask(
+        &world,
+        &world.admin,
+        json!({"question": "Which hinge does the north gate have?"}),
+        Some("respond-async"),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    drain(&world).await;
+    let run = get_run(&world, body["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "budget_exhausted", "{run}");
+    assert_eq!(chat_requests(&world.llm).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_question_nothing_matches_is_answered_without_the_llm_and_bad_ones_are_refused() {
+    let world = world_with_queues("agents=2,maintenance=1,indexing=1").await;
+    let response = ask(
+        &world,
+        &world.admin,
+        json!({"question": "Where is the spare hinge?", "source_type": "knowledge"}),
+        Some("respond-async"),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "queued");
+    assert_eq!(
+        location,
+        format!("/api/v1/agent-runs/{}", body["run_id"].as_str().unwrap())
+    );
+    drain(&world).await;
+    let run = get_run(&world, body["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["output"]["answer"],
+        "Nothing in the documents you may read matches the question."
+    );
+    assert!(chat_requests(&world.llm).await.is_empty());
+
+    // Nothing waits on a run no worker takes: after the wait, 202.
+    let response = ask(
+        &world,
+        &world.admin,
+        json!({"question": "Anything?"}),
+        Some("wait=1"),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+
+    for (bad, field) in [
+        (json!({"question": "  "}), "question"),
+        (json!({"question": "x".repeat(1001)}), "question"),
+        (
+            json!({"question": "Where?", "language": "klingon"}),
+            "language",
+        ),
+    ] {
+        let response = ask(&world, &world.admin, bad, None).await;
+        assert_eq!(response.status(), 400);
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let viewer = fixtures::member(
+        &world.app,
+        world.admin.organization_id,
+        "viewer@example.com",
+        Role::Viewer,
+    )
+    .await;
+    let response = ask(&world, &viewer, json!({"question": "Where?"}), None).await;
+    assert_eq!(response.status(), 403);
+    let disabled: i32 = sqlx::query_scalar(
+        "UPDATE agents SET enabled = false WHERE kind = 'question_answerer' RETURNING 1",
+    )
+    .fetch_one(&world.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(disabled, 1);
+    let response = ask(&world, &world.admin, json!({"question": "Where?"}), None).await;
+    assert_eq!(response.status(), 409);
 }

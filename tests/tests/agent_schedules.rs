@@ -68,7 +68,7 @@ async fn a_schedule_is_read_in_its_zone_changed_from_now_and_run_once_per_tick()
     clear_builtin_schedules(&app, admin.organization_id).await;
     let token = admin.access_token.as_str();
     let (_, agents) = call(&app, Method::GET, "/api/v1/agents", token, None).await;
-    assert_eq!(agents["items"].as_array().unwrap().len(), 8, "{agents}");
+    assert_eq!(agents["items"].as_array().unwrap().len(), 9, "{agents}");
     let monitor = agent(&app, token, "task_monitor").await;
 
     let body = json!({"agent_id": monitor, "cron_expression": "0  9 * * 1-5",

@@ -280,19 +280,7 @@ impl AgentRunsApi {
                 detail: "The agent is disabled: enable it before starting a run.".into(),
             });
         }
-        let actor = granted.actor();
-        let new = NewRun {
-            agent_id: agent.id,
-            schedule_id: None,
-            trigger: if actor.user_id().is_some() {
-                RunTrigger::Manual
-            } else {
-                RunTrigger::Api
-            },
-            triggered_by: actor.user_id(),
-            max_role: Some(granted.role()),
-            input: &input,
-        };
+        let new = NewRun::requested(&granted, agent.id, &input);
         let run_id = zoark_jobs::agents::start(&mut tx, organization_id, &new)
             .await
             .map_err(|e| ApiError::Internal(e.into()))?

@@ -4,6 +4,7 @@ pub mod agent_runs;
 pub mod agents;
 pub mod api_keys;
 pub mod approvals;
+pub mod ask;
 pub mod audit_log;
 pub mod auth;
 pub mod broadcasts;

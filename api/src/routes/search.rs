@@ -97,6 +97,28 @@ fn invalid(field: &str, message: &str) -> ApiError {
     })
 }
 
+/// A query's (or a question's) text, trimmed: 1 to 1,000 characters.
+pub(crate) fn query_text(field: &str, raw: &str) -> Result<String, ApiError> {
+    let text = raw.trim();
+    if text.is_empty() || text.chars().count() > MAX_QUERY_CHARS {
+        return Err(invalid(field, "must be 1 to 1,000 characters"));
+    }
+    Ok(text.to_owned())
+}
+
+/// The text search configuration named `language` (English when none).
+pub(crate) fn language_of(language: Option<&str>) -> Result<Language, ApiError> {
+    match language {
+        None => Ok(Language::ENGLISH),
+        Some(l) => Language::parse(l).ok_or_else(|| {
+            invalid(
+                "language",
+                &format!("must be one of {}", knowledge::LANGUAGES.join(", ")),
+            )
+        }),
+    }
+}
+
 /// HTML-escapes a snippet and turns the database's match markers into `<mark>` elements.
 fn snippet_html(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len() + 32);
@@ -193,23 +215,12 @@ impl SearchApi {
         language: Query<Option<String>>,
     ) -> Result<Json<SearchResults>, SearchError> {
         let granted = auth.grant::<ReadKnowledge>(&state).await?;
-        let text = q.0.trim().to_owned();
-        if text.is_empty() || text.chars().count() > MAX_QUERY_CHARS {
-            return Err(SearchError(invalid("q", "must be 1 to 1,000 characters")));
-        }
+        let text = query_text("q", &q.0)?;
         let limit = limit.0.unwrap_or(10);
         if !(1..=50).contains(&limit) {
             return Err(SearchError(invalid("limit", "must be between 1 and 50")));
         }
-        let language = match language.0.as_deref() {
-            None => Language::ENGLISH,
-            Some(l) => Language::parse(l).ok_or_else(|| {
-                invalid(
-                    "language",
-                    &format!("must be one of {}", knowledge::LANGUAGES.join(", ")),
-                )
-            })?,
-        };
+        let language = language_of(language.0.as_deref())?;
         let role = granted.role();
         let sources: Vec<SourceType> = SourceType::ALL
             .into_iter()

@@ -80,6 +80,26 @@ pub struct NewRun<'a> {
     pub input: &'a Value,
 }
 
+impl<'a> NewRun<'a> {
+    /// A run of `agent_id` asked for through the API: trigger `manual` for someone signed in
+    /// (who is its starter), `api` for an API key; never acting above the caller's role.
+    pub fn requested(granted: &Granted<RunAgents>, agent_id: Uuid, input: &'a Value) -> Self {
+        let actor = granted.actor();
+        Self {
+            agent_id,
+            schedule_id: None,
+            trigger: if actor.user_id().is_some() {
+                RunTrigger::Manual
+            } else {
+                RunTrigger::Api
+            },
+            triggered_by: actor.user_id(),
+            max_role: Some(granted.role()),
+            input,
+        }
+    }
+}
+
 /// Records a `queued` run; `None` when it is a schedule's and that schedule's previous run is
 /// unfinished (`agent_runs_one_unfinished_per_schedule`).
 ///

@@ -597,6 +597,8 @@ pub struct Hit {
     /// The chunk's best passage, with the matched terms between [`MARK_START`] and
     /// [`MARK_END`].
     pub snippet: String,
+    /// The chunk's whole text (what an answer is grounded on).
+    pub content: String,
     pub score: f64,
     pub chunk_ordinal: i32,
     pub page: Option<i32>,
@@ -707,7 +709,7 @@ pub async fn search(
                   ts_headline(c.language, c.content, websearch_to_tsquery($3::text::regconfig, $4),
                               'StartSel=' || chr(57344) || ', StopSel=' || chr(57345)
                               || ', MaxWords=40, MinWords=15, MaxFragments=2') AS "snippet!",
-                  f.score AS "score!", c.ordinal, c.page, c.heading
+                  c.content, f.score AS "score!", c.ordinal, c.page, c.heading
            FROM unnest($1::uuid[], $2::float8[]) WITH ORDINALITY AS f (id, score, position)
            JOIN rag_chunks c ON c.id = f.id
            JOIN rag_documents d ON d.id = c.document_id
@@ -726,6 +728,7 @@ pub async fn search(
             source_type: row.source_type,
             title: row.title,
             snippet: row.snippet,
+            content: row.content,
             score: row.score,
             chunk_ordinal: row.ordinal,
             page: row.page,

@@ -4,6 +4,7 @@
 //! and never asks the LLM again for an answer it stored nor repeats a tool's effect (a tool's
 //! effect and its step's result commit together: [`tools`]).
 
+pub mod answerer;
 pub mod broadcasts;
 pub mod coordinator;
 pub mod escalator;
@@ -126,7 +127,10 @@ pub async fn pending(
         AgentKind::TeamCoordinator => coordinator::pending(conn, organization_id).await,
         AgentKind::TimesheetReminder => timesheets::pending(conn, organization_id).await,
         AgentKind::DocumentIndexer => indexer::pending(conn, organization_id).await,
-        AgentKind::BroadcastSender | AgentKind::EmailParser | AgentKind::Custom => Ok(true),
+        AgentKind::BroadcastSender
+        | AgentKind::EmailParser
+        | AgentKind::QuestionAnswerer
+        | AgentKind::Custom => Ok(true),
     }
 }
 
@@ -146,6 +150,7 @@ pub async fn take(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<End, Jo
         AgentKind::DocumentIndexer => indexer::run(ctx, run).await,
         AgentKind::BroadcastSender => broadcasts::run(ctx, run).await,
         AgentKind::EmailParser => parser::run(ctx, run, def).await,
+        AgentKind::QuestionAnswerer => answerer::run(ctx, run, def).await,
     }
 }
 
@@ -454,6 +459,39 @@ pub(crate) enum Asked {
     Refused(String),
     /// The month's budget has no room for it: nothing was recorded or asked.
     OverBudget(String),
+}
+
+/// A built-in agent's LLM step: its cost estimated and reserved, the step taken. `Ok(Err(end))`
+/// when the run must end (the provider refused, the budget is spent); else the assistant
+/// message.
+///
+/// # Errors
+/// [`JobError`]: the job's next move (a snooze for a rate limit, a retry).
+pub(crate) async fn llm_answer(
+    ctx: &WorkerContext,
+    run: &Run,
+    def: &Agent,
+    llm: &Llm,
+    position: i32,
+    request: Value,
+) -> Result<Result<Value, End>, JobError> {
+    let reserve = estimate(ctx, def, &llm.model, &request);
+    Ok(
+        match llm_step(ctx, run, llm, position, request, reserve).await? {
+            Asked::Answer(message) => Ok(message),
+            Asked::Refused(reason) => Err(End::Failed(reason)),
+            Asked::OverBudget(reason) => Err(End::OverBudget(reason)),
+        },
+    )
+}
+
+/// An assistant message's text (empty when it has none).
+pub(crate) fn message_text(message: &Value) -> String {
+    message
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// One LLM call as a step: its estimated cost reserved and the step recorded with its request,

@@ -23,7 +23,7 @@ use zoark_core::{
 };
 
 use super::{
-    Asked, End, Llm, Resumed, estimate, llm_step,
+    End, Llm, Resumed, llm_answer,
     notify::{EffectStep, recipients},
     stored_answer,
 };
@@ -235,21 +235,12 @@ async fn summarize(
                        "required": ["summary", "next_step"],
                        "properties": {"summary": {"type": "string"}, "next_step": {"type": "string"}}}}},
     });
-    let reserve = estimate(ctx, def, &llm.model, &request);
-    Ok(
-        match llm_step(ctx, run, llm, position, request, reserve).await? {
-            Asked::Answer(message) => parse(&message).map_or_else(
-                || {
-                    Err(End::Failed(
-                        "the LLM's summary is not the JSON asked for".into(),
-                    ))
-                },
-                Ok,
-            ),
-            Asked::Refused(reason) => Err(End::Failed(reason)),
-            Asked::OverBudget(reason) => Err(End::OverBudget(reason)),
-        },
-    )
+    Ok(llm_answer(ctx, run, def, llm, position, request)
+        .await?
+        .and_then(|message| {
+            parse(&message)
+                .ok_or_else(|| End::Failed("the LLM's summary is not the JSON asked for".into()))
+        }))
 }
 
 /// The alert as one step: the emails and the activity entry commit with the step's result.

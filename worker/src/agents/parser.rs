@@ -34,7 +34,7 @@ use zoark_core::{
     files::{self, Accept},
 };
 
-use super::{Asked, End, Resumed, estimate, input_id, llm_step, notify::EffectStep, stored_answer};
+use super::{End, Resumed, input_id, llm_answer, message_text, notify::EffectStep, stored_answer};
 use crate::{WorkerContext, engine::JobError};
 
 /// Characters of the message's text the LLM reads (and a template task keeps).
@@ -162,15 +162,9 @@ pub async fn run(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<End, Job
                         "response_format": {"type": "json_schema", "json_schema": {
                             "name": "inbound_email", "strict": true, "schema": schema()}},
                     });
-                    let reserve = estimate(ctx, def, &llm.model, &request);
-                    match llm_step(ctx, run, llm, position, request, reserve).await? {
-                        Asked::Answer(message) => message
-                            .get("content")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                        Asked::Refused(reason) => return Ok(End::Failed(reason)),
-                        Asked::OverBudget(reason) => return Ok(End::OverBudget(reason)),
+                    match llm_answer(ctx, run, def, llm, position, request).await? {
+                        Ok(message) => message_text(&message),
+                        Err(end) => return Ok(end),
                     }
                 }
             };

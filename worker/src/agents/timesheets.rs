@@ -26,7 +26,7 @@ use zoark_core::{
 };
 use zoark_jobs::email::SystemTemplate;
 
-use super::{Asked, End, Llm, Resumed, estimate, llm_step, notify::EffectStep, stored_answer};
+use super::{End, Llm, Resumed, llm_answer, notify::EffectStep, stored_answer};
 use crate::{WorkerContext, engine::JobError};
 
 /// Members read per page.
@@ -261,16 +261,11 @@ async fn ask(
             {"role": "user", "content": facts.to_string()},
         ],
     });
-    let reserve = estimate(ctx, def, &llm.model, &request);
-    Ok(
-        match llm_step(ctx, run, llm, position, request, reserve).await? {
-            Asked::Answer(message) => {
-                content(&message).ok_or_else(|| End::Failed("the LLM's draft is empty".into()))
-            }
-            Asked::Refused(reason) => Err(End::Failed(reason)),
-            Asked::OverBudget(reason) => Err(End::OverBudget(reason)),
-        },
-    )
+    Ok(llm_answer(ctx, run, def, llm, position, request)
+        .await?
+        .and_then(|message| {
+            content(&message).ok_or_else(|| End::Failed("the LLM's draft is empty".into()))
+        }))
 }
 
 /// The reminder as one step; `false` when it was recorded meanwhile (nothing is sent).

@@ -339,39 +339,65 @@ impl Step {
                 }
             }
             Self::Documents(granted, text, sources) => {
-                let vector = ctx
-                    .embedder
-                    .embed(vec![text.clone()])
-                    .await
-                    .map_err(|e| anyhow::anyhow!("embedding the search query: {e}"))?
-                    .vectors
-                    .pop()
-                    .unwrap_or_default();
-                let query = SearchQuery {
+                let search = Passages {
                     text: &text,
-                    vector,
-                    model: ctx.embedder.model(),
                     sources,
-                    from: None,
-                    to: None,
                     language: Language::ENGLISH,
                     limit: DOCUMENT_HITS,
                 };
-                let hits = knowledge::search(conn, &granted, &query).await?;
-                let passages: Vec<Value> = hits
-                    .into_iter()
-                    .map(|h| {
-                        let passage: String = h
-                            .snippet
-                            .chars()
-                            .filter(|c| *c != knowledge::MARK_START && *c != knowledge::MARK_END)
-                            .collect();
-                        json!({"document_id": h.document_id, "title": h.title,
-                               "chunk": h.chunk_ordinal, "page": h.page, "passage": passage})
-                    })
-                    .collect();
-                Ok(json!({ "passages": passages }))
+                Ok(search.find(ctx, conn, &granted).await?)
             }
         })
+    }
+}
+
+/// A document search whose passages ground an LLM's answer.
+pub(crate) struct Passages<'a> {
+    pub text: &'a str,
+    pub sources: Vec<SourceType>,
+    pub language: Language,
+    pub limit: i64,
+}
+
+impl Passages<'_> {
+    /// `{"passages": [...]}`, best first: each with its `document_id`, `source_type`, `title`,
+    /// `chunk` (ordinal), `page`, `heading` and the chunk's whole text as `passage`.
+    ///
+    /// # Errors
+    /// The query not embedded (the job retries) or database errors.
+    pub(crate) async fn find(
+        self,
+        ctx: &WorkerContext,
+        conn: &mut sqlx::PgConnection,
+        granted: &Granted<ReadKnowledge>,
+    ) -> Result<Value, JobError> {
+        let vector = ctx
+            .embedder
+            .embed(vec![self.text.to_owned()])
+            .await
+            .map_err(|e| JobError::Retry(anyhow::anyhow!("embedding the search query: {e}")))?
+            .vectors
+            .pop()
+            .unwrap_or_default();
+        let query = SearchQuery {
+            text: self.text,
+            vector,
+            model: ctx.embedder.model(),
+            sources: self.sources,
+            from: None,
+            to: None,
+            language: self.language,
+            limit: self.limit,
+        };
+        let hits = knowledge::search(conn, granted, &query).await?;
+        let passages: Vec<Value> = hits
+            .into_iter()
+            .map(|h| {
+                json!({"document_id": h.document_id, "source_type": h.source_type,
+                       "title": h.title, "chunk": h.chunk_ordinal, "page": h.page,
+                       "heading": h.heading, "passage": h.content})
+            })
+            .collect();
+        Ok(json!({ "passages": passages }))
     }
 }
