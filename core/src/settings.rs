@@ -344,6 +344,9 @@ pub struct AgentSettings {
     /// `ZOARK_LLM_MODEL`) serves organizations without a provider of their own: when either
     /// of the first two is set.
     pub platform_default: bool,
+    /// `ZOARK_ASK_MAX_WAIT_SECS`: the longest a `POST /ask` request waits for its answer (60 s;
+    /// 0 answers 202 at once). A request waits 30 s unless `Prefer: wait=N` says otherwise.
+    pub ask_max_wait: Duration,
 }
 
 /// `model=input/output` pairs in USD per million tokens, e.g.
@@ -849,6 +852,7 @@ impl Settings {
                 prices: r.parse_or("ZOARK_LLM_PRICES", LlmPrices::default())?,
                 platform_default: r.get("ZOARK_LLM_API_KEY").is_some()
                     || r.get("ZOARK_LLM_BASE_URL").is_some(),
+                ask_max_wait: Duration::from_secs(r.parse_or("ZOARK_ASK_MAX_WAIT_SECS", 60)?),
             },
         })
     }

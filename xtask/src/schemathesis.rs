@@ -92,6 +92,8 @@ fn against_fresh_api(
             .env("ZOARK_RATE_LIMIT_PER_CALLER", "1000000")
             .env("ZOARK_RATE_LIMIT_PER_ADDRESS", "1000000")
             .env("ZOARK_RATE_LIMIT_AUTH_PER_ADDRESS", "1000000")
+            // No worker runs here: a question would wait for an answer that never comes.
+            .env("ZOARK_ASK_MAX_WAIT_SECS", "0")
             .env("RUST_LOG", "info,sqlx=warn")
             .current_dir(root);
     };

@@ -161,14 +161,13 @@ pub enum Asked {
     ),
 }
 
-/// How long a request waits for its answer unless `Prefer` says otherwise.
+/// How long a request waits for its answer unless `Prefer` says otherwise (at most the
+/// configured longest wait).
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
-/// The longest wait a request may ask for.
-const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// The wait `Prefer` (RFC 7240) asks for: `respond-async` none, `wait=N` N seconds (at most
-/// [`MAX_WAIT`]). Preferences not understood are ignored, as the RFC says.
-fn wait_of(prefer: Option<&str>) -> Duration {
+/// The wait `Prefer` (RFC 7240) asks for: `respond-async` none, `wait=N` N seconds; at most
+/// `max` (`ZOARK_ASK_MAX_WAIT_SECS`). Preferences not understood are ignored, as the RFC says.
+fn wait_of(prefer: Option<&str>, max: Duration) -> Duration {
     let mut wait = DEFAULT_WAIT;
     for preference in prefer.unwrap_or_default().split(',') {
         let preference = preference.split(';').next().unwrap_or_default().trim();
@@ -181,10 +180,10 @@ fn wait_of(prefer: Option<&str>) -> Duration {
         if name.eq_ignore_ascii_case("wait")
             && let Some(seconds) = value.and_then(|v| v.trim_matches('"').parse::<u64>().ok())
         {
-            wait = Duration::from_secs(seconds).min(MAX_WAIT);
+            wait = Duration::from_secs(seconds);
         }
     }
-    wait
+    wait.min(max)
 }
 
 #[OpenApi(tag = "ApiTags::Search", prefix_path = "/api/v1")]
@@ -196,7 +195,8 @@ impl AskApi {
     /// its documents and chunks. It is an agent run like any other: its steps, tokens and cost
     /// are on `GET /api/v1/agent-runs/{id}`, and it is held to the organization's monthly LLM
     /// budget (`budget_exhausted`). The request waits for the answer: 30 s by default,
-    /// `Prefer: wait=N` up to 60 s, `Prefer: respond-async` not at all; 200 once the run ended
+    /// `Prefer: wait=N` up to 60 s (`ZOARK_ASK_MAX_WAIT_SECS`), `Prefer: respond-async` not at
+    /// all; 200 once the run ended
     /// (`status` says how), else 202 with `Location`. 409 `agent_disabled` when the question
     /// answerer is disabled. Needs `agents.run` (member).
     #[oai(path = "/ask", method = "post", operation_id = "ask")]
@@ -205,7 +205,8 @@ impl AskApi {
         auth: BearerAuth,
         state: Data<&AppState>,
         body: JsonBody<Question>,
-        /// `wait=N` (seconds, at most 60) or `respond-async`.
+        /// `wait=N` (seconds, at most `ZOARK_ASK_MAX_WAIT_SECS`, 60 by default) or
+        /// `respond-async`.
         #[oai(name = "Prefer")]
         prefer: Header<Option<String>>,
     ) -> Result<Asked, ApiError> {
@@ -213,7 +214,7 @@ impl AskApi {
         let body = body.0;
         let question = query_text("question", &body.question)?;
         let language = language_of(body.language.as_deref())?;
-        let wait = wait_of(prefer.0.as_deref());
+        let wait = wait_of(prefer.0.as_deref(), state.settings.agents.ask_max_wait);
         let organization_id = granted.organization_id();
         let input = serde_json::json!({
             "question": question,
@@ -263,12 +264,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefer_sets_the_wait() {
-        assert_eq!(wait_of(None), DEFAULT_WAIT);
-        assert_eq!(wait_of(Some("respond-async")), Duration::ZERO);
-        assert_eq!(wait_of(Some("wait=5")), Duration::from_secs(5));
-        assert_eq!(wait_of(Some("handling=lenient, wait=600")), MAX_WAIT);
-        assert_eq!(wait_of(Some("wait=soon")), DEFAULT_WAIT);
-        assert_eq!(wait_of(Some("wait=3, respond-async")), Duration::ZERO);
+    fn prefer_sets_the_wait_within_the_configured_longest() {
+        let max = Duration::from_secs(60);
+        assert_eq!(wait_of(None, max), DEFAULT_WAIT);
+        assert_eq!(wait_of(Some("respond-async"), max), Duration::ZERO);
+        assert_eq!(wait_of(Some("wait=5"), max), Duration::from_secs(5));
+        assert_eq!(wait_of(Some("handling=lenient, wait=600"), max), max);
+        assert_eq!(wait_of(Some("wait=soon"), max), DEFAULT_WAIT);
+        assert_eq!(wait_of(Some("wait=3, respond-async"), max), Duration::ZERO);
+        assert_eq!(wait_of(None, Duration::ZERO), Duration::ZERO);
     }
 }
