@@ -8,7 +8,7 @@
 //! every slot busy); the step overhead (from one step's finish to the next step's start within
 //! a run: the engine's and the database's share, with the slot held, so no queueing); and the
 //! event stream's commit-to-client latency (a step's `finished_at` to its `agent_step` message
-//! on a WebSocket; `finished_at` is its transaction's start, so the figure is an upper bound).
+//! on a WebSocket; `finished_at` is written before the commit, so the figure is an upper bound).
 
 use std::{
     path::PathBuf,

@@ -583,6 +583,47 @@ async fn cancel_stops_a_queued_run_at_once_and_a_finished_one_answers_409() {
 }
 
 #[tokio::test]
+async fn a_running_run_cancelled_mid_step_stops_before_its_next_step() {
+    let world = world().await;
+    let agent = agent(&world, &world.admin, &["create_task"], json!({})).await;
+    let create = tool_call(
+        "c1",
+        "create_task",
+        json!({"project_id": world.project, "title": "Never", "description": null, "status": null}),
+    );
+    on_turn(&world.llm, 0, create.set_delay(Duration::from_millis(1500))).await;
+    on_turn(&world.llm, 1, answer("Done.")).await;
+    let run = start_run(&world, &world.admin, &agent, json!({})).await;
+    // Cancelled while its first LLM step waits for the answer.
+    let cancel = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while chat_requests(&world.llm).await.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the run never asked");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (status, body) = call(
+            &world.app,
+            Method::POST,
+            &format!("/api/v1/agent-runs/{run}/cancel"),
+            &world.admin.access_token,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "running");
+        assert!(body["cancel_requested_at"].is_string());
+    };
+    let (drained, ()) = tokio::join!(world.app.drain_jobs(Duration::from_secs(30)), cancel);
+    drained.unwrap();
+    let body = get_run(&world, &run).await;
+    assert_eq!(body["status"], "cancelled", "{body}");
+    // The answer is kept; the tool call it asked for is never recorded or done.
+    assert_eq!(kinds(&body), [("llm_call".into(), "succeeded".into())]);
+    assert!(task_titles(&world).await.is_empty());
+    assert_eq!(chat_requests(&world.llm).await.len(), 1);
+}
+
+#[tokio::test]
 async fn a_schedule_tick_skips_while_its_previous_run_is_unfinished_and_records_the_skip() {
     let world = world().await;
     let agent = agent(&world, &world.admin, &[], json!({})).await;

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{Connection as _, PgConnection};
 use uuid::Uuid;
 
 use crate::{
@@ -326,6 +326,8 @@ pub async fn begin_step(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Begun {
     Step(Uuid),
+    /// A cancel was asked for: no step was recorded.
+    Cancelled,
     /// The step's estimated cost does not fit: `used` (spent and held by steps under way) of
     /// `budget` USD millionths this month.
     OverBudget {
@@ -334,15 +336,116 @@ pub enum Begun {
     },
 }
 
-/// Records LLM step `position` like [`begin_step`], first reserving `estimate` USD millionths
-/// of the organization's monthly budget when it has one (the month's row lock serializes
-/// concurrent runs, so they cannot overspend it together). A step taken up again keeps the
-/// reservation it holds. Call it in a transaction: the reservation and the step commit
-/// together.
+/// What [`open_step`] did.
+enum Opened {
+    Step(Uuid),
+    Cancelled,
+    /// An LLM step of an organization with a monthly budget: nothing recorded yet.
+    Budgeted,
+}
+
+/// Records step `position` like [`begin_step`] in one statement that also reads whether a
+/// cancel was asked for (then nothing is recorded) and, for an LLM step (`llm`), whether the
+/// organization has a monthly budget (then nothing is recorded either: the step must reserve
+/// its cost first).
+async fn open_step(
+    conn: &mut PgConnection,
+    run: &Run,
+    position: i32,
+    kind: StepKind,
+    request: &Value,
+    llm: bool,
+) -> sqlx::Result<Opened> {
+    let opened = sqlx::query!(
+        r#"
+        WITH run AS (
+            SELECT r.cancel_requested_at IS NOT NULL AS cancelled,
+                   $7 AND o.llm_monthly_budget_micros IS NOT NULL AS budgeted
+            FROM agent_runs r JOIN organizations o ON o.id = r.organization_id
+            WHERE r.organization_id = $1 AND r.id = $2
+        ), step AS (
+            INSERT INTO agent_run_steps
+                (organization_id, run_id, position, kind, idempotency_key, request)
+            SELECT $1, $2, $3, $4, $6, $5 FROM run WHERE NOT run.cancelled AND NOT run.budgeted
+            ON CONFLICT (organization_id, idempotency_key) DO UPDATE
+                SET kind = EXCLUDED.kind, request = EXCLUDED.request
+                WHERE agent_run_steps.status = 'running'
+            RETURNING id
+        )
+        SELECT run.cancelled AS "cancelled!", run.budgeted AS "budgeted!",
+               (SELECT id FROM step) AS id
+        FROM run
+        "#,
+        run.organization_id,
+        run.id,
+        position,
+        kind as StepKind,
+        request,
+        format!("{}:{position}", run.id),
+        llm,
+    )
+    .fetch_optional(conn)
+    .await?;
+    // A run that is gone has nothing more to do.
+    let Some(opened) = opened else {
+        return Ok(Opened::Cancelled);
+    };
+    Ok(match (opened.cancelled, opened.budgeted, opened.id) {
+        (true, _, _) => Opened::Cancelled,
+        (false, true, _) => Opened::Budgeted,
+        (false, false, Some(id)) => Opened::Step(id),
+        // The position holds a finished step: the caller's view of the run is stale.
+        (false, false, None) => return Err(sqlx::Error::RowNotFound),
+    })
+}
+
+/// [`begin_step`] unless a cancel was asked for (`None`, nothing recorded), in one statement.
+///
+/// # Errors
+/// Database errors.
+pub async fn begin_step_unless_cancelled(
+    conn: &mut PgConnection,
+    run: &Run,
+    position: i32,
+    kind: StepKind,
+    request: &Value,
+) -> sqlx::Result<Option<Uuid>> {
+    Ok(
+        match open_step(conn, run, position, kind, request, false).await? {
+            Opened::Step(id) => Some(id),
+            Opened::Cancelled | Opened::Budgeted => None,
+        },
+    )
+}
+
+/// Records LLM step `position` like [`begin_step_unless_cancelled`]. An organization with a
+/// monthly budget first has `estimate` USD millionths of it reserved, in a transaction with
+/// the step (the month's row lock serializes concurrent runs, so they cannot overspend it
+/// together; a step taken up again keeps the reservation it holds). Without a budget it is one
+/// statement, and the organization's steps share no row to lock.
 ///
 /// # Errors
 /// Database errors.
 pub async fn begin_llm_step(
+    conn: &mut PgConnection,
+    run: &Run,
+    position: i32,
+    request: &Value,
+    estimate: i64,
+) -> sqlx::Result<Begun> {
+    match open_step(conn, run, position, StepKind::LlmCall, request, true).await? {
+        Opened::Step(id) => return Ok(Begun::Step(id)),
+        Opened::Cancelled => return Ok(Begun::Cancelled),
+        Opened::Budgeted => {}
+    }
+    let mut tx = conn.begin().await?;
+    let begun = reserve_and_begin(&mut tx, run, position, request, estimate).await?;
+    tx.commit().await?;
+    Ok(begun)
+}
+
+/// The budgeted half of [`begin_llm_step`], in its transaction.
+async fn reserve_and_begin(
     conn: &mut PgConnection,
     run: &Run,
     position: i32,
@@ -358,16 +461,7 @@ pub async fn begin_llm_step(
     )
     .fetch_optional(&mut *conn)
     .await?;
-    // Without a budget nothing is reserved: the organization's steps share no row to lock.
-    let budget = sqlx::query_scalar!(
-        "SELECT llm_monthly_budget_micros FROM organizations WHERE id = $1",
-        run.organization_id,
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    .flatten();
-    let reserve = held.is_none() && budget.is_some();
-    if reserve {
+    if held.is_none() {
         // The month's row starts from what the month's LLM steps cost so far (a budget set
         // mid-month counts them).
         sqlx::query!(
@@ -416,7 +510,7 @@ pub async fn begin_llm_step(
         }
     }
     let id = begin_step(conn, run, position, StepKind::LlmCall, request).await?;
-    if reserve {
+    if held.is_none() {
         sqlx::query!(
             "UPDATE agent_run_steps SET reserved_micros = $3 WHERE organization_id = $1 AND id = $2",
             run.organization_id,
@@ -438,6 +532,9 @@ pub struct StepResult {
     pub tokens_in: i32,
     pub tokens_out: i32,
     pub cost_micros: i64,
+    /// An LLM step's cost of its input and its output tokens, metered for billing as two
+    /// `usage_records` (keyed by the step, so a retried write counts once) with the result.
+    pub metered: Option<(i64, i64)>,
 }
 
 impl StepResult {
@@ -450,6 +547,7 @@ impl StepResult {
             tokens_in: 0,
             tokens_out: 0,
             cost_micros: 0,
+            metered: None,
         }
     }
 
@@ -462,6 +560,7 @@ impl StepResult {
             tokens_in: 0,
             tokens_out: 0,
             cost_micros: 0,
+            metered: None,
         }
     }
 }
@@ -486,7 +585,7 @@ pub async fn finish_step(
         ), step AS (
             UPDATE agent_run_steps s
             SET status = $3, response = $4, error = $5, tokens_in = $6, tokens_out = $7,
-                cost_micros = $8, reserved_micros = 0, finished_at = now()
+                cost_micros = $8, reserved_micros = 0, finished_at = clock_timestamp()
             FROM held
             WHERE s.organization_id = $1 AND s.id = held.id
             RETURNING s.run_id, held.reserved_micros, held.started_at
@@ -498,6 +597,15 @@ pub async fn finish_step(
             FROM step
             WHERE m.organization_id = $1
               AND m.month = date_trunc('month', step.started_at AT TIME ZONE 'UTC')::date
+        ), usage AS (
+            INSERT INTO usage_records
+                (organization_id, metric, quantity, idempotency_key, cost_micros)
+            SELECT $1, u.metric, u.quantity, $2::uuid::text || u.suffix, u.cost
+            FROM step, (VALUES ('llm_tokens_in', $6, ':in', $10::bigint),
+                               ('llm_tokens_out', $7, ':out', $11::bigint))
+                       AS u (metric, quantity, suffix, cost)
+            WHERE $9
+            ON CONFLICT (organization_id, idempotency_key) DO NOTHING
         )
         UPDATE agent_runs r
         SET tokens_in = r.tokens_in + $6, tokens_out = r.tokens_out + $7,
@@ -513,6 +621,9 @@ pub async fn finish_step(
         result.tokens_in,
         result.tokens_out,
         result.cost_micros,
+        result.metered.is_some(),
+        result.metered.map_or(0, |m| m.0),
+        result.metered.map_or(0, |m| m.1),
     )
     .execute(conn)
     .await?;
@@ -678,37 +789,6 @@ pub async fn acting_role(
         None => Ok(Some(role)),
         Some(starter) => Ok(role_of(starter).map(|s| role.lesser(s))),
     }
-}
-
-/// Meters an LLM step for billing: its input and output tokens as two `usage_records` with
-/// their cost, keyed by the step so that a retried write counts once.
-///
-/// # Errors
-/// Database errors.
-pub async fn record_llm_usage(
-    conn: &mut PgConnection,
-    run: &Run,
-    step_id: Uuid,
-    tokens: (i32, i32),
-    cost_micros: (i64, i64),
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        r#"
-        INSERT INTO usage_records (organization_id, metric, quantity, idempotency_key, cost_micros)
-        VALUES ($1, 'llm_tokens_in', $3, $2 || ':in', $5),
-               ($1, 'llm_tokens_out', $4, $2 || ':out', $6)
-        ON CONFLICT (organization_id, idempotency_key) DO NOTHING
-        "#,
-        run.organization_id,
-        step_id.to_string(),
-        i64::from(tokens.0),
-        i64::from(tokens.1),
-        cost_micros.0,
-        cost_micros.1,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Deletes runs finished before `now - retention` (their steps with them), activity entries

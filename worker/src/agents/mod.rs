@@ -420,15 +420,13 @@ pub async fn take_steps(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<E
         ));
     };
     drop(conn);
+    // A cancel asked for is read with each step's first statement: the run stops before it.
     loop {
-        let mut conn = ctx.pool.acquire().await?;
-        if agent_runs::cancel_requested(&mut conn, run.id).await? {
-            return Ok(End::Cancelled);
-        }
-        drop(conn);
         state.position += 1;
         if let Some(call) = state.pending.pop_front() {
-            let content = tools::call(ctx, run, def, state.position, &call).await?;
+            let Some(content) = tools::call(ctx, run, def, state.position, &call).await? else {
+                return Ok(End::Cancelled);
+            };
             state.messages.push(tool_message(&call.id, &content));
             continue;
         }
@@ -447,6 +445,7 @@ pub async fn take_steps(ctx: &WorkerContext, run: &Run, def: &Agent) -> Result<E
             Asked::Answer(message) => state.answered(message),
             Asked::Refused(reason) => return Ok(End::Failed(reason)),
             Asked::OverBudget(reason) => return Ok(End::OverBudget(reason)),
+            Asked::Cancelled => return Ok(End::Cancelled),
         }
     }
 }
@@ -459,6 +458,8 @@ pub(crate) enum Asked {
     Refused(String),
     /// The month's budget has no room for it: nothing was recorded or asked.
     OverBudget(String),
+    /// A cancel was asked for: nothing was recorded or asked.
+    Cancelled,
 }
 
 /// A built-in agent's LLM step: its cost estimated and reserved, the step taken. `Ok(Err(end))`
@@ -481,6 +482,7 @@ pub(crate) async fn llm_answer(
             Asked::Answer(message) => Ok(message),
             Asked::Refused(reason) => Err(End::Failed(reason)),
             Asked::OverBudget(reason) => Err(End::OverBudget(reason)),
+            Asked::Cancelled => Err(End::Cancelled),
         },
     )
 }
@@ -504,11 +506,12 @@ pub(crate) async fn llm_step(
     request: Value,
     reserve: i64,
 ) -> Result<Asked, JobError> {
-    let mut tx = ctx.pool.begin().await?;
-    let step_id = match agent_runs::begin_llm_step(&mut tx, run, position, &request, reserve)
+    let mut conn = ctx.pool.acquire().await?;
+    let step_id = match agent_runs::begin_llm_step(&mut conn, run, position, &request, reserve)
         .await?
     {
         agent_runs::Begun::Step(id) => id,
+        agent_runs::Begun::Cancelled => return Ok(Asked::Cancelled),
         agent_runs::Begun::OverBudget { budget, used } => {
             let usd = |micros: i64| format!("${}.{:06}", micros / 1_000_000, micros % 1_000_000);
             return Ok(Asked::OverBudget(format!(
@@ -520,7 +523,7 @@ pub(crate) async fn llm_step(
             )));
         }
     };
-    tx.commit().await?;
+    drop(conn);
     let typed = serde_json::from_value(request)
         .map_err(|e| JobError::Fatal(anyhow::anyhow!("the chat request does not build: {e}")))?;
     let completion = match llm.chat.complete(typed).await {
@@ -567,15 +570,15 @@ pub(crate) async fn llm_step(
         tokens_in: tokens.0,
         tokens_out: tokens.1,
         cost_micros: cost.0 + cost.1,
+        metered: Some(cost),
         ..StepResult::succeeded(json!({
             "message": message,
             "model": completion.response.model,
             "finish_reason": finish_reason,
         }))
     };
-    let mut tx = ctx.pool.begin().await?;
-    agent_runs::finish_step(&mut tx, run, step_id, &result).await?;
-    agent_runs::record_llm_usage(&mut tx, run, step_id, tokens, cost).await?;
-    tx.commit().await?;
+    // One statement: the result, the run's totals, the budget and the usage records.
+    let mut conn = ctx.pool.acquire().await?;
+    agent_runs::finish_step(&mut conn, run, step_id, &result).await?;
     Ok(Asked::Answer(message))
 }

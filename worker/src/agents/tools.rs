@@ -56,7 +56,8 @@ impl From<Denied> for Refused {
     }
 }
 
-/// Runs one tool call as step `position` and returns what the LLM reads of it.
+/// Runs one tool call as step `position` and returns what the LLM reads of it; `None` when a
+/// cancel was asked for (nothing is done).
 ///
 /// # Errors
 /// Database errors (the job retries; the step is taken up again).
@@ -66,12 +67,21 @@ pub async fn call(
     def: &Agent,
     position: i32,
     call: &ToolCall,
-) -> Result<String, JobError> {
+) -> Result<Option<String>, JobError> {
     let arguments: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
     let request = json!({"id": call.id, "name": call.name, "arguments": arguments});
     let mut conn = ctx.pool.acquire().await?;
-    let step_id =
-        agent_runs::begin_step(&mut conn, run, position, StepKind::ToolCall, &request).await?;
+    let Some(step_id) = agent_runs::begin_step_unless_cancelled(
+        &mut conn,
+        run,
+        position,
+        StepKind::ToolCall,
+        &request,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
     let principal = match def.created_by {
         Some(creator) => {
             agent_runs::acting_role(&mut conn, run.organization_id, creator, run.triggered_by)
@@ -113,7 +123,10 @@ pub async fn call(
     };
     agent_runs::finish_step(&mut tx, run, step_id, &result).await?;
     tx.commit().await?;
-    Ok(content(result.response.as_ref(), result.error.as_deref()))
+    Ok(Some(content(
+        result.response.as_ref(),
+        result.error.as_deref(),
+    )))
 }
 
 fn grant<P: Permission>(principal: &Principal) -> Result<Granted<P>, Refused> {
