@@ -1300,6 +1300,8 @@ async fn the_task_monitor_alerts_assignees_and_leads_once_a_day_with_an_llm_summ
         request["response_format"]["json_schema"]["name"],
         "task_summary"
     );
+    // The key stays with the step: OpenAI refuses `metadata` without `store: true`.
+    assert!(request.get("metadata").is_none(), "{request}");
     assert!(
         request["messages"][1]["content"]
             .as_str()

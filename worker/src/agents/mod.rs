@@ -32,7 +32,7 @@ use zoark_core::{
         llm_credentials,
     },
 };
-use zoark_llm::{Chat, Endpoint, ProviderError};
+use zoark_llm::{Chat, Endpoint, ProviderError, types::chat::CreateChatCompletionRequest};
 
 use crate::{WorkerContext, engine::JobError};
 
@@ -524,8 +524,11 @@ pub(crate) async fn llm_step(
         }
     };
     drop(conn);
-    let typed = serde_json::from_value(request)
+    let mut typed: CreateChatCompletionRequest = serde_json::from_value(request)
         .map_err(|e| JobError::Fatal(anyhow::anyhow!("the chat request does not build: {e}")))?;
+    // `metadata` is Zoark's key for the stored answer, kept with the step: OpenAI refuses it
+    // without `store: true` (which would keep the conversation on their side), so it is not sent.
+    typed.metadata = None;
     let completion = match llm.chat.complete(typed).await {
         Ok(completion) => completion,
         Err(ProviderError::RateLimited { retry_after, .. }) => {

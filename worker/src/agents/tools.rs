@@ -3,8 +3,8 @@
 //! same queries and permission proofs as the API. A tool outside the agent's list, a role
 //! below the tool's permission or bad arguments is a failed step whose error the LLM reads.
 //!
-//! Each call is a step recorded before its effect; the effect and the step's result commit in
-//! one transaction, so a run resumed after a crash either finds the result or does it again.
+//! Each call is a step recorded before its effect, in the transaction its effect and its result
+//! commit in, so a run resumed after a crash either finds the result or does it again.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -70,9 +70,18 @@ pub async fn call(
 ) -> Result<Option<String>, JobError> {
     let arguments: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
     let request = json!({"id": call.id, "name": call.name, "arguments": arguments});
-    let mut conn = ctx.pool.acquire().await?;
+    // The step row, its effect and its result commit together: a crash before the commit
+    // leaves nothing, and the resumed run takes the step again.
+    let scope = ProvenTenant {
+        organization_id: run.organization_id,
+        actor: Some(Actor::Agent {
+            user_id: def.created_by.unwrap_or(Uuid::nil()),
+            run_id: run.id,
+        }),
+    };
+    let mut tx = tenant::begin(&ctx.pool, &scope).await?;
     let Some(step_id) = agent_runs::begin_step_unless_cancelled(
-        &mut conn,
+        &mut tx,
         run,
         position,
         StepKind::ToolCall,
@@ -84,25 +93,13 @@ pub async fn call(
     };
     let principal = match def.created_by {
         Some(creator) => {
-            agent_runs::acting_role(&mut conn, run.organization_id, creator, run.triggered_by)
+            agent_runs::acting_role(&mut tx, run.organization_id, creator, run.triggered_by)
                 .await?
                 .map(|role| run.max_role.map_or(role, |max| role.lesser(max)))
                 .map(|role| Principal::agent_run(run.organization_id, role, creator, run.id))
         }
         None => None,
     };
-    drop(conn);
-    let scope = ProvenTenant {
-        organization_id: run.organization_id,
-        actor: Some(principal.as_ref().map_or(
-            Actor::Agent {
-                user_id: Uuid::nil(),
-                run_id: run.id,
-            },
-            Principal::actor,
-        )),
-    };
-    let mut tx = tenant::begin(&ctx.pool, &scope).await?;
     let outcome = match (Tool::from_id(&call.name), principal) {
         (None, _) => Err(Refused(format!("there is no tool `{}`", call.name))),
         (Some(tool), _) if !def.tools.iter().any(|t| t == tool.id()) => Err(Refused(format!(
