@@ -302,24 +302,11 @@ pub async fn begin_step(
     kind: StepKind,
     request: &Value,
 ) -> sqlx::Result<Uuid> {
-    sqlx::query_scalar!(
-        r#"
-        INSERT INTO agent_run_steps (organization_id, run_id, position, kind, idempotency_key, request)
-        VALUES ($1, $2, $3, $4, $6, $5)
-        ON CONFLICT (organization_id, idempotency_key) DO UPDATE
-            SET kind = EXCLUDED.kind, request = EXCLUDED.request
-            WHERE agent_run_steps.status = 'running'
-        RETURNING id
-        "#,
-        run.organization_id,
-        run.id,
-        position,
-        kind as StepKind,
-        request,
-        format!("{}:{position}", run.id),
-    )
-    .fetch_one(conn)
-    .await
+    match open_step(conn, run, position, kind, request, Check::Nothing).await? {
+        Opened::Step(id) => Ok(id),
+        // Nothing is checked: neither comes back.
+        Opened::Cancelled | Opened::Budgeted => Err(sqlx::Error::RowNotFound),
+    }
 }
 
 /// An LLM step begun, or refused by the organization's monthly budget.
@@ -344,23 +331,34 @@ enum Opened {
     Budgeted,
 }
 
-/// Records step `position` like [`begin_step`] in one statement that also reads whether a
-/// cancel was asked for (then nothing is recorded) and, for an LLM step (`llm`), whether the
-/// organization has a monthly budget (then nothing is recorded either: the step must reserve
-/// its cost first).
+/// What [`open_step`] checks before recording a step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Records it whatever the run's state.
+    Nothing,
+    /// Records nothing when a cancel was asked for.
+    Cancel,
+    /// [`Check::Cancel`], and records nothing when the organization has a monthly budget (an
+    /// LLM step must reserve its cost first).
+    CancelAndBudget,
+}
+
+/// Records step `position` of a run as `running` with its request, in one statement that also
+/// reads what `check` asks for; a step already recorded at that position and still `running`
+/// is taken up again.
 async fn open_step(
     conn: &mut PgConnection,
     run: &Run,
     position: i32,
     kind: StepKind,
     request: &Value,
-    llm: bool,
+    check: Check,
 ) -> sqlx::Result<Opened> {
     let opened = sqlx::query!(
         r#"
         WITH run AS (
-            SELECT r.cancel_requested_at IS NOT NULL AS cancelled,
-                   $7 AND o.llm_monthly_budget_micros IS NOT NULL AS budgeted
+            SELECT $7 AND r.cancel_requested_at IS NOT NULL AS cancelled,
+                   $8 AND o.llm_monthly_budget_micros IS NOT NULL AS budgeted
             FROM agent_runs r JOIN organizations o ON o.id = r.organization_id
             WHERE r.organization_id = $1 AND r.id = $2
         ), step AS (
@@ -382,7 +380,8 @@ async fn open_step(
         kind as StepKind,
         request,
         format!("{}:{position}", run.id),
-        llm,
+        check != Check::Nothing,
+        check == Check::CancelAndBudget,
     )
     .fetch_optional(conn)
     .await?;
@@ -411,7 +410,7 @@ pub async fn begin_step_unless_cancelled(
     request: &Value,
 ) -> sqlx::Result<Option<Uuid>> {
     Ok(
-        match open_step(conn, run, position, kind, request, false).await? {
+        match open_step(conn, run, position, kind, request, Check::Cancel).await? {
             Opened::Step(id) => Some(id),
             Opened::Cancelled | Opened::Budgeted => None,
         },
@@ -433,7 +432,16 @@ pub async fn begin_llm_step(
     request: &Value,
     estimate: i64,
 ) -> sqlx::Result<Begun> {
-    match open_step(conn, run, position, StepKind::LlmCall, request, true).await? {
+    match open_step(
+        conn,
+        run,
+        position,
+        StepKind::LlmCall,
+        request,
+        Check::CancelAndBudget,
+    )
+    .await?
+    {
         Opened::Step(id) => return Ok(Begun::Step(id)),
         Opened::Cancelled => return Ok(Begun::Cancelled),
         Opened::Budgeted => {}
