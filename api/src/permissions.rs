@@ -118,6 +118,8 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("jobs_get", Some(a::ReadJobs::NAME)),
     ("jobs_retry", Some(a::ManageJobs::NAME)),
     ("jobs_cancel", Some(a::ManageJobs::NAME)),
+    ("jobs_bulk_retry", Some(a::ManageJobs::NAME)),
+    ("jobs_bulk_cancel", Some(a::ManageJobs::NAME)),
     ("queues_list", Some(a::ReadJobs::NAME)),
     ("queues_pause", Some(a::ManageQueues::NAME)),
     ("queues_resume", Some(a::ManageQueues::NAME)),

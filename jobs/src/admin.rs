@@ -215,6 +215,157 @@ pub async fn retry(
     }
 }
 
+/// The jobs a bulk action takes: the organization's jobs matching `filter` (its cursor is
+/// ignored), and among them only `ids` when given.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    pub filter: &'a JobFilter,
+    pub ids: Option<&'a [Uuid]>,
+}
+
+/// What a bulk action did (or, rolled back, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bulk {
+    /// Jobs changed.
+    pub changed: i64,
+    /// Jobs taken up but left as they were (a retry whose unique key another unfinished job
+    /// holds).
+    pub skipped: i64,
+    /// More jobs match than one request takes (`limit`): repeat it.
+    pub more: bool,
+}
+
+/// Retries, like [`retry`], at most `limit` of the selected jobs, oldest first; a job whose
+/// unique key another unfinished job holds (or another job of the selection retried here) is
+/// skipped. Jobs locked by another transaction are left for the next request.
+///
+/// # Errors
+/// Database errors.
+pub async fn bulk_retry(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    selection: Selection<'_>,
+    limit: i64,
+) -> Result<Bulk, sqlx::Error> {
+    let f = selection.filter;
+    let row = sqlx::query!(
+        r#"
+        WITH picked AS (
+            SELECT id, kind, unique_key FROM jobs
+            WHERE organization_id = $1
+              AND state IN ('discarded', 'cancelled', 'completed', 'retryable', 'scheduled')
+              AND ($2::text IS NULL OR state = $2)
+              AND ($3::text IS NULL OR kind = $3)
+              AND ($4::text IS NULL OR queue = $4)
+              AND ($5::timestamptz IS NULL OR created_at >= $5)
+              AND ($6::timestamptz IS NULL OR created_at < $6)
+              AND ($7::uuid[] IS NULL OR id = ANY($7))
+            ORDER BY id
+            LIMIT $8::bigint + 1
+            FOR UPDATE SKIP LOCKED
+        ), taken AS (
+            SELECT * FROM picked ORDER BY id LIMIT $8
+        ), eligible AS (
+            SELECT DISTINCT ON (t.kind, coalesce(t.unique_key, t.id::text)) t.id
+            FROM taken t
+            WHERE t.unique_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM jobs o
+                WHERE o.organization_id = $1 AND o.kind = t.kind AND o.unique_key = t.unique_key
+                  AND o.state IN ('scheduled', 'available', 'running', 'retryable')
+                  AND o.id <> t.id)
+            ORDER BY t.kind, coalesce(t.unique_key, t.id::text), t.id DESC
+        ), retried AS (
+            UPDATE jobs j SET
+                state = 'available', run_at = now(), finalized_at = NULL,
+                cancel_requested_at = NULL, max_attempts = greatest(max_attempts, attempt + 1)
+            FROM eligible e
+            WHERE j.id = e.id
+            RETURNING j.id
+        )
+        SELECT (SELECT count(*) FROM retried) AS "changed!",
+               (SELECT count(*) FROM taken) AS "taken!",
+               (SELECT count(*) FROM picked) > $8 AS "more!"
+        "#,
+        organization_id,
+        f.state.map(JobState::as_str),
+        f.kind.as_deref(),
+        f.queue.as_deref(),
+        f.created_after,
+        f.created_before,
+        selection.ids,
+        limit,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Bulk {
+        changed: row.changed,
+        skipped: row.taken - row.changed,
+        more: row.more,
+    })
+}
+
+/// Cancels, like [`cancel`], at most `limit` of the selected unfinished jobs, oldest first:
+/// waiting ones at once, running ones asked to stop (one already asked is not taken again).
+///
+/// # Errors
+/// Database errors.
+pub async fn bulk_cancel(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    selection: Selection<'_>,
+    limit: i64,
+) -> Result<Bulk, sqlx::Error> {
+    let f = selection.filter;
+    let row = sqlx::query!(
+        r#"
+        WITH picked AS (
+            SELECT id FROM jobs
+            WHERE organization_id = $1
+              AND (state IN ('scheduled', 'available', 'retryable')
+                   OR (state = 'running' AND cancel_requested_at IS NULL))
+              AND ($2::text IS NULL OR state = $2)
+              AND ($3::text IS NULL OR kind = $3)
+              AND ($4::text IS NULL OR queue = $4)
+              AND ($5::timestamptz IS NULL OR created_at >= $5)
+              AND ($6::timestamptz IS NULL OR created_at < $6)
+              AND ($7::uuid[] IS NULL OR id = ANY($7))
+            ORDER BY id
+            LIMIT $8::bigint + 1
+            FOR UPDATE SKIP LOCKED
+        ), cancelled AS (
+            UPDATE jobs j SET
+                state = CASE WHEN j.state = 'running' THEN 'running' ELSE 'cancelled' END,
+                finalized_at = CASE WHEN j.state = 'running' THEN NULL ELSE now() END,
+                cancel_requested_at = coalesce(j.cancel_requested_at, now())
+            FROM (SELECT id FROM picked ORDER BY id LIMIT $8) p
+            WHERE j.id = p.id
+            RETURNING j.id, j.state
+        ), stopping AS (
+            SELECT pg_notify('zoark_job_cancel', id::text) FROM cancelled WHERE state = 'running'
+        )
+        SELECT (SELECT count(*) FROM cancelled) AS "changed!",
+               (SELECT count(*) FROM stopping) AS "stopping!",
+               (SELECT count(*) FROM picked) > $8 AS "more!"
+        "#,
+        organization_id,
+        f.state.map(JobState::as_str),
+        f.kind.as_deref(),
+        f.queue.as_deref(),
+        f.created_after,
+        f.created_before,
+        selection.ids,
+        limit,
+    )
+    .fetch_one(conn)
+    .await?;
+    // `stopping` is read above so that its notifications are sent (a CTE runs when read).
+    Ok(Bulk {
+        changed: row.changed,
+        skipped: 0,
+        more: row.more,
+    })
+}
+
 async fn wrong_state(
     conn: &mut PgConnection,
     organization_id: Option<Uuid>,

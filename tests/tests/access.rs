@@ -87,6 +87,7 @@ fn valid_body(operation_id: &str) -> Option<Value> {
         "agents_update" => Some(json!({"enabled": false})),
         "agent_runs_create" => Some(json!({"input": {}})),
         "ask" => Some(json!({"question": "Where?"})),
+        "jobs_bulk_retry" | "jobs_bulk_cancel" => Some(json!({"filter": {}, "dry_run": true})),
         "invitations_create" => Some(json!({"email": "invitee@example.com", "role": "viewer"})),
         "auth_password_reset" => Some(json!({"email": "x@example.com"})),
         "auth_password_reset_confirm" => Some(json!({"token": "x", "new_password": "y"})),

@@ -411,3 +411,136 @@ async fn an_admin_pauses_and_resumes_its_own_jobs_in_a_queue_and_an_operator_the
     wait_completed(&app, platform_later).await;
     engine.stop().await;
 }
+
+async fn post_json(app: &TestApp, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let res = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn count_in(app: &TestApp, org: Uuid, state: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE organization_id = $1 AND state = $2")
+        .bind(org)
+        .bind(state)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bulk_retry_and_cancel_count_first_take_a_filter_or_ids_skip_held_unique_keys_and_are_audited()
+ {
+    let app = TestApp::spawn().await;
+    let a = tenant(&app, "A").await;
+    let b = tenant(&app, "B").await;
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        mine.push(job_of(&app, a.id, &format!("d{i}")).await);
+    }
+    let theirs = job_of(&app, b.id, "theirs").await;
+    let holder = job_of(&app, a.id, "holder").await;
+    sqlx::query(
+        "UPDATE jobs SET state = 'discarded', attempt = 1, max_attempts = 1, finalized_at = now()
+         WHERE id = ANY($1)",
+    )
+    .bind([mine.clone(), vec![theirs]].concat())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Two discarded jobs share a key (one retry takes it), and a third's key is held by a job
+    // still waiting to run.
+    for (id, key) in [
+        (mine[0], "k"),
+        (mine[1], "k"),
+        (mine[2], "h"),
+        (holder, "h"),
+    ] {
+        sqlx::query("UPDATE jobs SET unique_key = $2 WHERE id = $1")
+            .bind(id)
+            .bind(key)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+
+    let discarded = serde_json::json!({"filter": {"state": "discarded"}});
+    let (status, body) = post_json(&app, "/api/v1/jobs/retry", &a.viewer, discarded.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    for (bad, field) in [
+        (serde_json::json!({}), "filter"),
+        (serde_json::json!({"ids": []}), "ids"),
+    ] {
+        let (status, body) = post_json(&app, "/api/v1/jobs/cancel", &a.lead, bad).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["errors"][0]["field"], field);
+    }
+
+    // A dry run counts what the retry would do, and does nothing.
+    let mut dry = discarded.clone();
+    dry["dry_run"] = Value::Bool(true);
+    let (status, body) = post_json(&app, "/api/v1/jobs/retry", &a.lead, dry).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"changed": 3, "skipped": 2, "more": false, "dry_run": true})
+    );
+    assert_eq!(count_in(&app, a.id, "discarded").await, 5);
+
+    let (status, body) = post_json(&app, "/api/v1/jobs/retry", &a.lead, discarded).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["changed"].as_i64(), body["skipped"].as_i64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(count_in(&app, a.id, "discarded").await, 2);
+    assert_eq!(count_in(&app, a.id, "available").await, 4);
+    assert_eq!(
+        count_in(&app, b.id, "discarded").await,
+        1,
+        "another tenant's job is untouched"
+    );
+
+    // Cancel by ids: another tenant's id is not found among ours, and nothing of theirs changes.
+    let ids = serde_json::json!({"ids": [holder, theirs]});
+    let (status, body) = post_json(&app, "/api/v1/jobs/cancel", &a.lead, ids).await;
+    assert_eq!((status, body["changed"].as_i64()), (200, Some(1)), "{body}");
+    assert_eq!(count_in(&app, b.id, "discarded").await, 1);
+    let (status, body) = post_json(
+        &app,
+        "/api/v1/jobs/cancel",
+        &a.lead,
+        serde_json::json!({"filter": {}}),
+    )
+    .await;
+    assert_eq!((status, body["changed"].as_i64()), (200, Some(3)), "{body}");
+    assert_eq!(count_in(&app, a.id, "available").await, 0);
+
+    let audited: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT action, metadata FROM audit_log
+         WHERE organization_id = $1 AND action LIKE 'jobs.bulk%' ORDER BY created_at",
+    )
+    .bind(a.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let actions: Vec<&str> = audited.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "jobs.bulk_retried",
+            "jobs.bulk_cancelled",
+            "jobs.bulk_cancelled"
+        ]
+    );
+    assert_eq!(audited[0].1["changed"], 3);
+    assert_eq!(audited[0].1["filter"]["state"], "discarded");
+}

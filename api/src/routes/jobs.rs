@@ -11,7 +11,7 @@ use poem_openapi::{
 use uuid::Uuid;
 use zoark_jobs::{
     JobState,
-    admin::{self, AdminError, JobFilter, JobRecord, QueueName, QueuePause, QueueStats},
+    admin::{self, AdminError, JobFilter, JobRecord, QueueName, QueuePause, QueueStats, Selection},
 };
 
 use zoark_core::{
@@ -26,6 +26,7 @@ use crate::{
     auth::{BearerAuth, client},
     error::ApiError,
     error::FieldError,
+    json::JsonBody,
     pagination::PageRequest,
     params::{Timestamp, instant},
     routes::ApiTags,
@@ -35,8 +36,9 @@ use crate::{
 pub struct JobsApi;
 
 /// A job state (River's vocabulary).
-#[derive(Debug, Clone, Copy, Enum)]
+#[derive(Debug, Clone, Copy, Enum, serde::Serialize, serde::Deserialize)]
 #[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum JobStateParam {
     Scheduled,
     Available,
@@ -213,6 +215,159 @@ impl From<QueuePause> for QueuePauseState {
     }
 }
 
+/// Which jobs a bulk action takes, as `GET /jobs` filters them.
+#[derive(Debug, Clone, Default, Object, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkJobFilter {
+    pub state: Option<JobStateParam>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// `POST /jobs/retry` and `/jobs/cancel`: the jobs given by `ids`, or every job `filter`
+/// matches (both: the given jobs the filter matches).
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(example)]
+pub struct BulkJobs {
+    /// 1 to 1,000 of the organization's jobs.
+    pub ids: Option<Vec<Uuid>>,
+    /// `{}` takes every job of the organization the action applies to.
+    pub filter: Option<BulkJobFilter>,
+    /// Change nothing: answer how many jobs the action would change (for a confirmation).
+    pub dry_run: Option<bool>,
+}
+
+impl poem_openapi::types::Example for BulkJobs {
+    fn example() -> Self {
+        Self {
+            ids: None,
+            filter: Some(BulkJobFilter {
+                state: Some(JobStateParam::Discarded),
+                queue: Some("email".into()),
+                ..BulkJobFilter::default()
+            }),
+            dry_run: Some(true),
+        }
+    }
+}
+
+/// What a bulk action did, or with `dry_run` would do.
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+pub struct BulkJobsResult {
+    /// Jobs retried or cancelled (running ones asked to stop).
+    pub changed: i64,
+    /// Jobs taken but left as they were: a retry whose unique key another unfinished job holds.
+    pub skipped: i64,
+    /// More jobs match than one request takes (10,000): send it again for the rest.
+    pub more: bool,
+    pub dry_run: bool,
+}
+
+/// The most jobs one bulk request changes.
+const BULK_LIMIT: i64 = 10_000;
+/// The most ids one bulk request names.
+const BULK_IDS: usize = 1_000;
+
+/// What a bulk action does.
+#[derive(Debug, Clone, Copy)]
+enum BulkAction {
+    Retry,
+    Cancel,
+}
+
+impl BulkAction {
+    fn audited_as(self) -> &'static str {
+        match self {
+            Self::Retry => "jobs.bulk_retried",
+            Self::Cancel => "jobs.bulk_cancelled",
+        }
+    }
+}
+
+/// Runs a bulk action for `granted`'s organization: checked, done (or rolled back for a dry
+/// run) and audited with its selection and count.
+async fn bulk(
+    state: &AppState,
+    req: &poem::Request,
+    granted: &zoark_core::access::Granted<ManageJobs>,
+    body: BulkJobs,
+    action: BulkAction,
+) -> Result<Json<BulkJobsResult>, ApiError> {
+    let invalid = |field: &str, message: &str| {
+        ApiError::Validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    };
+    if body.ids.is_none() && body.filter.is_none() {
+        return Err(invalid("filter", "give `ids`, `filter` or both"));
+    }
+    if let Some(ids) = &body.ids
+        && !(1..=BULK_IDS).contains(&ids.len())
+    {
+        return Err(invalid("ids", "must name 1 to 1,000 jobs"));
+    }
+    let raw = body.filter.clone().unwrap_or_default();
+    for (field, at) in [
+        ("filter.created_after", raw.created_after),
+        ("filter.created_before", raw.created_before),
+    ] {
+        if let Some(at) = at {
+            Timestamp::new(at).map_err(|m| invalid(field, m))?;
+        }
+    }
+    let filter = JobFilter {
+        state: raw.state.map(Into::into),
+        kind: raw.kind,
+        queue: raw.queue,
+        created_after: raw.created_after,
+        created_before: raw.created_before,
+        before_id: None,
+    };
+    let selection = Selection {
+        filter: &filter,
+        ids: body.ids.as_deref(),
+    };
+    let dry_run = body.dry_run.unwrap_or(false);
+    let organization_id = granted.organization_id();
+    let mut tx = tenant::begin(&state.pool, granted).await?;
+    let done = match action {
+        BulkAction::Retry => {
+            admin::bulk_retry(&mut tx, organization_id, selection, BULK_LIMIT).await?
+        }
+        BulkAction::Cancel => {
+            admin::bulk_cancel(&mut tx, organization_id, selection, BULK_LIMIT).await?
+        }
+    };
+    if dry_run {
+        tx.rollback().await?;
+    } else {
+        audit::record_granted(
+            &mut tx,
+            granted,
+            Entry::new(action.audited_as(), &client(req, &state.settings)).with(
+                serde_json::json!({
+                    "ids": body.ids, "filter": body.filter, "changed": done.changed,
+                    "skipped": done.skipped, "more": done.more,
+                }),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(Json(BulkJobsResult {
+        changed: done.changed,
+        skipped: done.skipped,
+        more: done.more,
+        dry_run,
+    }))
+}
+
 /// Records a pause or resume of `queue` in the organization's audit log.
 async fn audit_queue(
     tx: &mut sqlx::PgConnection,
@@ -375,6 +530,52 @@ impl JobsApi {
             .map_err(admin_error)?;
         tx.commit().await?;
         Ok(Json(job.into()))
+    }
+
+    /// Retry jobs in bulk
+    ///
+    /// Retries, as `POST /jobs/{id}/retry` does, the jobs `ids` names and/or `filter` matches,
+    /// oldest first, at most 10,000 per request (`more` says to send it again); a job whose
+    /// unique key another unfinished job holds is skipped. `dry_run` counts without changing
+    /// anything. Audited as `jobs.bulk_retried` with the selection and the count. Requires
+    /// `jobs.manage` (lead or above).
+    #[oai(
+        path = "/jobs/retry",
+        method = "post",
+        operation_id = "jobs_bulk_retry"
+    )]
+    async fn bulk_retry(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &poem::Request,
+        body: JsonBody<BulkJobs>,
+    ) -> Result<Json<BulkJobsResult>, ApiError> {
+        let granted = auth.grant::<ManageJobs>(&state).await?;
+        bulk(&state, req, &granted, body.0, BulkAction::Retry).await
+    }
+
+    /// Cancel jobs in bulk
+    ///
+    /// Cancels, as `POST /jobs/{id}/cancel` does, the unfinished jobs `ids` names and/or
+    /// `filter` matches, oldest first, at most 10,000 per request (`more` says to send it
+    /// again): waiting ones at once, running ones asked to stop. `dry_run` counts without
+    /// changing anything. Audited as `jobs.bulk_cancelled` with the selection and the count.
+    /// Requires `jobs.manage` (lead or above).
+    #[oai(
+        path = "/jobs/cancel",
+        method = "post",
+        operation_id = "jobs_bulk_cancel"
+    )]
+    async fn bulk_cancel(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &poem::Request,
+        body: JsonBody<BulkJobs>,
+    ) -> Result<Json<BulkJobsResult>, ApiError> {
+        let granted = auth.grant::<ManageJobs>(&state).await?;
+        bulk(&state, req, &granted, body.0, BulkAction::Cancel).await
     }
 
     /// Queue statistics
