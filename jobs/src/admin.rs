@@ -235,6 +235,55 @@ pub struct Bulk {
     pub more: bool,
 }
 
+/// The ids of the selected jobs in `states` (a running job only until a cancel is asked for),
+/// at most `limit` + 1 of them (the one more tells whether more remain), oldest first and
+/// locked; rows another transaction holds are left for a later request.
+async fn pick(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    selection: Selection<'_>,
+    states: &[&str],
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let f = selection.filter;
+    let states: Vec<String> = states.iter().map(|s| (*s).to_owned()).collect();
+    sqlx::query_scalar!(
+        r#"
+        SELECT id FROM jobs
+        WHERE organization_id = $1
+          AND state = ANY($9) AND NOT (state = 'running' AND cancel_requested_at IS NOT NULL)
+          AND ($2::text IS NULL OR state = $2)
+          AND ($3::text IS NULL OR kind = $3)
+          AND ($4::text IS NULL OR queue = $4)
+          AND ($5::timestamptz IS NULL OR created_at >= $5)
+          AND ($6::timestamptz IS NULL OR created_at < $6)
+          AND ($7::uuid[] IS NULL OR id = ANY($7))
+        ORDER BY id
+        LIMIT $8::bigint + 1
+        FOR UPDATE SKIP LOCKED
+        "#,
+        organization_id,
+        f.state.map(JobState::as_str),
+        f.kind.as_deref(),
+        f.queue.as_deref(),
+        f.created_after,
+        f.created_before,
+        selection.ids,
+        limit,
+        &states,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// [`pick`]'s ids cut to `limit`, and whether more remain.
+fn cut(mut ids: Vec<Uuid>, limit: i64) -> (Vec<Uuid>, bool) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = ids.len() > limit;
+    ids.truncate(limit);
+    (ids, more)
+}
+
 /// Retries, like [`retry`], at most `limit` of the selected jobs, oldest first; a job whose
 /// unique key another unfinished job holds (or another job of the selection retried here) is
 /// skipped. Jobs locked by another transaction are left for the next request.
@@ -247,24 +296,19 @@ pub async fn bulk_retry(
     selection: Selection<'_>,
     limit: i64,
 ) -> Result<Bulk, sqlx::Error> {
-    let f = selection.filter;
-    let row = sqlx::query!(
+    let states = [
+        "discarded",
+        "cancelled",
+        "completed",
+        "retryable",
+        "scheduled",
+    ];
+    let picked = pick(conn, organization_id, selection, &states, limit).await?;
+    let (ids, more) = cut(picked, limit);
+    let changed = sqlx::query_scalar!(
         r#"
-        WITH picked AS (
-            SELECT id, kind, unique_key FROM jobs
-            WHERE organization_id = $1
-              AND state IN ('discarded', 'cancelled', 'completed', 'retryable', 'scheduled')
-              AND ($2::text IS NULL OR state = $2)
-              AND ($3::text IS NULL OR kind = $3)
-              AND ($4::text IS NULL OR queue = $4)
-              AND ($5::timestamptz IS NULL OR created_at >= $5)
-              AND ($6::timestamptz IS NULL OR created_at < $6)
-              AND ($7::uuid[] IS NULL OR id = ANY($7))
-            ORDER BY id
-            LIMIT $8::bigint + 1
-            FOR UPDATE SKIP LOCKED
-        ), taken AS (
-            SELECT * FROM picked ORDER BY id LIMIT $8
+        WITH taken AS (
+            SELECT id, kind, unique_key FROM jobs WHERE organization_id = $1 AND id = ANY($2)
         ), eligible AS (
             SELECT DISTINCT ON (t.kind, coalesce(t.unique_key, t.id::text)) t.id
             FROM taken t
@@ -282,25 +326,17 @@ pub async fn bulk_retry(
             WHERE j.id = e.id
             RETURNING j.id
         )
-        SELECT (SELECT count(*) FROM retried) AS "changed!",
-               (SELECT count(*) FROM taken) AS "taken!",
-               (SELECT count(*) FROM picked) > $8 AS "more!"
+        SELECT count(*) AS "changed!" FROM retried
         "#,
         organization_id,
-        f.state.map(JobState::as_str),
-        f.kind.as_deref(),
-        f.queue.as_deref(),
-        f.created_after,
-        f.created_before,
-        selection.ids,
-        limit,
+        &ids,
     )
     .fetch_one(conn)
     .await?;
     Ok(Bulk {
-        changed: row.changed,
-        skipped: row.taken - row.changed,
-        more: row.more,
+        changed,
+        skipped: i64::try_from(ids.len()).unwrap_or(i64::MAX) - changed,
+        more,
     })
 }
 
@@ -315,46 +351,26 @@ pub async fn bulk_cancel(
     selection: Selection<'_>,
     limit: i64,
 ) -> Result<Bulk, sqlx::Error> {
-    let f = selection.filter;
+    let states = ["scheduled", "available", "retryable", "running"];
+    let picked = pick(conn, organization_id, selection, &states, limit).await?;
+    let (ids, more) = cut(picked, limit);
     let row = sqlx::query!(
         r#"
-        WITH picked AS (
-            SELECT id FROM jobs
-            WHERE organization_id = $1
-              AND (state IN ('scheduled', 'available', 'retryable')
-                   OR (state = 'running' AND cancel_requested_at IS NULL))
-              AND ($2::text IS NULL OR state = $2)
-              AND ($3::text IS NULL OR kind = $3)
-              AND ($4::text IS NULL OR queue = $4)
-              AND ($5::timestamptz IS NULL OR created_at >= $5)
-              AND ($6::timestamptz IS NULL OR created_at < $6)
-              AND ($7::uuid[] IS NULL OR id = ANY($7))
-            ORDER BY id
-            LIMIT $8::bigint + 1
-            FOR UPDATE SKIP LOCKED
-        ), cancelled AS (
-            UPDATE jobs j SET
-                state = CASE WHEN j.state = 'running' THEN 'running' ELSE 'cancelled' END,
-                finalized_at = CASE WHEN j.state = 'running' THEN NULL ELSE now() END,
-                cancel_requested_at = coalesce(j.cancel_requested_at, now())
-            FROM (SELECT id FROM picked ORDER BY id LIMIT $8) p
-            WHERE j.id = p.id
-            RETURNING j.id, j.state
+        WITH cancelled AS (
+            UPDATE jobs SET
+                state = CASE WHEN state = 'running' THEN 'running' ELSE 'cancelled' END,
+                finalized_at = CASE WHEN state = 'running' THEN NULL ELSE now() END,
+                cancel_requested_at = coalesce(cancel_requested_at, now())
+            WHERE organization_id = $1 AND id = ANY($2)
+            RETURNING id, state
         ), stopping AS (
             SELECT pg_notify('zoark_job_cancel', id::text) FROM cancelled WHERE state = 'running'
         )
         SELECT (SELECT count(*) FROM cancelled) AS "changed!",
-               (SELECT count(*) FROM stopping) AS "stopping!",
-               (SELECT count(*) FROM picked) > $8 AS "more!"
+               (SELECT count(*) FROM stopping) AS "stopping!"
         "#,
         organization_id,
-        f.state.map(JobState::as_str),
-        f.kind.as_deref(),
-        f.queue.as_deref(),
-        f.created_after,
-        f.created_before,
-        selection.ids,
-        limit,
+        &ids,
     )
     .fetch_one(conn)
     .await?;
@@ -362,7 +378,7 @@ pub async fn bulk_cancel(
     Ok(Bulk {
         changed: row.changed,
         skipped: 0,
-        more: row.more,
+        more,
     })
 }
 
