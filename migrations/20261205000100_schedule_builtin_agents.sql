@@ -6,12 +6,15 @@
 -- being sent twice (`reminders_sent`, `approval_steps.last_nudged_at`) are the ones the static
 -- jobs used, so nothing is sent again across the change.
 
--- The email parser (inbound email: `20261205000200_parse_inbound_email`) joins the built-in kinds.
+-- The email parser (inbound email: `20261205000200_parse_inbound_email`) and the question
+-- answerer (`POST /api/v1/ask`: it searches the documents the asker may read and has the LLM
+-- answer from the passages found, each claim citing its document and chunk; no schedule, every
+-- run is someone's question) join the built-in kinds.
 ALTER TABLE agents DROP CONSTRAINT agents_kind_check;
 ALTER TABLE agents ADD CONSTRAINT agents_kind_check
     CHECK (kind IN ('task_monitor', 'task_escalator', 'approval_nudger', 'timesheet_reminder',
                     'team_coordinator', 'document_indexer', 'broadcast_sender', 'email_parser',
-                    'custom'));
+                    'question_answerer', 'custom'));
 
 CREATE FUNCTION seed_builtin_agent_schedules(org uuid) RETURNS void LANGUAGE sql AS $$
     INSERT INTO agent_schedules (organization_id, agent_id, cron_expression, time_zone, next_run_at)
@@ -42,7 +45,8 @@ BEGIN
         ('team_coordinator', 'Team coordinator', 'Sends the team reminders within their working hours.'),
         ('document_indexer', 'Document indexer', 'Indexes uploaded documents for search.'),
         ('broadcast_sender', 'Broadcast sender', 'Sends scheduled broadcasts.'),
-        ('email_parser', 'Email parser', 'Turns inbound emails into tasks and invoice drafts.')
+        ('email_parser', 'Email parser', 'Turns inbound emails into tasks and invoice drafts.'),
+        ('question_answerer', 'Question answerer', 'Answers questions from the documents, citing them.')
     ) AS builtin (kind, name, description)
     ON CONFLICT DO NOTHING;
     PERFORM seed_builtin_agent_schedules(NEW.id);
@@ -50,9 +54,17 @@ BEGIN
 END
 $$;
 
+-- The new kinds for existing organizations; one whose custom agent has the name already gets
+-- the built-in under another.
 INSERT INTO agents (organization_id, kind, name, description)
-SELECT id, 'email_parser', 'Email parser', 'Turns inbound emails into tasks and invoice drafts.'
-FROM organizations
+SELECT o.id, b.kind,
+       CASE WHEN EXISTS (SELECT 1 FROM agents a WHERE a.organization_id = o.id AND a.name = b.name)
+            THEN b.name || ' (built-in)' ELSE b.name END,
+       b.description
+FROM organizations o, (VALUES
+    ('email_parser', 'Email parser', 'Turns inbound emails into tasks and invoice drafts.'),
+    ('question_answerer', 'Question answerer', 'Answers questions from the documents, citing them.')
+) AS b (kind, name, description)
 ON CONFLICT DO NOTHING;
 
 SELECT seed_builtin_agent_schedules(id) FROM organizations;
