@@ -181,9 +181,28 @@ async fn listen(pool: &PgPool, tx: &broadcast::Sender<Arc<Vec<Event>>>) -> Resul
     }
 }
 
+/// Whether the request's `Origin` is this server as the browser reached it (the `Host` it
+/// sent) or the configured public URL.
+fn same_origin(req: &Request, settings: &zoark_core::Settings) -> bool {
+    let Some(origin) = req.header("origin").and_then(|o| url::Url::parse(o).ok()) else {
+        return false;
+    };
+    let public = settings.http.public_url.origin();
+    if origin.origin() == public {
+        return true;
+    }
+    let authority = match (origin.host_str(), origin.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => return false,
+    };
+    req.header("host").is_some_and(|host| host == authority)
+}
+
 /// Upgrades to a WebSocket sending one JSON text message per job, agent run and agent step state
 /// change of the caller's organization (agent ones only to roles that read agents).
-/// Authenticate with `Authorization: Bearer` on the upgrade request.
+/// Authenticate with `Authorization: Bearer` on the upgrade request, or (a browser) with the
+/// dashboard's session cookie from a page of the same origin.
 #[handler]
 pub async fn events(
     req: &Request,
@@ -191,12 +210,18 @@ pub async fn events(
     state: Data<&AppState>,
     request_id: Data<&RequestId>,
 ) -> Response {
-    let granted = match auth::bearer(req) {
-        Some(token) => auth::authenticate(&state, token)
-            .await
-            .and_then(|p| Ok(p.authorize::<ReadJobs>()?)),
+    let principal = match auth::bearer(req) {
+        Some(token) => auth::authenticate(&state, token).await,
+        // A browser cannot set `Authorization` on a WebSocket: the dashboard's session cookie,
+        // from a page of this origin only (another site's page would send the cookie too).
+        None if same_origin(req, &state.settings) => {
+            crate::dashboard::session::authenticate(&state, req)
+                .await
+                .map(|(principal, _)| principal)
+        }
         None => Err(ApiError::Unauthorized),
     };
+    let granted = principal.and_then(|p| Ok(p.authorize::<ReadJobs>()?));
     let granted = match granted {
         Ok(granted) => granted,
         Err(error) => return problem_response(&error, Some(&request_id.0.0)),

@@ -6,6 +6,7 @@
 //! - [`error`] is the single error mapping to problem+json.
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod etag;
 pub mod events;
@@ -137,7 +138,9 @@ pub fn app(state: AppState) -> impl Endpoint + 'static {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/api/v1/events", poem::get(events::events))
+        .nest("/dashboard", dashboard::routes())
         .with(rate_limit::RateLimit)
+        .with(poem::middleware::CookieJarManager::new())
         .data(state)
         .with(middleware::RequestContext)
 }

@@ -77,6 +77,14 @@ pub fn sign(key: &EncryptionKey, purpose: &str, message: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Whether `signature` is [`sign`]'s for `message` and `purpose`, compared in constant time.
+pub fn verify(key: &EncryptionKey, purpose: &str, message: &[u8], signature: &[u8]) -> bool {
+    use hmac::Mac as _;
+    let mut mac = mac(key, purpose);
+    mac.update(message);
+    mac.verify_slice(signature).is_ok()
+}
+
 /// Seals `plaintext` with AES-256-GCM; the output is `nonce || ciphertext`.
 ///
 /// # Errors

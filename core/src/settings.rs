@@ -152,6 +152,26 @@ pub struct Settings {
     pub job_retention: JobRetention,
     pub webhooks: WebhookSettings,
     pub agents: AgentSettings,
+    pub dashboard: DashboardSettings,
+}
+
+/// The job status dashboard (`/dashboard`).
+#[derive(Debug, Clone)]
+pub struct DashboardSettings {
+    /// How long a dashboard sign-in lasts (`ZOARK_DASHBOARD_SESSION_TTL_SECS`, 12 hours).
+    pub session_ttl: Duration,
+    /// The platform operators: the emails of `ZOARK_OPERATORS` (comma-separated, compared
+    /// case-insensitively). They also see platform jobs, workers and every organization's queues.
+    pub operators: Vec<String>,
+    /// Whether the session cookie is `Secure` (when `ZOARK_PUBLIC_URL` is https).
+    pub secure_cookie: bool,
+}
+
+impl DashboardSettings {
+    /// Whether `email` belongs to a platform operator.
+    pub fn is_operator(&self, email: &str) -> bool {
+        self.operators.iter().any(|o| o.eq_ignore_ascii_case(email))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -514,6 +534,7 @@ impl Settings {
             Url::parse(&format!("http://localhost:{port}/"))
         })?;
         let behind_proxy: bool = r.parse_bool_or("ZOARK_BEHIND_PROXY", false)?;
+        let secure_cookie = public_url.scheme() == "https";
 
         let jwt_secret = r.get("ZOARK_JWT_SECRET");
         let encryption_key = r.get("ZOARK_ENCRYPTION_KEY");
@@ -853,6 +874,18 @@ impl Settings {
                 platform_default: r.get("ZOARK_LLM_API_KEY").is_some()
                     || r.get("ZOARK_LLM_BASE_URL").is_some(),
                 ask_max_wait: Duration::from_secs(r.parse_or("ZOARK_ASK_MAX_WAIT_SECS", 60)?),
+            },
+            dashboard: DashboardSettings {
+                session_ttl: r.secs_or("ZOARK_DASHBOARD_SESSION_TTL_SECS", 12 * 3600)?,
+                operators: r
+                    .get("ZOARK_OPERATORS")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_lowercase)
+                    .collect(),
+                secure_cookie,
             },
         })
     }

@@ -39,6 +39,8 @@ pub struct JobFilter {
     pub created_before: Option<DateTime<Utc>>,
     /// Jobs older than this id (ids are UUIDv7, so time-ordered): the page cursor.
     pub before_id: Option<Uuid>,
+    /// Jobs whose args hold this string as a value, at any depth (an email address, an id).
+    pub args_value: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,8 @@ pub async fn list(
           AND ($5::timestamptz IS NULL OR created_at >= $5)
           AND ($6::timestamptz IS NULL OR created_at < $6)
           AND ($7::uuid IS NULL OR id < $7)
+          AND ($9::text IS NULL
+               OR jsonb_path_exists(args, '$.** ? (@ == $v)', jsonb_build_object('v', $9::text)))
         ORDER BY id DESC
         LIMIT $8
         "#,
@@ -87,6 +91,7 @@ pub async fn list(
         filter.created_before,
         filter.before_id,
         limit,
+        filter.args_value.as_deref(),
     )
     .fetch_all(conn)
     .await
@@ -258,6 +263,8 @@ async fn pick(
           AND ($5::timestamptz IS NULL OR created_at >= $5)
           AND ($6::timestamptz IS NULL OR created_at < $6)
           AND ($7::uuid[] IS NULL OR id = ANY($7))
+          AND ($10::text IS NULL
+               OR jsonb_path_exists(args, '$.** ? (@ == $v)', jsonb_build_object('v', $10::text)))
         ORDER BY id
         LIMIT $8::bigint + 1
         FOR UPDATE SKIP LOCKED
@@ -271,6 +278,7 @@ async fn pick(
         selection.ids,
         limit,
         &states,
+        f.args_value.as_deref(),
     )
     .fetch_all(conn)
     .await

@@ -9,6 +9,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agents;
+pub mod browser;
 pub mod db;
 pub mod fixtures;
 pub mod multipart;

@@ -13,6 +13,7 @@
 //! - `schemathesis`: the running API fuzzed against its own OpenAPI spec.
 
 mod bench;
+mod browser;
 mod cargo;
 mod dev;
 mod models;
@@ -169,6 +170,7 @@ fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
     // Process tests run the real binaries: build them first so they are never stale.
     cargo::build_bins(root)?;
     let model = models::ensure(root)?;
+    let browser = browser::ensure(root)?;
     let pg = postgres::provision(root)?;
     pg.drop_test_databases()?;
     let url = pg.url("postgres");
@@ -185,7 +187,10 @@ fn test(root: &std::path::Path, args: &[String]) -> Result<()> {
         .env("DATABASE_URL", &url)
         .env("ZOARK_TEST_DATABASE_URL", &url)
         .env("ZOARK_PG_DUMP", pg.client_bin("pg_dump")?)
-        .env("ZOARK_EMBED_MODEL_DIR", &model);
+        .env("ZOARK_EMBED_MODEL_DIR", &model)
+        .env("ZOARK_CHROMIUM", &browser.chromium)
+        .env("ZOARK_CHROMEDRIVER", &browser.chromedriver)
+        .env("ZOARK_AXE_JS", &browser.axe);
     let status = cmd.status().context("running the test suite")?;
     pg.stop_if_started()?;
     if !status.success() {

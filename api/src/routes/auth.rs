@@ -304,6 +304,99 @@ fn retry_after(until: DateTime<Utc>) -> ApiError {
     }
 }
 
+/// A user whose password was right, and the membership they sign in to.
+pub(crate) struct SignedIn {
+    pub user: db::users::LoginUser,
+    pub membership: db::memberships::LoginMembership,
+}
+
+/// Checks a sign-in (throttled; the same failure, in about the same time, whether the account
+/// exists or not) and returns the open transaction the caller opens the session in, then hands
+/// to [`record_login`]. A failure is recorded (and committed) before it is returned.
+///
+/// # Errors
+/// 401 for wrong credentials; 429 while the account or the address is throttled.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    client: &audit::Client,
+    email: &str,
+    password: String,
+    organization_id: Option<Uuid>,
+) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, SignedIn), ApiError> {
+    let account_key = login_throttle::account_key(email);
+    let mut keys = vec![account_key.clone()];
+    let client_key = client.ip.map(login_throttle::client_key);
+    keys.extend(client_key.clone());
+
+    let mut tx = tenant::system(&state.pool).await?;
+    if let Some(until) = login_throttle::locked_until(&mut tx, &keys).await? {
+        return Err(retry_after(until));
+    }
+    let user = match EmailAddress::parse(email) {
+        Ok(email) => db::users::for_login(&mut tx, email.as_str()).await?,
+        Err(_) => None,
+    };
+    let password_ok = if password.len() > MAX_PASSWORD_BYTES {
+        false
+    } else {
+        let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+        // Unknown account: verify against a decoy so the time is the same.
+        verify_password(password, hash).await? && user.is_some()
+    };
+    let membership = match &user {
+        Some(u) if password_ok && !u.disabled => {
+            db::memberships::for_login(&mut tx, u.id, organization_id).await?
+        }
+        _ => None,
+    };
+    let known_user = user.as_ref().map(|u| u.id);
+    let (Some(user), Some(membership)) = (user.filter(|_| password_ok), membership) else {
+        login_throttle::record_failure(&mut tx, &account_key, login_throttle::ACCOUNT).await?;
+        if let Some(key) = &client_key {
+            login_throttle::record_failure(&mut tx, key, login_throttle::CLIENT).await?;
+        }
+        // A failure against a real account goes to the log of its (first) organization.
+        if let Some(user_id) = known_user
+            && let Some(home) = db::memberships::for_login(&mut tx, user_id, None).await?
+        {
+            audit::record(
+                &mut tx,
+                home.organization_id,
+                None,
+                Entry::new("auth.login_failed", client).on("user", user_id),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        return Err(bad_credentials());
+    };
+    login_throttle::clear(&mut tx, &account_key).await?;
+    Ok((tx, SignedIn { user, membership }))
+}
+
+/// Records a sign-in in the transaction [`sign_in`] returned: the user's last login and the audit
+/// entry for the new session.
+pub(crate) async fn record_login(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    client: &audit::Client,
+    membership: &db::memberships::LoginMembership,
+    user_id: Uuid,
+    session_id: Uuid,
+) -> Result<(), ApiError> {
+    db::users::touch_login(tx, user_id).await?;
+    audit::record(
+        tx,
+        membership.organization_id,
+        Some(Actor::User {
+            user_id,
+            session_id,
+        }),
+        Entry::new("auth.login", client).on("session", session_id),
+    )
+    .await?;
+    Ok(())
+}
+
 fn token_pair(
     state: &AppState,
     user: User,
@@ -432,54 +525,15 @@ impl AuthApi {
     ) -> Result<Json<TokenPair>, ApiError> {
         let body = body.0;
         let client = client(req, &state.settings);
-        let account_key = login_throttle::account_key(&body.email);
-        let mut keys = vec![account_key.clone()];
-        let client_key = client.ip.map(login_throttle::client_key);
-        keys.extend(client_key.clone());
-
-        let mut tx = tenant::system(&state.pool).await?;
-        if let Some(until) = login_throttle::locked_until(&mut tx, &keys).await? {
-            return Err(retry_after(until));
-        }
-        let user = match EmailAddress::parse(&body.email) {
-            Ok(email) => db::users::for_login(&mut tx, email.as_str()).await?,
-            Err(_) => None,
-        };
-        let password_ok = if body.password.len() > MAX_PASSWORD_BYTES {
-            false
-        } else {
-            let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-            // Unknown account: verify against a decoy so the time is the same.
-            verify_password(body.password, hash).await? && user.is_some()
-        };
-        let membership = match &user {
-            Some(u) if password_ok && !u.disabled => {
-                db::memberships::for_login(&mut tx, u.id, body.organization_id).await?
-            }
-            _ => None,
-        };
-        let known_user = user.as_ref().map(|u| u.id);
-        let (Some(user), Some(membership)) = (user.filter(|_| password_ok), membership) else {
-            login_throttle::record_failure(&mut tx, &account_key, login_throttle::ACCOUNT).await?;
-            if let Some(key) = &client_key {
-                login_throttle::record_failure(&mut tx, key, login_throttle::CLIENT).await?;
-            }
-            // A failure against a real account goes to the log of its (first) organization.
-            if let Some(user_id) = known_user
-                && let Some(home) = db::memberships::for_login(&mut tx, user_id, None).await?
-            {
-                audit::record(
-                    &mut tx,
-                    home.organization_id,
-                    None,
-                    Entry::new("auth.login_failed", &client).on("user", user_id),
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            return Err(bad_credentials());
-        };
-        login_throttle::clear(&mut tx, &account_key).await?;
+        let (mut tx, signed_in) = sign_in(
+            &state,
+            &client,
+            &body.email,
+            body.password,
+            body.organization_id,
+        )
+        .await?;
+        let (user, membership) = (signed_in.user, signed_in.membership);
         let refresh = sessions::create(
             &mut tx,
             membership.organization_id,
@@ -488,17 +542,7 @@ impl AuthApi {
             state.settings.auth.refresh_token_ttl,
         )
         .await?;
-        db::users::touch_login(&mut tx, user.id).await?;
-        audit::record(
-            &mut tx,
-            membership.organization_id,
-            Some(Actor::User {
-                user_id: user.id,
-                session_id: refresh.session_id,
-            }),
-            Entry::new("auth.login", &client).on("session", refresh.session_id),
-        )
-        .await?;
+        record_login(&mut tx, &client, &membership, user.id, refresh.session_id).await?;
         let profile = db::users::profile(&mut tx, user.id).await?;
         tx.commit().await?;
         let pair = token_pair(

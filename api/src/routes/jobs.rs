@@ -63,6 +63,20 @@ impl From<JobStateParam> for JobState {
     }
 }
 
+impl From<JobState> for JobStateParam {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Scheduled => Self::Scheduled,
+            JobState::Available => Self::Available,
+            JobState::Running => Self::Running,
+            JobState::Retryable => Self::Retryable,
+            JobState::Completed => Self::Completed,
+            JobState::Discarded => Self::Discarded,
+            JobState::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
 /// A job with its payload and the error of every failed attempt.
 #[derive(Debug, Object)]
 #[oai(example)]
@@ -226,6 +240,8 @@ pub struct BulkJobFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Created before.
     pub created_before: Option<DateTime<Utc>>,
+    /// Only jobs whose args hold this string as a value, at any depth.
+    pub args_value: Option<String>,
 }
 
 /// `POST /jobs/retry` and `/jobs/cancel`: the jobs given by `ids`, or every job `filter`
@@ -274,8 +290,9 @@ const BULK_LIMIT: i64 = 10_000;
 const BULK_IDS: usize = 1_000;
 
 /// What a bulk action does.
-#[derive(Debug, Clone, Copy)]
-enum BulkAction {
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum BulkAction {
     Retry,
     Cancel,
 }
@@ -291,7 +308,7 @@ impl BulkAction {
 
 /// Runs a bulk action for `granted`'s organization: checked, done (or rolled back for a dry
 /// run) and audited with its selection and count.
-async fn bulk(
+pub(crate) async fn bulk(
     state: &AppState,
     req: &poem::Request,
     granted: &zoark_core::access::Granted<ManageJobs>,
@@ -328,6 +345,7 @@ async fn bulk(
         created_after: raw.created_after,
         created_before: raw.created_before,
         before_id: None,
+        args_value: raw.args_value,
     };
     let selection = Selection {
         filter: &filter,
@@ -369,7 +387,7 @@ async fn bulk(
 }
 
 /// Records a pause or resume of `queue` in the organization's audit log.
-async fn audit_queue(
+pub(crate) async fn audit_queue(
     tx: &mut sqlx::PgConnection,
     granted: &zoark_core::access::Granted<ManageQueues>,
     req: &poem::Request,
@@ -388,7 +406,7 @@ async fn audit_queue(
 }
 
 /// The queue name of a path, or a 422 naming it.
-fn queue_name(name: &str) -> Result<QueueName, ApiError> {
+pub(crate) fn queue_name(name: &str) -> Result<QueueName, ApiError> {
     name.parse().map_err(|e: admin::InvalidQueueName| {
         ApiError::Validation(vec![FieldError {
             field: "name".into(),
@@ -402,7 +420,7 @@ pub struct QueueList {
     pub items: Vec<Queue>,
 }
 
-fn admin_error(e: AdminError) -> ApiError {
+pub(crate) fn admin_error(e: AdminError) -> ApiError {
     match e {
         AdminError::NotFound => ApiError::NotFound {
             code: "job_not_found",
@@ -443,6 +461,9 @@ impl JobsApi {
         created_after: Query<Option<Timestamp>>,
         /// Created before (RFC 3339).
         created_before: Query<Option<Timestamp>>,
+        /// Only jobs whose args hold this string as a value, at any depth (an email address,
+        /// an id).
+        args_value: Query<Option<String>>,
         /// Page size, 1 to 200 (default 50).
         limit: Query<Option<i64>>,
         /// The `next_cursor` of the previous page.
@@ -457,6 +478,7 @@ impl JobsApi {
             created_after: instant(created_after.0),
             created_before: instant(created_before.0),
             before_id: page.before_id,
+            args_value: args_value.0,
         };
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         let rows = admin::list(&mut tx, granted.organization_id(), &filter, page.fetch()).await?;

@@ -28,6 +28,32 @@ fn expiry(ttl: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(30))
 }
 
+/// Inserts a session row; `cookie`, for a browser session, is the digest of its cookie.
+async fn insert(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    user_id: Uuid,
+    client: &Client,
+    expires_at: DateTime<Utc>,
+    cookie: Option<&[u8]>,
+) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar!(
+        r#"
+        INSERT INTO sessions (organization_id, user_id, user_agent, ip_address, expires_at, cookie_sha256)
+        VALUES ($1, $2, $3, $4::text::inet, $5, $6)
+        RETURNING id
+        "#,
+        organization_id,
+        user_id,
+        client.user_agent(),
+        client.ip(),
+        expires_at,
+        cookie,
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// Opens a session for `user_id` in `organization_id` with its first refresh token.
 ///
 /// # Errors
@@ -40,20 +66,7 @@ pub async fn create(
     ttl: Duration,
 ) -> sqlx::Result<IssuedRefresh> {
     let expires_at = expiry(ttl);
-    let session_id = sqlx::query_scalar!(
-        r#"
-        INSERT INTO sessions (organization_id, user_id, user_agent, ip_address, expires_at)
-        VALUES ($1, $2, $3, $4::text::inet, $5)
-        RETURNING id
-        "#,
-        organization_id,
-        user_id,
-        client.user_agent(),
-        client.ip(),
-        expires_at,
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let session_id = insert(conn, organization_id, user_id, client, expires_at, None).await?;
     let token = new_token();
     sqlx::query!(
         "INSERT INTO refresh_tokens (organization_id, session_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
@@ -69,6 +82,90 @@ pub async fn create(
         token,
         expires_at,
     })
+}
+
+/// A browser session's cookie, handed to the browser once.
+#[derive(Debug, Clone)]
+pub struct IssuedCookie {
+    pub session_id: Uuid,
+    /// `zc_` + 256 random bits; only its SHA-256 is stored.
+    pub cookie: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Opens a browser session (the dashboard's), held by a cookie instead of refresh tokens.
+///
+/// # Errors
+/// Database errors.
+pub async fn create_browser(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    user_id: Uuid,
+    client: &Client,
+    ttl: Duration,
+) -> sqlx::Result<IssuedCookie> {
+    let expires_at = expiry(ttl);
+    let cookie = format!("zc_{}", crypto::random_token(32));
+    let digest = crypto::token_digest(&cookie);
+    let session_id = insert(
+        conn,
+        organization_id,
+        user_id,
+        client,
+        expires_at,
+        Some(&digest),
+    )
+    .await?;
+    Ok(IssuedCookie {
+        session_id,
+        cookie,
+        expires_at,
+    })
+}
+
+/// Who a live browser session belongs to.
+#[derive(Debug, Clone)]
+pub struct BrowserSession {
+    pub organization_id: Uuid,
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub email: String,
+    pub role: Role,
+}
+
+/// The live browser session holding `cookie`: `None` when unknown, revoked or expired, or when
+/// its user is disabled or no longer a member of a live organization (as [`live_role`]).
+///
+/// # Errors
+/// Database errors.
+pub async fn live_browser(
+    conn: &mut PgConnection,
+    cookie: &str,
+) -> sqlx::Result<Option<BrowserSession>> {
+    let row = sqlx::query!(
+        r#"
+        SELECT s.organization_id, s.id, s.user_id, u.email, m.role
+        FROM sessions s
+        JOIN users u ON u.id = s.user_id
+        JOIN memberships m ON m.organization_id = s.organization_id AND m.user_id = s.user_id
+        JOIN organizations o ON o.id = s.organization_id
+        WHERE s.cookie_sha256 = $1
+          AND s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL
+          AND o.deleted_at IS NULL
+        "#,
+        crypto::token_digest(cookie),
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.and_then(|r| {
+        Some(BrowserSession {
+            organization_id: r.organization_id,
+            session_id: r.id,
+            user_id: r.user_id,
+            email: r.email,
+            role: r.role.parse().ok()?,
+        })
+    }))
 }
 
 /// What presenting a refresh token led to.

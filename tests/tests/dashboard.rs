@@ -1,0 +1,344 @@
+//! The job status dashboard in a real headless Chromium (WebDriver): sign in, filter, open a
+//! discarded job, retry it and watch it complete without a reload, pause a queue, bulk-cancel a
+//! filter, sign out; a viewer sees no actions; forged posts are refused; axe-core finds no
+//! serious violation on any page. Screenshots go to `target/dashboard/`.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use zoark_core::access::Role;
+use zoark_jobs::{Job, Opts, enqueue};
+use zoark_tests::{TestApp, browser::Browser, engine_config, fixtures};
+use zoark_worker::engine::{JobContext, Registry};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Step {
+    customer: String,
+}
+
+impl Job for Step {
+    const NAME: &'static str = "dashboard.step";
+    const QUEUE: &'static str = "dash";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Export {
+    customer: String,
+}
+
+impl Job for Export {
+    const NAME: &'static str = "dashboard.export";
+    const QUEUE: &'static str = "exports";
+}
+
+async fn push<J: Job>(app: &TestApp, job: &J, org: Uuid) -> Uuid {
+    let mut conn = app.pool.acquire().await.unwrap();
+    enqueue(&mut conn, job, Opts::organization(org))
+        .await
+        .unwrap()
+        .id
+}
+
+async fn state_of(app: &TestApp, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Marks a job discarded after one failed attempt, as the engine would.
+async fn discard(app: &TestApp, id: Uuid) {
+    sqlx::query(
+        "UPDATE jobs SET state = 'discarded', attempt = 1, max_attempts = 1, attempted_at = now(),
+                finalized_at = now(),
+                errors = '[{\"attempt\": 1, \"at\": \"2026-12-04T10:00:00Z\", \"kind\": \"fatal\",
+                            \"error\": \"the mail server refused the recipient\"}]'
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+async fn sign_in(browser: &Browser, app: &TestApp, email: &str) {
+    browser.open(&app.url("/dashboard")).await;
+    browser.find("#email").await;
+    assert!(
+        browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/dashboard/sign-in"),
+        "signed out, the dashboard sends you to sign in"
+    );
+    browser.fill("#email", email).await;
+    browser.fill("#password", fixtures::PASSWORD).await;
+    browser.click("#sign-in").await;
+    browser.find("h1").await;
+    assert_eq!(
+        browser.client.current_url().await.unwrap().path(),
+        "/dashboard"
+    );
+}
+
+/// A POST from script in the page (so with the session cookie) but without the form's token.
+async fn forged_post(browser: &Browser, path: &str) -> i64 {
+    let status = browser
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(arguments[0], { method: 'POST', credentials: 'same-origin',
+                   headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+                   body: 'csrf=' })
+               .then(r => done(r.status)).catch(e => done(String(e)));",
+            vec![serde_json::json!(path)],
+        )
+        .await
+        .unwrap();
+    status
+        .as_i64()
+        .unwrap_or_else(|| panic!("fetch failed: {status}"))
+}
+
+#[tokio::test]
+async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_out() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "ops@example.com", "Acme Logistics").await;
+    let org = admin.organization_id;
+    let failed = push(
+        &app,
+        &Step {
+            customer: "c-1001".into(),
+        },
+        org,
+    )
+    .await;
+    discard(&app, failed).await;
+    let mut exports = Vec::new();
+    for i in 0..3 {
+        exports.push(
+            push(
+                &app,
+                &Export {
+                    customer: format!("c-20{i}"),
+                },
+                org,
+            )
+            .await,
+        );
+    }
+    let registry = Registry::new()
+        .register(|_: Step, _: JobContext| async { Ok(()) })
+        .register(|_: Export, _: JobContext| async { Ok(()) });
+    let engine = app.start_engine(engine_config(&[("dash", 2)]), registry);
+
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &admin.email).await;
+    browser
+        .wait_for("[data-queue='dash']", Duration::from_secs(5))
+        .await;
+    browser.screenshot("overview").await;
+    browser.assert_accessible("overview").await;
+
+    // Filter: discarded jobs.
+    browser.click("nav a[href='/dashboard/jobs']").await;
+    browser.find("#f-state").await;
+    browser.assert_accessible("jobs").await;
+    browser
+        .find("#f-state")
+        .await
+        .select_by_value("discarded")
+        .await
+        .unwrap();
+    browser.click("#apply-filters").await;
+    browser
+        .find(&format!(
+            "tr[data-job-id='{failed}'][data-state='discarded']"
+        ))
+        .await;
+    assert!(
+        !browser.has("tr[data-state='available']").await,
+        "the filter shows discarded jobs only"
+    );
+    browser.screenshot("jobs").await;
+
+    // Open the discarded job: its error, then retry it and watch it complete, no reload.
+    browser
+        .click(&format!("tr[data-job-id='{failed}'] a"))
+        .await;
+    browser.find("#retry").await;
+    let page = browser.client.source().await.unwrap();
+    assert!(page.contains("the mail server refused the recipient"));
+    assert!(page.contains("c-1001"), "args are shown");
+    browser.assert_accessible("job").await;
+    browser.click("#retry").await;
+    browser.find("#job-state").await;
+    browser
+        .wait_for("body[data-connected='true']", Duration::from_secs(5))
+        .await;
+    browser.eval("window.zoarkMarker = 'same page';").await;
+    browser
+        .wait_for(
+            "#job-state[data-state='completed']",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(
+        browser.eval("return window.zoarkMarker || null;").await,
+        "same page",
+        "the job completed on the page without a reload"
+    );
+    assert_eq!(state_of(&app, failed).await, "completed");
+    browser.screenshot("job").await;
+
+    // Pause the `dash` queue: a new job of it waits.
+    browser.click("nav a[href='/dashboard/queues']").await;
+    browser.click("#pause-dash").await;
+    browser.find("#resume-dash").await;
+    browser.assert_accessible("queues").await;
+    browser.screenshot("queues").await;
+    let waiting = push(
+        &app,
+        &Step {
+            customer: "c-1002".into(),
+        },
+        org,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        state_of(&app, waiting).await,
+        "available",
+        "no job of a paused queue starts"
+    );
+
+    // Bulk-cancel every job of the `exports` queue: a confirmation with the count, then done.
+    browser
+        .open(&app.url("/dashboard/jobs?queue=exports"))
+        .await;
+    browser.click("#bulk-cancel").await;
+    let count = browser.find("#bulk-count").await.text().await.unwrap();
+    assert!(count.starts_with("3 jobs will be cancelled"), "{count}");
+    browser.assert_accessible("bulk confirmation").await;
+    browser.click("#confirm").await;
+    let done = browser.find("#bulk-count").await.text().await.unwrap();
+    assert!(done.starts_with("3 jobs cancelled"), "{done}");
+    for id in &exports {
+        assert_eq!(state_of(&app, *id).await, "cancelled");
+    }
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE organization_id = $1 AND action = 'jobs.bulk_cancelled'",
+    )
+    .bind(org)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited, 1,
+        "the confirmed action is audited, the count is not"
+    );
+
+    // A forged POST (no CSRF token) is refused and changes nothing.
+    assert_eq!(
+        forged_post(&browser, "/dashboard/queues/dash/resume").await,
+        403
+    );
+    assert!(
+        admin_paused(&app, org, "dash").await,
+        "the forged resume changed nothing"
+    );
+
+    // Sign out: the session ends for the dashboard and the API alike.
+    browser.click("#sign-out").await;
+    browser.find("#email").await;
+    browser.open(&app.url("/dashboard/jobs")).await;
+    browser.find("#email").await;
+    let revoked: bool = sqlx::query_scalar(
+        "SELECT revoked_at IS NOT NULL FROM sessions WHERE cookie_sha256 IS NOT NULL AND user_id = $1",
+    )
+    .bind(admin.user_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(revoked);
+    browser.assert_accessible("sign-in").await;
+    browser.screenshot("sign-in").await;
+
+    browser.close().await;
+    engine.stop().await;
+    app.stop().await;
+}
+
+async fn admin_paused(app: &TestApp, org: Uuid, queue: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM queue_pauses WHERE organization_id = $1 AND queue = $2)",
+    )
+    .bind(org)
+    .bind(queue)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_actions_and_cannot_post_them() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "owner@example.com", "Acme").await;
+    let org = admin.organization_id;
+    let viewer = fixtures::member(&app, org, "viewer@example.com", Role::Viewer).await;
+    let failed = push(
+        &app,
+        &Step {
+            customer: "c-1".into(),
+        },
+        org,
+    )
+    .await;
+    discard(&app, failed).await;
+
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &viewer.email).await;
+    browser.open(&app.url("/dashboard/jobs")).await;
+    browser.find(&format!("tr[data-job-id='{failed}']")).await;
+    assert!(!browser.has("#bulk-retry, #bulk-cancel").await);
+    browser
+        .open(&app.url(&format!("/dashboard/jobs/{failed}")))
+        .await;
+    browser.find("#job-state").await;
+    assert!(!browser.has("#retry, #cancel, #run-now").await);
+    browser.open(&app.url("/dashboard/queues")).await;
+    browser.find("[data-queue='dash']").await;
+    assert!(!browser.has("button[id^='pause-']").await);
+
+    // Posting the action anyway (with the session's token, taken from the sign-out form): 403.
+    let csrf = browser
+        .eval("return document.querySelector('input[name=csrf]').value;")
+        .await;
+    let status = browser
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch(arguments[0], { method: 'POST', credentials: 'same-origin',
+                   headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+                   body: 'csrf=' + encodeURIComponent(arguments[1]) })
+               .then(r => done(r.status));",
+            vec![
+                serde_json::json!(format!("/dashboard/jobs/{failed}/retry")),
+                csrf,
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "a viewer may not retry");
+    assert_eq!(state_of(&app, failed).await, "discarded");
+
+    browser.close().await;
+    app.stop().await;
+}
