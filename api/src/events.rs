@@ -72,6 +72,13 @@ pub struct AgentStepEvent {
     pub error: Option<String>,
 }
 
+/// What one statement did to platform jobs (of no organization), for operators: per queue,
+/// how many jobs it moved into each state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlatformJobsEvent {
+    pub queues: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
+}
+
 /// One message of the stream: its `type` and the fields of that kind.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -79,19 +86,36 @@ pub enum Event {
     Job(JobEvent),
     AgentRun(AgentRunEvent),
     AgentStep(AgentStepEvent),
+    PlatformJobs(PlatformJobsEvent),
+}
+
+/// Who a socket streams to, and so which events it gets.
+#[derive(Debug, Clone, Copy)]
+struct Audience {
+    organization_id: Uuid,
+    reads_agents: bool,
+    /// A platform operator (signed in to the dashboard): every organization's job events and
+    /// the platform's.
+    operator: bool,
 }
 
 impl Event {
-    fn organization_id(&self) -> Uuid {
+    fn organization_id(&self) -> Option<Uuid> {
         match self {
-            Self::Job(e) => e.organization_id,
-            Self::AgentRun(e) => e.organization_id,
-            Self::AgentStep(e) => e.organization_id,
+            Self::Job(e) => Some(e.organization_id),
+            Self::AgentRun(e) => Some(e.organization_id),
+            Self::AgentStep(e) => Some(e.organization_id),
+            Self::PlatformJobs(_) => None,
         }
     }
 
-    fn is_agents(&self) -> bool {
-        !matches!(self, Self::Job(_))
+    fn visible_to(&self, audience: Audience) -> bool {
+        let own = self.organization_id() == Some(audience.organization_id);
+        match self {
+            Self::Job(_) => own || audience.operator,
+            Self::AgentRun(_) | Self::AgentStep(_) => own && audience.reads_agents,
+            Self::PlatformJobs(_) => audience.operator,
+        }
     }
 }
 
@@ -158,18 +182,26 @@ impl RunWatch {
 
 /// The events of one notification: a batch of jobs, or one run or step.
 fn parse(channel: &str, payload: &str) -> serde_json::Result<Vec<Event>> {
-    if channel == "zoark_job_events" {
-        let jobs: Vec<JobEvent> = serde_json::from_str(payload)?;
-        Ok(jobs.into_iter().map(Event::Job).collect())
-    } else {
-        Ok(vec![serde_json::from_str(payload)?])
+    match channel {
+        "zoark_job_events" => {
+            let jobs: Vec<JobEvent> = serde_json::from_str(payload)?;
+            Ok(jobs.into_iter().map(Event::Job).collect())
+        }
+        "zoark_platform_job_events" => Ok(vec![Event::PlatformJobs(PlatformJobsEvent {
+            queues: serde_json::from_str(payload)?,
+        })]),
+        _ => Ok(vec![serde_json::from_str(payload)?]),
     }
 }
 
 async fn listen(pool: &PgPool, tx: &broadcast::Sender<Arc<Vec<Event>>>) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener
-        .listen_all(["zoark_job_events", "zoark_agent_events"])
+        .listen_all([
+            "zoark_job_events",
+            "zoark_agent_events",
+            "zoark_platform_job_events",
+        ])
         .await?;
     loop {
         let n = listener.recv().await?;
@@ -211,18 +243,23 @@ pub async fn events(
     request_id: Data<&RequestId>,
 ) -> Response {
     let principal = match auth::bearer(req) {
-        Some(token) => auth::authenticate(&state, token).await,
+        Some(token) => auth::authenticate(&state, token)
+            .await
+            .map(|principal| (principal, false)),
         // A browser cannot set `Authorization` on a WebSocket: the dashboard's session cookie,
         // from a page of this origin only (another site's page would send the cookie too).
         None if same_origin(req, &state.settings) => {
             crate::dashboard::session::authenticate(&state, req)
                 .await
-                .map(|(principal, _)| principal)
+                .map(|(principal, session)| {
+                    let operator = state.settings.dashboard.is_operator(&session.email);
+                    (principal, operator)
+                })
         }
         None => Err(ApiError::Unauthorized),
     };
-    let granted = principal.and_then(|p| Ok(p.authorize::<ReadJobs>()?));
-    let granted = match granted {
+    let granted = principal.and_then(|(p, operator)| Ok((p.authorize::<ReadJobs>()?, operator)));
+    let (granted, operator) = match granted {
         Ok(granted) => granted,
         Err(error) => return problem_response(&error, Some(&request_id.0.0)),
     };
@@ -234,8 +271,11 @@ pub async fn events(
         return problem_response(&error, Some(&request_id.0.0));
     };
     let mut rx = state.events.subscribe();
-    let org = granted.organization_id();
-    let reads_agents = granted.role().includes(ReadAgents::MIN_ROLE);
+    let audience = Audience {
+        organization_id: granted.organization_id(),
+        reads_agents: granted.role().includes(ReadAgents::MIN_ROLE),
+        operator,
+    };
     ws.on_upgrade(move |socket| async move {
         let (mut sink, mut stream) = socket.split();
         loop {
@@ -246,9 +286,7 @@ pub async fn events(
                 },
                 batch = rx.recv() => match batch {
                     Ok(batch) => {
-                        let visible = batch
-                            .iter()
-                            .filter(|e| e.organization_id() == org && (reads_agents || !e.is_agents()));
+                        let visible = batch.iter().filter(|e| e.visible_to(audience));
                         for event in visible {
                             let Ok(text) = serde_json::to_string(event) else { continue };
                             if sink.send(Message::Text(text)).await.is_err() {

@@ -84,7 +84,13 @@ pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
 /// # Errors
 /// When the URL cannot be parsed.
 pub fn api_pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
-    let options = settings.database_url().parse::<PgConnectOptions>()?;
+    // Listing queries take optional filters (`$1 IS NULL OR column = $1`): planned for the
+    // values of each call, they use the index the given filters allow, where a cached generic
+    // plan would have to serve every combination.
+    let options = settings
+        .database_url()
+        .parse::<PgConnectOptions>()?
+        .options([("plan_cache_mode", "force_custom_plan")]);
     Ok(pool_options(settings).connect_lazy_with(options))
 }
 

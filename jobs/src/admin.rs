@@ -43,6 +43,30 @@ pub struct JobFilter {
     pub args_value: Option<String>,
 }
 
+/// Whose jobs a query sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One organization's: a tenant's view (and an operator's look at one organization).
+    Organization(Uuid),
+    /// The platform's own jobs, of no organization (backups, pruning, rescue): operators only.
+    Platform,
+    /// Every job of the installation: operators only.
+    Installation,
+}
+
+impl Scope {
+    fn organization_id(self) -> Option<Uuid> {
+        match self {
+            Self::Organization(id) => Some(id),
+            Self::Platform | Self::Installation => None,
+        }
+    }
+
+    fn platform_only(self) -> bool {
+        self == Self::Platform
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("no such job")]
@@ -55,13 +79,13 @@ pub enum AdminError {
     Database(#[from] sqlx::Error),
 }
 
-/// A page of a tenant's jobs, newest first.
+/// A page of the scope's jobs, newest first.
 ///
 /// # Errors
 /// A database error.
 pub async fn list(
     conn: &mut PgConnection,
-    organization_id: Uuid,
+    scope: Scope,
     filter: &JobFilter,
     limit: i64,
 ) -> Result<Vec<JobRecord>, sqlx::Error> {
@@ -71,7 +95,8 @@ pub async fn list(
         SELECT id, organization_id, kind, queue, state, args, priority, attempt, max_attempts,
                run_at, unique_key, errors, attempted_at, cancel_requested_at, finalized_at, created_at
         FROM jobs
-        WHERE organization_id = $1
+        WHERE ($1::uuid IS NULL OR organization_id = $1)
+          AND (NOT $10::bool OR organization_id IS NULL)
           AND ($2::text IS NULL OR state = $2)
           AND ($3::text IS NULL OR kind = $3)
           AND ($4::text IS NULL OR queue = $4)
@@ -83,7 +108,7 @@ pub async fn list(
         ORDER BY id DESC
         LIMIT $8
         "#,
-        organization_id,
+        scope.organization_id(),
         filter.state.map(JobState::as_str),
         filter.kind.as_deref(),
         filter.queue.as_deref(),
@@ -92,29 +117,29 @@ pub async fn list(
         filter.before_id,
         limit,
         filter.args_value.as_deref(),
+        scope.platform_only(),
     )
     .fetch_all(conn)
     .await
 }
 
-/// One of the tenant's jobs.
+/// One job of the scope.
 ///
 /// # Errors
-/// [`AdminError::NotFound`] when it is not the tenant's (or does not exist).
-pub async fn get(
-    conn: &mut PgConnection,
-    organization_id: Uuid,
-    id: Uuid,
-) -> Result<JobRecord, AdminError> {
+/// [`AdminError::NotFound`] when it is not in the scope (or does not exist).
+pub async fn get(conn: &mut PgConnection, scope: Scope, id: Uuid) -> Result<JobRecord, AdminError> {
     sqlx::query_as!(
         JobRecord,
         r#"
         SELECT id, organization_id, kind, queue, state, args, priority, attempt, max_attempts,
                run_at, unique_key, errors, attempted_at, cancel_requested_at, finalized_at, created_at
-        FROM jobs WHERE organization_id = $1 AND id = $2
+        FROM jobs
+        WHERE id = $2 AND ($1::uuid IS NULL OR organization_id = $1)
+          AND (NOT $3::bool OR organization_id IS NULL)
         "#,
-        organization_id,
+        scope.organization_id(),
         id,
+        scope.platform_only(),
     )
     .fetch_optional(conn)
     .await?
@@ -698,4 +723,38 @@ mod tests {
             assert!(bad.parse::<QueueName>().is_err(), "{bad}");
         }
     }
+}
+
+/// A live worker process as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerInfo {
+    pub id: Uuid,
+    pub hostname: String,
+    pub pid: i32,
+    pub queues: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_secs: f64,
+    /// Jobs it is running now.
+    pub running: i64,
+}
+
+/// The workers that have registered (and not yet been reaped), oldest first, with their load.
+///
+/// # Errors
+/// A database error.
+pub async fn workers(conn: &mut PgConnection) -> Result<Vec<WorkerInfo>, sqlx::Error> {
+    sqlx::query_as!(
+        WorkerInfo,
+        r#"
+        SELECT w.id, w.hostname, w.pid, w.queues, w.started_at,
+               extract(epoch FROM now() - w.heartbeat_at)::float8 AS "heartbeat_age_secs!",
+               (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.worker_id = w.id)
+                   AS "running!"
+        FROM job_workers w
+        ORDER BY w.started_at, w.id
+        "#,
+    )
+    .fetch_all(conn)
+    .await
 }

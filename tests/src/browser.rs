@@ -138,9 +138,29 @@ impl Browser {
         field.send_keys(text).await.unwrap();
     }
 
-    /// Clicks `css`.
+    /// Clicks `css` (a link or a button that stays on the page).
     pub async fn click(&self, css: &str) {
         self.find(css).await.click().await.unwrap();
+    }
+
+    /// Clicks `css`, a link or a form's button, and waits for the page it leads to.
+    pub async fn follow(&self, css: &str) {
+        self.eval("window.zoarkLeaving = true;").await;
+        self.find(css).await.click().await.unwrap();
+        let started = Instant::now();
+        loop {
+            let arrived = self
+                .eval("return !window.zoarkLeaving && document.readyState === 'complete';")
+                .await;
+            if arrived == serde_json::Value::Bool(true) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "clicking {css} led nowhere"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Writes a PNG screenshot of the page to `target/dashboard/<name>.png`.

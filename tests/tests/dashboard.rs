@@ -80,7 +80,7 @@ async fn sign_in(browser: &Browser, app: &TestApp, email: &str) {
     );
     browser.fill("#email", email).await;
     browser.fill("#password", fixtures::PASSWORD).await;
-    browser.click("#sign-in").await;
+    browser.follow("#sign-in").await;
     browser.find("h1").await;
     assert_eq!(
         browser.client.current_url().await.unwrap().path(),
@@ -148,7 +148,7 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
     browser.assert_accessible("overview").await;
 
     // Filter: discarded jobs.
-    browser.click("nav a[href='/dashboard/jobs']").await;
+    browser.follow("nav a[href='/dashboard/jobs']").await;
     browser.find("#f-state").await;
     browser.assert_accessible("jobs").await;
     browser
@@ -157,7 +157,7 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
         .select_by_value("discarded")
         .await
         .unwrap();
-    browser.click("#apply-filters").await;
+    browser.follow("#apply-filters").await;
     browser
         .find(&format!(
             "tr[data-job-id='{failed}'][data-state='discarded']"
@@ -171,14 +171,14 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
 
     // Open the discarded job: its error, then retry it and watch it complete, no reload.
     browser
-        .click(&format!("tr[data-job-id='{failed}'] a"))
+        .follow(&format!("tr[data-job-id='{failed}'] a"))
         .await;
     browser.find("#retry").await;
     let page = browser.client.source().await.unwrap();
     assert!(page.contains("the mail server refused the recipient"));
     assert!(page.contains("c-1001"), "args are shown");
     browser.assert_accessible("job").await;
-    browser.click("#retry").await;
+    browser.follow("#retry").await;
     browser.find("#job-state").await;
     browser
         .wait_for("body[data-connected='true']", Duration::from_secs(5))
@@ -199,8 +199,8 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
     browser.screenshot("job").await;
 
     // Pause the `dash` queue: a new job of it waits.
-    browser.click("nav a[href='/dashboard/queues']").await;
-    browser.click("#pause-dash").await;
+    browser.follow("nav a[href='/dashboard/queues']").await;
+    browser.follow("#pause-dash").await;
     browser.find("#resume-dash").await;
     browser.assert_accessible("queues").await;
     browser.screenshot("queues").await;
@@ -223,11 +223,11 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
     browser
         .open(&app.url("/dashboard/jobs?queue=exports"))
         .await;
-    browser.click("#bulk-cancel").await;
+    browser.follow("#bulk-cancel").await;
     let count = browser.find("#bulk-count").await.text().await.unwrap();
     assert!(count.starts_with("3 jobs will be cancelled"), "{count}");
     browser.assert_accessible("bulk confirmation").await;
-    browser.click("#confirm").await;
+    browser.follow("#confirm").await;
     let done = browser.find("#bulk-count").await.text().await.unwrap();
     assert!(done.starts_with("3 jobs cancelled"), "{done}");
     for id in &exports {
@@ -256,7 +256,7 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
     );
 
     // Sign out: the session ends for the dashboard and the API alike.
-    browser.click("#sign-out").await;
+    browser.follow("#sign-out").await;
     browser.find("#email").await;
     browser.open(&app.url("/dashboard/jobs")).await;
     browser.find("#email").await;
@@ -340,5 +340,137 @@ async fn a_viewer_sees_no_actions_and_cannot_post_them() {
     assert_eq!(state_of(&app, failed).await, "discarded");
 
     browser.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_sees_every_organization_and_platform_jobs_live_and_pauses_for_everyone() {
+    let app = TestApp::builder()
+        .env("ZOARK_OPERATORS", "Root@Example.com")
+        .spawn()
+        .await;
+    let operator = fixtures::register(&app, "root@example.com", "Zoark Ops").await;
+    let tenant = fixtures::register(&app, "admin@tenant.example", "Tenant").await;
+    let theirs = push(
+        &app,
+        &Step {
+            customer: "t-1".into(),
+        },
+        tenant.organization_id,
+    )
+    .await;
+    let platform = {
+        let mut conn = app.pool.acquire().await.unwrap();
+        enqueue(
+            &mut conn,
+            &Step {
+                customer: "maintenance".into(),
+            },
+            Opts::platform(),
+        )
+        .await
+        .unwrap()
+        .id
+    };
+    sqlx::query("UPDATE jobs SET state = 'discarded', finalized_at = now() WHERE id = $1")
+        .bind(platform)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let registry = Registry::new().register(|_: Step, _: JobContext| async { Ok(()) });
+    let engine = app.start_engine(engine_config(&[("dash", 2)]), registry);
+
+    // A tenant's admin is no operator, and sees no other organization's job.
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &tenant.email).await;
+    assert!(!browser.has("nav a[href='/dashboard/platform']").await);
+    browser.open(&app.url("/dashboard/platform")).await;
+    assert!(
+        browser
+            .find("h1")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .starts_with("403")
+    );
+    browser.follow("a[href='/dashboard']").await;
+    browser.follow("#sign-out").await;
+    browser.find("#email").await;
+
+    sign_in(&browser, &app, &operator.email).await;
+    browser
+        .open(&app.url(&format!("/dashboard/jobs/{theirs}")))
+        .await;
+    assert!(
+        browser
+            .find("h1")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .starts_with("404"),
+        "in their organization's pages, operators see their organization only"
+    );
+    browser.open(&app.url("/dashboard")).await;
+    browser.follow("nav a[href='/dashboard/platform']").await;
+    browser
+        .wait_for("tr[data-worker]", Duration::from_secs(10))
+        .await;
+    browser.assert_accessible("platform overview").await;
+    browser.screenshot("platform").await;
+    browser.open(&app.url("/dashboard/platform/jobs")).await;
+    browser.find(&format!("tr[data-job-id='{theirs}']")).await;
+    browser.find(&format!("tr[data-job-id='{platform}']")).await;
+    browser
+        .open(&app.url("/dashboard/platform/jobs?org=platform"))
+        .await;
+    browser.find(&format!("tr[data-job-id='{platform}']")).await;
+    assert!(!browser.has(&format!("tr[data-job-id='{theirs}']")).await);
+
+    // Retry the platform job and see it complete live.
+    browser
+        .follow(&format!("tr[data-job-id='{platform}'] a"))
+        .await;
+    browser.follow("#retry").await;
+    browser
+        .wait_for("body[data-connected='true']", Duration::from_secs(5))
+        .await;
+    browser.eval("window.zoarkMarker = 'same page';").await;
+    browser
+        .wait_for(
+            "#job-state[data-state='completed']",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(
+        browser.eval("return window.zoarkMarker || null;").await,
+        "same page"
+    );
+
+    // Pause `dash` for everyone: the tenant's new job waits.
+    browser.open(&app.url("/dashboard/platform/queues")).await;
+    browser.follow("#pause-dash").await;
+    browser.find("#resume-dash").await;
+    let global: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM queue_pauses WHERE organization_id IS NULL AND queue = 'dash')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(global);
+    let waiting = push(
+        &app,
+        &Step {
+            customer: "t-2".into(),
+        },
+        tenant.organization_id,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state_of(&app, waiting).await, "available");
+
+    browser.close().await;
+    engine.stop().await;
     app.stop().await;
 }

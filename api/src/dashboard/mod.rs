@@ -110,10 +110,22 @@ pub fn routes() -> impl Endpoint<Output = Response> {
         .at("/sign-out", poem::post(session::sign_out))
         .at("/jobs", poem::get(pages::jobs_page))
         .at("/jobs/bulk", poem::post(pages::bulk))
-        .at("/jobs/:id", poem::get(pages::job))
+        .at("/jobs/:id", poem::get(pages::job_page))
         .at("/jobs/:id/:action", poem::post(pages::job_action))
         .at("/queues", poem::get(pages::queues_page))
         .at("/queues/:name/:action", poem::post(pages::queue_action))
+        .at("/platform", poem::get(pages::platform_overview))
+        .at("/platform/jobs", poem::get(pages::platform_jobs))
+        .at("/platform/jobs/:id", poem::get(pages::platform_job_page))
+        .at(
+            "/platform/jobs/:id/:action",
+            poem::post(pages::platform_job_action),
+        )
+        .at("/platform/queues", poem::get(pages::platform_queues))
+        .at(
+            "/platform/queues/:name/:action",
+            poem::post(pages::platform_queue_action),
+        )
         .at("/brand.css", poem::get(pages::brand_css))
         .at(
             "/static/app.js",

@@ -7,14 +7,15 @@ use poem::{
     web::{Data, Form, Path, Query},
 };
 use serde::{Deserialize, Serialize};
+use sqlx::Postgres;
 use uuid::Uuid;
 use zoark_core::{
-    access::{ManageJobs, ManageQueues, ReadJobs},
+    access::{Granted, ManageJobs, ManageQueues, ReadJobs},
     db::tenant,
 };
 use zoark_jobs::{
     JobState,
-    admin::{self, JobFilter, JobRecord, QueueStats},
+    admin::{self, JobFilter, JobRecord, QueueName, QueueStats, Scope},
 };
 
 use crate::{
@@ -30,6 +31,83 @@ use crate::{
 /// Rows per page of the jobs list.
 const PAGE: i64 = 50;
 
+/// Which part of the dashboard a page belongs to: the viewer's organization, or (platform
+/// operators) the whole installation under `/dashboard/platform`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    Organization,
+    Platform,
+}
+
+impl Area {
+    fn base(self) -> &'static str {
+        match self {
+            Self::Organization => "/dashboard",
+            Self::Platform => "/dashboard/platform",
+        }
+    }
+
+    /// The navigation entry of the area's pages.
+    fn nav(self, page: &'static str) -> &'static str {
+        match self {
+            Self::Organization => page,
+            Self::Platform => "platform",
+        }
+    }
+}
+
+/// Whose rows a request reads: the organization's under its tenant transaction, or every
+/// organization's (operators only) in a platform transaction.
+enum Reach {
+    Tenant(Granted<ReadJobs>),
+    Installation,
+}
+
+impl Reach {
+    fn of(viewer: &Viewer, area: Area) -> Result<Self, ApiError> {
+        match area {
+            Area::Organization => Ok(Self::Tenant(viewer.grant::<ReadJobs>()?)),
+            Area::Platform => {
+                viewer.require_operator()?;
+                Ok(Self::Installation)
+            }
+        }
+    }
+
+    async fn begin(
+        &self,
+        state: &AppState,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, ApiError> {
+        Ok(match self {
+            Self::Tenant(granted) => tenant::begin(&state.pool, granted).await?,
+            Self::Installation => tenant::system(&state.pool).await?,
+        })
+    }
+
+    /// The organization the rows are limited to (`None`: all of them).
+    fn organization_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Tenant(granted) => Some(granted.organization_id()),
+            Self::Installation => None,
+        }
+    }
+
+    /// The jobs the reach sees, narrowed by an operator's organization filter.
+    fn scope(&self, organization: &str) -> Result<Scope, ApiError> {
+        match self {
+            Self::Tenant(granted) => Ok(Scope::Organization(granted.organization_id())),
+            Self::Installation => match organization.trim() {
+                "" => Ok(Scope::Installation),
+                "platform" => Ok(Scope::Platform),
+                id => id
+                    .parse()
+                    .map(Scope::Organization)
+                    .map_err(|_| invalid("org", "`platform` or an organization id")),
+            },
+        }
+    }
+}
+
 /// One queue's row of the overview and the queues page.
 #[derive(Serialize)]
 struct QueueRow {
@@ -38,12 +116,13 @@ struct QueueRow {
     paused: bool,
 }
 
-/// The organization's queues with their counts and pauses, by name.
+/// The queues (of one organization, or all) with their counts and pauses, by name. For the
+/// installation, `paused` means paused for everyone.
 async fn queue_rows(
     conn: &mut sqlx::PgConnection,
-    organization_id: Uuid,
+    organization_id: Option<Uuid>,
 ) -> Result<Vec<QueueRow>, ApiError> {
-    let mut rows: Vec<QueueRow> = admin::queues(conn, Some(organization_id))
+    let mut rows: Vec<QueueRow> = admin::queues(conn, organization_id)
         .await?
         .into_iter()
         .map(|stats| QueueRow {
@@ -51,7 +130,11 @@ async fn queue_rows(
             paused: false,
         })
         .collect();
-    for pause in admin::queue_pauses(conn, Some(organization_id)).await? {
+    let pauses = admin::queue_pauses(conn, organization_id).await?;
+    for pause in pauses
+        .into_iter()
+        .filter(|p| p.organization_id == organization_id)
+    {
         match rows.iter_mut().find(|q| q.stats.queue == pause.queue) {
             Some(row) => row.paused = true,
             None => rows.push(QueueRow {
@@ -67,29 +150,68 @@ async fn queue_rows(
 /// `GET /dashboard`: per queue, jobs by state and the age of the oldest waiting job.
 #[poem::handler]
 pub async fn overview(state: Data<&AppState>, viewer: Viewer) -> Result<Response, ApiError> {
-    let granted = viewer.grant::<ReadJobs>()?;
-    let mut tx = tenant::begin(&state.pool, &granted).await?;
-    let rows = queue_rows(&mut tx, granted.organization_id()).await?;
+    overview_of(&state, &viewer, Area::Organization).await
+}
+
+/// `GET /dashboard/platform`: the installation's queues, and the live workers.
+#[poem::handler]
+pub async fn platform_overview(
+    state: Data<&AppState>,
+    viewer: Viewer,
+) -> Result<Response, ApiError> {
+    overview_of(&state, &viewer, Area::Platform).await
+}
+
+async fn overview_of(state: &AppState, viewer: &Viewer, area: Area) -> Result<Response, ApiError> {
+    let reach = Reach::of(viewer, area)?;
+    let mut tx = reach.begin(state).await?;
+    let rows = queue_rows(&mut tx, reach.organization_id()).await?;
+    let workers = match area {
+        Area::Platform => admin::workers(&mut tx).await?,
+        Area::Organization => Vec::new(),
+    };
     tx.commit().await?;
     render(
         "overview.html",
-        minijinja::context! { viewer => viewer.chrome("overview"), queues => rows },
+        minijinja::context! {
+            viewer => viewer.chrome(area.nav("overview")),
+            base => area.base(),
+            platform => area == Area::Platform,
+            queues => rows,
+            workers => workers,
+        },
     )
 }
 
 /// `GET /dashboard/queues`: pause and resume (admins), backlog.
 #[poem::handler]
 pub async fn queues_page(state: Data<&AppState>, viewer: Viewer) -> Result<Response, ApiError> {
-    let granted = viewer.grant::<ReadJobs>()?;
-    let mut tx = tenant::begin(&state.pool, &granted).await?;
-    let rows = queue_rows(&mut tx, granted.organization_id()).await?;
+    queues_of(&state, &viewer, Area::Organization).await
+}
+
+/// `GET /dashboard/platform/queues`: the installation's queues, paused for everyone.
+#[poem::handler]
+pub async fn platform_queues(state: Data<&AppState>, viewer: Viewer) -> Result<Response, ApiError> {
+    queues_of(&state, &viewer, Area::Platform).await
+}
+
+async fn queues_of(state: &AppState, viewer: &Viewer, area: Area) -> Result<Response, ApiError> {
+    let reach = Reach::of(viewer, area)?;
+    let mut tx = reach.begin(state).await?;
+    let rows = queue_rows(&mut tx, reach.organization_id()).await?;
     tx.commit().await?;
+    let can_pause = match area {
+        Area::Organization => viewer.may::<ManageQueues>(),
+        Area::Platform => viewer.operator,
+    };
     render(
         "queues.html",
         minijinja::context! {
-            viewer => viewer.chrome("queues"),
+            viewer => viewer.chrome(area.nav("queues")),
+            base => area.base(),
+            platform => area == Area::Platform,
             queues => rows,
-            can_pause => viewer.may::<ManageQueues>(),
+            can_pause => can_pause,
         },
     )
 }
@@ -106,27 +228,63 @@ pub async fn queue_action(
     viewer.check_csrf(&state, &form.csrf)?;
     let granted = viewer.grant::<ManageQueues>()?;
     let queue = queue_name(&name)?;
-    let organization_id = Some(granted.organization_id());
     let mut tx = tenant::begin(&state.pool, &granted).await?;
-    let changed = match action.as_str() {
-        "pause" => {
-            admin::pause_queue(&mut tx, organization_id, &queue, granted.actor().user_id())
-                .await?
-                .1
-        }
-        "resume" => admin::resume_queue(&mut tx, organization_id, &queue).await?,
-        _ => return Err(not_found()),
-    };
-    if changed {
-        let audited = if action == "pause" {
-            "queue.paused"
-        } else {
-            "queue.resumed"
-        };
+    let changed = pause_or_resume(
+        &mut tx,
+        Some(granted.organization_id()),
+        &queue,
+        &action,
+        granted.actor().user_id(),
+    )
+    .await?;
+    if let Some(audited) = changed {
         audit_queue(&mut tx, &granted, req, &state, audited, &queue).await?;
     }
     tx.commit().await?;
     Ok(see_other("/dashboard/queues"))
+}
+
+/// `POST /dashboard/platform/queues/{name}/{pause|resume}`: an operator pauses (or resumes) a
+/// queue for every organization and the platform.
+#[poem::handler]
+pub async fn platform_queue_action(
+    state: Data<&AppState>,
+    viewer: Viewer,
+    Path((name, action)): Path<(String, String)>,
+    form: Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    viewer.check_csrf(&state, &form.csrf)?;
+    viewer.require_operator()?;
+    let queue = queue_name(&name)?;
+    let mut tx = tenant::system(&state.pool).await?;
+    if pause_or_resume(&mut tx, None, &queue, &action, viewer.user_id())
+        .await?
+        .is_some()
+    {
+        tracing::info!(queue = queue.as_str(), %action, operator = %viewer.email, "queue paused or resumed for everyone");
+    }
+    tx.commit().await?;
+    Ok(see_other("/dashboard/platform/queues"))
+}
+
+/// Pauses or resumes; the audit action when it changed something.
+async fn pause_or_resume(
+    conn: &mut sqlx::PgConnection,
+    organization_id: Option<Uuid>,
+    queue: &QueueName,
+    action: &str,
+    user_id: Option<Uuid>,
+) -> Result<Option<&'static str>, ApiError> {
+    Ok(match action {
+        "pause" => admin::pause_queue(conn, organization_id, queue, user_id)
+            .await?
+            .1
+            .then_some("queue.paused"),
+        "resume" => admin::resume_queue(conn, organization_id, queue)
+            .await?
+            .then_some("queue.resumed"),
+        _ => return Err(not_found()),
+    })
 }
 
 fn not_found() -> ApiError {
@@ -154,6 +312,9 @@ pub struct JobsQuery {
     /// The page cursor: jobs older than this id.
     #[serde(default)]
     before: String,
+    /// Operators: `platform`, or an organization id (empty: every job).
+    #[serde(default)]
+    org: String,
 }
 
 fn given(value: &str) -> Option<String> {
@@ -200,9 +361,16 @@ impl JobsQuery {
     }
 
     fn is_filtered(&self) -> bool {
-        [&self.state, &self.queue, &self.kind, &self.q, &self.since]
-            .iter()
-            .any(|v| !v.trim().is_empty())
+        [
+            &self.state,
+            &self.queue,
+            &self.kind,
+            &self.q,
+            &self.since,
+            &self.org,
+        ]
+        .iter()
+        .any(|v| !v.trim().is_empty())
     }
 
     /// The query string of these filters with another cursor.
@@ -214,6 +382,7 @@ impl JobsQuery {
             ("kind", &self.kind),
             ("q", &self.q),
             ("since", &self.since),
+            ("org", &self.org),
         ] {
             if !value.trim().is_empty() {
                 query.append_pair(name, value.trim());
@@ -230,6 +399,7 @@ impl JobsQuery {
 #[derive(Serialize)]
 struct JobRow {
     id: Uuid,
+    organization_id: Option<Uuid>,
     kind: String,
     queue: String,
     state: String,
@@ -247,6 +417,7 @@ impl From<JobRecord> for JobRow {
     fn from(j: JobRecord) -> Self {
         Self {
             id: j.id,
+            organization_id: j.organization_id,
             kind: j.kind,
             queue: j.queue,
             state: j.state,
@@ -266,25 +437,45 @@ pub async fn jobs_page(
     viewer: Viewer,
     query: Query<JobsQuery>,
 ) -> Result<Response, ApiError> {
-    let query = query.0;
-    let granted = viewer.grant::<ReadJobs>()?;
+    jobs_of(&state, &viewer, query.0, Area::Organization).await
+}
+
+/// `GET /dashboard/platform/jobs`: every job of the installation, filtered by organization too.
+#[poem::handler]
+pub async fn platform_jobs(
+    state: Data<&AppState>,
+    viewer: Viewer,
+    query: Query<JobsQuery>,
+) -> Result<Response, ApiError> {
+    jobs_of(&state, &viewer, query.0, Area::Platform).await
+}
+
+async fn jobs_of(
+    state: &AppState,
+    viewer: &Viewer,
+    query: JobsQuery,
+    area: Area,
+) -> Result<Response, ApiError> {
+    let reach = Reach::of(viewer, area)?;
     if let Ok(id) = query.q.trim().parse::<Uuid>() {
-        return Ok(see_other(&format!("/dashboard/jobs/{id}")));
+        return Ok(see_other(&format!("{}/jobs/{id}", area.base())));
     }
+    let scope = reach.scope(&query.org)?;
     let mut filter = query.filter()?;
     filter.before_id = given(&query.before)
         .map(|b| b.parse().map_err(|_| invalid("before", "not a job id")))
         .transpose()?;
-    let mut tx = tenant::begin(&state.pool, &granted).await?;
-    let mut rows = admin::list(&mut tx, granted.organization_id(), &filter, PAGE + 1).await?;
-    let queue_names: Vec<String> = queue_rows(&mut tx, granted.organization_id())
+    let mut tx = reach.begin(state).await?;
+    let mut rows = admin::list(&mut tx, scope, &filter, PAGE + 1).await?;
+    let queue_names: Vec<String> = queue_rows(&mut tx, reach.organization_id())
         .await?
         .into_iter()
         .map(|q| q.stats.queue)
         .collect();
     tx.commit().await?;
-    let more = rows.len() > usize::try_from(PAGE).unwrap_or(0);
-    rows.truncate(usize::try_from(PAGE).unwrap_or(0));
+    let page = usize::try_from(PAGE).unwrap_or(0);
+    let more = rows.len() > page;
+    rows.truncate(page);
     let next = more
         .then(|| rows.last().map(|r| query.with_before(Some(r.id))))
         .flatten();
@@ -293,7 +484,9 @@ pub async fn jobs_page(
     render(
         "jobs.html",
         minijinja::context! {
-            viewer => viewer.chrome("jobs"),
+            viewer => viewer.chrome(area.nav("jobs")),
+            base => area.base(),
+            platform => area == Area::Platform,
             jobs => rows,
             query => &query,
             filtered => query.is_filtered(),
@@ -301,7 +494,7 @@ pub async fn jobs_page(
             first => first,
             states => JobState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             queues => queue_names,
-            can_manage => viewer.may::<ManageJobs>(),
+            can_bulk => area == Area::Organization && viewer.may::<ManageJobs>(),
         },
     )
 }
@@ -350,14 +543,33 @@ struct Attempt {
 /// `GET /dashboard/jobs/{id}`: args (secrets redacted), attempts with their errors, timeline,
 /// and the actions the viewer's role allows.
 #[poem::handler]
-pub async fn job(
+pub async fn job_page(
     state: Data<&AppState>,
     viewer: Viewer,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    let granted = viewer.grant::<ReadJobs>()?;
-    let mut tx = tenant::begin(&state.pool, &granted).await?;
-    let job = admin::get(&mut tx, granted.organization_id(), id)
+    job_of(&state, &viewer, id, Area::Organization).await
+}
+
+/// `GET /dashboard/platform/jobs/{id}`: any job of the installation.
+#[poem::handler]
+pub async fn platform_job_page(
+    state: Data<&AppState>,
+    viewer: Viewer,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    job_of(&state, &viewer, id, Area::Platform).await
+}
+
+async fn job_of(
+    state: &AppState,
+    viewer: &Viewer,
+    id: Uuid,
+    area: Area,
+) -> Result<Response, ApiError> {
+    let reach = Reach::of(viewer, area)?;
+    let mut tx = reach.begin(state).await?;
+    let job = admin::get(&mut tx, reach.scope("")?, id)
         .await
         .map_err(admin_error)?;
     tx.commit().await?;
@@ -365,7 +577,10 @@ pub async fn job(
     let args = serde_json::to_string_pretty(&redacted(job.args.clone()))
         .map_err(|e| ApiError::Internal(e.into()))?;
     let state_now: Option<JobState> = job.state.parse().ok();
-    let can_manage = viewer.may::<ManageJobs>();
+    let can_manage = match area {
+        Area::Organization => viewer.may::<ManageJobs>(),
+        Area::Platform => viewer.operator,
+    };
     let finished = state_now.is_some_and(|s| {
         matches!(
             s,
@@ -381,9 +596,12 @@ pub async fn job(
     render(
         "job.html",
         minijinja::context! {
-            viewer => viewer.chrome("jobs"),
+            viewer => viewer.chrome(area.nav("jobs")),
+            base => area.base(),
+            platform => area == Area::Platform,
             job => minijinja::context! {
                 id => job.id,
+                organization_id => job.organization_id,
                 kind => job.kind,
                 queue => job.queue,
                 state => job.state,
@@ -422,16 +640,46 @@ pub async fn job_action(
 ) -> Result<Response, ApiError> {
     viewer.check_csrf(&state, &form.csrf)?;
     let granted = viewer.grant::<ManageJobs>()?;
-    let organization_id = Some(granted.organization_id());
     let mut tx = tenant::begin(&state.pool, &granted).await?;
-    let done = match action.as_str() {
-        "retry" | "run-now" => admin::retry(&mut tx, organization_id, id).await,
-        "cancel" => admin::cancel(&mut tx, organization_id, id).await,
-        _ => return Err(not_found()),
-    };
-    done.map_err(admin_error)?;
+    act_on_job(&mut tx, Some(granted.organization_id()), id, &action).await?;
     tx.commit().await?;
     Ok(see_other(&format!("/dashboard/jobs/{id}")))
+}
+
+/// `POST /dashboard/platform/jobs/{id}/{retry|run-now|cancel}`: an operator acts on any job.
+#[poem::handler]
+pub async fn platform_job_action(
+    state: Data<&AppState>,
+    viewer: Viewer,
+    Path((id, action)): Path<(Uuid, String)>,
+    form: Form<CsrfForm>,
+) -> Result<Response, ApiError> {
+    viewer.check_csrf(&state, &form.csrf)?;
+    viewer.require_operator()?;
+    let mut tx = tenant::system(&state.pool).await?;
+    let job = admin::get(&mut tx, Scope::Installation, id)
+        .await
+        .map_err(admin_error)?;
+    act_on_job(&mut tx, job.organization_id, id, &action).await?;
+    tx.commit().await?;
+    tracing::info!(job = %id, %action, operator = %viewer.email, "operator acted on a job");
+    Ok(see_other(&format!("/dashboard/platform/jobs/{id}")))
+}
+
+/// Retries (`retry`, `run-now`) or cancels job `id` of `organization_id` (`None`: a platform
+/// job).
+async fn act_on_job(
+    conn: &mut sqlx::PgConnection,
+    organization_id: Option<Uuid>,
+    id: Uuid,
+    action: &str,
+) -> Result<(), ApiError> {
+    let done = match action {
+        "retry" | "run-now" => admin::retry(conn, organization_id, id).await,
+        "cancel" => admin::cancel(conn, organization_id, id).await,
+        _ => return Err(not_found()),
+    };
+    done.map(drop).map_err(admin_error)
 }
 
 /// The bulk form: the filters of the list, the action, and whether the count was confirmed.
@@ -484,6 +732,8 @@ pub async fn bulk(
                 dry_run => result.dry_run,
             },
             query => &form.query,
+            base => Area::Organization.base(),
+            platform => false,
             back => format!("/dashboard/jobs?{}", form.query.with_before(None)),
         },
     )

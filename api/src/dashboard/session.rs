@@ -112,6 +112,26 @@ impl Viewer {
         }
     }
 
+    /// The signed-in user.
+    pub fn user_id(&self) -> Option<uuid::Uuid> {
+        Some(self.user_id)
+    }
+
+    /// Refuses anyone but a platform operator.
+    ///
+    /// # Errors
+    /// 403 `operators_only`.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.operator {
+            Ok(())
+        } else {
+            Err(ApiError::Refused {
+                code: "operators_only",
+                detail: "Only the platform's operators see the whole installation.".into(),
+            })
+        }
+    }
+
     /// Refuses a form without this session's CSRF token.
     ///
     /// # Errors

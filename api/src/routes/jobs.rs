@@ -11,7 +11,9 @@ use poem_openapi::{
 use uuid::Uuid;
 use zoark_jobs::{
     JobState,
-    admin::{self, AdminError, JobFilter, JobRecord, QueueName, QueuePause, QueueStats, Selection},
+    admin::{
+        self, AdminError, JobFilter, JobRecord, QueueName, QueuePause, QueueStats, Scope, Selection,
+    },
 };
 
 use zoark_core::{
@@ -481,7 +483,13 @@ impl JobsApi {
             args_value: args_value.0,
         };
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        let rows = admin::list(&mut tx, granted.organization_id(), &filter, page.fetch()).await?;
+        let rows = admin::list(
+            &mut tx,
+            Scope::Organization(granted.organization_id()),
+            &filter,
+            page.fetch(),
+        )
+        .await?;
         tx.commit().await?;
         let (rows, next_cursor) = page.page(rows, |j| j.id);
         let items = rows.into_iter().map(Job::from).collect();
@@ -500,9 +508,13 @@ impl JobsApi {
     ) -> Result<Json<Job>, ApiError> {
         let granted = auth.grant::<ReadJobs>(&state).await?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        let job = admin::get(&mut tx, granted.organization_id(), id.0)
-            .await
-            .map_err(admin_error)?;
+        let job = admin::get(
+            &mut tx,
+            Scope::Organization(granted.organization_id()),
+            id.0,
+        )
+        .await
+        .map_err(admin_error)?;
         tx.commit().await?;
         Ok(Json(job.into()))
     }

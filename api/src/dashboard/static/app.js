@@ -80,6 +80,8 @@
       retryMs = 1000;
       document.body.setAttribute("data-connected", "true");
       say("");
+      // Whatever changed between the page's rendering (or the last connection) and now.
+      refresh();
     };
     socket.onmessage = function (message) {
       var event;
@@ -88,7 +90,7 @@
       } catch (e) {
         return;
       }
-      if (event.type === "job" || event.type === "lagged") {
+      if (event.type === "job" || event.type === "platform_jobs" || event.type === "lagged") {
         refresh();
       }
     };

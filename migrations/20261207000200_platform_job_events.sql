@@ -1,0 +1,41 @@
+-- Platform jobs (no organization: backups, pruning, rescue, and most benchmark jobs) change on
+-- `zoark_platform_job_events` for the dashboard's operators: one small summary per statement
+-- (`{"queue": {"state": count}}`), not one event per job, so that a platform statement moving
+-- thousands of jobs costs one notification. Tenant events on `zoark_job_events` are unchanged.
+CREATE OR REPLACE FUNCTION jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    platform text;
+BEGIN
+    FOR r IN
+        SELECT queue, min(run_at) AS run_at, state = 'available' AS due FROM new_rows
+        WHERE state IN ('available', 'scheduled', 'retryable')
+        GROUP BY queue, state = 'available'
+    LOOP
+        PERFORM pg_notify('zoark_jobs_ready',
+                          r.queue || ' ' || (extract(epoch FROM r.run_at) * 1000)::bigint
+                          || CASE WHEN r.due THEN '' ELSE ' later' END);
+    END LOOP;
+    FOR r IN
+        SELECT '[' || string_agg(event, ', ') || ']' AS payload
+        FROM (SELECT event,
+                     sum(octet_length(event) + 2) OVER (ROWS UNBOUNDED PRECEDING) / 7000 AS chunk
+              FROM (SELECT jsonb_build_object('id', id, 'organization_id', organization_id, 'kind', kind,
+                                              'queue', queue, 'state', state, 'attempt', attempt)::text AS event
+                    FROM new_rows
+                    WHERE organization_id IS NOT NULL) e) t
+        GROUP BY chunk
+    LOOP
+        PERFORM pg_notify('zoark_job_events', r.payload);
+    END LOOP;
+    SELECT jsonb_object_agg(queue, states)::text INTO platform
+    FROM (SELECT queue, jsonb_object_agg(state, n) AS states
+          FROM (SELECT queue, state, count(*) AS n FROM new_rows
+                WHERE organization_id IS NULL GROUP BY queue, state) c
+          GROUP BY queue) q;
+    IF platform IS NOT NULL THEN
+        PERFORM pg_notify('zoark_platform_job_events', platform);
+    END IF;
+    RETURN NULL;
+END
+$$;
