@@ -80,6 +80,12 @@ fn run_platform(
             )
             .env("ZOARK_ENV", "development")
             .env("ZOARK_PG_DUMP", &pg_dump)
+            // The development admin (`zoark_core::db::dev_seed::DEV_ADMIN_EMAIL`) is a platform
+            // operator: the dashboard's /dashboard/platform shows the whole installation.
+            .env(
+                "ZOARK_OPERATORS",
+                std::env::var("ZOARK_OPERATORS").unwrap_or_else(|_| "admin@zoark.localhost".into()),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
