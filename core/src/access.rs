@@ -13,8 +13,9 @@ use std::{fmt, marker::PhantomData, str::FromStr};
 use uuid::Uuid;
 
 /// The five roles. Each includes everything the roles below it may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, sqlx::Type, serde::Serialize)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
     Manager,

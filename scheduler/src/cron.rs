@@ -184,6 +184,17 @@ pub async fn run_agent_schedules(
     Ok(enqueued)
 }
 
+/// When each static entry last ticked (its name and the tick enqueued last), for the dashboard.
+///
+/// # Errors
+/// Database errors.
+pub async fn last_ticks(conn: &mut PgConnection) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+    let rows = sqlx::query!("SELECT name, last_tick_at FROM cron_ticks ORDER BY name")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.name, r.last_tick_at)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -255,6 +255,78 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
         "the forged resume changed nothing"
     );
 
+    // Agent runs: a queued run, cancelled through the API, changes on its page without a reload.
+    let api = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        app.client
+            .request(method, app.url(path))
+            .bearer_auth(&admin.access_token)
+            .json(&body)
+            .send()
+    };
+    let agent: serde_json::Value = api(
+        reqwest::Method::POST,
+        "/api/v1/agents",
+        serde_json::json!({"name": "Board keeper", "goal": "Keep the board tidy.",
+                           "instructions": "Report stuck tasks.", "tools": [], "config": {}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let response = api(
+        reqwest::Method::POST,
+        &format!("/api/v1/agents/{}/runs", agent["id"].as_str().unwrap()),
+        serde_json::json!({"input": {}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201);
+    let run: serde_json::Value = response.json().await.unwrap();
+    let run = run["id"].as_str().unwrap().to_owned();
+    browser.follow("nav a[href='/dashboard/agent-runs']").await;
+    browser.find(&format!("tr[data-run-id='{run}']")).await;
+    browser.assert_accessible("agent runs").await;
+    browser.screenshot("agent-runs").await;
+    browser.follow(&format!("tr[data-run-id='{run}'] a")).await;
+    browser.find("#run-status[data-status='queued']").await;
+    browser
+        .wait_for("body[data-connected='true']", Duration::from_secs(5))
+        .await;
+    browser.eval("window.zoarkMarker = 'run page';").await;
+    let response = api(
+        reqwest::Method::POST,
+        &format!("/api/v1/agent-runs/{run}/cancel"),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    browser
+        .wait_for(
+            "#run-status[data-status='cancelled']",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        browser.eval("return window.zoarkMarker || null;").await,
+        "run page"
+    );
+    browser.assert_accessible("agent run").await;
+
+    // Schedules (the organization's seeded agent schedules), broadcasts and the audit log.
+    browser.follow("nav a[href='/dashboard/schedules']").await;
+    browser.find("tr[data-schedule]").await;
+    browser.assert_accessible("schedules").await;
+    browser.screenshot("schedules").await;
+    browser.follow("nav a[href='/dashboard/broadcasts']").await;
+    browser.find("h1").await;
+    browser.assert_accessible("broadcasts").await;
+    browser.follow("nav a[href='/dashboard/audit-log']").await;
+    browser.find("tr[data-audit='jobs.bulk_cancelled']").await;
+    browser.assert_accessible("audit log").await;
+    browser.screenshot("audit-log").await;
+
     // Sign out: the session ends for the dashboard and the API alike.
     browser.follow("#sign-out").await;
     browser.find("#email").await;

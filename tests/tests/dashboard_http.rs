@@ -132,6 +132,10 @@ async fn every_dashboard_route_checks_the_session_the_token_the_role_and_the_ten
         "/dashboard/jobs?state=available&queue=diagnostics&since=1h&q=x".to_owned(),
         format!("/dashboard/jobs/{ours}"),
         "/dashboard/queues".to_owned(),
+        "/dashboard/schedules".to_owned(),
+        "/dashboard/agent-runs".to_owned(),
+        "/dashboard/broadcasts".to_owned(),
+        "/dashboard/audit-log".to_owned(),
         "/dashboard/brand.css".to_owned(),
     ];
     for page in &pages {

@@ -9,6 +9,7 @@
 //! Every response carries a Content-Security-Policy without inline script or style (the
 //! organization's color comes from `brand.css`), and errors are HTML pages, not problem+json.
 
+pub mod activity;
 pub mod pages;
 pub mod session;
 
@@ -35,6 +36,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("job.html", include_str!("templates/job.html")),
     ("queues.html", include_str!("templates/queues.html")),
     ("bulk.html", include_str!("templates/bulk.html")),
+    ("schedules.html", include_str!("templates/schedules.html")),
+    ("agent_runs.html", include_str!("templates/agent_runs.html")),
+    ("agent_run.html", include_str!("templates/agent_run.html")),
+    ("broadcasts.html", include_str!("templates/broadcasts.html")),
+    ("audit_log.html", include_str!("templates/audit_log.html")),
 ];
 
 const APP_JS: &str = include_str!("static/app.js");
@@ -49,6 +55,7 @@ fn templates() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("when", when);
         for (name, source) in TEMPLATES {
             // The templates are part of the binary; a broken one fails the dashboard's tests.
             if let Err(error) = env.add_template(name, source) {
@@ -56,6 +63,15 @@ fn templates() -> &'static Environment<'static> {
             }
         }
         env
+    })
+}
+
+/// An RFC 3339 time as the pages show times: `2026-12-04 10:00:00 UTC`.
+fn when(value: String) -> String {
+    chrono::DateTime::parse_from_rfc3339(&value).map_or(value, |t| {
+        t.with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string()
     })
 }
 
@@ -126,6 +142,11 @@ pub fn routes() -> impl Endpoint<Output = Response> {
             "/platform/queues/:name/:action",
             poem::post(pages::platform_queue_action),
         )
+        .at("/schedules", poem::get(activity::schedules))
+        .at("/agent-runs", poem::get(activity::agent_runs))
+        .at("/agent-runs/:id", poem::get(activity::agent_run))
+        .at("/broadcasts", poem::get(activity::broadcasts))
+        .at("/audit-log", poem::get(activity::audit_log))
         .at("/brand.css", poem::get(pages::brand_css))
         .at(
             "/static/app.js",

@@ -16,7 +16,9 @@ use poem::{
 use serde::{Deserialize, Serialize};
 use zoark_core::{
     Settings,
-    access::{Actor, Granted, OwnAccount, Permission, Principal},
+    access::{
+        Actor, Granted, OwnAccount, Permission, Principal, ReadAgents, ReadAuditLog, ReadBroadcasts,
+    },
     crypto,
     db::{
         audit::{self, Entry},
@@ -83,6 +85,10 @@ pub struct Chrome<'a> {
     pub logo: Option<&'a str>,
     /// The page, for the navigation's `aria-current`.
     pub active: &'a str,
+    /// The navigation's entries the role may open.
+    pub reads_agents: bool,
+    pub reads_broadcasts: bool,
+    pub reads_audit_log: bool,
 }
 
 impl Viewer {
@@ -109,6 +115,9 @@ impl Viewer {
             organization: &self.branding.name,
             logo: self.branding.logo(),
             active,
+            reads_agents: self.may::<ReadAgents>(),
+            reads_broadcasts: self.may::<ReadBroadcasts>(),
+            reads_audit_log: self.may::<ReadAuditLog>(),
         }
     }
 

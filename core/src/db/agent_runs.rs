@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// A run as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Run {
     pub id: Uuid,
     pub organization_id: Uuid,
@@ -41,7 +41,7 @@ pub struct Run {
 }
 
 /// A step as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Step {
     pub id: Uuid,
     pub run_id: Uuid,
@@ -834,7 +834,7 @@ pub async fn prune(
 }
 
 /// An entry of the activity feed as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ActivityEntry {
     pub id: Uuid,
     pub agent_id: Option<Uuid>,

@@ -205,7 +205,7 @@ pub async fn disable_created_by(
 }
 
 /// A schedule as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Schedule {
     pub id: Uuid,
     pub agent_id: Uuid,

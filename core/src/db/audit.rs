@@ -117,7 +117,7 @@ pub async fn record(
 }
 
 /// One row of the log as read back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Record {
     pub id: Uuid,
     pub actor_user_id: Option<Uuid>,

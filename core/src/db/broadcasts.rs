@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::access::{Granted, ManageBroadcasts, ReadBroadcasts};
 
 /// A broadcast as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Broadcast {
     pub id: Uuid,
     pub organization_id: Uuid,

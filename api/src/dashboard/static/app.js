@@ -1,5 +1,5 @@
 // Zoark dashboard: live updates. Pages work without this script; with it, a page whose <body>
-// has data-live listens to the event stream (/api/v1/events, authenticated by the session
+// has data-live ("jobs" or "agents": which events concern it) listens to the event stream (/api/v1/events, authenticated by the session
 // cookie) and, when something changes, fetches the page again and swaps every [data-region]
 // element for its new version, at most once a second. Nothing else on the page moves, so focus
 // and form inputs are kept.
@@ -90,7 +90,10 @@
       } catch (e) {
         return;
       }
-      if (event.type === "job" || event.type === "platform_jobs" || event.type === "lagged") {
+      var relevant = live === "agents"
+        ? event.type === "agent_run" || event.type === "agent_step"
+        : event.type === "job" || event.type === "platform_jobs";
+      if (relevant || event.type === "lagged") {
         refresh();
       }
     };
