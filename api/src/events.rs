@@ -7,7 +7,13 @@
 //! so any replica sees events from any worker. Agent messages go to callers who may read agents
 //! (`agents.read`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::{SinkExt, StreamExt};
 use poem::{
@@ -123,13 +129,59 @@ impl Event {
 #[derive(Clone)]
 pub struct EventHub {
     tx: broadcast::Sender<Arc<Vec<Event>>>,
+    /// Operators' streams open in this process: while there is one, platform job summaries
+    /// are asked for (`job_event_watchers`).
+    operators: Arc<AtomicUsize>,
+    pool: PgPool,
+}
+
+/// How far ahead an open operator stream keeps `job_event_watchers`, and how often it renews.
+const WATCH_AHEAD_SECS: f64 = 60.0;
+const WATCH_RENEW: Duration = Duration::from_secs(20);
+
+/// Asks the `jobs` trigger for platform job summaries for the next minute.
+async fn watch_platform(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO job_event_watchers (channel, until)
+         VALUES ('platform', now() + make_interval(secs => $1))
+         ON CONFLICT (channel) DO UPDATE SET until = greatest(job_event_watchers.until, excluded.until)",
+        WATCH_AHEAD_SECS,
+    )
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// An operator's open stream; dropping it ends its watch (the last one lets the watch lapse).
+pub struct OperatorWatch(Arc<AtomicUsize>);
+
+impl Drop for OperatorWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl EventHub {
     /// Starts listening on `zoark_job_events` (reconnecting as needed) for the process's life.
     pub fn start(pool: PgPool) -> Self {
         let (tx, _) = broadcast::channel(1024);
-        let hub = Self { tx };
+        let hub = Self {
+            tx,
+            operators: Arc::new(AtomicUsize::new(0)),
+            pool: pool.clone(),
+        };
+        let operators = hub.operators.clone();
+        let renewing = pool.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WATCH_RENEW).await;
+                if operators.load(Ordering::SeqCst) > 0
+                    && let Err(error) = watch_platform(&renewing).await
+                {
+                    tracing::warn!(%error, "renewing the platform job events watch failed");
+                }
+            }
+        });
         let sender = hub.tx.clone();
         tokio::spawn(async move {
             loop {
@@ -144,6 +196,18 @@ impl EventHub {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
         self.tx.subscribe()
+    }
+
+    /// An operator's stream opens: platform job summaries from now on, for as long as the
+    /// returned watch lives.
+    ///
+    /// # Errors
+    /// A database error asking for them.
+    pub async fn watch_platform(&self) -> Result<OperatorWatch, sqlx::Error> {
+        self.operators.fetch_add(1, Ordering::SeqCst);
+        let watch = OperatorWatch(self.operators.clone());
+        watch_platform(&self.pool).await?;
+        Ok(watch)
     }
 
     /// Events from now on, to wait for a run's end: take it before the run's transaction
@@ -270,6 +334,14 @@ pub async fn events(
         });
         return problem_response(&error, Some(&request_id.0.0));
     };
+    let watch = if operator {
+        match state.events.watch_platform().await {
+            Ok(watch) => Some(watch),
+            Err(error) => return problem_response(&error.into(), Some(&request_id.0.0)),
+        }
+    } else {
+        None
+    };
     let mut rx = state.events.subscribe();
     let audience = Audience {
         organization_id: granted.organization_id(),
@@ -277,6 +349,7 @@ pub async fn events(
         operator,
     };
     ws.on_upgrade(move |socket| async move {
+        let _watch = watch;
         let (mut sink, mut stream) = socket.split();
         loop {
             tokio::select! {

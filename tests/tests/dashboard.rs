@@ -508,6 +508,16 @@ async fn an_operator_sees_every_organization_and_platform_jobs_live_and_pauses_f
     browser
         .wait_for("body[data-connected='true']", Duration::from_secs(5))
         .await;
+    let watched: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM job_event_watchers WHERE channel = 'platform' AND until > now())",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        watched,
+        "an operator's open stream asks for platform job events"
+    );
     browser.eval("window.zoarkMarker = 'same page';").await;
     browser
         .wait_for(

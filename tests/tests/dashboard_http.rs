@@ -305,6 +305,14 @@ async fn a_browser_session_revoked_through_the_api_ends_at_once_and_the_stream_c
         }
     };
     socket(Some(app.address.clone())).await.unwrap();
+    let watched: i64 = sqlx::query_scalar("SELECT count(*) FROM job_event_watchers")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        watched, 0,
+        "no operator: the engine sends no platform job summaries"
+    );
     for origin in [Some("http://evil.example".to_owned()), None] {
         match socket(origin.clone()).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
