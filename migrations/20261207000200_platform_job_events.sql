@@ -3,7 +3,9 @@
 -- (`{"queue": {"state": count}}`), not one event per job, and only while an operator watches
 -- (an API process holding an operator's event stream keeps `job_event_watchers` a minute
 -- ahead), so that the job engine pays nothing for it otherwise: the summary's extra pass over
--- the statement's rows cost 11-20 % of the platform drain rate when it ran on every statement.
+-- the statement's rows costs about 4 % of the time of 500-job statements (pgbench: insert,
+-- start, complete and delete 500 platform jobs per transaction, 50.2 against 52.3 per second);
+-- without a watcher the trigger measures as it did before (54.1 against 53.8).
 -- Tenant events on `zoark_job_events` are unchanged.
 
 CREATE TABLE job_event_watchers (

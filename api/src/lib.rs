@@ -110,9 +110,12 @@ pub fn openapi(server_url: &str) -> OpenApiService<Api, ()> {
             "The ZOARK OS backend: projects, tasks, approvals, broadcasts and agents on a durable \
              Postgres job queue. Errors are RFC 9457 `application/problem+json` documents with a \
              stable `code`; every response carries `x-request-id`.\n\n\
-             `GET /api/v1/events` (WebSocket, `Authorization: Bearer` on the upgrade) streams the \
+             `GET /api/v1/events` (WebSocket, `Authorization: Bearer` on the upgrade, or the \
+             dashboard's session cookie from a page of the same origin) streams the \
              organization's job state changes as JSON messages \
-             `{id, organization_id, kind, queue, state, attempt}`.",
+             `{type: \"job\", id, organization_id, kind, queue, state, attempt}`, and agent run \
+             and step changes (`agent_run`, `agent_step`) to roles that read agents. The job \
+             status dashboard is at `/dashboard`.",
         )
         .server(server_url)
 }
