@@ -13,6 +13,10 @@ CREATE TABLE job_event_watchers (
     until   timestamptz NOT NULL
 );
 COMMENT ON TABLE job_event_watchers IS 'Event channels someone is watching, and until when (kept ahead by the API while a stream is open).';
+ALTER TABLE job_event_watchers ENABLE ROW LEVEL SECURITY;
+ALTER TABLE job_event_watchers FORCE ROW LEVEL SECURITY;
+CREATE POLICY platform_only ON job_event_watchers
+    USING ((SELECT zoark_rls_bypassed())) WITH CHECK ((SELECT zoark_rls_bypassed()));
 CREATE OR REPLACE FUNCTION jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     r record;

@@ -141,15 +141,17 @@ const WATCH_RENEW: Duration = Duration::from_secs(20);
 
 /// Asks the `jobs` trigger for platform job summaries for the next minute.
 async fn watch_platform(pool: &PgPool) -> Result<(), sqlx::Error> {
+    // A platform table: written in a platform transaction, as authentication's are.
+    let mut tx = zoark_core::db::tenant::system(pool).await?;
     sqlx::query!(
         "INSERT INTO job_event_watchers (channel, until)
          VALUES ('platform', now() + make_interval(secs => $1))
          ON CONFLICT (channel) DO UPDATE SET until = greatest(job_event_watchers.until, excluded.until)",
         WATCH_AHEAD_SECS,
     )
-    .execute(pool)
-    .await
-    .map(drop)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// An operator's open stream; dropping it ends its watch (the last one lets the watch lapse).

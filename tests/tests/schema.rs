@@ -19,6 +19,7 @@ const GLOBAL_TABLES: &[&str] = &[
     "job_diagnostics", // written by diagnostic job kinds, not tenant data
     "login_throttle", // failed sign-ins are counted before any tenant is known
     "queue_pauses", // an organization's pause, or an operator's for every organization (NULL)
+    "job_event_watchers", // whether an operator watches platform job events: the platform's
 ];
 
 async fn strings(app: &TestApp, sql: &'static str) -> BTreeSet<String> {
