@@ -1,5 +1,5 @@
-//! What the dashboard's browser tests need: Debian's `chromium` and `chromium-driver` (installed
-//! with apt when missing and possible) and axe-core from npm (pinned, in `.zoark/tools/axe`).
+//! What the dashboard's browser tests need: Debian's `chromium`, `chromium-driver` and
+//! `fonts-liberation` (installed with apt when missing and possible) and axe-core from npm (pinned, in `.zoark/tools/axe`).
 
 use std::path::{Path, PathBuf};
 
@@ -21,14 +21,16 @@ pub struct BrowserTools {
 pub fn ensure(root: &Path) -> Result<BrowserTools> {
     let chromium = PathBuf::from("/usr/bin/chromium");
     let chromedriver = PathBuf::from("/usr/bin/chromedriver");
-    if !(chromium.exists() && chromedriver.exists()) {
+    // Without a font (Chromium only recommends one) pages render without text.
+    let fonts = Path::new("/usr/share/fonts/truetype/liberation");
+    if !(chromium.exists() && chromedriver.exists() && fonts.exists()) {
         if !apt_available() {
             bail!(
                 "the dashboard's tests need Chromium and its WebDriver: install Debian's \
                  `chromium` and `chromium-driver` (as root, `cargo xtask test` does it)"
             );
         }
-        apt_install(&["chromium", "chromium-driver"])?;
+        apt_install(&["chromium", "chromium-driver", "fonts-liberation"])?;
     }
     let dir = root.join(".zoark/tools/axe");
     let axe = dir.join("node_modules/axe-core/axe.min.js");
