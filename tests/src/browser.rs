@@ -13,6 +13,10 @@ use std::{
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
 use hyper_util::client::legacy::connect::HttpConnector;
 
+/// How long a page may take to show what a test waits for: generous, because CI runs the whole
+/// suite on two cores beside the browsers; a wait ends as soon as its condition holds.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
 /// One browser session on its own chromedriver and profile; closed (and killed) when dropped.
 pub struct Browser {
     pub client: Client,
@@ -83,7 +87,7 @@ impl Browser {
                 .await
             {
                 Ok(client) => break client,
-                Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                Err(e) if started.elapsed() < PATIENCE => {
                     tracing::debug!(error = %e, "chromedriver not ready yet");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -102,9 +106,9 @@ impl Browser {
         self.client.goto(url).await.unwrap();
     }
 
-    /// The element `css` matches, waiting up to 10 s for it to appear.
+    /// The element `css` matches, waiting up to [`PATIENCE`] for it to appear.
     pub async fn find(&self, css: &str) -> Element {
-        self.wait_for(css, Duration::from_secs(10)).await;
+        self.wait_for(css, PATIENCE).await;
         self.client.find(Locator::Css(css)).await.unwrap()
     }
 
@@ -142,15 +146,25 @@ impl Browser {
         field.send_keys(text).await.unwrap();
     }
 
-    /// Clicks `css` (a link or a button that stays on the page).
+    /// Clicks `css` (a link or a button that stays on the page). A live page may swap the
+    /// element between finding and clicking it: then it is found again.
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap();
+        let started = Instant::now();
+        loop {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                        && started.elapsed() < PATIENCE => {}
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
     }
 
     /// Clicks `css`, a link or a form's button, and waits for the page it leads to.
     pub async fn follow(&self, css: &str) {
         self.eval("window.zoarkLeaving = true;").await;
-        self.find(css).await.click().await.unwrap();
+        self.click(css).await;
         let started = Instant::now();
         loop {
             let arrived = self
@@ -159,10 +173,7 @@ impl Browser {
             if arrived == serde_json::Value::Bool(true) {
                 return;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "clicking {css} led nowhere"
-            );
+            assert!(started.elapsed() < PATIENCE, "clicking {css} led nowhere");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

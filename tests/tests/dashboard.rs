@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zoark_core::access::Role;
 use zoark_jobs::{Job, Opts, enqueue};
-use zoark_tests::{TestApp, browser::Browser, engine_config, fixtures};
+use zoark_tests::{
+    TestApp,
+    browser::{Browser, PATIENCE},
+    engine_config, fixtures,
+};
 use zoark_worker::engine::{JobContext, Registry};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,9 +145,7 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
 
     let browser = Browser::start().await;
     sign_in(&browser, &app, &admin.email).await;
-    browser
-        .wait_for("[data-queue='dash']", Duration::from_secs(5))
-        .await;
+    browser.wait_for("[data-queue='dash']", PATIENCE).await;
     browser.screenshot("overview").await;
     browser.assert_accessible("overview").await;
 
@@ -181,14 +183,11 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
     browser.follow("#retry").await;
     browser.find("#job-state").await;
     browser
-        .wait_for("body[data-connected='true']", Duration::from_secs(5))
+        .wait_for("body[data-connected='true']", PATIENCE)
         .await;
     browser.eval("window.zoarkMarker = 'same page';").await;
     browser
-        .wait_for(
-            "#job-state[data-state='completed']",
-            Duration::from_secs(15),
-        )
+        .wait_for("#job-state[data-state='completed']", PATIENCE)
         .await;
     assert_eq!(
         browser.eval("return window.zoarkMarker || null;").await,
@@ -291,7 +290,7 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
     browser.follow(&format!("tr[data-run-id='{run}'] a")).await;
     browser.find("#run-status[data-status='queued']").await;
     browser
-        .wait_for("body[data-connected='true']", Duration::from_secs(5))
+        .wait_for("body[data-connected='true']", PATIENCE)
         .await;
     browser.eval("window.zoarkMarker = 'run page';").await;
     let response = api(
@@ -303,10 +302,7 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
     .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
     browser
-        .wait_for(
-            "#run-status[data-status='cancelled']",
-            Duration::from_secs(10),
-        )
+        .wait_for("#run-status[data-status='cancelled']", PATIENCE)
         .await;
     assert_eq!(
         browser.eval("return window.zoarkMarker || null;").await,
@@ -486,9 +482,7 @@ async fn an_operator_sees_every_organization_and_platform_jobs_live_and_pauses_f
     );
     browser.open(&app.url("/dashboard")).await;
     browser.follow("nav a[href='/dashboard/platform']").await;
-    browser
-        .wait_for("tr[data-worker]", Duration::from_secs(10))
-        .await;
+    browser.wait_for("tr[data-worker]", PATIENCE).await;
     browser.assert_accessible("platform overview").await;
     browser.screenshot("platform").await;
     browser.open(&app.url("/dashboard/platform/jobs")).await;
@@ -506,7 +500,7 @@ async fn an_operator_sees_every_organization_and_platform_jobs_live_and_pauses_f
         .await;
     browser.follow("#retry").await;
     browser
-        .wait_for("body[data-connected='true']", Duration::from_secs(5))
+        .wait_for("body[data-connected='true']", PATIENCE)
         .await;
     let watched: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM job_event_watchers WHERE channel = 'platform' AND until > now())",
@@ -520,10 +514,7 @@ async fn an_operator_sees_every_organization_and_platform_jobs_live_and_pauses_f
     );
     browser.eval("window.zoarkMarker = 'same page';").await;
     browser
-        .wait_for(
-            "#job-state[data-state='completed']",
-            Duration::from_secs(15),
-        )
+        .wait_for("#job-state[data-state='completed']", PATIENCE)
         .await;
     assert_eq!(
         browser.eval("return window.zoarkMarker || null;").await,
