@@ -168,3 +168,15 @@ pub async fn project(pool: &PgPool, organization_id: Uuid, name: &str) -> Uuid {
         .await
         .unwrap_or_else(|e| panic!("inserting project {name}: {e}"))
 }
+
+/// The state of job `id`, read as the platform.
+///
+/// # Panics
+/// When the job does not exist.
+pub async fn job_state(pool: &PgPool, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("reading job {id}: {e}"))
+}

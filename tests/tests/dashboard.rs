@@ -47,11 +47,7 @@ async fn push<J: Job>(app: &TestApp, job: &J, org: Uuid) -> Uuid {
 }
 
 async fn state_of(app: &TestApp, id: Uuid) -> String {
-    sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+    fixtures::job_state(&app.pool, id).await
 }
 
 /// Marks a job discarded after one failed attempt, as the engine would.

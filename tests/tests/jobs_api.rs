@@ -256,11 +256,7 @@ async fn push_paused(app: &TestApp, opts: Opts) -> Uuid {
 }
 
 async fn state_of(app: &TestApp, id: Uuid) -> String {
-    sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+    fixtures::job_state(&app.pool, id).await
 }
 
 async fn wait_completed(app: &TestApp, id: Uuid) {

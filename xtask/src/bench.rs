@@ -49,25 +49,7 @@ fn install_peers(root: &Path) -> Result<Peers> {
         installed.contains(&format!("\"{name}\": \"{version}\""))
     });
     if !wanted || !node.exists() {
-        println!(
-            "xtask: installing {NODE} and {GRAPHILE_WORKER} into {}",
-            dir.display()
-        );
-        let status = std::process::Command::new("npm")
-            .args([
-                "install",
-                "--save-exact",
-                "--no-audit",
-                "--no-fund",
-                "--prefix",
-            ])
-            .arg(&dir)
-            .args([NODE, GRAPHILE_WORKER])
-            .status()
-            .context("running npm (Node.js and npm are needed to install the peers)")?;
-        if !status.success() {
-            bail!("npm install {NODE} {GRAPHILE_WORKER} failed");
-        }
+        crate::process::npm_install(&dir, &[NODE, GRAPHILE_WORKER])?;
     }
     let graphile_script = dir.join("worker.mjs");
     std::fs::copy(root.join("bench/graphile/worker.mjs"), &graphile_script)

@@ -40,21 +40,9 @@ pub fn ensure(root: &Path) -> Result<BrowserTools> {
         .contains(&format!("\"version\": \"{version}\""));
     if !(installed && axe.exists()) {
         std::fs::create_dir_all(&dir).context("creating .zoark/tools/axe")?;
-        println!("xtask: installing {AXE_CORE} into {}", dir.display());
-        let status = std::process::Command::new("npm")
-            .args([
-                "install",
-                "--save-exact",
-                "--no-audit",
-                "--no-fund",
-                "--prefix",
-            ])
-            .arg(&dir)
-            .arg(AXE_CORE)
-            .status()
-            .context("running npm (Node.js and npm are needed to install axe-core)")?;
-        if !status.success() || !axe.exists() {
-            bail!("npm install {AXE_CORE} failed");
+        crate::process::npm_install(&dir, &[AXE_CORE])?;
+        if !axe.exists() {
+            bail!("npm install {AXE_CORE} left no {}", axe.display());
         }
     }
     Ok(BrowserTools {

@@ -32,3 +32,31 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
+
+/// `npm install --save-exact` of `packages` (`name@version`) into `dir`'s `node_modules`.
+///
+/// # Errors
+/// When npm is missing or the install fails.
+pub fn npm_install(dir: &std::path::Path, packages: &[&str]) -> anyhow::Result<()> {
+    println!(
+        "xtask: installing {} into {}",
+        packages.join(" "),
+        dir.display()
+    );
+    let status = Command::new("npm")
+        .args([
+            "install",
+            "--save-exact",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+        ])
+        .arg(dir)
+        .args(packages)
+        .status()
+        .map_err(|e| anyhow::anyhow!("running npm (Node.js and npm are needed): {e}"))?;
+    if !status.success() {
+        anyhow::bail!("npm install {} failed", packages.join(" "));
+    }
+    Ok(())
+}

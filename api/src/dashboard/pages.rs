@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Postgres;
 use uuid::Uuid;
 use zoark_core::{
-    access::{Granted, ManageJobs, ManageQueues, ReadJobs},
+    access::{Granted, ManageJobs, ManageQueues, Permission, ReadJobs},
     db::tenant,
 };
 use zoark_jobs::{
@@ -21,6 +21,7 @@ use zoark_jobs::{
 use crate::{
     dashboard::{Viewer, render, see_other, session::CsrfForm},
     error::{ApiError, FieldError},
+    pagination::PageRequest,
     routes::jobs::{
         BulkAction, BulkJobFilter, BulkJobs, JobStateParam, admin_error, audit_queue,
         bulk as bulk_jobs, queue_name,
@@ -52,6 +53,25 @@ impl Area {
         match self {
             Self::Organization => page,
             Self::Platform => "platform",
+        }
+    }
+
+    /// Whether the viewer may take the actions that need `P` here: by role in the
+    /// organization, as an operator on the platform.
+    fn may<P: Permission>(self, viewer: &Viewer) -> bool {
+        match self {
+            Self::Organization => viewer.may::<P>(),
+            Self::Platform => viewer.operator,
+        }
+    }
+
+    /// What every page of the area puts in its template's context: the viewer, the area's base
+    /// path and whether it is the platform's.
+    fn frame(self, viewer: &Viewer, page: &'static str) -> minijinja::Value {
+        minijinja::context! {
+            viewer => viewer.chrome(self.nav(page)),
+            base => self.base(),
+            platform => self == Self::Platform,
         }
     }
 }
@@ -174,11 +194,9 @@ async fn overview_of(state: &AppState, viewer: &Viewer, area: Area) -> Result<Re
     render(
         "overview.html",
         minijinja::context! {
-            viewer => viewer.chrome(area.nav("overview")),
-            base => area.base(),
-            platform => area == Area::Platform,
             queues => rows,
             workers => workers,
+            ..area.frame(viewer, "overview")
         },
     )
 }
@@ -200,18 +218,13 @@ async fn queues_of(state: &AppState, viewer: &Viewer, area: Area) -> Result<Resp
     let mut tx = reach.begin(state).await?;
     let rows = queue_rows(&mut tx, reach.organization_id()).await?;
     tx.commit().await?;
-    let can_pause = match area {
-        Area::Organization => viewer.may::<ManageQueues>(),
-        Area::Platform => viewer.operator,
-    };
+    let can_pause = area.may::<ManageQueues>(viewer);
     render(
         "queues.html",
         minijinja::context! {
-            viewer => viewer.chrome(area.nav("queues")),
-            base => area.base(),
-            platform => area == Area::Platform,
             queues => rows,
             can_pause => can_pause,
+            ..area.frame(viewer, "queues")
         },
     )
 }
@@ -462,31 +475,23 @@ async fn jobs_of(
     }
     let scope = reach.scope(&query.org)?;
     let mut filter = query.filter()?;
-    filter.before_id = given(&query.before)
-        .map(|b| b.parse().map_err(|_| invalid("before", "not a job id")))
-        .transpose()?;
+    let page = PageRequest::parse(Some(PAGE), given(&query.before).as_deref())?;
+    filter.before_id = page.before_id;
     let mut tx = reach.begin(state).await?;
-    let mut rows = admin::list(&mut tx, scope, &filter, PAGE + 1).await?;
+    let rows = admin::list(&mut tx, scope, &filter, page.fetch()).await?;
     let queue_names: Vec<String> = queue_rows(&mut tx, reach.organization_id())
         .await?
         .into_iter()
         .map(|q| q.stats.queue)
         .collect();
     tx.commit().await?;
-    let page = usize::try_from(PAGE).unwrap_or(0);
-    let more = rows.len() > page;
-    rows.truncate(page);
-    let next = more
-        .then(|| rows.last().map(|r| query.with_before(Some(r.id))))
-        .flatten();
+    let (rows, next) = page.page(rows, |r| r.id);
+    let next = next.map(|_| query.with_before(rows.last().map(|r| r.id)));
     let first = filter.before_id.map(|_| query.with_before(None));
     let rows: Vec<JobRow> = rows.into_iter().map(JobRow::from).collect();
     render(
         "jobs.html",
         minijinja::context! {
-            viewer => viewer.chrome(area.nav("jobs")),
-            base => area.base(),
-            platform => area == Area::Platform,
             jobs => rows,
             query => &query,
             filtered => query.is_filtered(),
@@ -495,6 +500,7 @@ async fn jobs_of(
             states => JobState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             queues => queue_names,
             can_bulk => area == Area::Organization && viewer.may::<ManageJobs>(),
+            ..area.frame(viewer, "jobs")
         },
     )
 }
@@ -577,10 +583,7 @@ async fn job_of(
     let args = serde_json::to_string_pretty(&redacted(job.args.clone()))
         .map_err(|e| ApiError::Internal(e.into()))?;
     let state_now: Option<JobState> = job.state.parse().ok();
-    let can_manage = match area {
-        Area::Organization => viewer.may::<ManageJobs>(),
-        Area::Platform => viewer.operator,
-    };
+    let can_manage = area.may::<ManageJobs>(viewer);
     let finished = state_now.is_some_and(|s| {
         matches!(
             s,
@@ -596,9 +599,6 @@ async fn job_of(
     render(
         "job.html",
         minijinja::context! {
-            viewer => viewer.chrome(area.nav("jobs")),
-            base => area.base(),
-            platform => area == Area::Platform,
             job => minijinja::context! {
                 id => job.id,
                 organization_id => job.organization_id,
@@ -625,6 +625,7 @@ async fn job_of(
                 matches!(s, JobState::Scheduled | JobState::Retryable)
             }),
             can_cancel => can_manage && (waiting || state_now == Some(JobState::Running)),
+            ..area.frame(viewer, "jobs")
         },
     )
 }
@@ -723,7 +724,6 @@ pub async fn bulk(
     render(
         "bulk.html",
         minijinja::context! {
-            viewer => viewer.chrome("jobs"),
             action => form.action,
             result => minijinja::context! {
                 changed => result.changed,
@@ -732,9 +732,8 @@ pub async fn bulk(
                 dry_run => result.dry_run,
             },
             query => &form.query,
-            base => Area::Organization.base(),
-            platform => false,
             back => format!("/dashboard/jobs?{}", form.query.with_before(None)),
+            ..Area::Organization.frame(&viewer, "jobs")
         },
     )
 }
