@@ -467,8 +467,10 @@ impl QueueStats {
     }
 }
 
-/// Queue statistics for one tenant, or for the whole platform when `organization_id` is `None`
-/// (the worker's metrics).
+/// Queue statistics for one tenant, or for the whole installation when `organization_id` is
+/// `None`: the counts the engine maintains ([`crate::counts`]), not a count of `jobs`, and the
+/// age of the oldest due job from the claim indexes (one probe per queue and priority).
+/// `scheduled` counts jobs in that state, due or not (workers promote due ones as they come due).
 ///
 /// # Errors
 /// A database error.
@@ -476,29 +478,51 @@ pub async fn queues(
     conn: &mut PgConnection,
     organization_id: Option<Uuid>,
 ) -> Result<Vec<QueueStats>, sqlx::Error> {
-    sqlx::query_as!(
-        QueueStats,
+    let counts = crate::counts::by_queue(&mut *conn, organization_id).await?;
+    let waiting: Vec<String> = counts
+        .iter()
+        .filter(|(_, c)| c.available + c.scheduled + c.retryable > 0)
+        .map(|(queue, _)| queue.clone())
+        .collect();
+    let ages = sqlx::query!(
         r#"
-        SELECT queue AS "queue!",
-               count(*) FILTER (WHERE state = 'scheduled' AND run_at > now()) AS "scheduled!",
-               count(*) FILTER (WHERE state IN ('available', 'scheduled') AND run_at <= now()) AS "available!",
-               count(*) FILTER (WHERE state = 'running') AS "running!",
-               count(*) FILTER (WHERE state = 'retryable') AS "retryable!",
-               count(*) FILTER (WHERE state = 'completed') AS "completed!",
-               count(*) FILTER (WHERE state = 'discarded') AS "discarded!",
-               count(*) FILTER (WHERE state = 'cancelled') AS "cancelled!",
-               extract(epoch FROM now() - min(run_at) FILTER (
-                   WHERE state IN ('available', 'scheduled', 'retryable') AND run_at <= now()))::float8
-                   AS oldest_available_age_secs
-        FROM jobs
-        WHERE ($1::uuid IS NULL OR organization_id = $1)
-        GROUP BY queue
-        ORDER BY queue
+        SELECT q.queue AS "queue!",
+               extract(epoch FROM now() - least(
+                   (SELECT min(a.run_at) FROM generate_series(0, 9) p, LATERAL (
+                        SELECT run_at FROM jobs
+                        WHERE queue = q.queue AND state = 'available' AND priority = p
+                          AND ($2::uuid IS NULL OR organization_id = $2)
+                        ORDER BY run_at LIMIT 1) a),
+                   (SELECT s.run_at FROM (
+                        SELECT run_at FROM jobs
+                        WHERE queue = q.queue AND state IN ('scheduled', 'retryable')
+                          AND ($2::uuid IS NULL OR organization_id = $2)
+                        ORDER BY run_at LIMIT 1) s
+                    WHERE s.run_at <= now())))::float8 AS oldest_available_age_secs
+        FROM unnest($1::text[]) q (queue)
         "#,
+        &waiting,
         organization_id,
     )
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(counts
+        .into_iter()
+        .map(|(queue, c)| QueueStats {
+            oldest_available_age_secs: ages
+                .iter()
+                .find(|a| a.queue == queue)
+                .and_then(|a| a.oldest_available_age_secs),
+            queue,
+            scheduled: c.scheduled,
+            available: c.available,
+            running: c.running,
+            retryable: c.retryable,
+            completed: c.completed,
+            discarded: c.discarded,
+            cancelled: c.cancelled,
+        })
+        .collect())
 }
 
 /// A queue's name as the `jobs` table allows it: `[a-z][a-z0-9_-]*`, at most 64 bytes.

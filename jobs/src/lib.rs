@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod agents;
 pub mod approvals;
+pub mod counts;
 pub mod diag;
 pub mod email;
 mod enqueue;

@@ -1852,3 +1852,143 @@ mod apalis_backend {
         assert_eq!(error_kinds(&r), ["rescued"]);
     }
 }
+
+/// What `jobs` holds per queue and state, counted the slow way.
+async fn counted(app: &TestApp, org: Option<Uuid>) -> Vec<(String, zoark_jobs::counts::StateCounts)> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT queue, state, count(*) FROM jobs
+         WHERE $1::uuid IS NULL OR organization_id = $1 GROUP BY queue, state ORDER BY queue",
+    )
+    .bind(org)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut out: Vec<(String, zoark_jobs::counts::StateCounts)> = Vec::new();
+    for (queue, state, n) in rows {
+        if out.last().is_none_or(|(q, _)| *q != queue) {
+            out.push((queue.clone(), zoark_jobs::counts::StateCounts::default()));
+        }
+        let c = &mut out.last_mut().unwrap().1;
+        match state.parse::<JobState>().unwrap() {
+            JobState::Scheduled => c.scheduled = n,
+            JobState::Available => c.available = n,
+            JobState::Running => c.running = n,
+            JobState::Retryable => c.retryable = n,
+            JobState::Completed => c.completed = n,
+            JobState::Discarded => c.discarded = n,
+            JobState::Cancelled => c.cancelled = n,
+        }
+    }
+    out
+}
+
+async fn maintained(app: &TestApp, org: Option<Uuid>) -> Vec<(String, zoark_jobs::counts::StateCounts)> {
+    let mut conn = app.pool.acquire().await.unwrap();
+    zoark_jobs::counts::by_queue(&mut conn, org).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_counts_the_engine_maintains_match_the_jobs_table_through_every_change() {
+    let app = TestApp::spawn().await;
+    let acme = organization(&app).await;
+    let other = organization(&app).await;
+    let registry = Registry::new().register(|p: Probe, _: JobContext| async move {
+        match p.label.as_str() {
+            "fail" => Err(JobError::Retry(anyhow::anyhow!("no"))),
+            _ => Ok(()),
+        }
+    });
+    // Bulk (COPY) and single enqueues, tenant and platform, due and later.
+    let mut jobs: Vec<NewJob> = Vec::new();
+    for i in 0..40 {
+        let label = if i % 4 == 0 { "fail" } else { "ok" };
+        let opts = match i % 3 {
+            0 => Opts::organization(acme),
+            1 => Opts::organization(other),
+            _ => Opts::platform(),
+        };
+        jobs.push(NewJob::new(&probe(label), opts).unwrap());
+    }
+    enqueue_many(&mut app.pool.acquire().await.unwrap(), jobs)
+        .await
+        .unwrap();
+    let later = push(
+        &app,
+        &probe("ok"),
+        Opts::organization(acme).run_at(Utc::now() + chrono::TimeDelta::hours(1)),
+    )
+    .await;
+    for org in [None, Some(acme), Some(other)] {
+        assert_eq!(maintained(&app, org).await, counted(&app, org).await);
+    }
+
+    // Run them all (fails retry, then are discarded), cancel the later one, prune some.
+    let engine = app.start_engine(engine_config(&[("test", 4)]), registry);
+    zoark_jobs::admin::cancel(&mut app.pool.acquire().await.unwrap(), Some(acme), later)
+        .await
+        .unwrap();
+    wait_all_finished(&app).await;
+    let all = maintained(&app, None).await;
+    assert_eq!(all, counted(&app, None).await);
+    assert_eq!(all[0].1.completed, 30);
+    assert_eq!(all[0].1.discarded, 10);
+    assert_eq!(all[0].1.cancelled, 1);
+    sqlx::query("DELETE FROM jobs WHERE organization_id = $1 AND state = 'completed'")
+        .bind(other)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    for org in [None, Some(acme), Some(other)] {
+        assert_eq!(maintained(&app, org).await, counted(&app, org).await);
+    }
+
+    // The worker folds the tallies within a couple of seconds; counts stay exact across it.
+    let mut pending = i64::MAX;
+    for _ in 0..100 {
+        pending = count(&app, "SELECT count(*) FROM job_tallies").await;
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    engine.stop().await;
+    assert_eq!(pending, 0, "the tallies were not folded");
+    assert_eq!(maintained(&app, None).await, counted(&app, None).await);
+    assert_eq!(
+        maintained(&app, Some(other)).await,
+        counted(&app, Some(other)).await
+    );
+
+    // Throughput: this minute's and this hour's buckets hold every completion and failure.
+    let mut conn = app.pool.acquire().await.unwrap();
+    for width in [zoark_jobs::counts::Width::Minute, zoark_jobs::counts::Width::Hour] {
+        let series = zoark_jobs::counts::throughput(&mut conn, None, Some("test"), width, 3)
+            .await
+            .unwrap();
+        assert_eq!(series.len(), 3);
+        let total = |f: fn(&zoark_jobs::counts::Bucket) -> i64| series.iter().map(f).sum::<i64>();
+        assert_eq!(total(|b| b.completed), 30);
+        assert_eq!(total(|b| b.discarded), 10);
+        assert_eq!(total(|b| b.retryable), 20, "two failed attempts before each discard");
+        assert_eq!(total(|b| b.cancelled), 1);
+        assert!(series.windows(2).all(|w| w[0].start + width.delta() == w[1].start));
+    }
+    let acme_only = zoark_jobs::counts::throughput(
+        &mut conn,
+        Some(acme),
+        None,
+        zoark_jobs::counts::Width::Hour,
+        1,
+    )
+    .await
+    .unwrap();
+    let acme_completed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE organization_id = $1 AND state = 'completed'",
+    )
+    .bind(acme)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(acme_completed > 0);
+    assert_eq!(acme_only[0].completed, acme_completed);
+}

@@ -21,6 +21,7 @@ mod lease;
 mod queue;
 pub mod registry;
 pub mod storage;
+mod tally;
 mod wake;
 
 /// The engine's hot statements, for `cargo xtask bench queue` to run as the raw-SQL ceiling.
@@ -373,6 +374,7 @@ impl Engine {
             Arc::clone(&shared),
             stop_background.clone(),
         ));
+        background.spawn(tally::run(Arc::clone(&shared), stop_background.clone()));
 
         // One apalis worker per queue, all under apalis's Monitor: it starts them, reports their
         // lifecycle (start, stop, exit, errors) and stops them when claiming stops; each drains
