@@ -190,7 +190,8 @@ pub struct Bucket {
 }
 
 /// The last `count` buckets of `width` up to now (the current, partial one last; empty buckets
-/// included), of one organization or the installation, optionally of one queue.
+/// included), of one organization or the installation, optionally of one queue; exact, like
+/// [`by_queue`] (the tallies not folded yet are added).
 ///
 /// # Errors
 /// A database error.
@@ -203,12 +204,18 @@ pub async fn throughput(
 ) -> Result<Vec<Bucket>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"
-        WITH now AS (SELECT date_trunc($3, now()) AS bucket)
+        WITH now AS (SELECT date_trunc($3, now()) AS bucket),
+        pending AS (
+            SELECT date_trunc($3, at) AS bucket, organization_id, queue, state, entered AS n
+            FROM job_tallies
+            WHERE entered > 0 AND state IN ('completed', 'retryable', 'discarded', 'cancelled')
+        )
         SELECT t.bucket AS "bucket!", t.state AS "state!", sum(t.n)::bigint AS "n!",
                (SELECT bucket FROM now) AS "current!"
-        FROM job_throughput t
-        WHERE t.width = $3
-          AND t.bucket > (SELECT bucket FROM now) - $4::int * ('1 ' || $3)::interval
+        FROM (SELECT bucket, organization_id, queue, state, n FROM job_throughput WHERE width = $3
+              UNION ALL
+              SELECT bucket, organization_id, queue, state, n FROM pending) t
+        WHERE t.bucket > (SELECT bucket FROM now) - $4::int * ('1 ' || $3)::interval
           AND ($1::uuid IS NULL OR t.organization_id = $1)
           AND ($2::text IS NULL OR t.queue = $2)
         GROUP BY t.bucket, t.state

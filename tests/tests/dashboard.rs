@@ -142,6 +142,46 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
     let browser = Browser::start().await;
     sign_in(&browser, &app, &admin.email).await;
     browser.wait_for("[data-queue='dash']", PATIENCE).await;
+    // The charts count the discarded job; a job that completes moves the counters and the
+    // charts without a reload.
+    browser
+        .wait_for(
+            "figure.chart[data-completed='0'][data-failed='1']",
+            PATIENCE,
+        )
+        .await;
+    browser
+        .wait_for("body[data-connected='true']", PATIENCE)
+        .await;
+    browser.eval("window.zoarkMarker = 'overview';").await;
+    push(
+        &app,
+        &Step {
+            customer: "c-1000".into(),
+        },
+        org,
+    )
+    .await;
+    browser
+        .wait_for("figure.chart[data-completed='1'][data-failed='1']", PATIENCE)
+        .await;
+    browser
+        .wait_for("[data-queue='dash'] [data-count='completed'] a", PATIENCE)
+        .await;
+    assert_eq!(
+        browser
+            .find("[data-queue='dash'] [data-count='completed'] a")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "1"
+    );
+    assert_eq!(
+        browser.eval("return window.zoarkMarker || null;").await,
+        "overview"
+    );
+    assert!(browser.has("figure.chart svg rect.bar-completed").await);
     browser.screenshot("overview").await;
     browser.assert_accessible("overview").await;
 

@@ -10,6 +10,7 @@
 //! organization's color comes from `brand.css`), and errors are HTML pages, not problem+json.
 
 pub mod activity;
+pub mod charts;
 pub mod pages;
 pub mod session;
 

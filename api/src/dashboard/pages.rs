@@ -16,10 +16,11 @@ use zoark_core::{
 use zoark_jobs::{
     JobState,
     admin::{self, JobFilter, JobRecord, QueueName, QueueStats, Scope},
+    counts::{self, Width},
 };
 
 use crate::{
-    dashboard::{Viewer, render, see_other, session::CsrfForm},
+    dashboard::{Viewer, charts::Chart, render, see_other, session::CsrfForm},
     error::{ApiError, FieldError},
     pagination::PageRequest,
     routes::jobs::{
@@ -190,12 +191,22 @@ async fn overview_of(state: &AppState, viewer: &Viewer, area: Area) -> Result<Re
         Area::Platform => admin::workers(&mut tx).await?,
         Area::Organization => Vec::new(),
     };
+    let mut charts = Vec::new();
+    for (caption, width, count) in [
+        ("Last hour, per minute", Width::Minute, 60),
+        ("Last day, per hour", Width::Hour, 24),
+    ] {
+        let buckets =
+            counts::throughput(&mut tx, reach.organization_id(), None, width, count).await?;
+        charts.push(Chart::new(caption, width, &buckets));
+    }
     tx.commit().await?;
     render(
         "overview.html",
         minijinja::context! {
             queues => rows,
             workers => workers,
+            charts => charts,
             ..area.frame(viewer, "overview")
         },
     )
