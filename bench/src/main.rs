@@ -8,6 +8,7 @@
 
 mod agents;
 mod child;
+mod dashboard;
 mod db;
 mod email;
 mod peers;
@@ -36,6 +37,9 @@ enum Command {
     Email(email::EmailArgs),
     /// Document search: query latency, recall against exact search, indexing rate.
     Search(search::SearchArgs),
+    /// The dashboard's pages with a million jobs: latency of each page's HTML, first
+    /// contentful paint in Chromium.
+    Dashboard(dashboard::DashboardArgs),
     /// Agent runs of three LLM steps against a mock LLM: wall time beside the ideal, step
     /// overhead, event latency.
     Agents(agents::AgentsArgs),
@@ -125,6 +129,7 @@ fn main() -> std::process::ExitCode {
             Command::Email(args) => email::run(args).await,
             Command::Search(args) => search::run(args).await,
             Command::Agents(args) => agents::run(args).await,
+            Command::Dashboard(args) => dashboard::run(args).await,
         }
     });
     match result {

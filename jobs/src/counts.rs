@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::JobState;
 
 /// The advisory lock that lets one worker fold at a time (the others skip that second).
-const FOLD_LOCK: i64 = 0x7a6f_61726b_0001;
+const FOLD_LOCK: i64 = 0x007a_6f61_726b_0001;
 
 /// Minute buckets are kept this long, hour buckets [`HOURS_KEPT`].
 pub const MINUTES_KEPT: chrono::TimeDelta = chrono::TimeDelta::hours(2);
@@ -253,7 +253,10 @@ pub async fn throughput(
     Ok(buckets)
 }
 
-async fn current_bucket(conn: &mut PgConnection, width: Width) -> Result<DateTime<Utc>, sqlx::Error> {
+async fn current_bucket(
+    conn: &mut PgConnection,
+    width: Width,
+) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar!(
         r#"SELECT date_trunc($1, now()) AS "bucket!""#,
         width.as_str()

@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod browser;
+pub mod cookies;
 pub mod db;
 pub mod fixtures;
 pub mod multipart;

@@ -163,7 +163,10 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
     )
     .await;
     browser
-        .wait_for("figure.chart[data-completed='1'][data-failed='1']", PATIENCE)
+        .wait_for(
+            "figure.chart[data-completed='1'][data-failed='1']",
+            PATIENCE,
+        )
         .await;
     browser
         .wait_for("[data-queue='dash'] [data-count='completed'] a", PATIENCE)

@@ -9,7 +9,7 @@ use reqwest::{StatusCode, header};
 use uuid::Uuid;
 use zoark_core::access::Role;
 use zoark_jobs::{Opts, diag::Record, enqueue};
-use zoark_tests::{TestApp, fixtures};
+use zoark_tests::{TestApp, cookies, fixtures};
 
 /// A browser session: its cookie header and its CSRF token.
 struct Session {
@@ -17,25 +17,12 @@ struct Session {
     csrf: String,
 }
 
-/// The value of the hidden `csrf` input of a page.
 fn csrf_of(html: &str) -> String {
-    let start = html
-        .find("name=\"csrf\" value=\"")
-        .unwrap_or_else(|| panic!("no csrf field in {html}"))
-        + "name=\"csrf\" value=\"".len();
-    html[start..].split('"').next().unwrap().to_owned()
+    cookies::csrf_of(html).unwrap_or_else(|| panic!("no csrf field in {html}"))
 }
 
-/// `name=value` of the response's `Set-Cookie` for `name`, and the whole header.
 fn set_cookie(response: &reqwest::Response, name: &str) -> (String, String) {
-    let header = response
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name} cookie set"));
-    (header.split(';').next().unwrap().to_owned(), header)
+    cookies::set_cookie(response, name).unwrap_or_else(|| panic!("no {name} cookie set"))
 }
 
 async fn sign_in(app: &TestApp, email: &str) -> Session {

@@ -1854,7 +1854,10 @@ mod apalis_backend {
 }
 
 /// What `jobs` holds per queue and state, counted the slow way.
-async fn counted(app: &TestApp, org: Option<Uuid>) -> Vec<(String, zoark_jobs::counts::StateCounts)> {
+async fn counted(
+    app: &TestApp,
+    org: Option<Uuid>,
+) -> Vec<(String, zoark_jobs::counts::StateCounts)> {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT queue, state, count(*) FROM jobs
          WHERE $1::uuid IS NULL OR organization_id = $1 GROUP BY queue, state ORDER BY queue",
@@ -1882,7 +1885,10 @@ async fn counted(app: &TestApp, org: Option<Uuid>) -> Vec<(String, zoark_jobs::c
     out
 }
 
-async fn maintained(app: &TestApp, org: Option<Uuid>) -> Vec<(String, zoark_jobs::counts::StateCounts)> {
+async fn maintained(
+    app: &TestApp,
+    org: Option<Uuid>,
+) -> Vec<(String, zoark_jobs::counts::StateCounts)> {
     let mut conn = app.pool.acquire().await.unwrap();
     zoark_jobs::counts::by_queue(&mut conn, org).await.unwrap()
 }
@@ -1961,7 +1967,10 @@ async fn the_counts_the_engine_maintains_match_the_jobs_table_through_every_chan
 
     // Throughput: this minute's and this hour's buckets hold every completion and failure.
     let mut conn = app.pool.acquire().await.unwrap();
-    for width in [zoark_jobs::counts::Width::Minute, zoark_jobs::counts::Width::Hour] {
+    for width in [
+        zoark_jobs::counts::Width::Minute,
+        zoark_jobs::counts::Width::Hour,
+    ] {
         let series = zoark_jobs::counts::throughput(&mut conn, None, Some("test"), width, 3)
             .await
             .unwrap();
@@ -1969,9 +1978,17 @@ async fn the_counts_the_engine_maintains_match_the_jobs_table_through_every_chan
         let total = |f: fn(&zoark_jobs::counts::Bucket) -> i64| series.iter().map(f).sum::<i64>();
         assert_eq!(total(|b| b.completed), 30);
         assert_eq!(total(|b| b.discarded), 10);
-        assert_eq!(total(|b| b.retryable), 20, "two failed attempts before each discard");
+        assert_eq!(
+            total(|b| b.retryable),
+            20,
+            "two failed attempts before each discard"
+        );
         assert_eq!(total(|b| b.cancelled), 1);
-        assert!(series.windows(2).all(|w| w[0].start + width.delta() == w[1].start));
+        assert!(
+            series
+                .windows(2)
+                .all(|w| w[0].start + width.delta() == w[1].start)
+        );
     }
     let acme_only = zoark_jobs::counts::throughput(
         &mut conn,

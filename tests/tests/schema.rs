@@ -20,9 +20,9 @@ const GLOBAL_TABLES: &[&str] = &[
     "login_throttle", // failed sign-ins are counted before any tenant is known
     "queue_pauses", // an organization's pause, or an operator's for every organization (NULL)
     "job_event_watchers", // whether an operator watches platform job events: the platform's
-    "job_tallies",        // like jobs: tenant rows carry organization_id, platform rows none
-    "job_counts",         // likewise (folded from job_tallies)
-    "job_throughput",     // likewise
+    "job_tallies", // like jobs: tenant rows carry organization_id, platform rows none
+    "job_counts",  // likewise (folded from job_tallies)
+    "job_throughput", // likewise
 ];
 
 async fn strings(app: &TestApp, sql: &'static str) -> BTreeSet<String> {

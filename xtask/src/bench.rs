@@ -61,18 +61,36 @@ fn install_peers(root: &Path) -> Result<Peers> {
 }
 
 pub fn email(root: &Path, args: &[String]) -> Result<()> {
-    platform(root, "email", args)
+    platform(root, "email", args, &[])
 }
 
 /// `cargo xtask bench agents`: the same cluster and binaries, then `zoark-bench agents`, which
 /// writes `<target>/bench/agents.json`.
 pub fn agents(root: &Path, args: &[String]) -> Result<()> {
-    platform(root, "agents", args)
+    platform(root, "agents", args, &[])
 }
 
-/// A benchmark of the whole platform (`zoark-api` and `zoark-worker` processes): `email` or
-/// `agents`.
-fn platform(root: &Path, which_bench: &str, args: &[String]) -> Result<()> {
+/// `cargo xtask bench dashboard`: the same cluster and binaries, then `zoark-bench dashboard`
+/// (with `--chromium`, Debian's Chromium and chromedriver, installed as the tests install them),
+/// which writes `<target>/bench/dashboard.json`.
+pub fn dashboard(root: &Path, args: &[String]) -> Result<()> {
+    let mut env = Vec::new();
+    if args.iter().any(|a| a == "--chromium") {
+        let browser = crate::browser::ensure(root)?;
+        env.push(("ZOARK_CHROMIUM", browser.chromium));
+        env.push(("ZOARK_CHROMEDRIVER", browser.chromedriver));
+    }
+    platform(root, "dashboard", args, &env)
+}
+
+/// A benchmark of the whole platform (`zoark-api` and `zoark-worker` processes): `email`,
+/// `agents` or `dashboard`, with `env` set for `zoark-bench`.
+fn platform(
+    root: &Path,
+    which_bench: &str,
+    args: &[String],
+    env: &[(&str, PathBuf)],
+) -> Result<()> {
     let (which, args) = build_choice(args);
     let bins = build(root, which)?;
     let pg = postgres::provision_profile(root, Profile::Bench)?;
@@ -88,6 +106,7 @@ fn platform(root: &Path, which_bench: &str, args: &[String]) -> Result<()> {
         .arg("--out")
         .arg(target.join(format!("bench/{which_bench}.json")))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .current_dir(root)
         .status()
         .context("running zoark-bench");

@@ -10,6 +10,7 @@
 //! - `bench queue`: Zoark's job engine beside graphile-worker, apalis-postgres and the raw-SQL ceiling.
 //! - `bench email`: email deliveries per second through API, jobs, worker and SMTP.
 //! - `bench agents`: agent runs against a mock LLM: wall time beside the ideal, step overhead.
+//! - `bench dashboard`: the dashboard's pages with a million jobs (HTML latency, first paint).
 //! - `schemathesis`: the running API fuzzed against its own OpenAPI spec.
 
 mod bench;
@@ -104,6 +105,14 @@ enum BenchKind {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The dashboard's pages with 1,000,000 jobs in the table: p50/p95 of each page's HTML on
+    /// loopback, and with `--chromium` the first contentful paint in headless Chromium.
+    Dashboard {
+        /// Extra arguments for `zoark-bench dashboard` (e.g. `--quick`, `--chromium`,
+        /// `--jobs 200000`, `--requests 100`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +150,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchKind::Agents { args },
         } => bench::agents(&root, &args),
+        Command::Bench {
+            what: BenchKind::Dashboard { args },
+        } => bench::dashboard(&root, &args),
         Command::Schemathesis { args } => schemathesis::run(&root, &args),
         Command::Pg {
             action: PgAction::Start,

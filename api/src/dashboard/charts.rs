@@ -126,6 +126,9 @@ mod tests {
         assert_eq!(full.failed_y + full.failed_h, full.completed_y);
         assert_eq!(full.label, "10:00 UTC: 30 completed, 10 failed");
         assert_eq!(chart.bars[1].completed_h + chart.bars[1].failed_h, 0.0);
-        assert_eq!((chart.first.as_str(), chart.last.as_str()), ("10:00", "10:01"));
+        assert_eq!(
+            (chart.first.as_str(), chart.last.as_str()),
+            ("10:00", "10:01")
+        );
     }
 }

@@ -490,10 +490,10 @@ async fn jobs_of(
     filter.before_id = page.before_id;
     let mut tx = reach.begin(state).await?;
     let rows = admin::list(&mut tx, scope, &filter, page.fetch()).await?;
-    let queue_names: Vec<String> = queue_rows(&mut tx, reach.organization_id())
+    let queue_names: Vec<String> = counts::by_queue(&mut tx, reach.organization_id())
         .await?
         .into_iter()
-        .map(|q| q.stats.queue)
+        .map(|(queue, _)| queue)
         .collect();
     tx.commit().await?;
     let (rows, next) = page.page(rows, |r| r.id);

@@ -26,7 +26,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         let Ok(mut conn) = shared.pool.acquire().await else {
             continue;
         };
-        if let Err(error) = zoark_jobs::counts::fold(&mut conn, ticks % PRUNE_EVERY == 0).await {
+        if let Err(error) =
+            zoark_jobs::counts::fold(&mut conn, ticks.is_multiple_of(PRUNE_EVERY)).await
+        {
             tracing::warn!(%error, "could not fold job counts; readers add the pending tallies");
         }
     }
