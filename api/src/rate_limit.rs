@@ -91,6 +91,15 @@ impl RateLimits {
         })
     }
 
+    /// Counts a sign-in attempt made outside `/api/v1` (the dashboard's form) against the
+    /// address's budget of the authentication routes: `Err(seconds to wait)` when spent.
+    pub fn check_sign_in(&self, client: &zoark_core::db::audit::Client) -> Result<(), u64> {
+        self.auth
+            .check(&address_key(client))
+            .map(|_| ())
+            .map_err(|wait| wait.max(1))
+    }
+
     /// Forgets keys whose state is back to fresh, so memory follows the active callers.
     pub fn prune(&self) {
         for l in [&self.caller, &self.address, &self.auth] {
@@ -130,6 +139,13 @@ pub struct RateLimitEndpoint<E> {
     inner: E,
 }
 
+/// The key of a client's address.
+fn address_key(client: &zoark_core::db::audit::Client) -> String {
+    client
+        .ip
+        .map_or_else(|| "ip:unknown".into(), |ip| format!("ip:{ip}"))
+}
+
 /// Who the request counts against: the verified user or API key, else the client address.
 fn caller_key(req: &Request, state: &AppState) -> Option<String> {
     let token = auth::bearer(req)?;
@@ -162,10 +178,7 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         };
         let limits = state.rate_limits.clone();
-        let address = auth::client(&req, &state.settings)
-            .ip
-            .map(|ip| format!("ip:{ip}"))
-            .unwrap_or_else(|| "ip:unknown".into());
+        let address = address_key(&auth::client(&req, &state.settings));
         // Credentials are taken (not presented) on the authentication routes: they count per
         // address, strictly. Elsewhere the verified caller counts, else the address.
         let (limiter, key) = if AUTH_ROUTES.contains(&path) {

@@ -124,7 +124,7 @@ async fn seed(pool: &sqlx::PgPool, jobs: u32, ours: Uuid, theirs: Uuid) -> anyho
             r#"
             INSERT INTO jobs (organization_id, kind, queue, state, args, priority, attempt, max_attempts,
                               run_at, errors, worker_id, attempted_at, finalized_at, created_at)
-            SELECT CASE WHEN i % 10 < 7 THEN $3::uuid WHEN i % 10 < 9 THEN $4::uuid END,
+            SELECT CASE WHEN i / 1000 % 10 < 7 THEN $3::uuid WHEN i / 1000 % 10 < 9 THEN $4::uuid END,
                    (ARRAY['email.send', 'email.broadcast', 'agents.run', 'rag.index_document',
                           'webhooks.deliver', 'reminders.send', 'approvals.notify',
                           'maintenance.prune_jobs'])[1 + i % 8],
@@ -216,6 +216,7 @@ async fn measure(args: &DashboardArgs, port: u16, pool: &sqlx::PgPool) -> anyhow
             href.split('"')
                 .next()
                 .unwrap_or_default()
+                .replace("&#x2f;", "/")
                 .replace("&amp;", "&")
         })
         .context("no next page link on the jobs page")?;
@@ -239,6 +240,10 @@ async fn measure(args: &DashboardArgs, port: u16, pool: &sqlx::PgPool) -> anyhow
             format!("/dashboard/jobs?q={customer}"),
         ),
         ("job detail", format!("/dashboard/jobs/{some_job}")),
+        (
+            "platform job detail",
+            format!("/dashboard/platform/jobs/{some_job}"),
+        ),
         ("queues", "/dashboard/queues".into()),
         ("schedules", "/dashboard/schedules".into()),
         ("agent runs", "/dashboard/agent-runs".into()),
@@ -255,7 +260,6 @@ async fn measure(args: &DashboardArgs, port: u16, pool: &sqlx::PgPool) -> anyhow
             "/dashboard/platform/jobs?state=discarded".into(),
         ),
         ("platform queues", "/dashboard/platform/queues".into()),
-        ("platform schedules", "/dashboard/platform/schedules".into()),
     ];
     let mut figures = Vec::new();
     for (page, path) in &pages {
@@ -324,11 +328,18 @@ async fn paint(base: &str, figures: &mut [PageFigures]) -> anyhow::Result<()> {
         for _ in 0..5 {
             browser.open(&format!("{base}{}", page.path)).await;
             let fcp = browser
-                .eval(
-                    "const e = performance.getEntriesByName('first-contentful-paint')[0]; \
-                     return e ? e.startTime : null;",
+                .client
+                .execute_async(
+                    "const done = arguments[arguments.length - 1]; \
+                     new PerformanceObserver(list => { \
+                         const e = list.getEntriesByName('first-contentful-paint')[0]; \
+                         if (e) { done(e.startTime); } \
+                     }).observe({ type: 'paint', buffered: true }); \
+                     setTimeout(() => done(null), 5000);",
+                    vec![],
                 )
-                .await;
+                .await
+                .with_context(|| format!("reading the paint timing of {}", page.path))?;
             samples.push(
                 fcp.as_f64()
                     .with_context(|| format!("no first contentful paint on {}", page.path))?,

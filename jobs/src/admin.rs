@@ -89,24 +89,61 @@ pub async fn list(
     filter: &JobFilter,
     limit: i64,
 ) -> Result<Vec<JobRecord>, sqlx::Error> {
-    sqlx::query_as!(
-        JobRecord,
+    Ok(list_within(conn, scope, filter, limit, None).await?.jobs)
+}
+
+/// A page of [`list_within`].
+#[derive(Debug)]
+pub struct Listed {
+    pub jobs: Vec<JobRecord>,
+    /// The oldest job examined, when the args search stopped at its limit before the page was
+    /// full: the cursor from which to search on.
+    pub searched_to: Option<Uuid>,
+}
+
+/// Like [`list`], but an args search (`filter.args_value`) examines at most `search_limit` of
+/// the newest jobs the other filters match (after the cursor), so that a page answers in
+/// bounded time at any table size; [`Listed::searched_to`] says where it stopped.
+///
+/// # Errors
+/// A database error.
+pub async fn list_within(
+    conn: &mut PgConnection,
+    scope: Scope,
+    filter: &JobFilter,
+    limit: i64,
+    search_limit: Option<i64>,
+) -> Result<Listed, sqlx::Error> {
+    let search_limit = filter.args_value.as_ref().and(search_limit);
+    let rows = sqlx::query!(
         r#"
-        SELECT id, organization_id, kind, queue, state, args, priority, attempt, max_attempts,
-               run_at, unique_key, errors, attempted_at, cancel_requested_at, finalized_at, created_at
-        FROM jobs
-        WHERE ($1::uuid IS NULL OR organization_id = $1)
-          AND (NOT $10::bool OR organization_id IS NULL)
-          AND ($2::text IS NULL OR state = $2)
-          AND ($3::text IS NULL OR kind = $3)
-          AND ($4::text IS NULL OR queue = $4)
-          AND ($5::timestamptz IS NULL OR created_at >= $5)
-          AND ($6::timestamptz IS NULL OR created_at < $6)
-          AND ($7::uuid IS NULL OR id < $7)
-          AND ($9::text IS NULL
-               OR jsonb_path_exists(args, '$.** ? (@ == $v)', jsonb_build_object('v', $9::text)))
+        SELECT id AS "id!", organization_id, kind AS "kind!", queue AS "queue!", state AS "state!",
+               args AS "args!", priority AS "priority!", attempt AS "attempt!",
+               max_attempts AS "max_attempts!", run_at AS "run_at!", unique_key, errors AS "errors!",
+               attempted_at, cancel_requested_at, finalized_at, created_at AS "created_at!",
+               hit AS "hit!", seen AS "seen!"
+        FROM (
+            SELECT id, organization_id, kind, queue, state, args, priority, attempt, max_attempts,
+                   run_at, unique_key, errors, attempted_at, cancel_requested_at, finalized_at,
+                   created_at, row_number() OVER (ORDER BY id DESC) AS seen,
+                   ($9::text IS NULL
+                    OR jsonb_path_exists(args, '$.** ? (@ == $v)', jsonb_build_object('v', $9::text))) AS hit
+            FROM jobs
+            WHERE ($1::uuid IS NULL OR organization_id = $1)
+              AND (NOT $10::bool OR organization_id IS NULL)
+              AND ($2::text IS NULL OR state = $2)
+              AND ($3::text IS NULL OR kind = $3)
+              AND ($4::text IS NULL OR queue = $4)
+              AND ($5::timestamptz IS NULL OR created_at >= $5)
+              AND ($6::timestamptz IS NULL OR created_at < $6)
+              AND ($7::uuid IS NULL OR id < $7)
+            ORDER BY id DESC
+            LIMIT $11
+        ) examined
+        -- The last job examined comes back even when it does not match: where the search stopped.
+        WHERE hit OR seen = $11
         ORDER BY id DESC
-        LIMIT $8
+        LIMIT $8::bigint + 1
         "#,
         scope.organization_id(),
         filter.state.map(JobState::as_str),
@@ -118,9 +155,38 @@ pub async fn list(
         limit,
         filter.args_value.as_deref(),
         scope.platform_only(),
+        search_limit,
     )
     .fetch_all(conn)
-    .await
+    .await?;
+    let searched_to = rows
+        .iter()
+        .find(|r| Some(r.seen) == search_limit)
+        .map(|r| r.id);
+    let jobs = rows
+        .into_iter()
+        .filter(|r| r.hit)
+        .take(usize::try_from(limit).unwrap_or(0))
+        .map(|r| JobRecord {
+            id: r.id,
+            organization_id: r.organization_id,
+            kind: r.kind,
+            queue: r.queue,
+            state: r.state,
+            args: r.args,
+            priority: r.priority,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            run_at: r.run_at,
+            unique_key: r.unique_key,
+            errors: r.errors,
+            attempted_at: r.attempted_at,
+            cancel_requested_at: r.cancel_requested_at,
+            finalized_at: r.finalized_at,
+            created_at: r.created_at,
+        })
+        .collect();
+    Ok(Listed { jobs, searched_to })
 }
 
 /// One job of the scope.

@@ -234,6 +234,18 @@ async fn an_admin_signs_in_filters_retries_live_pauses_bulk_cancels_and_signs_ou
         "the job completed on the page without a reload"
     );
     assert_eq!(state_of(&app, failed).await, "completed");
+    // Both attempts: the failed one with its error, the one that completed with its duration.
+    browser.wait_for("tr[data-attempt='2']", PATIENCE).await;
+    let second = browser
+        .find("tr[data-attempt='2']")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        second.contains("completed") && second.contains(" s"),
+        "{second}"
+    );
     browser.screenshot("job").await;
 
     // Pause the `dash` queue: a new job of it waits.

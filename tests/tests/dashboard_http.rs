@@ -349,3 +349,54 @@ async fn a_browser_session_revoked_through_the_api_ends_at_once_and_the_stream_c
     assert!(socket(Some(app.address.clone())).await.is_err());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_sign_in_form_shares_the_address_budget_of_the_api_sign_in_routes() {
+    let app = TestApp::builder()
+        .env("ZOARK_RATE_LIMIT_AUTH_PER_ADDRESS", "3")
+        .spawn()
+        .await;
+    let user = fixtures::register(&app, "ops@example.com", "Acme").await;
+    // The registration spent one of the address's three; two form posts remain.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let form = get(&app, "/dashboard/sign-in", None).await;
+        let (nonce, _) = set_cookie(&form, "zoark_sign_in");
+        let csrf = csrf_of(&form.text().await.unwrap());
+        let response = app
+            .client
+            .post(app.url("/dashboard/sign-in"))
+            .header(header::COOKIE, &nonce)
+            .form(&[
+                ("email", user.email.as_str()),
+                ("password", "not the password"),
+                ("csrf", &csrf),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(body.contains("Too many attempts"), "{body}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // And the API's sign-in from the same address is refused too.
+    let api = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": user.email, "password": fixtures::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::TOO_MANY_REQUESTS);
+}

@@ -293,6 +293,15 @@ async fn exhausted_attempts_and_fatal_errors_discard_the_job_with_every_error_ke
         messages,
         ["attempt 1 failed", "attempt 2 failed", "attempt 3 failed"]
     );
+    assert!(
+        r.errors
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["duration_ms"].is_u64()),
+        "every failed attempt records how long it ran: {}",
+        r.errors
+    );
     assert_eq!(f.attempt, 1);
     assert_eq!(error_kinds(&f), ["fatal"]);
 }
@@ -2008,4 +2017,62 @@ async fn the_counts_the_engine_maintains_match_the_jobs_table_through_every_chan
     .unwrap();
     assert!(acme_completed > 0);
     assert_eq!(acme_only[0].completed, acme_completed);
+}
+
+#[tokio::test]
+async fn an_args_search_examines_a_bounded_window_and_says_where_it_stopped() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let label = if i == 2 { "needle" } else { "hay" };
+        ids.push(push(&app, &probe(label), Opts::platform()).await);
+    }
+    let filter = zoark_jobs::admin::JobFilter {
+        args_value: Some("needle".into()),
+        ..Default::default()
+    };
+    let mut conn = app.pool.acquire().await.unwrap();
+    let scope = zoark_jobs::admin::Scope::Platform;
+    // Newest first: ids[24..15] are examined, none matches; the search stopped at ids[15].
+    let first = zoark_jobs::admin::list_within(&mut conn, scope, &filter, 5, Some(10))
+        .await
+        .unwrap();
+    assert!(first.jobs.is_empty());
+    assert_eq!(first.searched_to, Some(ids[15]));
+    let second = zoark_jobs::admin::list_within(
+        &mut conn,
+        scope,
+        &zoark_jobs::admin::JobFilter {
+            before_id: Some(ids[15]),
+            ..filter.clone()
+        },
+        5,
+        Some(10),
+    )
+    .await
+    .unwrap();
+    assert!(second.jobs.is_empty());
+    assert_eq!(second.searched_to, Some(ids[5]));
+    let third = zoark_jobs::admin::list_within(
+        &mut conn,
+        scope,
+        &zoark_jobs::admin::JobFilter {
+            before_id: Some(ids[5]),
+            ..filter.clone()
+        },
+        5,
+        Some(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        third.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[2]]
+    );
+    assert_eq!(third.searched_to, None, "fewer than the limit were left");
+    // Unbounded (the API's list): the match at once.
+    let all = zoark_jobs::admin::list(&mut conn, scope, &filter, 5)
+        .await
+        .unwrap();
+    assert_eq!(all.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[2]]);
 }

@@ -32,6 +32,9 @@ use crate::{
 
 /// Rows per page of the jobs list.
 const PAGE: i64 = 50;
+/// Jobs an args search examines per page (the newest the other filters match, from the
+/// cursor on): about 25 ms here, whatever the table's size.
+const SEARCH_LIMIT: i64 = 20_000;
 
 /// Which part of the dashboard a page belongs to: the viewer's organization, or (platform
 /// operators) the whole installation under `/dashboard/platform`.
@@ -489,15 +492,22 @@ async fn jobs_of(
     let page = PageRequest::parse(Some(PAGE), given(&query.before).as_deref())?;
     filter.before_id = page.before_id;
     let mut tx = reach.begin(state).await?;
-    let rows = admin::list(&mut tx, scope, &filter, page.fetch()).await?;
+    let listed =
+        admin::list_within(&mut tx, scope, &filter, page.fetch(), Some(SEARCH_LIMIT)).await?;
     let queue_names: Vec<String> = counts::by_queue(&mut tx, reach.organization_id())
         .await?
         .into_iter()
         .map(|(queue, _)| queue)
         .collect();
     tx.commit().await?;
-    let (rows, next) = page.page(rows, |r| r.id);
-    let next = next.map(|_| query.with_before(rows.last().map(|r| r.id)));
+    let (rows, next) = page.page(listed.jobs, |r| r.id);
+    // An args search that stopped at its limit goes on from where it stopped.
+    let searched_to = next.is_none().then_some(listed.searched_to).flatten();
+    let next = match (next, searched_to) {
+        (Some(_), _) => Some(query.with_before(rows.last().map(|r| r.id))),
+        (None, Some(id)) => Some(query.with_before(Some(id))),
+        (None, None) => None,
+    };
     let first = filter.before_id.map(|_| query.with_before(None));
     let rows: Vec<JobRow> = rows.into_iter().map(JobRow::from).collect();
     render(
@@ -508,6 +518,8 @@ async fn jobs_of(
             filtered => query.is_filtered(),
             next => next,
             first => first,
+            searched => searched_to.is_some(),
+            search_limit => SEARCH_LIMIT,
             states => JobState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             queues => queue_names,
             can_bulk => area == Area::Organization && viewer.may::<ManageJobs>(),
@@ -549,12 +561,75 @@ fn redacted(value: serde_json::Value) -> serde_json::Value {
 }
 
 /// One failed attempt, as the job page lists it.
-#[derive(Serialize, Deserialize)]
-struct Attempt {
+/// A failed attempt as `errors` records it.
+#[derive(Debug, Deserialize)]
+struct FailedAttempt {
     attempt: Option<i64>,
-    at: Option<String>,
+    at: Option<chrono::DateTime<Utc>>,
     kind: Option<String>,
     error: Option<String>,
+    /// Recorded since 2026-12-04; older entries have none.
+    duration_ms: Option<i64>,
+}
+
+/// One attempt on the job page: every failed one from `errors`, then the last one when it did
+/// not fail (running, completed, or cancelled).
+#[derive(Debug, Serialize)]
+struct Attempt {
+    attempt: Option<i64>,
+    started: Option<String>,
+    ended: Option<String>,
+    duration: Option<String>,
+    outcome: String,
+    error: Option<String>,
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.3} s", ms as f64 / 1000.0)
+}
+
+fn attempts(job: &JobRecord) -> Vec<Attempt> {
+    let failed: Vec<FailedAttempt> = serde_json::from_value(job.errors.clone()).unwrap_or_default();
+    let last_failed = failed
+        .iter()
+        .any(|f| f.attempt == Some(i64::from(job.attempt)));
+    let mut rows: Vec<Attempt> = failed
+        .into_iter()
+        .map(|f| Attempt {
+            attempt: f.attempt,
+            started: f
+                .at
+                .zip(f.duration_ms)
+                .map(|(at, ms)| when(at - Span::milliseconds(ms))),
+            ended: f.at.map(when),
+            duration: f.duration_ms.map(seconds),
+            outcome: f.kind.unwrap_or_default(),
+            error: f.error,
+        })
+        .collect();
+    if job.attempt > 0
+        && !last_failed
+        && let Some(started) = job.attempted_at
+    {
+        let running = job.state == JobState::Running.as_str();
+        let ended = job.finalized_at;
+        rows.push(Attempt {
+            attempt: Some(i64::from(job.attempt)),
+            started: Some(when(started)),
+            ended: ended.map(when),
+            duration: match (running, ended) {
+                (true, _) => Some(format!(
+                    "{} so far",
+                    seconds((Utc::now() - started).num_milliseconds())
+                )),
+                (false, Some(ended)) => Some(seconds((ended - started).num_milliseconds())),
+                (false, None) => None,
+            },
+            outcome: job.state.clone(),
+            error: None,
+        });
+    }
+    rows
 }
 
 /// `GET /dashboard/jobs/{id}`: args (secrets redacted), attempts with their errors, timeline,
@@ -590,7 +665,7 @@ async fn job_of(
         .await
         .map_err(admin_error)?;
     tx.commit().await?;
-    let attempts: Vec<Attempt> = serde_json::from_value(job.errors.clone()).unwrap_or_default();
+    let attempts = attempts(&job);
     let args = serde_json::to_string_pretty(&redacted(job.args.clone()))
         .map_err(|e| ApiError::Internal(e.into()))?;
     let state_now: Option<JobState> = job.state.parse().ok();

@@ -285,6 +285,10 @@ pub async fn sign_in(
         return sign_in_page(&state, jar, StatusCode::FORBIDDEN, Some(message));
     }
     let client = client(req, &state.settings);
+    if let Err(retry_after) = state.rate_limits.check_sign_in(&client) {
+        let message = format!("Too many attempts; try again in {retry_after} seconds.");
+        return sign_in_page(&state, jar, StatusCode::TOO_MANY_REQUESTS, Some(&message));
+    }
     let (mut tx, signed_in) =
         match check_sign_in(&state, &client, &form.email, form.password, None).await {
             Ok(ok) => ok,

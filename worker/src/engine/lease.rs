@@ -121,6 +121,7 @@ pub(crate) async fn beat(
                 deadline_at = NULL,
                 errors = j.errors || jsonb_build_array(jsonb_build_object(
                     'attempt', j.attempt, 'at', now(), 'kind', v.why,
+                    'duration_ms', (extract(epoch FROM now() - j.attempted_at) * 1000)::bigint,
                     'error', CASE v.why
                         WHEN 'rescued' THEN 'the worker running this attempt stopped heartbeating'
                         ELSE 'the attempt passed its deadline (its timeout plus the rescue window) without an outcome'

@@ -351,7 +351,8 @@ fn classify(
     elapsed: Duration,
 ) -> (Option<Completion>, Option<&'static str>) {
     let now = Utc::now();
-    let error_entry = |kind: &str, error: &str| json!({ "attempt": job.attempt, "at": now, "kind": kind, "error": error });
+    let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let error_entry = |kind: &str, error: &str| json!({ "attempt": job.attempt, "at": now, "kind": kind, "error": error, "duration_ms": duration_ms });
     let completion = |state, run_at, error, attempt_delta| Completion {
         id: job.id,
         attempt: job.attempt,
