@@ -46,6 +46,7 @@ pub type PlatformApi = (
     routes::email_accounts::EmailAccountsApi,
     routes::broadcasts::BroadcastsApi,
     routes::jobs::JobsApi,
+    routes::platform::OperatorsApi,
     routes::webhooks::WebhooksApi,
 );
 
@@ -82,6 +83,7 @@ fn api() -> Api {
             routes::email_accounts::EmailAccountsApi,
             routes::broadcasts::BroadcastsApi,
             routes::jobs::JobsApi,
+            routes::platform::OperatorsApi,
             routes::webhooks::WebhooksApi,
         ),
         (

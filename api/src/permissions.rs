@@ -123,6 +123,13 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("queues_list", Some(a::ReadJobs::NAME)),
     ("queues_pause", Some(a::ManageQueues::NAME)),
     ("queues_resume", Some(a::ManageQueues::NAME)),
+    ("platform_queues_list", Some(a::OperatePlatform::NAME)),
+    ("platform_queues_pause", Some(a::OperatePlatform::NAME)),
+    ("platform_queues_resume", Some(a::OperatePlatform::NAME)),
+    ("platform_workers_list", Some(a::OperatePlatform::NAME)),
+    ("platform_jobs_get", Some(a::OperatePlatform::NAME)),
+    ("platform_jobs_retry", Some(a::OperatePlatform::NAME)),
+    ("platform_jobs_cancel", Some(a::OperatePlatform::NAME)),
     (
         "approval_templates_create",
         Some(a::ManageApprovalTemplates::NAME),

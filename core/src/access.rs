@@ -201,6 +201,10 @@ permissions! {
     ReadWebhooks = "webhooks.read", Manager;
     /// Create, change, test, rotate the secret of and delete webhook endpoints.
     ManageWebhooks = "webhooks.manage", Admin;
+    /// The whole installation (every organization's queues and jobs, the platform's jobs,
+    /// workers, pausing a queue for everyone): platform operators only, users named by
+    /// `ZOARK_OPERATORS` whatever their role; never an API key.
+    OperatePlatform = "platform.operate", Viewer;
 }
 
 /// Who acts: a user through a login session, or an API key.

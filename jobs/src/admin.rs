@@ -138,7 +138,7 @@ pub async fn list_within(
               AND ($6::timestamptz IS NULL OR created_at < $6)
               AND ($7::uuid IS NULL OR id < $7)
             ORDER BY id DESC
-            LIMIT $11
+            LIMIT $12
         ) examined
         -- The last job examined comes back even when it does not match: where the search stopped.
         WHERE hit OR seen = $11
@@ -156,6 +156,12 @@ pub async fn list_within(
         filter.args_value.as_deref(),
         scope.platform_only(),
         search_limit,
+        // Without a search, a page's worth: the planner then reads the newest rows in order
+        // instead of sorting every match (125 ms at a million jobs).
+        match filter.args_value {
+            None => Some(limit + 1),
+            Some(_) => search_limit,
+        },
     )
     .fetch_all(conn)
     .await?;
@@ -554,17 +560,21 @@ pub async fn queues(
         r#"
         SELECT q.queue AS "queue!",
                extract(epoch FROM now() - least(
-                   (SELECT min(a.run_at) FROM generate_series(0, 9) p, LATERAL (
-                        SELECT run_at FROM jobs
-                        WHERE queue = q.queue AND state = 'available' AND priority = p
-                          AND ($2::uuid IS NULL OR organization_id = $2)
-                        ORDER BY run_at LIMIT 1) a),
-                   (SELECT s.run_at FROM (
-                        SELECT run_at FROM jobs
-                        WHERE queue = q.queue AND state IN ('scheduled', 'retryable')
-                          AND ($2::uuid IS NULL OR organization_id = $2)
-                        ORDER BY run_at LIMIT 1) s
-                    WHERE s.run_at <= now())))::float8 AS oldest_available_age_secs
+                   CASE WHEN $2::uuid IS NULL
+                   -- The installation: every due job of the queue, from the claim index alone.
+                   THEN (SELECT min(run_at) FROM jobs WHERE queue = q.queue AND state = 'available')
+                   -- One tenant: its oldest due job of each priority, one probe each.
+                   ELSE (SELECT min(a.run_at) FROM generate_series(0, 9) p, LATERAL (
+                            SELECT run_at FROM jobs
+                            WHERE queue = q.queue AND state = 'available'
+                              AND coalesce(organization_id, '00000000-0000-0000-0000-000000000000'::uuid) = $2
+                              AND priority = p
+                            ORDER BY run_at LIMIT 1) a)
+                   END,
+                   (SELECT min(run_at) FROM jobs
+                    WHERE queue = q.queue AND state IN ('scheduled', 'retryable') AND run_at <= now()
+                      AND ($2::uuid IS NULL OR organization_id = $2))))::float8
+                   AS oldest_available_age_secs
         FROM unnest($1::text[]) q (queue)
         "#,
         &waiting,
@@ -709,6 +719,34 @@ pub async fn queue_pauses(
     )
     .fetch_all(conn)
     .await
+}
+
+/// [`queues`], each with whether it is paused for `organization_id` (`None`: paused for
+/// everyone), sorted by name; a paused queue without jobs is listed too.
+///
+/// # Errors
+/// A database error.
+pub async fn queues_and_pauses(
+    conn: &mut PgConnection,
+    organization_id: Option<Uuid>,
+) -> Result<Vec<(QueueStats, bool)>, sqlx::Error> {
+    let mut rows: Vec<(QueueStats, bool)> = queues(&mut *conn, organization_id)
+        .await?
+        .into_iter()
+        .map(|stats| (stats, false))
+        .collect();
+    let pauses = queue_pauses(conn, organization_id).await?;
+    for pause in pauses
+        .into_iter()
+        .filter(|p| p.organization_id == organization_id)
+    {
+        match rows.iter_mut().find(|(q, _)| q.queue == pause.queue) {
+            Some(row) => row.1 = true,
+            None => rows.push((QueueStats::empty(pause.queue), true)),
+        }
+    }
+    rows.sort_by(|a, b| a.0.queue.cmp(&b.0.queue));
+    Ok(rows)
 }
 
 /// The unfinished jobs of every queue, for the workers' metrics: read through the claim, scheduled

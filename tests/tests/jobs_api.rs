@@ -540,3 +540,136 @@ async fn bulk_retry_and_cancel_count_first_take_a_filter_or_ids_skip_held_unique
     assert_eq!(audited[0].1["changed"], 3);
     assert_eq!(audited[0].1["filter"]["state"], "discarded");
 }
+
+#[tokio::test]
+async fn platform_operators_pause_for_everyone_see_workers_and_act_on_any_job_through_the_api() {
+    let app = TestApp::builder()
+        .env("ZOARK_OPERATORS", "ops@example.com")
+        .spawn()
+        .await;
+    let operator = fixtures::register(&app, "ops@example.com", "Platform team").await;
+    let admin = fixtures::register(&app, "admin@example.com", "Acme").await;
+    let other = tenant(&app, "Other").await;
+    let job = job_of(&app, other.id, "theirs").await;
+    let key = fixtures::api_key(&app.pool, operator.organization_id, Role::Admin).await;
+
+    // Nobody else: not another organization's admin, not an API key of the operator's own
+    // organization, not without credentials.
+    for (token, expected) in [
+        (Some(admin.access_token.as_str()), 403),
+        (Some(key.as_str()), 403),
+        (None, 401),
+    ] {
+        for (method, path) in [
+            (reqwest::Method::GET, "/api/v1/platform/queues".to_owned()),
+            (
+                reqwest::Method::POST,
+                "/api/v1/platform/queues/diagnostics/pause".to_owned(),
+            ),
+            (reqwest::Method::GET, "/api/v1/platform/workers".to_owned()),
+            (reqwest::Method::GET, format!("/api/v1/platform/jobs/{job}")),
+            (
+                reqwest::Method::POST,
+                format!("/api/v1/platform/jobs/{job}/cancel"),
+            ),
+        ] {
+            let (status, body) = call(&app, method, &path, token).await;
+            assert_eq!(status, expected, "{path}: {body}");
+            if expected == 403 {
+                assert_eq!(body["code"], "operators_only", "{path}");
+            }
+        }
+    }
+    assert_eq!(state_of(&app, job).await, "available");
+
+    // The operator: pause the job's queue for everyone, see it paused and counted.
+    let token = Some(operator.access_token.as_str());
+    let (status, paused) = call(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/platform/queues/diagnostics/pause",
+        token,
+    )
+    .await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["paused"], true);
+    let everyone: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = 'diagnostics' AND organization_id IS NULL)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(everyone, "paused for every organization");
+    let (_, queues) = call(&app, reqwest::Method::GET, "/api/v1/platform/queues", token).await;
+    let diagnostics = queues["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "diagnostics")
+        .unwrap();
+    assert_eq!(diagnostics["paused"], true);
+    assert_eq!(
+        diagnostics["available"], 1,
+        "another organization's job is counted"
+    );
+    let (status, _) = call(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/platform/queues/diagnostics/resume",
+        token,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Any organization's job: read, cancel, retry.
+    let (status, got) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/v1/platform/jobs/{job}"),
+        token,
+    )
+    .await;
+    assert_eq!(
+        (status, got["id"].as_str()),
+        (200, Some(job.to_string().as_str()))
+    );
+    let (status, cancelled) = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/platform/jobs/{job}/cancel"),
+        token,
+    )
+    .await;
+    assert_eq!(
+        (status, cancelled["state"].as_str()),
+        (200, Some("cancelled"))
+    );
+    let (status, retried) = call(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/platform/jobs/{job}/retry"),
+        token,
+    )
+    .await;
+    assert_eq!(
+        (status, retried["state"].as_str()),
+        (200, Some("available"))
+    );
+    let (status, missing) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/v1/platform/jobs/{}", Uuid::now_v7()),
+        token,
+    )
+    .await;
+    assert_eq!(status, 404, "{missing}");
+    let (status, workers) = call(
+        &app,
+        reqwest::Method::GET,
+        "/api/v1/platform/workers",
+        token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(workers["items"].is_array());
+}

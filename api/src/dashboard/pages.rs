@@ -146,29 +146,11 @@ async fn queue_rows(
     conn: &mut sqlx::PgConnection,
     organization_id: Option<Uuid>,
 ) -> Result<Vec<QueueRow>, ApiError> {
-    let mut rows: Vec<QueueRow> = admin::queues(conn, organization_id)
+    Ok(admin::queues_and_pauses(conn, organization_id)
         .await?
         .into_iter()
-        .map(|stats| QueueRow {
-            stats,
-            paused: false,
-        })
-        .collect();
-    let pauses = admin::queue_pauses(conn, organization_id).await?;
-    for pause in pauses
-        .into_iter()
-        .filter(|p| p.organization_id == organization_id)
-    {
-        match rows.iter_mut().find(|q| q.stats.queue == pause.queue) {
-            Some(row) => row.paused = true,
-            None => rows.push(QueueRow {
-                stats: QueueStats::empty(pause.queue),
-                paused: true,
-            }),
-        }
-    }
-    rows.sort_by(|a, b| a.stats.queue.cmp(&b.stats.queue));
-    Ok(rows)
+        .map(|(stats, paused)| QueueRow { stats, paused })
+        .collect())
 }
 
 /// `GET /dashboard`: per queue, jobs by state and the age of the oldest waiting job.
@@ -781,22 +763,30 @@ pub struct BulkForm {
     query: JobsQuery,
 }
 
+/// Jobs a bulk form may select one by one (a page's worth, and then some).
+const MAX_SELECTED: usize = 500;
+
 /// `POST /dashboard/jobs/bulk`: first a confirmation page with the count (a dry run), then the
-/// action over the whole filter, as `POST /api/v1/jobs/retry` and `/cancel`.
+/// action, as `POST /api/v1/jobs/retry` and `/cancel`: over the jobs ticked in the list (`id`
+/// fields), or when none is, over everything the filter matches.
 #[poem::handler]
 pub async fn bulk(
     state: Data<&AppState>,
     req: &Request,
     viewer: Viewer,
-    form: Form<BulkForm>,
+    body: String,
 ) -> Result<Response, ApiError> {
-    let form = form.0;
+    let form: BulkForm = serde_urlencoded::from_str(&body).map_err(|e| ApiError::Refused {
+        code: "invalid_form",
+        detail: format!("the bulk form could not be read: {e}"),
+    })?;
     viewer.check_csrf(&state, &form.csrf)?;
     let granted = viewer.grant::<ManageJobs>()?;
+    let selected = selected_ids(&body)?;
     let filter = form.query.filter()?;
     let body = BulkJobs {
-        ids: None,
-        filter: Some(BulkJobFilter {
+        ids: (!selected.is_empty()).then(|| selected.clone()),
+        filter: selected.is_empty().then(|| BulkJobFilter {
             state: filter.state.map(JobStateParam::from),
             kind: filter.kind,
             queue: filter.queue,
@@ -818,10 +808,32 @@ pub async fn bulk(
                 dry_run => result.dry_run,
             },
             query => &form.query,
+            selected => selected,
             back => format!("/dashboard/jobs?{}", form.query.with_before(None)),
             ..Area::Organization.frame(&viewer, "jobs")
         },
     )
+}
+
+/// The `id` fields of a bulk form: the jobs ticked in the list.
+fn selected_ids(body: &str) -> Result<Vec<Uuid>, ApiError> {
+    let ids = url::form_urlencoded::parse(body.as_bytes())
+        .filter(|(key, _)| key == "id")
+        .map(|(_, value)| value.parse::<Uuid>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            ApiError::InvalidParameter(FieldError {
+                field: "id".into(),
+                message: "not a job id".into(),
+            })
+        })?;
+    if ids.len() > MAX_SELECTED {
+        return Err(ApiError::InvalidParameter(FieldError {
+            field: "id".into(),
+            message: format!("select at most {MAX_SELECTED} jobs, or act on the whole filter"),
+        }));
+    }
+    Ok(ids)
 }
 
 /// `GET /dashboard/brand.css`: the organization's color (a `#rrggbb` value, never anything

@@ -180,6 +180,22 @@ pub struct Queue {
     pub paused: bool,
 }
 
+/// The queues of an organization (`None`: the installation's, paused for everyone) as the API
+/// lists them.
+pub(crate) async fn queue_list(
+    conn: &mut sqlx::PgConnection,
+    organization_id: Option<Uuid>,
+) -> Result<Vec<Queue>, ApiError> {
+    Ok(admin::queues_and_pauses(conn, organization_id)
+        .await?
+        .into_iter()
+        .map(|(stats, paused)| Queue {
+            paused,
+            ..Queue::from(stats)
+        })
+        .collect())
+}
+
 impl From<QueueStats> for Queue {
     fn from(q: QueueStats) -> Self {
         Self {
@@ -624,22 +640,7 @@ impl JobsApi {
     ) -> Result<Json<QueueList>, ApiError> {
         let granted = auth.grant::<ReadJobs>(&state).await?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        let organization_id = Some(granted.organization_id());
-        let mut items: Vec<Queue> = admin::queues(&mut tx, organization_id)
-            .await?
-            .into_iter()
-            .map(Queue::from)
-            .collect();
-        for pause in admin::queue_pauses(&mut tx, organization_id).await? {
-            match items.iter_mut().find(|q| q.queue == pause.queue) {
-                Some(queue) => queue.paused = true,
-                None => items.push(Queue {
-                    paused: true,
-                    ..Queue::from(QueueStats::empty(pause.queue))
-                }),
-            }
-        }
-        items.sort_by(|a, b| a.queue.cmp(&b.queue));
+        let items = queue_list(&mut tx, Some(granted.organization_id())).await?;
         tx.commit().await?;
         Ok(Json(QueueList { items }))
     }

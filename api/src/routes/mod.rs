@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod knowledge;
 pub mod llm_credentials;
 pub mod organization;
+pub mod platform;
 pub mod projects;
 pub mod search;
 pub mod tasks;
@@ -30,6 +31,9 @@ pub enum ApiTags {
     Health,
     /// Durable jobs: inspect, cancel, retry; queue statistics.
     Jobs,
+    /// The whole installation for platform operators (`ZOARK_OPERATORS`): queues paused for
+    /// everyone, workers, any job.
+    Platform,
     /// Registration, sign-in, tokens and sessions.
     Auth,
     /// The organization: name, branding, settings and members.

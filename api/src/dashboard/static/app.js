@@ -29,7 +29,19 @@
       var name = regions[i].getAttribute("data-region");
       var fresh = next.querySelector('[data-region="' + name + '"]');
       if (fresh && fresh.innerHTML !== regions[i].innerHTML) {
+        // Ticked checkboxes (jobs selected for a bulk action) stay ticked across the swap.
+        var ticked = regions[i].querySelectorAll("input[type=checkbox]:checked");
+        var ids = [];
+        for (var t = 0; t < ticked.length; t++) {
+          ids.push(ticked[t].id);
+        }
         regions[i].innerHTML = fresh.innerHTML;
+        for (var k = 0; k < ids.length; k++) {
+          var box = ids[k] && document.getElementById(ids[k]);
+          if (box) {
+            box.checked = true;
+          }
+        }
       }
     }
   }
