@@ -6,6 +6,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod approvals;
 pub mod audit;
+pub mod backups;
 pub mod broadcasts;
 pub mod deliveries;
 pub mod dev_seed;

@@ -585,6 +585,31 @@ async fn an_operator_sees_every_organization_and_platform_jobs_live_and_pauses_f
         "same page"
     );
 
+    // The platform's backups (one that failed, with its error).
+    sqlx::query(
+        "INSERT INTO backups (kind, status, destination, error, finished_at)
+         VALUES ('scheduled', 'failed', 'file:///var/backups', 'pg_dump: connection refused', now())",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    browser.open(&app.url("/dashboard/platform")).await;
+    browser
+        .follow("a[href='/dashboard/platform/backups']")
+        .await;
+    let failed_backup = browser
+        .find("tr[data-status='failed']")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        failed_backup.contains("pg_dump: connection refused"),
+        "{failed_backup}"
+    );
+    browser.assert_accessible("backups").await;
+    browser.screenshot("backups").await;
+
     // Pause `dash` for everyone: the tenant's new job waits.
     browser.open(&app.url("/dashboard/platform/queues")).await;
     browser.follow("#pause-dash").await;

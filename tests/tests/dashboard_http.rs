@@ -208,6 +208,7 @@ async fn every_dashboard_route_checks_the_session_the_token_the_role_and_the_ten
         "/dashboard/platform",
         "/dashboard/platform/jobs",
         "/dashboard/platform/queues",
+        "/dashboard/platform/backups",
     ] {
         assert_eq!(
             get(&app, page, Some(&session.cookie)).await.status(),

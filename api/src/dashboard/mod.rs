@@ -32,6 +32,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("macros.html", include_str!("templates/macros.html")),
     ("sign_in.html", include_str!("templates/sign_in.html")),
     ("error.html", include_str!("templates/error.html")),
+    ("backups.html", include_str!("templates/backups.html")),
     ("overview.html", include_str!("templates/overview.html")),
     ("jobs.html", include_str!("templates/jobs.html")),
     ("job.html", include_str!("templates/job.html")),
@@ -139,6 +140,7 @@ pub fn routes() -> impl Endpoint<Output = Response> {
             poem::post(pages::platform_job_action),
         )
         .at("/platform/queues", poem::get(pages::platform_queues))
+        .at("/platform/backups", poem::get(pages::platform_backups))
         .at(
             "/platform/queues/:name/:action",
             poem::post(pages::platform_queue_action),

@@ -715,6 +715,43 @@ pub async fn job_action(
     Ok(see_other(&format!("/dashboard/jobs/{id}")))
 }
 
+/// `GET /dashboard/platform/backups`: the platform's backups (operators).
+#[poem::handler]
+pub async fn platform_backups(
+    state: Data<&AppState>,
+    viewer: Viewer,
+) -> Result<Response, ApiError> {
+    viewer.require_operator()?;
+    let mut tx = tenant::system(&state.pool).await?;
+    let backups = zoark_core::db::backups::recent(&mut tx, 100).await?;
+    tx.commit().await?;
+    let rows: Vec<minijinja::Value> = backups
+        .into_iter()
+        .map(|b| {
+            minijinja::context! {
+                id => b.id,
+                kind => b.kind,
+                status => b.status,
+                destination => b.destination,
+                storage_key => b.storage_key,
+                size => b.size_bytes.map(|n| format!("{:.1} MiB", n as f64 / 1_048_576.0)),
+                sha256 => b.sha256.map(hex::encode),
+                encrypted => b.encrypted,
+                error => b.error,
+                started_at => when(b.started_at),
+                took => b.finished_at.map(|f| format!("{:.1} s", (f - b.started_at).num_milliseconds() as f64 / 1000.0)),
+            }
+        })
+        .collect();
+    render(
+        "backups.html",
+        minijinja::context! {
+            backups => rows,
+            ..Area::Platform.frame(&viewer, "platform")
+        },
+    )
+}
+
 /// `POST /dashboard/platform/jobs/{id}/{retry|run-now|cancel}`: an operator acts on any job.
 #[poem::handler]
 pub async fn platform_job_action(
