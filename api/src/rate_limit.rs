@@ -7,7 +7,12 @@
 //! gets up to N times the configured rate. Sign-in throttling per account is in the database
 //! and holds across replicas.
 
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use governor::{
     Quota, RateLimiter,
@@ -80,7 +85,16 @@ pub struct RateLimits {
     caller: Limiter,
     address: Limiter,
     auth: Limiter,
+    /// Digests of API keys that authenticated lately (a key's own budget is only for a key
+    /// that exists: a made-up `zk_…` string counts against its address), and when.
+    known_keys: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long an API key that authenticated keeps its own budget without authenticating again.
+const KNOWN_KEY_TTL: Duration = Duration::from_secs(60);
+/// At most this many keys are remembered; past it, new keys count against their address
+/// until the next prune.
+const KNOWN_KEYS_MAX: usize = 100_000;
 
 impl RateLimits {
     pub fn new(settings: RateLimitSettings) -> Arc<Self> {
@@ -88,7 +102,27 @@ impl RateLimits {
             caller: Limiter::new(settings.per_caller),
             address: Limiter::new(settings.per_address),
             auth: Limiter::new(settings.auth_per_address),
+            known_keys: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn key_is_known(&self, key: &str) -> bool {
+        self.known_keys
+            .lock()
+            .map(|known| {
+                known
+                    .get(key)
+                    .is_some_and(|at| at.elapsed() < KNOWN_KEY_TTL)
+            })
+            .unwrap_or(false)
+    }
+
+    fn remember_key(&self, key: String) {
+        if let Ok(mut known) = self.known_keys.lock()
+            && (known.len() < KNOWN_KEYS_MAX || known.contains_key(&key))
+        {
+            known.insert(key, Instant::now());
+        }
     }
 
     /// Counts a sign-in attempt made outside `/api/v1` (the dashboard's form) against the
@@ -105,6 +139,9 @@ impl RateLimits {
         for l in [&self.caller, &self.address, &self.auth] {
             l.limiter.retain_recent();
             l.limiter.shrink_to_fit();
+        }
+        if let Ok(mut known) = self.known_keys.lock() {
+            known.retain(|_, at| at.elapsed() < KNOWN_KEY_TTL);
         }
     }
 }
@@ -146,15 +183,24 @@ fn address_key(client: &zoark_core::db::audit::Client) -> String {
         .map_or_else(|| "ip:unknown".into(), |ip| format!("ip:{ip}"))
 }
 
-/// Who the request counts against: the verified user or API key, else the client address.
-fn caller_key(req: &Request, state: &AppState) -> Option<String> {
+/// A caller's bucket key.
+enum Caller {
+    /// A user whose access token's signature holds.
+    User(String),
+    /// An API key, not checked yet (only the database knows it).
+    Key(String),
+}
+
+/// Who the request says it is: a user with a validly signed token, or an API key.
+fn caller_key(req: &Request, state: &AppState) -> Option<Caller> {
     let token = auth::bearer(req)?;
     if token.starts_with("zk_") {
         // The key itself is never kept in memory: a digest stands for it.
         let digest = Sha256::digest(token.as_bytes());
-        return Some(format!("key:{}", hex::encode(&digest[..16])));
+        return Some(Caller::Key(format!("key:{}", hex::encode(&digest[..16]))));
     }
-    tokens::verify(&state.settings, token).map(|claims| format!("user:{}", claims.sub))
+    tokens::verify(&state.settings, token)
+        .map(|claims| Caller::User(format!("user:{}", claims.sub)))
 }
 
 fn headers(response: &mut Response, limit: u32, remaining: u32, reset: u64) {
@@ -180,13 +226,20 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
         let limits = state.rate_limits.clone();
         let address = address_key(&auth::client(&req, &state.settings));
         // Credentials are taken (not presented) on the authentication routes: they count per
-        // address, strictly. Elsewhere the verified caller counts, else the address.
-        let (limiter, key) = if AUTH_ROUTES.contains(&path) {
-            (&limits.auth, address)
+        // address, strictly. Elsewhere the verified caller counts (a signed token, or an API key
+        // that authenticated lately), else the address: an unknown API key counts against its
+        // address until it authenticates, so made-up keys get no budgets of their own.
+        let mut unproven_key = None;
+        let (limiter, key, by_address) = if AUTH_ROUTES.contains(&path) {
+            (&limits.auth, address.clone(), true)
         } else {
             match caller_key(&req, state) {
-                Some(key) => (&limits.caller, key),
-                None => (&limits.address, address),
+                Some(Caller::Key(key)) if !limits.key_is_known(&key) => {
+                    unproven_key = Some(key);
+                    (&limits.address, address.clone(), true)
+                }
+                Some(Caller::Key(key) | Caller::User(key)) => (&limits.caller, key, false),
+                None => (&limits.address, address.clone(), true),
             }
         };
         let remaining = match limiter.check(&key) {
@@ -216,6 +269,14 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
                 response
             }
         };
+        if response.status() == poem::http::StatusCode::UNAUTHORIZED {
+            // A failed authentication also counts against the address.
+            if !by_address {
+                let _ = limits.address.check(&address);
+            }
+        } else if let Some(key) = unproven_key {
+            limits.remember_key(key);
+        }
         headers(
             &mut response,
             limiter.per_minute,

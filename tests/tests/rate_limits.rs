@@ -91,3 +91,80 @@ async fn callers_addresses_and_sign_in_attempts_are_limited_separately() {
         assert_eq!(app.get("/health/live").await.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn made_up_api_keys_count_against_their_address_and_a_busy_key_is_written_once_a_minute() {
+    let app = TestApp::builder()
+        .env("ZOARK_RATE_LIMIT_PER_CALLER", "1000")
+        .env("ZOARK_RATE_LIMIT_PER_ADDRESS", "3")
+        .spawn()
+        .await;
+    let admin = fixtures::register(&app, "admin@example.com", "A").await;
+    let key = fixtures::api_key(&app.pool, admin.organization_id, Role::Admin).await;
+    let version = || async {
+        sqlx::query_scalar::<_, String>("SELECT xmin::text FROM api_keys")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+
+    // A real key: its first request is the address's (one of three), then it has its own
+    // budget; twenty requests write its `last_used_at` once.
+    let first = app
+        .call(Method::GET, "/api/v1/jobs", Some(&key), None)
+        .await;
+    assert_eq!(first.status(), 200);
+    let written = version().await;
+    for _ in 0..19 {
+        let response = app
+            .call(Method::GET, "/api/v1/jobs", Some(&key), None)
+            .await;
+        assert_eq!(
+            response.status(),
+            200,
+            "a real key is not held to the address's three"
+        );
+    }
+    assert_eq!(
+        version().await,
+        written,
+        "last_used_at is written at most once a minute"
+    );
+
+    // A signed-in user's refused request (its session ended) costs the address too.
+    let out = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout",
+            Some(&admin.access_token),
+            None,
+        )
+        .await;
+    assert!(out.status().is_success(), "{}", out.status());
+    let refused = app
+        .call(Method::GET, "/api/v1/jobs", Some(&admin.access_token), None)
+        .await;
+    assert_eq!(refused.status(), 401);
+
+    // Made-up keys, each a new string, share what is left of the address's three.
+    let response = app
+        .call(
+            Method::GET,
+            "/api/v1/jobs",
+            Some("zk_made_up_0_aaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+    let fake = "zk_made_up_1_aaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_owned();
+    assert_limited(
+        app.call(Method::GET, "/api/v1/jobs", Some(&fake), None)
+            .await,
+    )
+    .await;
+    // The real key keeps working from the same address.
+    let response = app
+        .call(Method::GET, "/api/v1/jobs", Some(&key), None)
+        .await;
+    assert_eq!(response.status(), 200);
+}

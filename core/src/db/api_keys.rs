@@ -11,7 +11,8 @@ pub struct ApiKeyCaller {
     pub role: String,
 }
 
-/// The live (not revoked, not expired) key with this digest, marking it used.
+/// The live (not revoked, not expired) key with this digest, marking it used (at most once a
+/// minute).
 ///
 /// # Errors
 /// Database errors.
@@ -22,10 +23,17 @@ pub async fn authenticate(
     sqlx::query_as!(
         ApiKeyCaller,
         r#"
-        UPDATE api_keys SET last_used_at = now()
-        WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-          AND organization_id IN (SELECT id FROM organizations WHERE deleted_at IS NULL)
-        RETURNING id, organization_id, role
+        WITH live AS (
+            SELECT id, organization_id, role, last_used_at FROM api_keys
+            WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+              AND organization_id IN (SELECT id FROM organizations WHERE deleted_at IS NULL)
+        ), touched AS (
+            -- At most one write a minute per key, however busy it is.
+            UPDATE api_keys SET last_used_at = now()
+            WHERE id IN (SELECT id FROM live
+                         WHERE last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+        )
+        SELECT id AS "id!", organization_id AS "organization_id!", role AS "role!" FROM live
         "#,
         key_digest,
     )
