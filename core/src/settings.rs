@@ -208,6 +208,9 @@ pub struct AuthSettings {
     pub jwt_secret: SecretString,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// How long a session lives at most from its sign-in, however often it is refreshed
+    /// (`ZOARK_SESSION_MAX_AGE_SECS`, 30 days).
+    pub session_max_age: Duration,
 }
 
 /// The AES-256-GCM key for secrets at rest.
@@ -758,6 +761,9 @@ impl Settings {
                 ),
                 refresh_token_ttl: Duration::from_secs(
                     r.parse_or("ZOARK_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
+                ),
+                session_max_age: Duration::from_secs(
+                    r.parse_or("ZOARK_SESSION_MAX_AGE_SECS", 30 * 24 * 3600)?,
                 ),
             },
             encryption_key,

@@ -879,3 +879,47 @@ async fn the_audit_log_is_for_admins_filterable_and_paginated() {
     let (status, _) = call(&app, Method::GET, "/api/v1/audit-log?limit=0", token, None).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
+    let app = TestApp::builder()
+        .env("ZOARK_SESSION_MAX_AGE_SECS", "3600")
+        .spawn()
+        .await;
+    let ada = fixtures::register(&app, "ada@example.com", "Engines").await;
+    let refresh = |token: String| {
+        let app = &app;
+        async move {
+            call(
+                app,
+                Method::POST,
+                "/api/v1/auth/refresh",
+                None,
+                Some(json!({"refresh_token": token})),
+            )
+            .await
+        }
+    };
+    // Signed in 59 minutes ago: a refresh works, but the session ends at its hour, not a
+    // refresh token's thirty days later.
+    sqlx::query("UPDATE sessions SET created_at = now() - interval '59 minutes'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (status, body) = refresh(ada.refresh_token.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let next = Account::from_tokens(&ada.email, &body);
+    let within: bool =
+        sqlx::query_scalar("SELECT expires_at <= created_at + interval '1 hour' FROM sessions")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(within, "the refreshed session expires at its absolute end");
+    // Past the hour: the refresh is refused (the last access token lasts until the hour).
+    sqlx::query("UPDATE sessions SET created_at = now() - interval '61 minutes'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (status, _) = refresh(next.refresh_token.clone()).await;
+    assert_eq!(status, 401);
+}

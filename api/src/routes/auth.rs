@@ -576,6 +576,7 @@ impl AuthApi {
             &mut tx,
             &body.0.refresh_token,
             state.settings.auth.refresh_token_ttl,
+            state.settings.auth.session_max_age,
         )
         .await?;
         match refreshed {

@@ -188,8 +188,9 @@ pub enum Refreshed {
     Invalid,
 }
 
-/// Spends `token` and issues its successor (extending the session), or revokes the session
-/// when `token` was spent before. Run it in a transaction and commit whatever it returns.
+/// Spends `token` and issues its successor (extending the session by `ttl`, never past
+/// `max_age` from its sign-in), or revokes the session when `token` was spent before. Run it in
+/// a transaction and commit whatever it returns.
 ///
 /// # Errors
 /// Database errors.
@@ -197,11 +198,13 @@ pub async fn refresh(
     conn: &mut PgConnection,
     token: &str,
     ttl: Duration,
+    max_age: Duration,
 ) -> sqlx::Result<Refreshed> {
     let Some(row) = sqlx::query!(
         r#"
         SELECT rt.id, rt.organization_id, rt.session_id, rt.used_at, rt.expires_at,
-               s.user_id, s.revoked_at, s.expires_at AS session_expires_at, u.disabled_at,
+               s.user_id, s.revoked_at, s.expires_at AS session_expires_at, s.created_at AS session_created_at,
+               u.disabled_at,
                m.role AS "role?"
         FROM refresh_tokens rt
         JOIN sessions s ON s.organization_id = rt.organization_id AND s.id = rt.session_id
@@ -238,10 +241,16 @@ pub async fn refresh(
     let (Some(role), None) = (role, row.revoked_at) else {
         return Ok(Refreshed::Invalid);
     };
-    if row.expires_at <= now || row.session_expires_at <= now || row.disabled_at.is_some() {
+    let ends = row.session_created_at
+        + chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(30));
+    if row.expires_at <= now
+        || row.session_expires_at <= now
+        || ends <= now
+        || row.disabled_at.is_some()
+    {
         return Ok(Refreshed::Invalid);
     }
-    let expires_at = expiry(ttl);
+    let expires_at = expiry(ttl).min(ends);
     let token = new_token();
     sqlx::query!(
         r#"
