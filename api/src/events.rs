@@ -20,7 +20,7 @@ use poem::{
     IntoResponse, Request, Response, handler,
     web::{
         Data,
-        websocket::{Message, WebSocket},
+        websocket::{CloseCode, Message, WebSocket},
     },
 };
 use serde::{Deserialize, Serialize};
@@ -29,8 +29,9 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use zoark_core::{
-    access::{Permission as _, ReadAgents, ReadJobs},
+    access::{Actor, Permission as _, ReadAgents, ReadJobs, Role},
     agents::{RunStatus, RunTrigger, StepKind, StepStatus},
+    db::{api_keys, sessions, tenant},
 };
 
 use crate::{
@@ -297,10 +298,33 @@ fn same_origin(req: &Request, settings: &zoark_core::Settings) -> bool {
     req.header("host").is_some_and(|host| host == authority)
 }
 
+/// Whether the caller behind an open stream may still read it: its session live (user enabled,
+/// still a member of a live organization) or its API key unrevoked, with a role that reads
+/// jobs. A database error keeps the stream (the next check decides).
+async fn still_allowed(pool: &PgPool, org: Uuid, actor: Actor) -> bool {
+    let check = async {
+        let mut tx = tenant::system(pool).await?;
+        let role = match actor {
+            Actor::User {
+                user_id,
+                session_id,
+            } => sessions::live_role(&mut tx, org, session_id, user_id).await?,
+            Actor::ApiKey { key_id } => api_keys::live_role(&mut tx, org, key_id)
+                .await?
+                .and_then(|r| r.parse::<Role>().ok()),
+            Actor::Agent { .. } => None,
+        };
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(role.is_some_and(|r| r.includes(ReadJobs::MIN_ROLE)))
+    };
+    check.await.unwrap_or(true)
+}
+
 /// Upgrades to a WebSocket sending one JSON text message per job, agent run and agent step state
 /// change of the caller's organization (agent ones only to roles that read agents).
 /// Authenticate with `Authorization: Bearer` on the upgrade request, or (a browser) with the
-/// dashboard's session cookie from a page of the same origin.
+/// dashboard's session cookie from a page of the same origin. Every `ZOARK_STREAM_RECHECK_SECS`
+/// the stream re-checks its session or key and closes (1008, policy) once it has ended.
 #[handler]
 pub async fn events(
     req: &Request,
@@ -345,6 +369,9 @@ pub async fn events(
         None
     };
     let mut rx = state.events.subscribe();
+    let caller = (granted.organization_id(), granted.actor());
+    let recheck_every = state.settings.auth.stream_recheck;
+    let pool = state.pool.clone();
     let audience = Audience {
         organization_id: granted.organization_id(),
         reads_agents: granted.role().includes(ReadAgents::MIN_ROLE),
@@ -353,8 +380,22 @@ pub async fn events(
     ws.on_upgrade(move |socket| async move {
         let _watch = watch;
         let (mut sink, mut stream) = socket.split();
+        let mut recheck = tokio::time::interval_at(
+            tokio::time::Instant::now() + recheck_every,
+            recheck_every,
+        );
         loop {
             tokio::select! {
+                _ = recheck.tick() => {
+                    if !still_allowed(&pool, caller.0, caller.1).await {
+                        let close = Message::Close(Some((
+                            CloseCode::Policy,
+                            "the session or key behind this stream ended".into(),
+                        )));
+                        let _ = sink.send(close).await;
+                        return;
+                    }
+                }
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                     Some(Ok(_)) => {}

@@ -211,6 +211,9 @@ pub struct AuthSettings {
     /// How long a session lives at most from its sign-in, however often it is refreshed
     /// (`ZOARK_SESSION_MAX_AGE_SECS`, 30 days).
     pub session_max_age: Duration,
+    /// How often an open event stream re-checks its caller's session or key
+    /// (`ZOARK_STREAM_RECHECK_SECS`, 30 s).
+    pub stream_recheck: Duration,
 }
 
 /// The AES-256-GCM key for secrets at rest.
@@ -765,6 +768,7 @@ impl Settings {
                 session_max_age: Duration::from_secs(
                     r.parse_or("ZOARK_SESSION_MAX_AGE_SECS", 30 * 24 * 3600)?,
                 ),
+                stream_recheck: Duration::from_secs(r.parse_or("ZOARK_STREAM_RECHECK_SECS", 30)?),
             },
             encryption_key,
             sentry_dsn,

@@ -96,3 +96,79 @@ async fn hundreds_of_tenant_jobs_with_the_longest_names_are_written_in_one_state
     assert_each_announced_once(&cancelled, &ids, "updated");
     assert!(cancelled.iter().all(|e| e.state == "cancelled"));
 }
+
+/// The next close frame's code, within `within`.
+async fn closed_with(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    within: Duration,
+) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .ok()??;
+        if let Ok(Message::Close(frame)) = next {
+            return frame.map(|f| u16::from(f.code));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_open_stream_closes_when_its_session_is_revoked_or_its_key_or_member_removed() {
+    let app = TestApp::builder()
+        .env("ZOARK_STREAM_RECHECK_SECS", "1")
+        .spawn()
+        .await;
+    let admin = fixtures::register(&app, "admin@example.com", "A").await;
+    let member = fixtures::member(
+        &app,
+        admin.organization_id,
+        "m@example.com",
+        zoark_core::access::Role::Member,
+    )
+    .await;
+    let key = fixtures::api_key(
+        &app.pool,
+        admin.organization_id,
+        zoark_core::access::Role::Viewer,
+    )
+    .await;
+    let mut by_admin = zoark_tests::event_socket(&app, &admin.access_token).await;
+    let mut by_member = zoark_tests::event_socket(&app, &member.access_token).await;
+    let mut by_key = zoark_tests::event_socket(&app, &key).await;
+    // Live callers keep their streams across checks.
+    assert_eq!(
+        closed_with(&mut by_admin, Duration::from_millis(2500)).await,
+        None
+    );
+
+    // Sign-out, removal from the organization, a revoked key: each stream closes (1008).
+    let out = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/auth/logout",
+            Some(&admin.access_token),
+            None,
+        )
+        .await;
+    assert!(out.status().is_success());
+    sqlx::query("DELETE FROM memberships WHERE user_id = $1")
+        .bind(member.user_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE api_keys SET revoked_at = now()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    for socket in [&mut by_admin, &mut by_member, &mut by_key] {
+        assert_eq!(
+            closed_with(socket, Duration::from_secs(5)).await,
+            Some(1008)
+        );
+    }
+}

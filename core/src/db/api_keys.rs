@@ -159,3 +159,26 @@ pub fn generate() -> String {
         .collect();
     format!("zk_{random}")
 }
+
+/// The role of key `key_id` of `organization_id` while it is live (not revoked, not expired, its
+/// organization not deleted): what a long-lived connection re-checks.
+///
+/// # Errors
+/// Database errors.
+pub async fn live_role(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    key_id: Uuid,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT k.role FROM api_keys k JOIN organizations o ON o.id = k.organization_id
+        WHERE k.organization_id = $1 AND k.id = $2 AND k.revoked_at IS NULL
+          AND (k.expires_at IS NULL OR k.expires_at > now()) AND o.deleted_at IS NULL
+        "#,
+        organization_id,
+        key_id,
+    )
+    .fetch_optional(conn)
+    .await
+}
