@@ -219,17 +219,21 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || ip.is_unique_local()
-        || ip.is_unicast_link_local()
-        // 2001:db8::/32 documentation; 64:ff9b::/96 NAT64 could reach IPv4 internals.
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
-        || (first == 0x0064 && ip.segments()[1] == 0xff9b)
-        // Deprecated site-local fec0::/10.
-        || (first & 0xffc0) == 0xfec0)
+    let s = ip.segments();
+    // Only global unicast (2000::/3) is public; outside it are the unspecified and loopback
+    // addresses, IPv4-compatible ::/96, NAT64 64:ff9b::/96 and 64:ff9b:1::/48 (which reach
+    // IPv4 internals), discard-only 100::/64, SRv6 5f00::/16, unique local fc00::/7, link- and
+    // site-local fe80::/10 and fec0::/10, multicast ff00::/8.
+    let global_unicast = (s[0] & 0xe000) == 0x2000;
+    global_unicast
+        // 2001::/23 IETF protocol assignments: Teredo 2001::/32 (tunnels to IPv4), benchmarking,
+        // ORCHID and the rest.
+        && !(s[0] == 0x2001 && s[1] < 0x0200)
+        // 2001:db8::/32 and 3fff::/20 documentation.
+        && !(s[0] == 0x2001 && s[1] == 0x0db8)
+        && !(s[0] == 0x3fff && s[1] < 0x1000)
+        // 2002::/16 6to4: embeds an IPv4 address (2002:7f00:1:: is 127.0.0.1).
+        && s[0] != 0x2002
 }
 
 /// A new signing secret: `whsec_` and 32 random bytes.
@@ -313,10 +317,29 @@ mod tests {
             "fc00::1",
             "fe80::1",
             "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::1",
+            "100::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:2::1",
+            "2001:db8::1",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "3fff::1",
+            "5f00::1",
+            "fec0::1",
+            "ff02::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:2800:220:1::1",
+            "2a00:1450:4001:80b::200e",
+            "2001:4860::8888",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }
