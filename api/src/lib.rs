@@ -138,10 +138,14 @@ pub fn app(state: AppState) -> impl Endpoint + 'static {
             .content_type("application/json")
             .body(spec.clone())
     });
-    Route::new()
-        .nest("/", service)
-        .nest("/docs", docs)
-        .at("/openapi.json", spec)
+    let with_docs = state.settings.http.api_docs;
+    let route = Route::new().nest("/", service);
+    let route = if with_docs {
+        route.nest("/docs", docs).at("/openapi.json", spec)
+    } else {
+        route
+    };
+    route
         .at("/api/v1/events", poem::get(events::events))
         .nest("/dashboard", dashboard::routes())
         .with(rate_limit::RateLimit)

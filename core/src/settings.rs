@@ -190,6 +190,12 @@ pub struct HttpSettings {
     pub behind_proxy: bool,
     pub shutdown_timeout: Duration,
     pub rate_limits: RateLimitSettings,
+    /// The bearer token `/metrics` requires (`ZOARK_METRICS_TOKEN`). Without one, development
+    /// serves the metrics to anyone and production does not serve them (404).
+    pub metrics_token: Option<SecretString>,
+    /// Whether Swagger UI (`/docs`) and the spec (`/openapi.json`) are served (`ZOARK_API_DOCS`,
+    /// true).
+    pub api_docs: bool,
 }
 
 /// Requests per minute (each with an equal burst), per API replica.
@@ -756,6 +762,11 @@ impl Settings {
                     per_address: r.per_minute("ZOARK_RATE_LIMIT_PER_ADDRESS", 300)?,
                     auth_per_address: r.per_minute("ZOARK_RATE_LIMIT_AUTH_PER_ADDRESS", 30)?,
                 },
+                metrics_token: r
+                    .get("ZOARK_METRICS_TOKEN")
+                    .filter(|t| !t.is_empty())
+                    .map(SecretString::from),
+                api_docs: r.parse_bool_or("ZOARK_API_DOCS", true)?,
             },
             auth: AuthSettings {
                 jwt_secret: SecretString::from(jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.into())),

@@ -167,6 +167,38 @@ async fn metrics_expose_http_requests_in_prometheus_format() {
     assert!(text.contains("zoark_http_request_duration_seconds"));
 }
 
+#[tokio::test]
+async fn a_metrics_token_guards_the_metrics_and_the_docs_can_be_turned_off() {
+    let app = TestApp::builder()
+        .env("ZOARK_METRICS_TOKEN", "scrape-me-please")
+        .env("ZOARK_API_DOCS", "false")
+        .spawn()
+        .await;
+    assert_eq!(app.get("/metrics").await.status(), 401);
+    let wrong = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-me-not")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-me-please")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.unwrap().contains("zoark_"));
+    for path in ["/docs", "/docs/", "/openapi.json"] {
+        assert_eq!(app.get(path).await.status(), 404, "{path}");
+    }
+    // The API itself is unaffected.
+    assert_eq!(app.get("/health/live").await.status(), 200);
+}
+
 /// Found by schemathesis: bodies the spec called invalid.
 #[tokio::test]
 async fn problems_and_null_fields_are_what_the_served_spec_says() {

@@ -5,6 +5,7 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
     payload::{Json, PlainText},
 };
+use secrecy::ExposeSecret as _;
 
 use crate::{
     error::{ApiError, ProblemJson},
@@ -72,13 +73,37 @@ impl HealthApi {
 
     /// Prometheus metrics
     ///
-    /// The process's metrics in the Prometheus text exposition format.
+    /// The process's metrics in the Prometheus text exposition format. With
+    /// `ZOARK_METRICS_TOKEN` set, only for `Authorization: Bearer <that token>` (401 otherwise);
+    /// without it, served to anyone in development and not at all in production (404).
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
-    async fn metrics(&self) -> PlainText<String> {
-        PlainText(
+    async fn metrics(
+        &self,
+        state: Data<&AppState>,
+        req: &poem::Request,
+    ) -> Result<PlainText<String>, ApiError> {
+        match &state.settings.http.metrics_token {
+            Some(expected) => {
+                let given = crate::auth::bearer(req).unwrap_or_default();
+                // Digests compared, so the time taken says nothing about the token.
+                if zoark_core::crypto::token_digest(given)
+                    != zoark_core::crypto::token_digest(expected.expose_secret())
+                {
+                    return Err(ApiError::Unauthorized);
+                }
+            }
+            None if state.settings.is_production() => {
+                return Err(ApiError::NotFound {
+                    code: "not_found",
+                    detail: "Metrics are served only with ZOARK_METRICS_TOKEN set.".into(),
+                });
+            }
+            None => {}
+        }
+        Ok(PlainText(
             zoark_core::telemetry::prometheus()
                 .map(|h| h.render())
                 .unwrap_or_default(),
-        )
+        ))
     }
 }
