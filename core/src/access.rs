@@ -150,6 +150,9 @@ permissions! {
     ManageBroadcasts = "broadcasts.manage", Manager;
     /// List jobs, their attempts and errors, and queue statistics.
     ReadJobs = "jobs.read", Viewer;
+    /// See jobs' payloads and error texts (recipients, provider replies) and search by a value
+    /// in the payload; below it, both are redacted and the search refused.
+    ReadJobPayloads = "jobs.read_payloads", Member;
     /// Retry and cancel jobs.
     ManageJobs = "jobs.manage", Lead;
     /// Pause and resume the organization's jobs in a queue.

@@ -445,6 +445,13 @@ async fn a_viewer_sees_no_actions_and_cannot_post_them() {
         .await;
     browser.find("#job-state").await;
     assert!(!browser.has("#retry, #cancel, #run-now").await);
+    // Nor the payload's values and the error texts (recipients, provider replies).
+    let page = browser.client.source().await.unwrap();
+    assert!(
+        !page.contains("c-1") && !page.contains("the mail server refused the recipient"),
+        "a viewer sees the payload or the error"
+    );
+    assert!(page.contains("[redacted]"));
     browser.open(&app.url("/dashboard/queues")).await;
     browser.find("[data-queue='dash']").await;
     assert!(!browser.has("button[id^='pause-']").await);

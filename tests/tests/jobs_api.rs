@@ -101,7 +101,7 @@ async fn a_tenant_sees_filters_pages_cancels_and_retries_only_its_own_jobs() {
         &app,
         get.clone(),
         "/api/v1/jobs?state=discarded",
-        Some(&a.viewer),
+        Some(&a.lead),
     )
     .await;
     let items = page["items"].as_array().unwrap();
@@ -128,7 +128,7 @@ async fn a_tenant_sees_filters_pages_cancels_and_retries_only_its_own_jobs() {
         &app,
         get.clone(),
         &format!("/api/v1/jobs/{second}"),
-        Some(&a.viewer),
+        Some(&a.lead),
     )
     .await;
     assert_eq!((status, job["args"]["marker"].as_str()), (200, Some("two")));
@@ -672,4 +672,64 @@ async fn platform_operators_pause_for_everyone_see_workers_and_act_on_any_job_th
     .await;
     assert_eq!(status, 200);
     assert!(workers["items"].is_array());
+}
+
+#[tokio::test]
+async fn viewers_see_job_payloads_and_error_texts_redacted_and_may_not_search_them() {
+    let app = TestApp::spawn().await;
+    let acme = tenant(&app, "Acme").await;
+    let job = job_of(&app, acme.id, "ada@example.com").await;
+    sqlx::query(
+        "UPDATE jobs SET state = 'discarded', attempt = 1, finalized_at = now(),
+                errors = '[{\"attempt\": 1, \"at\": \"2026-12-04T10:00:00Z\", \"kind\": \"fatal\",
+                            \"error\": \"550 ada@example.com: no such user\"}]'
+         WHERE id = $1",
+    )
+    .bind(job)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let path = format!("/api/v1/jobs/{job}");
+    let (status, seen) = call(&app, reqwest::Method::GET, &path, Some(&acme.viewer)).await;
+    assert_eq!(status, 200);
+    let text = seen.to_string();
+    assert!(!text.contains("ada@example.com"), "{text}");
+    assert_eq!(seen["args"]["marker"], "[redacted]");
+    assert_eq!(seen["errors"][0]["error"], "[redacted]");
+    assert_eq!(
+        seen["errors"][0]["kind"], "fatal",
+        "the shape and kinds stay"
+    );
+    let (_, listed) = call(
+        &app,
+        reqwest::Method::GET,
+        "/api/v1/jobs",
+        Some(&acme.viewer),
+    )
+    .await;
+    assert!(!listed.to_string().contains("ada@example.com"));
+    let (status, refused) = call(
+        &app,
+        reqwest::Method::GET,
+        "/api/v1/jobs?args_value=ada@example.com",
+        Some(&acme.viewer),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    // A lead sees and searches them.
+    let (_, full) = call(&app, reqwest::Method::GET, &path, Some(&acme.lead)).await;
+    assert_eq!(full["args"]["marker"], "ada@example.com");
+    assert_eq!(
+        full["errors"][0]["error"],
+        "550 ada@example.com: no such user"
+    );
+    let (status, found) = call(
+        &app,
+        reqwest::Method::GET,
+        "/api/v1/jobs?args_value=ada@example.com",
+        Some(&acme.lead),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(found["items"].as_array().unwrap().len(), 1);
 }

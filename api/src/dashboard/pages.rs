@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Postgres;
 use uuid::Uuid;
 use zoark_core::{
-    access::{Granted, ManageJobs, ManageQueues, Permission, ReadJobs},
+    access::{Granted, ManageJobs, ManageQueues, Permission, ReadJobPayloads, ReadJobs},
     db::tenant,
 };
 use zoark_jobs::{
@@ -25,7 +25,7 @@ use crate::{
     pagination::PageRequest,
     routes::jobs::{
         BulkAction, BulkJobFilter, BulkJobs, JobStateParam, admin_error, audit_queue,
-        bulk as bulk_jobs, queue_name,
+        bulk as bulk_jobs, may_search_payloads, queue_name, redact_values,
     },
     state::AppState,
 };
@@ -471,6 +471,9 @@ async fn jobs_of(
     }
     let scope = reach.scope(&query.org)?;
     let mut filter = query.filter()?;
+    if area == Area::Organization {
+        may_search_payloads(viewer.principal.role(), filter.args_value.as_deref())?;
+    }
     let page = PageRequest::parse(Some(PAGE), given(&query.before).as_deref())?;
     filter.before_id = page.before_id;
     let mut tx = reach.begin(state).await?;
@@ -647,9 +650,19 @@ async fn job_of(
         .await
         .map_err(admin_error)?;
     tx.commit().await?;
-    let attempts = attempts(&job);
-    let args = serde_json::to_string_pretty(&redacted(job.args.clone()))
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    // Viewers see neither the payload's values nor the error texts (recipients, provider
+    // replies), as in the API; operators see everything.
+    let payloads = area == Area::Platform || viewer.may::<ReadJobPayloads>();
+    let mut attempts = attempts(&job);
+    let args = if payloads {
+        redacted(job.args.clone())
+    } else {
+        for attempt in &mut attempts {
+            attempt.error = attempt.error.as_ref().map(|_| "[redacted]".to_owned());
+        }
+        redact_values(job.args.clone())
+    };
+    let args = serde_json::to_string_pretty(&args).map_err(|e| ApiError::Internal(e.into()))?;
     let state_now: Option<JobState> = job.state.parse().ok();
     let can_manage = area.may::<ManageJobs>(viewer);
     let finished = state_now.is_some_and(|s| {

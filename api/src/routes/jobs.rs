@@ -17,7 +17,7 @@ use zoark_jobs::{
 };
 
 use zoark_core::{
-    access::{ManageJobs, ManageQueues, ReadJobs},
+    access::{ManageJobs, ManageQueues, Permission as _, ReadJobPayloads, ReadJobs, Role},
     db::{
         audit::{self, Entry},
         tenant,
@@ -152,6 +152,67 @@ impl From<JobRecord> for Job {
             created_at: j.created_at,
         }
     }
+}
+
+impl Job {
+    /// The job as `role` sees it: without [`ReadJobPayloads`], every value of its args and the
+    /// text of every error is `[redacted]` (their shape, kinds and times stay).
+    pub(crate) fn seen_by(record: JobRecord, role: Role) -> Self {
+        let mut job = Self::from(record);
+        if !role.includes(ReadJobPayloads::MIN_ROLE) {
+            job.args = redact_values(job.args);
+            job.errors = redact_error_texts(job.errors);
+        }
+        job
+    }
+}
+
+/// Every scalar of `value` replaced by `"[redacted]"`; objects keep their keys, arrays their
+/// length.
+pub(crate) fn redact_values(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, redact_values(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact_values).collect()),
+        Value::Null => Value::Null,
+        _ => Value::String(REDACTED.into()),
+    }
+}
+
+/// `errors` with each entry's `error` text replaced by `"[redacted]"`.
+pub(crate) fn redact_error_texts(errors: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match errors {
+        Value::Array(entries) => Value::Array(
+            entries
+                .into_iter()
+                .map(|mut entry| {
+                    if let Some(text) = entry.get_mut("error") {
+                        *text = Value::String(REDACTED.into());
+                    }
+                    entry
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+const REDACTED: &str = "[redacted]";
+
+/// 403 for a search by a value in the payload without [`ReadJobPayloads`].
+pub(crate) fn may_search_payloads(role: Role, args_value: Option<&str>) -> Result<(), ApiError> {
+    if args_value.is_some() && !role.includes(ReadJobPayloads::MIN_ROLE) {
+        return Err(ApiError::Forbidden(format!(
+            "searching jobs by a value in their args needs the `{}` permission",
+            ReadJobPayloads::NAME
+        )));
+    }
+    Ok(())
 }
 
 /// A page of jobs, newest first.
@@ -461,7 +522,8 @@ impl JobsApi {
     /// List jobs
     ///
     /// The organization's jobs, newest first, filtered by state, kind, queue and creation time;
-    /// paginated with `cursor`.
+    /// paginated with `cursor`. Viewers get the payloads' values and the error texts
+    /// `[redacted]`, and a search by `args_value` is refused to them (403).
     #[oai(path = "/jobs", method = "get", operation_id = "jobs_list")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
@@ -498,6 +560,7 @@ impl JobsApi {
             before_id: page.before_id,
             args_value: args_value.0,
         };
+        may_search_payloads(granted.role(), filter.args_value.as_deref())?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         let rows = admin::list(
             &mut tx,
@@ -508,13 +571,17 @@ impl JobsApi {
         .await?;
         tx.commit().await?;
         let (rows, next_cursor) = page.page(rows, |j| j.id);
-        let items = rows.into_iter().map(Job::from).collect();
+        let items = rows
+            .into_iter()
+            .map(|j| Job::seen_by(j, granted.role()))
+            .collect();
         Ok(Json(JobPage { items, next_cursor }))
     }
 
     /// Get a job
     ///
-    /// One job with its payload, attempts and the error of each failed attempt.
+    /// One job with its payload, attempts and the error of each failed attempt (for viewers,
+    /// the payload's values and the error texts are `[redacted]`).
     #[oai(path = "/jobs/:id", method = "get", operation_id = "jobs_get")]
     async fn get(
         &self,
@@ -532,7 +599,7 @@ impl JobsApi {
         .await
         .map_err(admin_error)?;
         tx.commit().await?;
-        Ok(Json(job.into()))
+        Ok(Json(Job::seen_by(job, granted.role())))
     }
 
     /// Retry a job
