@@ -229,16 +229,20 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
         // address, strictly. Elsewhere the verified caller counts (a signed token, or an API key
         // that authenticated lately), else the address: an unknown API key counts against its
         // address until it authenticates, so made-up keys get no budgets of their own.
-        let mut unproven_key = None;
+        let mut api_key = None;
         let (limiter, key, by_address) = if AUTH_ROUTES.contains(&path) {
             (&limits.auth, address.clone(), true)
         } else {
             match caller_key(&req, state) {
-                Some(Caller::Key(key)) if !limits.key_is_known(&key) => {
-                    unproven_key = Some(key);
-                    (&limits.address, address.clone(), true)
+                Some(Caller::Key(key)) => {
+                    api_key = Some(key.clone());
+                    if limits.key_is_known(&key) {
+                        (&limits.caller, key, false)
+                    } else {
+                        (&limits.address, address.clone(), true)
+                    }
                 }
-                Some(Caller::Key(key) | Caller::User(key)) => (&limits.caller, key, false),
+                Some(Caller::User(key)) => (&limits.caller, key, false),
                 None => (&limits.address, address.clone(), true),
             }
         };
@@ -274,7 +278,9 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
             if !by_address {
                 let _ = limits.address.check(&address);
             }
-        } else if let Some(key) = unproven_key {
+        } else if let Some(key) = api_key {
+            // Every accepted request keeps the key known, so a busy key never returns to its
+            // address's budget.
             limits.remember_key(key);
         }
         headers(
