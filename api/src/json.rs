@@ -327,7 +327,11 @@ mod stack_tests {
     #[tokio::test]
     async fn a_panicking_handler_is_an_opaque_500_problem_and_the_server_keeps_serving() {
         let service = OpenApiService::new(BrokenApi, "t", "1");
-        let client = TestClient::new(Route::new().nest("/", service).with(RequestContext));
+        let client = TestClient::new(
+            Route::new()
+                .nest("/", service)
+                .with(RequestContext::default()),
+        );
         for _ in 0..2 {
             let resp = client.get("/broken").send().await;
             assert_eq!(resp.0.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -345,7 +349,11 @@ mod stack_tests {
 
     fn client() -> TestClient<impl poem::Endpoint> {
         let service = OpenApiService::new(CardsApi, "t", "1");
-        TestClient::new(Route::new().nest("/", service).with(RequestContext))
+        TestClient::new(
+            Route::new()
+                .nest("/", service)
+                .with(RequestContext::default()),
+        )
     }
 
     async fn send(body: &str, content_type: &str) -> (StatusCode, serde_json::Value) {

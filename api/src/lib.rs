@@ -139,6 +139,7 @@ pub fn app(state: AppState) -> impl Endpoint + 'static {
             .body(spec.clone())
     });
     let with_docs = state.settings.http.api_docs;
+    let hsts = state.settings.is_production() && state.settings.http.public_url.scheme() == "https";
     let route = Route::new().nest("/", service);
     let route = if with_docs {
         route.nest("/docs", docs).at("/openapi.json", spec)
@@ -151,7 +152,7 @@ pub fn app(state: AppState) -> impl Endpoint + 'static {
         .with(rate_limit::RateLimit)
         .with(poem::middleware::CookieJarManager::new())
         .data(state)
-        .with(middleware::RequestContext)
+        .with(middleware::RequestContext { hsts })
 }
 
 /// Serves the API on `$PORT` until `shutdown` resolves, then drains in-flight requests for at

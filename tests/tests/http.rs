@@ -199,6 +199,53 @@ async fn a_metrics_token_guards_the_metrics_and_the_docs_can_be_turned_off() {
     assert_eq!(app.get("/health/live").await.status(), 200);
 }
 
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_no_cors_grant() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/health/live",
+        "/api/v1/jobs",
+        "/api/v1/nope",
+        "/docs/",
+        "/openapi.json",
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .header("origin", "https://evil.example")
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert!(
+            !headers.contains_key("access-control-allow-origin"),
+            "{path}"
+        );
+        assert!(
+            !headers.contains_key("strict-transport-security"),
+            "no HSTS over plain HTTP in development"
+        );
+    }
+    // The dashboard keeps its own, stricter policy.
+    let page = app.get("/dashboard/sign-in").await;
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+}
+
 /// Found by schemathesis: bodies the spec called invalid.
 #[tokio::test]
 async fn problems_and_null_fields_are_what_the_served_spec_says() {
