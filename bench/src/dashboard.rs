@@ -104,10 +104,7 @@ pub async fn run(mut args: DashboardArgs) -> anyhow::Result<()> {
     let mut report = measured?;
     report.postgres = report::postgres(&admin).await?;
     print(&report);
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+    report::write_json(&args.out, &report)?;
     println!("wrote {}", args.out.display());
     pool.close().await;
     admin.close().await;

@@ -123,10 +123,7 @@ pub async fn run(args: EmailArgs) -> anyhow::Result<()> {
         zoark: figures,
     };
     print(&report.zoark, args.target_per_s);
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+    report::write_json(&args.out, &report)?;
     println!("wrote {}", args.out.display());
     admin.close().await;
     Ok(())

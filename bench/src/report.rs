@@ -106,11 +106,7 @@ impl Report {
     }
 
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(self)? + "\n")?;
-        Ok(())
+        write_json(path, self)
     }
 
     /// The systems in the order they ran.
@@ -311,4 +307,16 @@ pub fn machine() -> Value {
         "kernel": kernel,
         "arch": std::env::consts::ARCH,
     })
+}
+
+/// Writes `report` as pretty JSON to `path`, creating its directory.
+///
+/// # Errors
+/// The directory or the file cannot be written.
+pub fn write_json(path: &Path, report: &impl Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")?;
+    Ok(())
 }

@@ -25,23 +25,23 @@ fn set_cookie(response: &reqwest::Response, name: &str) -> (String, String) {
     cookies::set_cookie(response, name).unwrap_or_else(|| panic!("no {name} cookie set"))
 }
 
-async fn sign_in(app: &TestApp, email: &str) -> Session {
+/// Fetches the sign-in form and posts it (with its nonce cookie and token).
+async fn post_sign_in(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
     let form = app.get("/dashboard/sign-in").await;
     assert_eq!(form.status(), 200);
     let (nonce, _) = set_cookie(&form, "zoark_sign_in");
     let csrf = csrf_of(&form.text().await.unwrap());
-    let response = app
-        .client
+    app.client
         .post(app.url("/dashboard/sign-in"))
         .header(header::COOKIE, &nonce)
-        .form(&[
-            ("email", email),
-            ("password", fixtures::PASSWORD),
-            ("csrf", &csrf),
-        ])
+        .form(&[("email", email), ("password", password), ("csrf", &csrf)])
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn sign_in(app: &TestApp, email: &str) -> Session {
+    let response = post_sign_in(app, email, fixtures::PASSWORD).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[header::LOCATION], "/dashboard");
     let (cookie, attributes) = set_cookie(&response, "zoark_session");
@@ -361,21 +361,7 @@ async fn the_sign_in_form_shares_the_address_budget_of_the_api_sign_in_routes() 
     // The registration spent one of the address's three; two form posts remain.
     let mut statuses = Vec::new();
     for _ in 0..3 {
-        let form = get(&app, "/dashboard/sign-in", None).await;
-        let (nonce, _) = set_cookie(&form, "zoark_sign_in");
-        let csrf = csrf_of(&form.text().await.unwrap());
-        let response = app
-            .client
-            .post(app.url("/dashboard/sign-in"))
-            .header(header::COOKIE, &nonce)
-            .form(&[
-                ("email", user.email.as_str()),
-                ("password", "not the password"),
-                ("csrf", &csrf),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let response = post_sign_in(&app, &user.email, "not the password").await;
         let status = response.status();
         let body = response.text().await.unwrap();
         if status == StatusCode::TOO_MANY_REQUESTS {

@@ -23,6 +23,17 @@ async fn call(
     app.call_json(method, path, token, body.as_ref()).await
 }
 
+async fn refresh(app: &TestApp, token: String) -> (StatusCode, Value) {
+    call(
+        app,
+        Method::POST,
+        "/api/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": token})),
+    )
+    .await
+}
+
 async fn me(app: &TestApp, token: &str) -> StatusCode {
     call(app, Method::GET, "/api/v1/auth/me", Some(token), None)
         .await
@@ -244,19 +255,7 @@ async fn repeated_failures_slow_an_account_down_then_lock_it_with_retry_after() 
 async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_whole_session() {
     let app = TestApp::spawn().await;
     let ada = fixtures::register(&app, "ada@example.com", "Engines").await;
-    let refresh = |token: String| {
-        let app = &app;
-        async move {
-            call(
-                app,
-                Method::POST,
-                "/api/v1/auth/refresh",
-                None,
-                Some(json!({"refresh_token": token})),
-            )
-            .await
-        }
-    };
+    let refresh = |token: String| refresh(&app, token);
     let (status, body) = refresh(ada.refresh_token.clone()).await;
     assert_eq!(status, 200, "{body}");
     let second = Account::from_tokens(&ada.email, &body);
@@ -887,19 +886,7 @@ async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed()
         .spawn()
         .await;
     let ada = fixtures::register(&app, "ada@example.com", "Engines").await;
-    let refresh = |token: String| {
-        let app = &app;
-        async move {
-            call(
-                app,
-                Method::POST,
-                "/api/v1/auth/refresh",
-                None,
-                Some(json!({"refresh_token": token})),
-            )
-            .await
-        }
-    };
+    let refresh = |token: String| refresh(&app, token);
     // Signed in 59 minutes ago: a refresh works, but the session ends at its hour, not a
     // refresh token's thirty days later.
     sqlx::query("UPDATE sessions SET created_at = now() - interval '59 minutes'")
