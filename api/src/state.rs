@@ -18,6 +18,11 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(30))
             .build()?;
+        let tenant_http = settings
+            .outbound
+            .http_client()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
         let uploads = zoark_core::storage::uploads(&settings.storage)?;
         let embedder = zoark_embed::provider::Embedder::from_settings(&settings.embeddings)?;
         Ok(Self {
@@ -28,6 +33,7 @@ impl AppState {
             settings,
             rate_limits,
             http,
+            tenant_http,
         })
     }
 }
@@ -41,8 +47,12 @@ pub struct AppState {
     pub events: crate::events::EventHub,
     /// This replica's rate limiters.
     pub rate_limits: Arc<crate::rate_limit::RateLimits>,
-    /// Outgoing HTTP (OAuth token exchanges): rustls, no redirects, 30 s timeout.
+    /// Outgoing HTTP to the deployment's own providers (OAuth token exchanges): rustls, no
+    /// redirects, 30 s timeout.
     pub http: reqwest::Client,
+    /// Outgoing HTTP to URLs organizations configure (LLM providers): as `http`, reaching only
+    /// what the outbound policy permits (check URLs with `OutboundPolicy::check_url` first).
+    pub tenant_http: reqwest::Client,
     /// Where uploaded files go: `ZOARK_STORAGE_DIR`, or the S3 bucket when configured.
     pub uploads: zoark_core::storage::Location,
     /// Embeds search queries: the provider the documents were indexed with.

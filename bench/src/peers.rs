@@ -138,6 +138,7 @@ impl Peer {
         };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ZOARK_ENV", "development")
             .env("DATABASE_URL", url);
         match self {
             Self::Zoark => {

@@ -18,6 +18,7 @@ pub fn command(bin: &Path, url: &str, port: u16, queues: &str) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ZOARK_ENV", "development")
         .env("DATABASE_URL", url)
         .env("PORT", port.to_string())
         .env("ZOARK_PUBLIC_URL", format!("http://127.0.0.1:{port}"))

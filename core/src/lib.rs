@@ -10,6 +10,7 @@ pub mod files;
 pub mod identity;
 pub mod knowledge;
 pub mod oauth;
+pub mod outbound;
 pub mod process;
 pub mod schedule;
 pub mod settings;

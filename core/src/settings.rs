@@ -9,6 +9,8 @@ use std::{collections::HashMap, fmt, net::IpAddr, str::FromStr, time::Duration};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use crate::outbound::OutboundPolicy;
+
 /// The queues a worker claims from when `ZOARK_WORKER_QUEUES` is not set.
 pub const DEFAULT_QUEUES: &str =
     "default=10,email=20,agents=5,indexing=2,maintenance=2,diagnostics=2,webhooks=10";
@@ -153,6 +155,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub agents: AgentSettings,
     pub dashboard: DashboardSettings,
+    /// Which hosts tenants' SMTP servers, LLM providers and webhooks may reach.
+    pub outbound: OutboundPolicy,
 }
 
 /// The job status dashboard (`/dashboard`).
@@ -518,7 +522,19 @@ impl Settings {
     /// As [`Settings::from_env`].
     pub fn from_source(src: &dyn Source) -> Result<Self, SettingsError> {
         let r = Reader { src };
-        let environment: Environment = r.parse_or("ZOARK_ENV", Environment::Development)?;
+        // No default: a process started without saying where it runs must not fall back to
+        // development's public secrets (`cargo xtask dev` and the tests say `development`).
+        let environment: Environment = r
+            .required(
+                "ZOARK_ENV",
+                " (`production`, or `development` on a workstation; `cargo xtask dev` sets it)",
+            )?
+            .trim()
+            .parse()
+            .map_err(|reason| SettingsError::Invalid {
+                var: "ZOARK_ENV",
+                reason,
+            })?;
         let prod = environment == Environment::Production;
         let default_log = if prod {
             LogFormat::Json
@@ -538,6 +554,18 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 var: "DATABASE_URL",
                 reason: "the scheme must be postgres:// or postgresql://".into(),
+            });
+        }
+        if prod
+            && !database_tls_verified(&db_url)
+            && !r.parse_bool_or("ZOARK_DATABASE_ALLOW_UNVERIFIED_TLS", false)?
+        {
+            return Err(SettingsError::Invalid {
+                var: "DATABASE_URL",
+                reason: "a database on another host must be reached with sslmode=verify-full \
+                         (set ZOARK_DATABASE_ALLOW_UNVERIFIED_TLS=true to accept an unverified \
+                         or unencrypted connection, e.g. a provider with self-signed certificates)"
+                    .into(),
             });
         }
 
@@ -738,9 +766,29 @@ impl Settings {
                 "webhooks over plain http are for development only",
             ));
         }
+        let outbound = OutboundPolicy {
+            allow_loopback: r.parse_bool_or("ZOARK_OUTBOUND_ALLOW_LOOPBACK", !prod)?,
+            allow_private: false,
+            require_tls: prod,
+            allowed_hosts: r
+                .get("ZOARK_OUTBOUND_ALLOW_HOSTS")
+                .unwrap_or_default()
+                .split(',')
+                .map(crate::outbound::normalise)
+                .filter(|h| !h.is_empty())
+                .collect(),
+        };
+        if prod && outbound.allow_loopback {
+            return Err(dev_default(
+                "ZOARK_OUTBOUND_ALLOW_LOOPBACK",
+                "tenants' connections to this machine are for development only; name a local \
+                 relay in ZOARK_OUTBOUND_ALLOW_HOSTS instead",
+            ));
+        }
 
         Ok(Self {
             environment,
+            outbound,
             log_format: r.parse_or("ZOARK_LOG_FORMAT", default_log)?,
             database: DatabaseSettings {
                 url: SecretString::from(database_url),
@@ -941,6 +989,26 @@ impl EncryptionKey {
 }
 
 /// A secret production must set, and not to the development value.
+/// Whether the database is this machine (loopback or a Unix socket) or reached with
+/// `sslmode=verify-full` (the certificate checked against the host name).
+fn database_tls_verified(url: &Url) -> bool {
+    let query = |key: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    };
+    let host = query("host").unwrap_or_else(|| url.host_str().unwrap_or_default().to_owned());
+    let local = host.is_empty()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    local || query("sslmode").as_deref() == Some("verify-full")
+}
+
 fn production_secret<'a>(
     var: &'static str,
     value: Option<&'a str>,
@@ -1078,17 +1146,24 @@ impl Reader<'_> {
 mod tests {
     use super::*;
 
+    /// `pairs`, in development unless they say otherwise.
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
+        let mut env: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+            .collect();
+        env.entry("ZOARK_ENV".into())
+            .or_insert_with(|| "development".into());
+        env
     }
 
     fn production() -> Vec<(&'static str, &'static str)> {
         vec![
             ("ZOARK_ENV", "production"),
-            ("DATABASE_URL", "postgres://u:p@db.internal/zoark"),
+            (
+                "DATABASE_URL",
+                "postgres://u:p@db.internal/zoark?sslmode=verify-full",
+            ),
             ("ZOARK_PUBLIC_URL", "https://zoark.example.com"),
             ("ZOARK_BEHIND_PROXY", "true"),
             (
@@ -1149,6 +1224,75 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_process_must_say_where_it_runs() {
+        let unset: HashMap<String, String> =
+            HashMap::from([("DATABASE_URL".into(), "postgres://localhost/zoark".into())]);
+        let err = Settings::from_source(&unset).unwrap_err().to_string();
+        assert!(err.contains("ZOARK_ENV"), "{err}");
+        let err = Settings::from_source(&env(&[
+            ("ZOARK_ENV", "staging"),
+            ("DATABASE_URL", "postgres://localhost/zoark"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ZOARK_ENV"), "{err}");
+    }
+
+    #[test]
+    fn production_verifies_a_remote_database_unless_told_not_to() {
+        let with_url = |url: &'static str| {
+            let mut pairs = production();
+            pairs.retain(|(k, _)| *k != "DATABASE_URL");
+            pairs.push(("DATABASE_URL", url));
+            pairs
+        };
+        for refused in [
+            "postgres://u:p@db.example.com/zoark",
+            "postgres://u:p@db.example.com/zoark?sslmode=require",
+            "postgres://u:p@db.example.com/zoark?sslmode=verify-ca",
+        ] {
+            let err = Settings::from_source(&env(&with_url(refused)))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("verify-full"), "{refused}: {err}");
+        }
+        for accepted in [
+            "postgres://u:p@localhost/zoark",
+            "postgres://u:p@127.0.0.1:5432/zoark",
+            "postgres://u:p@[::1]/zoark",
+            "postgres:///zoark?host=/var/run/postgresql",
+            "postgres://u:p@db.example.com/zoark?sslmode=verify-full",
+        ] {
+            assert!(
+                Settings::from_source(&env(&with_url(accepted))).is_ok(),
+                "{accepted}"
+            );
+        }
+        let mut overridden = with_url("postgres://u:p@db.example.com/zoark?sslmode=require");
+        overridden.push(("ZOARK_DATABASE_ALLOW_UNVERIFIED_TLS", "true"));
+        assert!(Settings::from_source(&env(&overridden)).is_ok());
+    }
+
+    #[test]
+    fn outbound_connections_reach_loopback_in_development_only() {
+        let dev =
+            Settings::from_source(&env(&[("DATABASE_URL", "postgres://localhost/zoark")])).unwrap();
+        assert!(dev.outbound.allow_loopback && !dev.outbound.require_tls);
+        let prod = Settings::from_source(&env(&production())).unwrap();
+        assert!(!prod.outbound.allow_loopback && prod.outbound.require_tls);
+        let mut loopback = production();
+        loopback.push(("ZOARK_OUTBOUND_ALLOW_LOOPBACK", "true"));
+        let err = Settings::from_source(&env(&loopback))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ZOARK_OUTBOUND_ALLOW_LOOPBACK"), "{err}");
+        let mut named = production();
+        named.push(("ZOARK_OUTBOUND_ALLOW_HOSTS", " Relay.Corp , 10.0.0.9,"));
+        let s = Settings::from_source(&env(&named)).unwrap();
+        assert_eq!(&*s.outbound.allowed_hosts, ["relay.corp", "10.0.0.9"]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
+        .env("ZOARK_ENV", "development")
         .env("ZOARK_LOG_FORMAT", "json")
         // The local embedding model `cargo xtask test` provisions (a worker of the `indexing`
         // queue refuses to start without it).

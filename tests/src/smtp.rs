@@ -72,8 +72,22 @@ pub enum Fault {
     AcceptThenDrop,
 }
 
+/// What the sink says about authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Auth {
+    /// Offers `AUTH PLAIN` and accepts any credentials (the default).
+    #[default]
+    Plain,
+    /// Offers no authentication (a local mail sink).
+    Absent,
+    /// Offers `AUTH PLAIN` and refuses every credential with 535.
+    Refused,
+}
+
 #[derive(Default)]
 struct Faults {
+    auth: Auth,
+    connections: usize,
     next: VecDeque<(Stage, Fault)>,
     share: HashMap<Stage, (Fault, u32)>,
     recipients: HashMap<String, u16>,
@@ -161,6 +175,16 @@ impl SmtpSink {
     }
 
     /// How many faults were injected so far.
+    /// Sets what the sink says about authentication from the next command on.
+    pub fn set_auth(&self, auth: Auth) {
+        self.faults().auth = auth;
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.faults().connections
+    }
+
     pub fn injected(&self) -> usize {
         self.faults().injected
     }
@@ -215,6 +239,10 @@ async fn session(
 ) {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
+    faults
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .connections += 1;
     match fault_at(&faults, Stage::Connect) {
         Some(Fault::Drop | Fault::AcceptThenDrop) => return,
         Some(Fault::Reply(code)) => {
@@ -265,8 +293,18 @@ async fn session(
             }
             None => {}
         }
+        let mode = faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .auth;
         let reply: &[u8] = if upper.starts_with("EHLO") {
-            b"250-zoark-test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
+            if mode == Auth::Absent {
+                b"250-zoark-test\r\n250 8BITMIME\r\n"
+            } else {
+                b"250-zoark-test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
+            }
+        } else if upper.starts_with("AUTH") && mode != Auth::Plain {
+            b"535 5.7.8 authentication credentials invalid\r\n"
         } else if upper.starts_with("AUTH PLAIN ") {
             use base64::Engine as _;
             let decoded = base64::engine::general_purpose::STANDARD

@@ -15,7 +15,7 @@ use zoark_core::access::Role;
 use zoark_tests::call;
 use zoark_tests::{
     TestApp, field_names, fixtures,
-    smtp::{Fault, SmtpSink, Stage},
+    smtp::{Auth, Fault, SmtpSink, Stage},
 };
 
 struct Setup {
@@ -493,6 +493,116 @@ async fn permanent_refusals_fail_at_once_and_bounces_are_suppressed() {
     .await
     .unwrap();
     assert_eq!(reason, "hard_bounce");
+}
+
+#[tokio::test]
+async fn an_account_whose_settings_cannot_work_fails_its_broadcast_at_once_and_says_why() {
+    // A local sink without AUTH, and an account with a username and password: no
+    // authentication mechanism can work, so nothing may sit retrying for an hour.
+    let s = setup().await;
+    s.smtp.set_auth(Auth::Absent);
+    let account = format!("/api/v1/email-accounts/{}", s.account_id);
+    let (status, _) = call(
+        &s.app,
+        Method::PATCH,
+        &account,
+        &s.token,
+        Some(json!({"username": "news", "password": "smtp-secret-password"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let recipients: Vec<String> = (0..3).map(|i| format!("r{i}@example.com")).collect();
+    let created = s.create(s.body(&recipients)).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    s.send(&id).await;
+    let done = s.run_until_finished(&id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    for delivery in s.deliveries(&id).await {
+        assert_eq!(
+            (delivery["status"].as_str(), delivery["attempts"].as_i64()),
+            (Some("failed"), Some(1)),
+            "{delivery}"
+        );
+        let error = delivery["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("authentication") || error.contains("needs_attention"),
+            "{delivery}"
+        );
+    }
+    let (_, shown) = call(&s.app, Method::GET, &account, &s.token, None).await;
+    assert_eq!(shown["status"], "needs_attention", "{shown}");
+    assert!(
+        shown["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("No compatible authentication mechanism"),
+        "{shown}"
+    );
+    // Sending another broadcast through it is refused until its settings change.
+    let again = s.create(s.body(&["later@example.com".into()])).await;
+    let again = again["id"].as_str().unwrap().to_owned();
+    let (status, refused) = call(
+        &s.app,
+        Method::POST,
+        &format!("/api/v1/broadcasts/{again}/send"),
+        &s.token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), refused["code"].as_str()),
+        (409, Some("email_account_unusable")),
+        "{refused}"
+    );
+
+    // Credentials the server refuses (535) need attention too.
+    s.smtp.set_auth(Auth::Refused);
+    let (status, fixed) = call(
+        &s.app,
+        Method::PATCH,
+        &account,
+        &s.token,
+        Some(json!({"password": "another-password"})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), fixed["status"].as_str()),
+        (200, Some("active"))
+    );
+    let (status, queued) = call(
+        &s.app,
+        Method::POST,
+        &format!("{account}/test"),
+        &s.token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    s.app.drain_jobs(Duration::from_secs(30)).await.unwrap();
+    let (_, shown) = call(&s.app, Method::GET, &account, &s.token, None).await;
+    assert_eq!(shown["status"], "needs_attention", "{shown}");
+    assert!(
+        shown["status_reason"].as_str().unwrap().contains("535"),
+        "{shown}"
+    );
+
+    // New settings that work: the account sends again.
+    s.smtp.set_auth(Auth::Absent);
+    let (status, fixed) = call(
+        &s.app,
+        Method::PATCH,
+        &account,
+        &s.token,
+        Some(json!({"username": null, "password": null})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), fixed["status"].as_str()),
+        (200, Some("active"))
+    );
+    s.send(&again).await;
+    let done = s.run_until_finished(&again, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "sent", "{done}");
 }
 
 #[tokio::test]

@@ -249,3 +249,132 @@ async fn a_test_message_to_an_unreachable_server_retries_with_its_error() {
         "{job}"
     );
 }
+
+/// Creates an SMTP account; returns the status and the body.
+async fn create_account(
+    app: &TestApp,
+    token: &str,
+    host: &str,
+    port: u16,
+    security: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    call(
+        app,
+        Method::POST,
+        "/api/v1/email-accounts",
+        token,
+        Some(json!({
+            "provider": "smtp", "display_name": "Relay",
+            "from_address": format!("relay-{}@engines.test", uuid::Uuid::now_v7()),
+            "host": host, "port": port, "security": security,
+        })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn smtp_accounts_cannot_reach_the_platforms_own_network() {
+    let smtp = SmtpSink::start().await;
+    // Production's rule for loopback (refused), on a development platform.
+    let app = TestApp::builder()
+        .env("ZOARK_OUTBOUND_ALLOW_LOOPBACK", "false")
+        .spawn()
+        .await;
+    let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
+    let token = admin.access_token.as_str();
+    for host in [
+        "169.254.169.254",
+        "127.0.0.1",
+        "10.0.0.5",
+        "[::1]",
+        "localhost",
+        "db.internal",
+        "postgres",
+    ] {
+        let (status, body) = create_account(&app, token, host, 25, "starttls").await;
+        assert_eq!(
+            (status.as_u16(), field_names(&body)),
+            (422, vec!["host".to_owned()]),
+            "{host}: {body}"
+        );
+    }
+    let (status, _) = create_account(&app, token, "smtp.example.com", 587, "starttls").await;
+    assert_eq!(status, 201);
+
+    // An account whose host became internal after it was checked (DNS changes; here the row is
+    // changed underneath) is refused when connecting: no connection, the reason recorded
+    // without the address, and the account needs attention.
+    let (_, account) = create_account(&app, token, "smtp.example.org", 25, "none").await;
+    let id = account["id"].as_str().unwrap();
+    sqlx::query(
+        "UPDATE email_accounts SET smtp_host = 'localhost', smtp_port = $2 WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .bind(i32::from(smtp.port))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let path = format!("/api/v1/email-accounts/{id}");
+    let (status, queued) = call(
+        &app,
+        Method::POST,
+        &format!("{path}/test"),
+        token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
+    let (_, job) = call(
+        &app,
+        Method::GET,
+        &format!("/api/v1/jobs/{}", queued["job_id"].as_str().unwrap()),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(job["state"], "discarded", "{job}");
+    let error = job["errors"][0]["error"].as_str().unwrap();
+    assert!(error.contains("not public"), "{error}");
+    assert!(!error.contains("127.0.0.1"), "{error}");
+    assert_eq!(smtp.connections(), 0, "nothing connected to the sink");
+    let (_, shown) = call(&app, Method::GET, &path, token, None).await;
+    assert_eq!(shown["status"], "needs_attention", "{shown}");
+}
+
+#[tokio::test]
+async fn an_operator_may_allow_a_private_relay_and_development_allows_loopback() {
+    let smtp = SmtpSink::start().await;
+    let app = TestApp::builder()
+        .env("ZOARK_OUTBOUND_ALLOW_LOOPBACK", "false")
+        .env("ZOARK_OUTBOUND_ALLOW_HOSTS", "localhost")
+        .spawn()
+        .await;
+    let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
+    let token = admin.access_token.as_str();
+    let (status, body) = create_account(&app, token, "127.0.0.1", smtp.port, "none").await;
+    assert_eq!(status, 422, "only the named host: {body}");
+    let (status, account) = create_account(&app, token, "localhost", smtp.port, "none").await;
+    assert_eq!(status, 201, "{account}");
+    let id = account["id"].as_str().unwrap();
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/email-accounts/{id}/test"),
+        token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(smtp.received(), 1, "the named relay received the test");
+
+    // Development's default: loopback (a local mail sink), and nothing else private.
+    let dev = TestApp::spawn().await;
+    let admin = fixtures::register(&dev, "admin@example.com", "Engines").await;
+    let (status, _) =
+        create_account(&dev, &admin.access_token, "127.0.0.1", smtp.port, "none").await;
+    assert_eq!(status, 201);
+    let (status, _) = create_account(&dev, &admin.access_token, "169.254.169.254", 25, "tls").await;
+    assert_eq!(status, 422);
+}

@@ -274,3 +274,85 @@ async fn managers_see_credentials_and_only_admins_change_or_test_them() {
     let (status, _) = call(&app, Method::GET, &one, &lead.access_token, None).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn a_provider_on_the_platforms_own_network_is_refused_when_saved_and_when_called() {
+    let server = provider().await;
+    // Production's rule for loopback (development allows local LLMs).
+    let app = TestApp::builder()
+        .env("ZOARK_OUTBOUND_ALLOW_LOOPBACK", "false")
+        .spawn()
+        .await;
+    let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
+    let token = admin.access_token.as_str();
+    for url in [
+        server.uri(),
+        "http://169.254.169.254/latest".to_owned(),
+        "https://10.1.2.3/v1".to_owned(),
+        "https://localhost/v1".to_owned(),
+        "https://llm.internal/v1".to_owned(),
+    ] {
+        let (status, body) = call(
+            &app,
+            Method::POST,
+            "/api/v1/llm-credentials",
+            token,
+            Some(json!({"name": "X", "base_url": url, "api_key": "sk-good", "default_model": "m"})),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), field_names(&body)),
+            (422, vec!["base_url".to_owned()]),
+            "{url}: {body}"
+        );
+    }
+    // One stored before the rules is refused when called, before any connection (a name that
+    // resolves inward later is refused by the resolver: core's outbound tests).
+    let port = server.address().port();
+    for (name, base_url) in [
+        ("by name", format!("http://localhost:{port}/v1")),
+        ("by address", format!("http://127.0.0.1:{port}/v1")),
+    ] {
+        let (status, created) = call(
+            &app,
+            Method::POST,
+            "/api/v1/llm-credentials",
+            token,
+            Some(
+                json!({"name": name, "base_url": "https://api.openai.com/v1",
+                        "api_key": "sk-good", "default_model": "gpt-4o-mini"}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap();
+        sqlx::query("UPDATE llm_credentials SET base_url = $2 WHERE id = $1::uuid")
+            .bind(id)
+            .bind(&base_url)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let (status, test) = call(
+            &app,
+            Method::POST,
+            &format!("/api/v1/llm-credentials/{id}/test"),
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), test["ok"].as_bool()),
+            (200, Some(false)),
+            "{test}"
+        );
+        let error = test["error"].as_str().unwrap();
+        assert!(
+            error.contains("not public") || error.contains("internal"),
+            "{name}: {error}"
+        );
+    }
+    assert!(
+        server.received_requests().await.unwrap().is_empty(),
+        "the provider on loopback was never called"
+    );
+}

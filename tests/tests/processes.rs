@@ -91,6 +91,7 @@ async fn zoark_api_migrate_brings_an_empty_database_to_the_current_schema() {
 
     let out = Command::new(binary("zoark-api"))
         .arg("migrate")
+        .env("ZOARK_ENV", "development")
         .env("DATABASE_URL", &url)
         .output()
         .unwrap();
@@ -101,6 +102,7 @@ async fn zoark_api_migrate_brings_an_empty_database_to_the_current_schema() {
     );
     let again = Command::new(binary("zoark-api"))
         .arg("migrate")
+        .env("ZOARK_ENV", "development")
         .env("DATABASE_URL", &url)
         .output()
         .unwrap();
@@ -127,7 +129,10 @@ fn production_refuses_development_defaults_and_names_the_variable() {
         let out = Command::new(binary(bin))
             .env_clear()
             .env("ZOARK_ENV", "production")
-            .env("DATABASE_URL", "postgres://zoark@db.internal/zoark")
+            .env(
+                "DATABASE_URL",
+                "postgres://zoark@db.internal/zoark?sslmode=verify-full",
+            )
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{bin}");
@@ -141,6 +146,7 @@ fn a_worker_of_the_indexing_queue_refuses_to_start_without_its_model_and_names_t
     let dir = std::env::temp_dir().join(format!("zoark-no-model-{}", std::process::id()));
     let out = Command::new(binary("zoark-worker"))
         .env_clear()
+        .env("ZOARK_ENV", "development")
         .env("DATABASE_URL", "postgres://zoark@127.0.0.1:1/zoark")
         .env("ZOARK_EMBED_MODEL_DIR", &dir)
         .output()
@@ -170,9 +176,20 @@ fn a_worker_of_the_indexing_queue_refuses_to_start_without_its_model_and_names_t
 }
 
 #[test]
-fn a_missing_database_url_is_named() {
+fn no_process_starts_without_saying_where_it_runs_and_a_missing_database_url_is_named() {
+    for bin in ["zoark-api", "zoark-worker", "zoark-scheduler"] {
+        let out = Command::new(binary(bin))
+            .env_clear()
+            .env("DATABASE_URL", "postgres://zoark@127.0.0.1:1/zoark")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bin}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("ZOARK_ENV is not set"), "{bin}: {stderr}");
+    }
     let out = Command::new(binary("zoark-worker"))
         .env_clear()
+        .env("ZOARK_ENV", "development")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

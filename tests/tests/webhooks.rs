@@ -540,8 +540,10 @@ async fn a_slow_endpoint_times_out_and_410_gone_disables_the_endpoint() {
 
 #[tokio::test]
 async fn internal_addresses_are_refused_when_creating_and_when_delivering() {
+    // Production's rule for loopback (development allows it for local receivers).
     let app = TestApp::builder()
         .env("ZOARK_WEBHOOKS_RETRY_BASE_MS", "20")
+        .env("ZOARK_OUTBOUND_ALLOW_LOOPBACK", "false")
         .spawn()
         .await;
     let admin = fixtures::register(&app, "admin@example.com", "Engines").await;

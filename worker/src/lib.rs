@@ -26,8 +26,11 @@ pub struct WorkerContext {
     pub embedder: zoark_embed::provider::Embedder,
     /// Where uploaded files are: `ZOARK_STORAGE_DIR`, or the S3 bucket when configured.
     pub uploads: zoark_core::storage::Location,
-    /// Calls LLM providers (rustls, no redirects; each call has its own timeout).
+    /// Calls the platform's LLM provider (rustls, no redirects; each call has its own timeout).
     pub http: reqwest::Client,
+    /// Calls organizations' LLM providers: as `http`, reaching only what the outbound policy
+    /// permits (check URLs with `OutboundPolicy::check_url` first).
+    pub tenant_http: reqwest::Client,
 }
 
 /// Whether this worker runs the `indexing` queue (document search's jobs).
@@ -87,6 +90,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()?,
+        tenant_http: settings.outbound.http_client().build()?,
         settings,
     };
     enqueue_stale_reindex(&ctx).await?;

@@ -104,6 +104,7 @@ fn migrate(root: &Path, pg: &postgres::Provisioned, url: &str) -> Result<()> {
         let status = Command::new(cargo::debug_bin(root, "zoark-api"))
             .arg("migrate")
             .current_dir(root)
+            .env("ZOARK_ENV", "development")
             .env("DATABASE_URL", url)
             .env("RUST_LOG", "warn")
             .status()

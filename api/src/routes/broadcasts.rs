@@ -18,7 +18,9 @@ use zoark_core::{
     db::{
         audit::{self, Entry},
         broadcasts::{self, NewBroadcast},
-        deliveries, email_accounts, tenant,
+        deliveries,
+        email_accounts::{self, AccountStatus},
+        tenant,
     },
     identity::EmailAddress,
 };
@@ -608,12 +610,12 @@ impl BroadcastsApi {
         let account = email_accounts::get(&mut tx, &granted, broadcast.email_account_id)
             .await?
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("broadcast without its account")))?;
-        if account.status != "active" {
+        if account.status != AccountStatus::Active {
             return Err(ApiError::Conflict {
                 code: "email_account_unusable",
                 detail: format!(
-                    "The sending account is {}; reconnect or replace it first.",
-                    account.status.replace('_', " ")
+                    "The sending account is {}; reconnect, fix or replace it first.",
+                    account.status.as_str().replace('_', " ")
                 ),
             });
         }

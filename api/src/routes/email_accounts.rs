@@ -18,10 +18,11 @@ use zoark_core::{
     db::{
         self,
         audit::{self, Entry},
-        email_accounts::{self, Smtp, SmtpPatch, WriteError},
+        email_accounts::{self, AccountStatus, Smtp, SmtpPatch, WriteError},
         tenant,
     },
     identity::{EmailAddress, Invalid, MAX_PASSWORD_BYTES, Name},
+    outbound::OutboundPolicy,
 };
 use zoark_jobs::{Opts, email::SendTestEmail};
 
@@ -174,8 +175,8 @@ pub struct EmailAccount {
     pub provider: String,
     pub display_name: String,
     pub from_address: String,
-    /// `active`, `needs_reauth` or `disabled`.
-    pub status: String,
+    /// Whether the account sends; `status_reason` says why not.
+    pub status: AccountStatus,
     pub status_reason: Option<String>,
     pub smtp: Option<SmtpSettings>,
     pub created_by: Option<Uuid>,
@@ -254,7 +255,8 @@ pub enum TestAccepted {
     Accepted(Json<TestQueued>),
 }
 
-fn host(raw: &str) -> Result<String, Invalid> {
+/// A host the platform's outbound policy lets an organization's account reach.
+fn host(policy: &OutboundPolicy, raw: &str) -> Result<String, Invalid> {
     let host = raw.trim();
     if host.is_empty()
         || host.len() > 255
@@ -267,7 +269,19 @@ fn host(raw: &str) -> Result<String, Invalid> {
             "must be a host name or address, like smtp.example.com".into(),
         ));
     }
+    policy.check_host(host)?;
     Ok(host.to_owned())
+}
+
+/// `security: none` only where plain text is allowed (not in production, unless the operator
+/// named the host in `ZOARK_OUTBOUND_ALLOW_HOSTS`).
+fn security(policy: &OutboundPolicy, security: &str, host: &str) -> Result<(), Invalid> {
+    if security == Security::None.as_str() && !policy.permits_plaintext(host) {
+        return Err(Invalid(
+            "must be `starttls` or `tls`: SMTP without TLS is refused in production".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn port(port: u16) -> Result<u16, Invalid> {
@@ -341,7 +355,11 @@ impl EmailAccountsApi {
         let mut fields = Fields::default();
         let display_name = fields.take("display_name", Name::parse(&body.display_name));
         let from_address = fields.take("from_address", EmailAddress::parse(&body.from_address));
-        let host = fields.take("host", host(&body.host));
+        let policy = &state.settings.outbound;
+        let host = fields.take("host", host(policy, &body.host));
+        if let Some(host) = &host {
+            fields.take("security", security(policy, body.security.as_str(), host));
+        }
         let port = fields.take("port", port(body.port));
         let sealed_password = match body.password.as_deref() {
             Some(raw) => fields.take("password", password(&state, raw)).map(Some),
@@ -592,6 +610,14 @@ impl EmailAccountsApi {
         let granted = auth.grant::<ReadEmailAccounts>(&state).await?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         let account = load(&mut tx, &granted, id.0).await?;
+        if let Some(smtp) = &account.smtp {
+            let mut fields = Fields::default();
+            fields.take(
+                "security",
+                security(&state.settings.outbound, &smtp.security, &smtp.host),
+            );
+            fields.finish()?;
+        }
         tx.commit().await?;
         Ok(Json(account))
     }
@@ -644,7 +670,7 @@ impl EmailAccountsApi {
         }
         match body.host {
             MaybeUndefined::Value(v) => {
-                patch.host = fields.take("host", host(&v));
+                patch.host = fields.take("host", host(&state.settings.outbound, &v));
                 changed.push("host");
             }
             MaybeUndefined::Null => required(&mut fields, "host"),

@@ -17,6 +17,7 @@ use zoark_core::{
         tenant,
     },
     identity::Invalid,
+    outbound::OutboundPolicy,
 };
 
 use crate::{
@@ -138,7 +139,14 @@ pub enum CredentialCreated {
     Created(Json<LlmCredential>),
 }
 
-fn base_url(raw: &str) -> Result<String, Invalid> {
+/// `raw` parsed and checked against the outbound policy (an address literal is connected to
+/// without resolving, so the resolver's guard does not see it).
+fn checked_url(policy: &OutboundPolicy, raw: &str) -> Result<(), Invalid> {
+    let url = url::Url::parse(raw).map_err(|e| Invalid(format!("is not a URL: {e}")))?;
+    policy.check_url(&url)
+}
+
+fn base_url(policy: &OutboundPolicy, raw: &str) -> Result<String, Invalid> {
     let refuse = |why: &str| Invalid(format!("must be an http or https URL {why}"));
     let url = url::Url::parse(raw.trim()).map_err(|e| refuse(&format!("({e})")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -152,6 +160,7 @@ fn base_url(raw: &str) -> Result<String, Invalid> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(refuse("without a query or fragment"));
     }
+    policy.check_url(&url)?;
     let url = url.as_str().trim_end_matches('/').to_owned();
     if url.len() > 2048 {
         return Err(refuse("of at most 2,048 characters"));
@@ -190,7 +199,7 @@ fn columns(
         name: patch.name.and_then(|v| fields.take("name", text(100)(&v))),
         base_url: patch
             .base_url
-            .and_then(|v| fields.take("base_url", base_url(&v))),
+            .and_then(|v| fields.take("base_url", base_url(&state.settings.outbound, &v))),
         sealed_api_key: patch
             .api_key
             .and_then(|v| fields.take("api_key", api_key(state, &v))),
@@ -417,13 +426,21 @@ impl LlmCredentialsApi {
         let key = crypto::open(&state.settings.encryption_key, &sealed.sealed_api_key)
             .map_err(|e| ApiError::Internal(e.into()))?;
         let key = String::from_utf8(key).map_err(|e| ApiError::Internal(e.into()))?;
+        if let Err(refused) = checked_url(&state.settings.outbound, &sealed.base_url) {
+            return Ok(Json(LlmCredentialTest {
+                ok: false,
+                models: Vec::new(),
+                default_model_available: false,
+                error: Some(format!("the base URL {}", refused.0)),
+            }));
+        }
         let chat = zoark_llm::Chat::new(
             &zoark_llm::Endpoint {
                 base_url: sealed.base_url,
                 api_key: Some(key),
                 timeout: TEST_TIMEOUT,
             },
-            state.http.clone(),
+            state.tenant_http.clone(),
         );
         Ok(Json(match chat.models().await {
             Ok(models) => LlmCredentialTest {

@@ -311,7 +311,7 @@ fn parse(
     match body.url {
         MaybeUndefined::Value(url) => {
             out.url = fields
-                .take("url", EndpointUrl::parse(&url, policy))
+                .take("url", EndpointUrl::parse(&url, &policy))
                 .map(|u| u.as_str().to_owned());
         }
         MaybeUndefined::Null => fields.reject("url", "cannot be null"),
@@ -357,7 +357,7 @@ fn seal(state: &AppState, secret: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 fn policy(state: &AppState) -> AddressPolicy {
-    AddressPolicy::from(&state.settings.webhooks)
+    AddressPolicy::new(&state.settings.outbound, &state.settings.webhooks)
 }
 
 /// The deliveries with their attempts.

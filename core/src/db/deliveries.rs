@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::{
     access::{Granted, ManageBroadcasts, ReadBroadcasts},
     crypto,
+    db::email_accounts::AccountStatus,
     settings::EncryptionKey,
 };
 
@@ -78,8 +79,7 @@ pub struct AccountState {
     pub id: Uuid,
     /// `smtp`, `gmail` or `outlook`.
     pub provider: String,
-    /// `active`, `needs_reauth` or `disabled`.
-    pub status: String,
+    pub status: AccountStatus,
     pub status_reason: Option<String>,
     /// Changes whenever the account's settings do: cached transports are keyed on it.
     pub version: DateTime<Utc>,
@@ -132,7 +132,7 @@ pub async fn claim(
                EXISTS (SELECT 1 FROM email_suppressions s
                        WHERE s.organization_id = c.organization_id AND lower(s.email) = lower(c.recipient))
                    AS "suppressed!",
-               a.provider AS "account_provider?", a.status AS "account_status?", a.status_reason AS account_reason,
+               a.provider AS "account_provider?", a.status AS "account_status?: AccountStatus", a.status_reason AS account_reason,
                a.updated_at AS "account_version?"
         FROM target t
         LEFT JOIN claimed c ON c.id = t.id

@@ -8,6 +8,37 @@ use uuid::Uuid;
 
 use crate::access::{Granted, ManageEmailAccounts, ReadEmailAccounts};
 
+/// Whether an account can send, and if not, what it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(poem_openapi::Enum),
+    oai(rename_all = "snake_case")
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum AccountStatus {
+    /// It sends.
+    Active,
+    /// Gmail or Outlook refused its tokens: someone must connect it again.
+    NeedsReauth,
+    /// Its SMTP settings cannot work (`status_reason` says why): someone must change them.
+    NeedsAttention,
+    /// Taken out of service.
+    Disabled,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::NeedsReauth => "needs_reauth",
+            Self::NeedsAttention => "needs_attention",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
 /// An account as shown: never its secrets.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -15,7 +46,7 @@ pub struct Account {
     pub provider: String,
     pub display_name: String,
     pub from_address: String,
-    pub status: String,
+    pub status: AccountStatus,
     pub status_reason: Option<String>,
     pub smtp_host: Option<String>,
     pub smtp_port: Option<i32>,
@@ -106,7 +137,8 @@ pub async fn list(
     sqlx::query_as!(
         Account,
         r#"
-        SELECT id, provider, display_name, from_address, status, status_reason, smtp_host, smtp_port,
+        SELECT id, provider, display_name, from_address, status AS "status: AccountStatus",
+               status_reason, smtp_host, smtp_port,
                smtp_security, smtp_username, smtp_password_ciphertext IS NOT NULL AS "has_password!",
                created_by, created_at, updated_at
         FROM email_accounts WHERE organization_id = $1
@@ -130,7 +162,8 @@ pub async fn get<P>(
     sqlx::query_as!(
         Account,
         r#"
-        SELECT id, provider, display_name, from_address, status, status_reason, smtp_host, smtp_port,
+        SELECT id, provider, display_name, from_address, status AS "status: AccountStatus",
+               status_reason, smtp_host, smtp_port,
                smtp_security, smtp_username, smtp_password_ciphertext IS NOT NULL AS "has_password!",
                created_by, created_at, updated_at
         FROM email_accounts WHERE organization_id = $1 AND id = $2
@@ -174,7 +207,10 @@ pub async fn update_smtp(
             smtp_port = coalesce($6, smtp_port),
             smtp_security = coalesce($7, smtp_security),
             smtp_username = CASE WHEN $8 THEN $9 ELSE smtp_username END,
-            smtp_password_ciphertext = CASE WHEN $10 THEN $11 ELSE smtp_password_ciphertext END
+            smtp_password_ciphertext = CASE WHEN $10 THEN $11 ELSE smtp_password_ciphertext END,
+            -- New settings may cure what made the account need attention: try them.
+            status = CASE WHEN status = 'needs_attention' THEN 'active' ELSE status END,
+            status_reason = CASE WHEN status = 'needs_attention' THEN NULL ELSE status_reason END
         WHERE organization_id = $1 AND id = $2 AND provider = 'smtp'
         "#,
         proof.organization_id(),
@@ -374,8 +410,7 @@ pub struct OAuthSending {
     pub provider: String,
     pub display_name: String,
     pub from_address: String,
-    /// `active`, `needs_reauth` or `disabled`.
-    pub status: String,
+    pub status: AccountStatus,
     pub status_reason: Option<String>,
     pub sealed_access_token: Option<Vec<u8>>,
     pub sealed_refresh_token: Option<Vec<u8>>,
@@ -394,7 +429,8 @@ pub async fn oauth_for_sending(
     sqlx::query_as!(
         OAuthSending,
         r#"
-        SELECT provider, display_name, from_address, status, status_reason,
+        SELECT provider, display_name, from_address, status AS "status: AccountStatus",
+               status_reason,
                oauth_access_token_ciphertext AS sealed_access_token,
                oauth_refresh_token_ciphertext AS sealed_refresh_token,
                oauth_expires_at AS expires_at
@@ -421,7 +457,8 @@ pub async fn lock_oauth_for_refresh(
     sqlx::query_as!(
         OAuthSending,
         r#"
-        SELECT provider, display_name, from_address, status, status_reason,
+        SELECT provider, display_name, from_address, status AS "status: AccountStatus",
+               status_reason,
                oauth_access_token_ciphertext AS sealed_access_token,
                oauth_refresh_token_ciphertext AS sealed_refresh_token,
                oauth_expires_at AS expires_at
@@ -468,23 +505,26 @@ pub async fn store_refreshed_tokens(
     .map(|_| ())
 }
 
-/// Takes an OAuth account out of service until it is reconnected, saying why.
+/// Takes an account out of service, saying why: `needs_reauth` (OAuth tokens refused) until it
+/// is reconnected, `needs_attention` (SMTP settings that cannot work) until its settings change.
 ///
 /// # Errors
 /// Database errors.
-pub async fn mark_needs_reauth(
+pub async fn take_out_of_service(
     conn: &mut PgConnection,
     organization_id: Uuid,
     id: Uuid,
+    status: AccountStatus,
     reason: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"
-        UPDATE email_accounts SET status = 'needs_reauth', status_reason = $3
-        WHERE organization_id = $1 AND id = $2 AND provider IN ('gmail', 'outlook')
+        UPDATE email_accounts SET status = $3, status_reason = $4
+        WHERE organization_id = $1 AND id = $2 AND status = 'active'
         "#,
         organization_id,
         id,
+        status as AccountStatus,
         reason,
     )
     .execute(conn)

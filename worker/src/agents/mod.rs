@@ -204,16 +204,26 @@ pub async fn llm_for(
 ) -> anyhow::Result<Option<Llm>> {
     let timeout = ctx.settings.agents.llm_timeout;
     let sealed = llm_credentials::for_calling(conn, organization_id, def.llm_credential_id).await?;
-    let (endpoint, default_model) = match sealed {
+    let (endpoint, default_model, http) = match sealed {
         Some(sealed) => {
             let key = crypto::open(&ctx.settings.encryption_key, &sealed.sealed_api_key)
                 .context("opening the LLM provider's key")?;
+            // An address literal is connected to without resolving: check it here; names are
+            // checked by the tenant client's resolver.
+            let url: url::Url = sealed
+                .base_url
+                .parse()
+                .context("the LLM provider's base URL")?;
+            ctx.settings
+                .outbound
+                .check_url(&url)
+                .map_err(|e| anyhow::anyhow!("the LLM provider's base URL {}", e.0))?;
             let endpoint = Endpoint {
                 base_url: sealed.base_url,
                 api_key: Some(String::from_utf8(key).context("the LLM provider's key")?),
                 timeout,
             };
-            (endpoint, sealed.default_model)
+            (endpoint, sealed.default_model, ctx.tenant_http.clone())
         }
         None if ctx.settings.agents.platform_default => {
             let platform = &ctx.settings.llm;
@@ -225,12 +235,12 @@ pub async fn llm_for(
                     .map(|k| k.expose_secret().to_owned()),
                 timeout,
             };
-            (endpoint, platform.model.clone())
+            (endpoint, platform.model.clone(), ctx.http.clone())
         }
         None => return Ok(None),
     };
     Ok(Some(Llm {
-        chat: Chat::new(&endpoint, ctx.http.clone()),
+        chat: Chat::new(&endpoint, http),
         model: def.model.clone().unwrap_or(default_model),
     }))
 }

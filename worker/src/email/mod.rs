@@ -164,6 +164,40 @@ pub fn render(
     })
 }
 
+/// When `error` says an account's settings cannot work, marks the account `needs_attention`
+/// with the reason: its other deliveries then fail at once, and its page says what to fix.
+/// A failure to mark is logged (the delivery still fails with the reason).
+pub async fn needs_attention(
+    ctx: &crate::WorkerContext,
+    organization_id: uuid::Uuid,
+    account_id: uuid::Uuid,
+    error: &SendError,
+) {
+    let SendError::Account(reason) = error else {
+        return;
+    };
+    let marked = async {
+        let mut conn = ctx.pool.acquire().await?;
+        zoark_core::db::email_accounts::take_out_of_service(
+            &mut conn,
+            organization_id,
+            account_id,
+            zoark_core::db::email_accounts::AccountStatus::NeedsAttention,
+            reason,
+        )
+        .await
+    }
+    .await;
+    match marked {
+        Ok(()) => {
+            tracing::warn!(email.account_id = %account_id, email.reason = %reason, "the sending account needs attention");
+        }
+        Err(e) => {
+            tracing::error!(email.account_id = %account_id, error = %e, "marking the sending account as needing attention failed");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};

@@ -14,7 +14,7 @@ use url::Url;
 use uuid::Uuid;
 use zoark_core::{
     Settings, crypto,
-    db::email_accounts::{self, OAuthSending},
+    db::email_accounts::{self, AccountStatus, OAuthSending},
     oauth::{self, Provider, RefreshError},
 };
 
@@ -204,8 +204,14 @@ impl OAuthSender {
         reason: &str,
     ) -> SendError {
         let marked = async {
-            email_accounts::mark_needs_reauth(&mut tx, target.organization_id, target.id, reason)
-                .await?;
+            email_accounts::take_out_of_service(
+                &mut tx,
+                target.organization_id,
+                target.id,
+                AccountStatus::NeedsReauth,
+                reason,
+            )
+            .await?;
             tx.commit().await
         }
         .await;
@@ -309,9 +315,9 @@ struct GmailMessage {
 
 /// The account's provider, when it may send at all.
 fn usable(account: &OAuthSending) -> Result<Provider, SendError> {
-    if account.status != "active" {
+    if account.status != AccountStatus::Active {
         return Err(super::inactive_account(
-            &account.status,
+            account.status,
             account.status_reason.as_deref(),
         ));
     }

@@ -7,12 +7,20 @@
 //! docs/benchmarks.md for after. This pool opens the TCP connection itself, turns Nagle off and
 //! hands the socket to lettre's SMTP session (`AsyncSmtpConnection::connect_with_transport`),
 //! which still does the protocol: EHLO, STARTTLS, AUTH, MAIL/RCPT/DATA. Implicit TLS (port
-//! 465) stays on lettre's transport, which owns that handshake.
+//! 465) lets lettre open the socket and do the handshake, on the address checked here.
+//!
+//! The host is resolved once through the [`OutboundPolicy`] and the connection made to a
+//! checked address, with the TLS name set to the host: an organization's account cannot reach
+//! the platform's own network. A failure that only a change of the account's settings can cure
+//! (refused address, no TLS where it is required, no usable authentication, credentials
+//! refused) is a [`PoolError::Setup`].
 
 use std::{
     sync::Mutex,
     time::{Duration, Instant},
 };
+
+use std::net::SocketAddr;
 
 use lettre::{
     address::Envelope,
@@ -22,6 +30,10 @@ use lettre::{
         client::{AsyncSmtpConnection, TlsParameters},
         extension::ClientId,
     },
+};
+use zoark_core::{
+    outbound::{OutboundPolicy, Unreachable},
+    settings::SmtpSecurity,
 };
 
 /// Idle connections kept per pool; more may be open while busy.
@@ -36,8 +48,9 @@ const CHECK_AFTER: Duration = Duration::from_secs(5);
 pub struct SmtpPool {
     host: String,
     port: u16,
-    starttls: bool,
+    security: SmtpSecurity,
     credentials: Option<Credentials>,
+    policy: OutboundPolicy,
     hello: ClientId,
     timeout: Duration,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
@@ -45,17 +58,18 @@ pub struct SmtpPool {
 
 impl SmtpPool {
     pub fn new(
-        host: &str,
-        port: u16,
-        starttls: bool,
+        (host, port): (&str, u16),
+        security: SmtpSecurity,
         credentials: Option<Credentials>,
         timeout: Duration,
+        policy: OutboundPolicy,
     ) -> Self {
         Self {
             host: host.to_owned(),
             port,
-            starttls,
+            security,
             credentials,
+            policy,
             hello: ClientId::default(),
             timeout,
             idle: Mutex::new(Vec::new()),
@@ -113,26 +127,81 @@ impl SmtpPool {
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, PoolError> {
+        if self.security == SmtpSecurity::None && !self.policy.permits_plaintext(&self.host) {
+            return Err(PoolError::Setup(
+                "SMTP without TLS is refused in production: use `starttls` or `tls`".into(),
+            ));
+        }
         let session = async {
-            let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            let addrs = self.policy.resolve(&self.host, self.port).await?;
+            let mut conn = self.open(&addrs).await?;
+            if self.security == SmtpSecurity::StartTls {
+                conn.starttls(
+                    TlsParameters::new(self.host.clone()).map_err(setup)?,
+                    &self.hello,
+                )
                 .await
-                .map_err(PoolError::Connect)?;
-            stream.set_nodelay(true).map_err(PoolError::Connect)?;
-            let mut conn =
-                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello).await?;
-            if self.starttls {
-                conn.starttls(TlsParameters::new(self.host.clone())?, &self.hello)
-                    .await?;
+                .map_err(setup)?;
             }
             if let Some(credentials) = &self.credentials {
                 conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-                    .await?;
+                    .await
+                    .map_err(setup)?;
             }
             Ok::<_, PoolError>(conn)
         };
         tokio::time::timeout(self.timeout, session)
             .await
             .map_err(|_| PoolError::Timeout(self.timeout))?
+    }
+
+    /// An SMTP session (greeting and EHLO done) on the first of `addrs` that answers.
+    async fn open(&self, addrs: &[SocketAddr]) -> Result<AsyncSmtpConnection, PoolError> {
+        let mut last = None;
+        for addr in addrs {
+            let opened = if self.security == SmtpSecurity::Tls {
+                let tls = TlsParameters::new(self.host.clone()).map_err(setup)?;
+                AsyncSmtpConnection::connect_tokio1(
+                    *addr,
+                    Some(self.timeout),
+                    &self.hello,
+                    Some(tls),
+                    None,
+                )
+                .await
+                .map_err(|e| if e.is_tls() { setup(e) } else { e.into() })
+            } else {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        stream.set_nodelay(true).map_err(PoolError::Connect)?;
+                        AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                            .await
+                            .map_err(PoolError::from)
+                    }
+                    Err(e) => Err(PoolError::Connect(e)),
+                }
+            };
+            match opened {
+                Ok(conn) => return Ok(conn),
+                Err(e @ PoolError::Setup(_)) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(
+            last.unwrap_or(PoolError::Unreachable(Unreachable::NoAddress {
+                host: self.host.clone(),
+            })),
+        )
+    }
+}
+
+/// An error of the TLS upgrade or of authentication: unless the server says to try later, only
+/// new settings can help.
+fn setup(e: Error) -> PoolError {
+    if e.is_transient() {
+        PoolError::Smtp(e)
+    } else {
+        PoolError::Setup(e.to_string())
     }
 }
 
@@ -144,6 +213,21 @@ pub enum PoolError {
     Smtp(#[from] Error),
     #[error("connecting to the SMTP server: {0}")]
     Connect(std::io::Error),
+    /// The account's settings cannot work (see the module's documentation).
+    #[error("{0}")]
+    Setup(String),
+    /// Resolving the host failed, or it resolves only to refused addresses.
+    #[error(transparent)]
+    Unreachable(Unreachable),
     #[error("the SMTP server did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+impl From<Unreachable> for PoolError {
+    fn from(e: Unreachable) -> Self {
+        match e {
+            refused @ Unreachable::Refused { .. } => Self::Setup(refused.to_string()),
+            other => Self::Unreachable(other),
+        }
+    }
 }

@@ -4,12 +4,16 @@
 
 use anyhow::Context as _;
 use lettre::{
-    AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
+    Message,
     message::{Mailbox, MultiPart},
     transport::smtp::authentication::Credentials,
 };
 use secrecy::ExposeSecret as _;
-use zoark_core::settings::{EmailSettings, EmailTransport, SmtpSecurity};
+use zoark_core::{
+    db::email_accounts::AccountStatus,
+    outbound::OutboundPolicy,
+    settings::{EmailSettings, EmailTransport, SmtpSecurity},
+};
 
 use super::{
     Rendered,
@@ -30,26 +34,32 @@ pub enum SendError {
     /// Anything that may pass later (SMTP 4xx, 429, a provider's 5xx, connection, timeout).
     #[error("failed, will retry: {0}")]
     Transient(String),
+    /// The sending account's settings cannot work (a refused address, TLS unavailable, no
+    /// usable authentication, credentials refused): fail, and mark the account as needing
+    /// attention so that its other deliveries fail at once.
+    #[error("the sending account needs attention: {0}")]
+    Account(String),
 }
 
 impl SendError {
     /// The job outcome: permanent refusals end the job, the rest retry.
     pub fn into_job_error(self) -> crate::engine::JobError {
         match self {
-            Self::Permanent(_) | Self::Bounced(_) => crate::engine::JobError::Fatal(self.into()),
+            Self::Permanent(_) | Self::Bounced(_) | Self::Account(_) => {
+                crate::engine::JobError::Fatal(self.into())
+            }
             Self::Transient(_) => crate::engine::JobError::Retry(self.into()),
         }
     }
 
     fn from_smtp(e: &lettre::transport::smtp::Error) -> Self {
         match e.status() {
-            Some(code) if e.is_permanent() => {
-                if matches!(code.to_string().as_str(), "550" | "551" | "553") {
-                    Self::Bounced(e.to_string())
-                } else {
-                    Self::Permanent(e.to_string())
-                }
-            }
+            Some(code) if e.is_permanent() => match code.to_string().as_str() {
+                "550" | "551" | "553" => Self::Bounced(e.to_string()),
+                // Authentication required: the account has no credentials for this server.
+                "530" => Self::Account(e.to_string()),
+                _ => Self::Permanent(e.to_string()),
+            },
             _ if e.is_permanent() => Self::Permanent(e.to_string()),
             _ => Self::Transient(e.to_string()),
         }
@@ -60,18 +70,16 @@ impl SendError {
 pub enum Mailer {
     /// Development: the message is written to the log.
     Console { from: Mailbox },
-    /// Plain or STARTTLS: our pool of `TCP_NODELAY` connections (see [`super::smtp`]).
+    /// SMTP: our pool of connections (see [`super::smtp`]).
     Smtp { from: Mailbox, pool: SmtpPool },
-    /// Implicit TLS: lettre's pooled transport.
-    SmtpTls {
-        from: Mailbox,
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-    },
 }
 
 impl Mailer {
+    /// The platform's own transport (`ZOARK_EMAIL_*`); the deployment chose its relay, so no
+    /// outbound restriction applies.
+    ///
     /// # Errors
-    /// An unusable sender address or SMTP host.
+    /// An unusable sender address, or no SMTP host.
     pub fn from_settings(settings: &EmailSettings) -> anyhow::Result<Self> {
         let from: Mailbox = settings
             .from_address
@@ -90,60 +98,37 @@ impl Mailer {
                     }
                     _ => None,
                 };
-                Self::smtp(
+                Ok(Self::smtp(
                     from,
-                    host,
-                    settings.smtp_port,
+                    (host, settings.smtp_port),
                     settings.smtp_security,
                     credentials,
-                )
+                    OutboundPolicy::unrestricted(),
+                ))
             }
         }
     }
 
-    /// An SMTP transport (pooled) to `host:port`.
-    ///
-    /// # Errors
-    /// An unusable host name for TLS.
+    /// An SMTP transport (pooled) to `host:port`, reaching what `policy` permits.
     pub fn smtp(
         from: Mailbox,
-        host: &str,
-        port: u16,
+        server: (&str, u16),
         security: SmtpSecurity,
         credentials: Option<(String, String)>,
-    ) -> anyhow::Result<Self> {
+        policy: OutboundPolicy,
+    ) -> Self {
         let timeout = std::time::Duration::from_secs(30);
         let credentials = credentials.map(|(user, password)| Credentials::new(user, password));
-        Ok(match security {
-            SmtpSecurity::None | SmtpSecurity::StartTls => Self::Smtp {
-                from,
-                pool: SmtpPool::new(
-                    host,
-                    port,
-                    security == SmtpSecurity::StartTls,
-                    credentials,
-                    timeout,
-                ),
-            },
-            SmtpSecurity::Tls => {
-                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::relay(host)?
-                    .port(port)
-                    .timeout(Some(timeout));
-                if let Some(credentials) = credentials {
-                    builder = builder.credentials(credentials);
-                }
-                Self::SmtpTls {
-                    from,
-                    transport: builder.build(),
-                }
-            }
-        })
+        Self::Smtp {
+            from,
+            pool: SmtpPool::new(server, security, credentials, timeout, policy),
+        }
     }
 
     /// The sender of the messages this transport sends.
     pub fn from(&self) -> &Mailbox {
         match self {
-            Self::Console { from } | Self::Smtp { from, .. } | Self::SmtpTls { from, .. } => from,
+            Self::Console { from } | Self::Smtp { from, .. } => from,
         }
     }
 
@@ -180,21 +165,18 @@ impl Mailer {
                 .await
                 .map_err(|e| match e {
                     PoolError::Smtp(e) => SendError::from_smtp(&e),
+                    PoolError::Setup(why) => SendError::Account(why),
                     other => SendError::Transient(other.to_string()),
                 }),
-            Self::SmtpTls { transport, .. } => transport
-                .send(email)
-                .await
-                .map(|_| ())
-                .map_err(|e| SendError::from_smtp(&e)),
         }
     }
 }
 
 /// The refusal for an account that is not `active` (it must be reconnected, or is disabled).
-pub fn inactive_account(status: &str, reason: Option<&str>) -> SendError {
+pub fn inactive_account(status: AccountStatus, reason: Option<&str>) -> SendError {
     SendError::Permanent(format!(
-        "the sending account cannot send (status `{status}`){}",
+        "the sending account cannot send (status `{}`){}",
+        status.as_str(),
         reason.map(|r| format!(": {r}")).unwrap_or_default()
     ))
 }
@@ -211,14 +193,16 @@ pub fn mailbox(display_name: &str, address: &str) -> Result<Mailbox, SendError> 
 }
 
 impl Mailer {
-    /// The pooled transport of an organization's SMTP account (its password opened with `key`).
+    /// The pooled transport of an organization's SMTP account (its password opened with `key`),
+    /// reaching only what the platform's outbound `policy` permits.
     ///
     /// # Errors
     /// [`SendError::Permanent`]: a password sealed under another key, unusable settings.
     pub fn for_account(
-        key: &zoark_core::settings::EncryptionKey,
+        settings: &zoark_core::Settings,
         account: &zoark_core::db::email_accounts::Smtp,
     ) -> Result<Self, SendError> {
+        let key = &settings.encryption_key;
         let password = account
             .sealed_password
             .as_deref()
@@ -230,14 +214,13 @@ impl Mailer {
             .map(|p| String::from_utf8_lossy(&p).into_owned());
         let security: SmtpSecurity = account.security.parse().map_err(SendError::Permanent)?;
         let from = mailbox(&account.display_name, &account.from_address)?;
-        Self::smtp(
+        Ok(Self::smtp(
             from,
-            &account.host,
-            account.port,
+            (&account.host, account.port),
             security,
             account.username.clone().zip(password),
-        )
-        .map_err(|e| SendError::Permanent(format!("{e:#}")))
+            settings.outbound.clone(),
+        ))
     }
 }
 

@@ -17,7 +17,7 @@ use zoark_core::db::{
     agent_runs::NewRun,
     agents, broadcasts,
     deliveries::{self, AccountState, Claim, Claimed, Outcome},
-    email_accounts,
+    email_accounts::{self, AccountStatus},
 };
 use zoark_core::webhooks::EventType;
 use zoark_jobs::{
@@ -99,6 +99,15 @@ async fn send(
             },
             Err(SendError::Bounced(error)) => Outcome::Bounced { error },
             Err(SendError::Permanent(error)) => Outcome::Failed { error },
+            Err(e @ SendError::Account(_)) => {
+                if let Some(account) = &claimed.account {
+                    crate::email::needs_attention(&ctx, claimed.organization_id, account.id, &e)
+                        .await;
+                }
+                Outcome::Failed {
+                    error: e.to_string(),
+                }
+            }
             Err(SendError::Transient(error)) if run.attempt < run.max_attempts => {
                 Outcome::Retrying { error }
             }
@@ -158,10 +167,10 @@ async fn deliver(
     claimed: &Claimed,
 ) -> Result<String, SendError> {
     if let Some(account) = &claimed.account
-        && account.status != "active"
+        && account.status != AccountStatus::Active
     {
         return Err(inactive_account(
-            &account.status,
+            account.status,
             account.status_reason.as_deref(),
         ));
     }
@@ -339,7 +348,7 @@ impl Senders {
                     SendError::Permanent("the sending account no longer exists".into())
                 })?
         };
-        Mailer::for_account(&self.ctx.settings.encryption_key, &smtp).map(Sender::Transport)
+        Mailer::for_account(&self.ctx.settings, &smtp).map(Sender::Transport)
     }
 }
 

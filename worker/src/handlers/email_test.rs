@@ -31,7 +31,7 @@ async fn send(ctx: WorkerContext, job: SendTestEmail, run: JobContext) -> JobRes
             .context("loading the email account")?
     {
         drop(conn);
-        return send_smtp(&ctx, &job, account, &branding).await;
+        return send_smtp(&ctx, organization_id, &job, account, &branding).await;
     }
     let account = email_accounts::oauth_for_sending(&mut conn, organization_id, job.account_id)
         .await
@@ -68,19 +68,22 @@ async fn send(ctx: WorkerContext, job: SendTestEmail, run: JobContext) -> JobRes
 
 async fn send_smtp(
     ctx: &WorkerContext,
+    organization_id: Uuid,
     job: &SendTestEmail,
     account: email_accounts::Smtp,
     branding: &Branding,
 ) -> JobResult {
-    let mailer = Mailer::for_account(&ctx.settings.encryption_key, &account)
-        .map_err(SendError::into_job_error)?;
+    let mailer = Mailer::for_account(&ctx.settings, &account).map_err(SendError::into_job_error)?;
     let message = test_message(job, &account.display_name, &account.from_address, branding)?;
     match mailer.send(&job.to, &message).await {
         Ok(message_id) => {
             tracing::info!(email.account_id = %job.account_id, email.message_id = %message_id, "test email sent");
             Ok(())
         }
-        Err(e) => Err(e.into_job_error()),
+        Err(e) => {
+            crate::email::needs_attention(ctx, organization_id, job.account_id, &e).await;
+            Err(e.into_job_error())
+        }
     }
 }
 

@@ -2,19 +2,19 @@
 //! (status, response excerpt, error) and retries with doubling delays until the contract's last
 //! attempt, after which the delivery is `failed`.
 //!
-//! Deliveries never reach internal networks unless `ZOARK_WEBHOOKS_ALLOW_PRIVATE` says so: IP
-//! literals are checked before sending, and host names through a resolver that drops internal
-//! addresses, so the address checked is the address connected to (no DNS rebinding).
+//! Deliveries reach only the addresses the platform's outbound policy permits
+//! ([`zoark_core::outbound`], widened by `ZOARK_WEBHOOKS_ALLOW_PRIVATE` in development): IP
+//! literals are checked before sending, and host names through a resolver that drops the rest,
+//! so the address checked is the address connected to (no DNS rebinding).
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use chrono::Utc;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use zoark_core::{
     crypto,
     db::webhooks::{self as db, AttemptOutcome, Target},
-    webhooks::{AddressPolicy, EndpointUrl, is_public, signature_header},
+    webhooks::{AddressPolicy, EndpointUrl, signature_header},
 };
 use zoark_jobs::webhooks::DeliverWebhook;
 
@@ -40,54 +40,16 @@ pub fn register(registry: Registry, ctx: &WorkerContext) -> Registry {
 
 fn client(ctx: &WorkerContext) -> Result<reqwest::Client, reqwest::Error> {
     let settings = &ctx.settings.webhooks;
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
+    policy(ctx)
+        .outbound
+        .http_client()
         .timeout(settings.timeout)
         .user_agent(concat!("Zoark-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(GuardedResolver {
-            allow_private: settings.allow_private,
-        })
         .build()
 }
 
-/// The refusal to connect to an internal address, recognised in reqwest's error chain.
-/// Its text, which the organization reads in the delivery log, names no address: which internal
-/// addresses a name resolves to is the platform's business (the worker's log has them).
-#[derive(Debug, thiserror::Error)]
-#[error("refusing to deliver to {host}: it resolves only to addresses that are not public")]
-struct Refused {
-    host: String,
-}
-
-/// The system resolver, keeping only public addresses unless private ones are allowed.
-struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = all
-                .iter()
-                .copied()
-                .filter(|a| allow_private || is_public(a.ip()))
-                .collect();
-            if allowed.is_empty() && !all.is_empty() {
-                let addrs = all
-                    .iter()
-                    .map(|a| a.ip().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                tracing::warn!(%host, %addrs, "webhook delivery refused: the name resolves only to non-public addresses");
-                return Err(Box::new(Refused { host }) as _);
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
-        })
-    }
+fn policy(ctx: &WorkerContext) -> AddressPolicy {
+    AddressPolicy::new(&ctx.settings.outbound, &ctx.settings.webhooks)
 }
 
 /// What one HTTP attempt gave.
@@ -227,8 +189,7 @@ async fn attempt(ctx: &WorkerContext, http: &reqwest::Client, target: &Target) -
         error: Some(error),
         permanent,
     };
-    let policy = AddressPolicy::from(&ctx.settings.webhooks);
-    let url = match EndpointUrl::parse(&target.url, policy) {
+    let url = match EndpointUrl::parse(&target.url, &policy(ctx)) {
         Ok(url) => url,
         Err(e) => return failed(format!("the endpoint URL {}", e.0), true),
     };
@@ -286,14 +247,7 @@ async fn attempt(ctx: &WorkerContext, http: &reqwest::Client, target: &Target) -
 }
 
 fn transport_error(e: &reqwest::Error, ctx: &WorkerContext) -> Attempted {
-    let mut refused = None;
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    while let Some(inner) = source {
-        if let Some(r) = inner.downcast_ref::<Refused>() {
-            refused = Some(r.to_string());
-        }
-        source = inner.source();
-    }
+    let refused = zoark_core::outbound::refusal(e).map(ToString::to_string);
     let (error, permanent) = match refused {
         Some(refused) => (refused, true),
         None if e.is_timeout() => (
@@ -310,30 +264,5 @@ fn transport_error(e: &reqwest::Error, ctx: &WorkerContext) -> Attempted {
         excerpt: None,
         error: Some(error),
         permanent,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_resolver_refuses_names_of_internal_addresses_unless_allowed() {
-        let name = |n: &str| n.parse::<Name>().unwrap();
-        let strict = GuardedResolver {
-            allow_private: false,
-        };
-        let error = match strict.resolve(name("localhost")).await {
-            Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
-            Err(e) => e,
-        };
-        assert!(error.downcast_ref::<Refused>().is_some(), "{error}");
-        assert!(!error.to_string().contains("127.0.0.1"), "{error}");
-        assert!(error.to_string().contains("not public"), "{error}");
-        let lenient = GuardedResolver {
-            allow_private: true,
-        };
-        let addrs: Vec<SocketAddr> = lenient.resolve(name("localhost")).await.unwrap().collect();
-        assert!(addrs.iter().any(|a| a.ip().is_loopback()), "{addrs:?}");
     }
 }
