@@ -106,7 +106,21 @@ pub enum ApiError {
 /// knows about) are mapped by the handler before `?`.
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.into())
+        match e {
+            sqlx::Error::PoolTimedOut => Self::busy(),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl ApiError {
+    /// Every pooled database connection stayed busy for `ZOARK_DATABASE_ACQUIRE_TIMEOUT_SECS`:
+    /// a 503 with `Retry-After`, not a 500.
+    pub fn busy() -> Self {
+        Self::Unavailable {
+            code: "database_busy",
+            detail: "Every database connection is busy; retry in a moment.".into(),
+        }
     }
 }
 
@@ -253,6 +267,13 @@ impl ResponseError for ApiError {
 
 /// Renders an error as `application/problem+json`, logging internal errors once.
 pub fn problem_response(err: &ApiError, request_id: Option<&str>) -> Response {
+    if let ApiError::Internal(cause) = err
+        && cause
+            .chain()
+            .any(|e| matches!(e.downcast_ref(), Some(sqlx::Error::PoolTimedOut)))
+    {
+        return problem_response(&ApiError::busy(), request_id);
+    }
     if let ApiError::Internal(cause) = err {
         tracing::error!(error = ?cause, "request failed");
     }
@@ -267,6 +288,12 @@ pub fn problem_response(err: &ApiError, request_id: Option<&str>) -> Response {
         && let Ok(value) = retry_after.to_string().parse()
     {
         response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    if matches!(err, ApiError::Unavailable { .. }) {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            poem::http::HeaderValue::from_static("1"),
+        );
     }
     if matches!(err, ApiError::Unauthorized) {
         response.headers_mut().insert(

@@ -910,3 +910,108 @@ async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed()
     let (status, _) = refresh(next.refresh_token.clone()).await;
     assert_eq!(status, 401);
 }
+
+/// A sign-in from `address` (the app trusts `X-Forwarded-For`).
+async fn login_from(
+    app: &TestApp,
+    address: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.client
+        .post(format!("{}/api/v1/auth/login", app.address))
+        .header("x-forwarded-for", address)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_burst_of_guesses_gets_no_further_than_one_at_a_time_and_cannot_lock_the_owner_out() {
+    let app = TestApp::builder()
+        .env("ZOARK_BEHIND_PROXY", "true")
+        .env("ZOARK_RATE_LIMIT_AUTH_PER_ADDRESS", "1000")
+        .spawn()
+        .await;
+    fixtures::register(&app, "ada@example.com", "Engines").await;
+    // Thirty guesses at once from one address, spelling the address differently: each is
+    // counted before its password is checked, so past the five free ones they wait.
+    let guesses = (0..30).map(|i| {
+        let email = if i % 2 == 0 {
+            "ada@example.com"
+        } else {
+            " ADA@Example.COM"
+        };
+        login_from(&app, "203.0.113.9", email, "wrong password 123")
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked + refused, 30, "{statuses:?}");
+    assert!(
+        (6..=8).contains(&checked),
+        "only the free guesses and the first slowed one are checked: {statuses:?}"
+    );
+    // The owner, elsewhere, is not locked out by them.
+    assert_eq!(
+        login_from(&app, "198.51.100.4", "ada@example.com", PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    // And a right password takes back the attempt counted against its address.
+    let address_failures: i32 =
+        sqlx::query_scalar("SELECT failures FROM login_throttle WHERE key = 'ip:198.51.100.4'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(address_failures, 0);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_sign_ins_succeed_on_a_ten_connection_pool() {
+    let app = TestApp::builder()
+        .env("ZOARK_BEHIND_PROXY", "true")
+        .env("ZOARK_RATE_LIMIT_AUTH_PER_ADDRESS", "1000")
+        .env("ZOARK_DATABASE_MAX_CONNECTIONS", "10")
+        .spawn()
+        .await;
+    let owner = fixtures::register(&app, "owner@example.com", "Engines").await;
+    let hash = zoark_core::crypto::hash_password(PASSWORD).unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let mut emails = vec!["owner@example.com".to_owned()];
+    for i in 0..49 {
+        let email = format!("user{i}@example.com");
+        let user = zoark_core::db::users::insert(&mut conn, &email, "Member", &hash)
+            .await
+            .unwrap();
+        zoark_core::db::memberships::insert(&mut conn, owner.organization_id, user, "member")
+            .await
+            .unwrap();
+        emails.push(email);
+    }
+    drop(conn);
+    let started = std::time::Instant::now();
+    let logins = emails.iter().enumerate().map(|(i, email)| {
+        let app = &app;
+        async move {
+            let response = login_from(app, &format!("192.0.2.{}", i + 1), email, PASSWORD).await;
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    });
+    let answers = futures_util::future::join_all(logins).await;
+    let failed: Vec<&(u16, String)> = answers.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 50 failed in {:?}: {:?}",
+        failed.len(),
+        started.elapsed(),
+        failed.first()
+    );
+}

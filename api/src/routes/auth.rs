@@ -312,10 +312,15 @@ pub(crate) struct SignedIn {
 
 /// Checks a sign-in (throttled; the same failure, in about the same time, whether the account
 /// exists or not) and returns the open transaction the caller opens the session in, then hands
-/// to [`record_login`]. A failure is recorded (and committed) before it is returned.
+/// to [`record_login`].
+///
+/// The attempt is counted as a failure before the password is checked, and no pooled
+/// connection is held while argon2 runs (a burst of sign-ins cannot drain the pool); a right
+/// password takes the count back.
 ///
 /// # Errors
-/// 401 for wrong credentials; 429 while the account or the address is throttled.
+/// 401 for wrong credentials; 429 while the account (from this address) or the address is
+/// throttled.
 pub(crate) async fn sign_in(
     state: &AppState,
     client: &audit::Client,
@@ -323,18 +328,23 @@ pub(crate) async fn sign_in(
     password: String,
     organization_id: Option<Uuid>,
 ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, SignedIn), ApiError> {
-    let account_key = login_throttle::account_key(email);
-    let mut keys = vec![account_key.clone()];
+    let account_key = login_throttle::account_key(email, client.ip);
     let client_key = client.ip.map(login_throttle::client_key);
-    keys.extend(client_key.clone());
+    let mut keys = vec![(account_key.clone(), login_throttle::ACCOUNT)];
+    keys.extend(client_key.clone().map(|k| (k, login_throttle::CLIENT)));
 
-    let mut tx = tenant::system(&state.pool).await?;
-    if let Some(until) = login_throttle::locked_until(&mut tx, &keys).await? {
-        return Err(retry_after(until));
-    }
-    let user = match EmailAddress::parse(email) {
-        Ok(email) => db::users::for_login(&mut tx, email.as_str()).await?,
-        Err(_) => None,
+    let user = {
+        let mut tx = tenant::system(&state.pool).await?;
+        if let Some(until) = login_throttle::attempt(&mut tx, &keys).await? {
+            tx.commit().await?;
+            return Err(retry_after(until));
+        }
+        let user = match EmailAddress::parse(email) {
+            Ok(email) => db::users::for_login(&mut tx, email.as_str()).await?,
+            Err(_) => None,
+        };
+        tx.commit().await?;
+        user
     };
     let password_ok = if password.len() > MAX_PASSWORD_BYTES {
         false
@@ -343,6 +353,7 @@ pub(crate) async fn sign_in(
         // Unknown account: verify against a decoy so the time is the same.
         verify_password(password, hash).await? && user.is_some()
     };
+    let mut tx = tenant::system(&state.pool).await?;
     let membership = match &user {
         Some(u) if password_ok && !u.disabled => {
             db::memberships::for_login(&mut tx, u.id, organization_id).await?
@@ -351,11 +362,8 @@ pub(crate) async fn sign_in(
     };
     let known_user = user.as_ref().map(|u| u.id);
     let (Some(user), Some(membership)) = (user.filter(|_| password_ok), membership) else {
-        login_throttle::record_failure(&mut tx, &account_key, login_throttle::ACCOUNT).await?;
-        if let Some(key) = &client_key {
-            login_throttle::record_failure(&mut tx, key, login_throttle::CLIENT).await?;
-        }
-        // A failure against a real account goes to the log of its (first) organization.
+        // The failure is already counted. One against a real account goes to the log of its
+        // (first) organization.
         if let Some(user_id) = known_user
             && let Some(home) = db::memberships::for_login(&mut tx, user_id, None).await?
         {
@@ -370,7 +378,7 @@ pub(crate) async fn sign_in(
         tx.commit().await?;
         return Err(bad_credentials());
     };
-    login_throttle::clear(&mut tx, &account_key).await?;
+    login_throttle::succeeded(&mut tx, &account_key, client_key.as_slice()).await?;
     Ok((tx, SignedIn { user, membership }))
 }
 
@@ -696,11 +704,16 @@ impl AuthApi {
     ) -> Result<NoContent, ApiError> {
         let body = body.0;
         let client = client(req, &state.settings);
-        let mut tx = tenant::system(&state.pool).await?;
-        let user_id = password_resets::consume(&mut tx, &body.token)
-            .await?
-            .ok_or_else(|| invalid_token("password reset"))?;
-        let profile = db::users::profile(&mut tx, user_id).await?;
+        // Look, hash without holding a connection, then use the token up (once).
+        let (user_id, profile) = {
+            let mut tx = tenant::system(&state.pool).await?;
+            let user_id = password_resets::user_of(&mut tx, &body.token)
+                .await?
+                .ok_or_else(|| invalid_token("password reset"))?;
+            let profile = db::users::profile(&mut tx, user_id).await?;
+            tx.commit().await?;
+            (user_id, profile)
+        };
         let mut fields = Fields::default();
         let password = fields.take(
             "new_password",
@@ -713,9 +726,13 @@ impl AuthApi {
             )));
         };
         let hash = hash_password(password).await?;
+        let mut tx = tenant::system(&state.pool).await?;
+        if password_resets::consume(&mut tx, &body.token).await? != Some(user_id) {
+            return Err(invalid_token("password reset"));
+        }
         db::users::set_password(&mut tx, user_id, &hash).await?;
         let revoked = sessions::revoke_all_of_user(&mut tx, user_id, "password_reset").await?;
-        login_throttle::clear(&mut tx, &login_throttle::account_key(&profile.email)).await?;
+        login_throttle::clear_account(&mut tx, &profile.email).await?;
         if let Some(home) = db::memberships::for_login(&mut tx, user_id, None).await? {
             audit::record(
                 &mut tx,
@@ -750,11 +767,17 @@ impl AuthApi {
     ) -> Result<Registered, ApiError> {
         let body = body.0;
         let client = client(req, &state.settings);
-        let mut tx = tenant::system(&state.pool).await?;
-        let invitation = db::invitations::pending(&mut tx, &body.token)
-            .await?
-            .ok_or_else(|| invalid_token("invitation"))?;
-        let user_id = match db::users::for_login(&mut tx, &invitation.email).await? {
+        // Look, check or hash the password without holding a connection, then accept.
+        let (invitation, existing) = {
+            let mut tx = tenant::system(&state.pool).await?;
+            let invitation = db::invitations::pending(&mut tx, &body.token)
+                .await?
+                .ok_or_else(|| invalid_token("invitation"))?;
+            let existing = db::users::for_login(&mut tx, &invitation.email).await?;
+            tx.commit().await?;
+            (invitation, existing)
+        };
+        let new_user = match &existing {
             Some(existing) => {
                 let ok = body.password.len() <= MAX_PASSWORD_BYTES
                     && verify_password(body.password.clone(), existing.password_hash.clone())
@@ -762,7 +785,7 @@ impl AuthApi {
                 if !ok || existing.disabled {
                     return Err(bad_credentials());
                 }
-                existing.id
+                None
             }
             None => {
                 let mut fields = Fields::default();
@@ -778,8 +801,37 @@ impl AuthApi {
                 let (Some(name), Some(password)) = (name, password) else {
                     return Err(ApiError::Internal(anyhow::anyhow!("parsed fields missing")));
                 };
-                let hash = hash_password(password).await?;
-                db::users::insert(&mut tx, &invitation.email, name.as_str(), &hash).await?
+                Some((name, hash_password(password).await?))
+            }
+        };
+        let mut tx = tenant::system(&state.pool).await?;
+        // The invitation may have been accepted, revoked or expired meanwhile.
+        if db::invitations::pending(&mut tx, &body.token)
+            .await?
+            .is_none_or(|again| again.id != invitation.id)
+        {
+            return Err(invalid_token("invitation"));
+        }
+        let user_id = match (existing, new_user) {
+            (Some(existing), _) => existing.id,
+            (None, Some((name, hash))) => {
+                match db::users::insert(&mut tx, &invitation.email, name.as_str(), &hash).await {
+                    Ok(id) => id,
+                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                        return Err(ApiError::Conflict {
+                            code: "email_taken",
+                            detail: "An account with this address was created meanwhile; \
+                                     accept the invitation with its password."
+                                .into(),
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (None, None) => {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "no user to accept with"
+                )));
             }
         };
         match db::memberships::insert(

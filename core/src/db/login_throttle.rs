@@ -1,7 +1,13 @@
-//! Failed sign-ins per account and per client address: a few are free, then each further
-//! failure makes the key wait (1 s, 2 s, 4 s, … doubling), and past a limit the key is locked
-//! for 15 minutes. Counters start over 15 minutes after their first failure. Unknown addresses
-//! are counted like known ones, so the answers reveal nothing about which accounts exist.
+//! Failed sign-ins per (account, client address) and per client address: a few are free, then
+//! each further failure makes the key wait (1 s, 2 s, 4 s, … doubling), and past a limit the key
+//! is locked for 15 minutes. Counters start over 15 minutes after their first failure. Unknown
+//! addresses are counted like known ones, so the answers reveal nothing about which accounts
+//! exist. An account is throttled per client address, so that someone failing on purpose
+//! cannot lock its owner out.
+//!
+//! Every attempt is counted as a failure *before* its password is checked ([`attempt`]), under
+//! the keys' row locks: a burst of parallel attempts cannot get past the limits. A right
+//! password takes the count back ([`succeeded`]).
 
 use std::time::Duration;
 
@@ -32,28 +38,106 @@ pub const LOCKOUT: Duration = Duration::from_secs(15 * 60);
 /// Counters older than this start over.
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 
-pub fn account_key(email: &str) -> String {
-    format!("email:{}", email.trim().to_lowercase())
+/// The key of an account (by the normalised address the lookup uses) signing in from `client`.
+pub fn account_key(email: &str, client: Option<std::net::IpAddr>) -> String {
+    let email = account_prefix(email);
+    match client {
+        Some(ip) => format!("{email}|ip:{ip}"),
+        None => email,
+    }
+}
+
+/// What every key of an account starts with.
+fn account_prefix(email: &str) -> String {
+    let normalised = crate::identity::EmailAddress::parse(email)
+        .map(|e| e.as_str().to_lowercase())
+        .unwrap_or_else(|_| email.trim().to_lowercase());
+    format!("email:{normalised}")
 }
 
 pub fn client_key(ip: std::net::IpAddr) -> String {
     format!("ip:{ip}")
 }
 
-/// Until when the most restricted of `keys` must wait, if any must.
+/// Counts a sign-in attempt as a failure of each key (with its policy) before the password is
+/// checked; refuses, counting nothing, while any key must wait. Run it in a transaction and
+/// commit before checking the password: the keys' rows stay locked until then.
 ///
 /// # Errors
 /// Database errors.
-pub async fn locked_until(
+pub async fn attempt(
     conn: &mut PgConnection,
-    keys: &[String],
+    keys: &[(String, Policy)],
 ) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar!(
-        "SELECT max(locked_until) FROM login_throttle WHERE key = ANY($1) AND locked_until > now()",
-        keys,
+    let mut names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+    names.sort_unstable();
+    sqlx::query!(
+        r#"
+        INSERT INTO login_throttle (key, failures, first_failure_at)
+        SELECT k, 0, now() FROM unnest($1::text[]) AS k ORDER BY k
+        ON CONFLICT (key) DO NOTHING
+        "#,
+        &names,
     )
-    .fetch_one(conn)
+    .execute(&mut *conn)
+    .await?;
+    let until = sqlx::query_scalar!(
+        r#"
+        WITH locked AS (
+            SELECT locked_until FROM login_throttle WHERE key = ANY($1) ORDER BY key FOR UPDATE
+        )
+        SELECT max(locked_until) FROM locked WHERE locked_until > clock_timestamp()
+        "#,
+        &names,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if until.is_some() {
+        return Ok(until);
+    }
+    for (key, policy) in keys {
+        record_failure(conn, key, *policy).await?;
+    }
+    Ok(None)
+}
+
+/// The attempt's password was right: the account's failures are forgiven, and the failure
+/// [`attempt`] counted against each of `others` (the client address) is taken back.
+///
+/// # Errors
+/// Database errors.
+pub async fn succeeded(
+    conn: &mut PgConnection,
+    account_key: &str,
+    others: &[String],
+) -> sqlx::Result<()> {
+    clear(&mut *conn, account_key).await?;
+    sqlx::query!(
+        r#"
+        UPDATE login_throttle SET failures = greatest(failures - 1, 0), locked_until = NULL,
+                                  updated_at = now()
+        WHERE key = ANY($1)
+        "#,
+        others,
+    )
+    .execute(conn)
     .await
+    .map(|_| ())
+}
+
+/// Forgets the failures of an account from every address (its password was reset).
+///
+/// # Errors
+/// Database errors.
+pub async fn clear_account(conn: &mut PgConnection, email: &str) -> sqlx::Result<()> {
+    let prefix = account_prefix(email);
+    sqlx::query!(
+        "DELETE FROM login_throttle WHERE key = $1 OR starts_with(key, $1 || '|')",
+        prefix,
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// Counts one failure of `key` and sets its wait.
@@ -94,7 +178,7 @@ pub async fn record_failure(
     .map(|_| ())
 }
 
-/// A successful sign-in forgives the account's failures (not the client's).
+/// Forgets one key's failures.
 ///
 /// # Errors
 /// Database errors.
@@ -134,5 +218,19 @@ mod tests {
         assert_eq!(waits[9], Some(LOCKOUT));
         assert_eq!(wait_after(21, CLIENT), Some(Duration::from_secs(1)));
         assert_eq!(wait_after(50, CLIENT), Some(LOCKOUT));
+    }
+
+    #[test]
+    fn an_account_is_keyed_by_its_normalised_address_and_the_client() {
+        let ip = Some("192.0.2.7".parse().unwrap());
+        assert_eq!(
+            account_key(" Ada@Example.COM ", ip),
+            "email:ada@example.com|ip:192.0.2.7"
+        );
+        assert_eq!(
+            account_key("ada@example.com", None),
+            "email:ada@example.com"
+        );
+        assert!(account_key("ada@example.com", ip).starts_with(&account_prefix("ADA@example.com")));
     }
 }

@@ -53,6 +53,22 @@ pub async fn create(
 ///
 /// # Errors
 /// Database errors.
+/// The user a live token resets the password of, without using it up.
+///
+/// # Errors
+/// Database errors.
+pub async fn user_of(conn: &mut PgConnection, token: &str) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT user_id FROM password_reset_tokens
+        WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+        "#,
+        crypto::token_digest(token),
+    )
+    .fetch_optional(conn)
+    .await
+}
+
 pub async fn consume(conn: &mut PgConnection, token: &str) -> sqlx::Result<Option<Uuid>> {
     let user_id = sqlx::query_scalar!(
         r#"
