@@ -536,12 +536,26 @@ async fn an_invoice_passes_two_stages_and_each_stage_s_approvers_are_emailed() {
     assert_eq!(sent.len(), 3);
     assert_eq!(sent[2].0, "cfo@example.com", "the member's own address");
     assert_eq!(sent[2].2["stage_name"], "CFO");
-    // The CFO holds the member role only, but is the named address.
-    let (status, done) = call(
+    // The CFO holds the member role only, but is the named address; having started this
+    // approval, though, the CFO may not approve it (separation of duties, the default).
+    let (status, problem) = call(
         &app,
         Method::POST,
         &path(&approval, "approve"),
         &cfo.access_token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (403, Some("self_approval_refused")),
+        "{problem}"
+    );
+    let (status, done) = call(
+        &app,
+        Method::POST,
+        &path(&approval, "approve"),
+        token,
         Some(json!({})),
     )
     .await;
@@ -1069,4 +1083,90 @@ async fn documents_and_tasks_are_approvable_and_a_project_template_keeps_to_its_
     )
     .await;
     assert_eq!(tasks_only["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn whoever_started_an_approval_may_approve_it_only_where_its_template_allows() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
+    let token = admin.access_token.as_str();
+    let strict = template(
+        &app,
+        token,
+        json!({"name": "Strict", "subject_type": "invoice",
+               "stages": [{"name": "Admins", "approver_role": "admin"}]}),
+    )
+    .await;
+    assert_eq!(strict["allow_self_approval"], false, "the default");
+    let invoice = new_invoice(&app, admin.organization_id, "INV-SELF-1").await;
+    let approval = start(&app, token, &strict, "invoice", invoice).await;
+    // Even an admin, who may decide every step, may not approve their own request...
+    let (status, problem) = call(
+        &app,
+        Method::POST,
+        &path(&approval, "approve"),
+        token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), problem["code"].as_str()),
+        (403, Some("self_approval_refused")),
+        "{problem}"
+    );
+    // ...and allowing it on the template later does not change a running approval.
+    let (status, patched) = call(
+        &app,
+        Method::PATCH,
+        &format!(
+            "/api/v1/approval-templates/{}",
+            strict["id"].as_str().unwrap()
+        ),
+        token,
+        Some(json!({"allow_self_approval": true})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), patched["allow_self_approval"].as_bool()),
+        (200, Some(true))
+    );
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        &path(&approval, "approve"),
+        token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Rejecting one's own request stays possible.
+    let (status, rejected) = call(
+        &app,
+        Method::POST,
+        &path(&approval, "reject"),
+        token,
+        Some(json!({"comment": "Withdrawn"})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), rejected["status"].as_str()),
+        (200, Some("rejected"))
+    );
+
+    // Started under the new rule, the starter approves.
+    let invoice = new_invoice(&app, admin.organization_id, "INV-SELF-2").await;
+    let approval = start(&app, token, &strict, "invoice", invoice).await;
+    assert_eq!(approval["allow_self_approval"], true);
+    let (status, done) = call(
+        &app,
+        Method::POST,
+        &path(&approval, "approve"),
+        token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), done["status"].as_str()),
+        (200, Some("approved"))
+    );
 }

@@ -89,6 +89,10 @@ pub struct NewApprovalTemplate {
     pub subject_type: String,
     /// Only for items of this project (absent: every project).
     pub project_id: Option<Uuid>,
+    /// Whether whoever starts an approval may also approve its steps (default `false`:
+    /// separation of duties, even for admins).
+    #[serde(default)]
+    pub allow_self_approval: Option<bool>,
     /// The stages in order (1 to 20); each names at least one approver.
     pub stages: Vec<StageInput>,
 }
@@ -100,6 +104,7 @@ impl poem_openapi::types::Example for NewApprovalTemplate {
             description: Some("Manager, then finance".into()),
             subject_type: "invoice".into(),
             project_id: None,
+            allow_self_approval: Some(false),
             stages: vec![StageInput {
                 name: "Manager".into(),
                 approver_role: Some("manager".into()),
@@ -124,6 +129,9 @@ pub struct ApprovalTemplatePatch {
     /// `null` clears it.
     #[serde(default)]
     pub description: MaybeUndefined<String>,
+    /// Approvals already running keep the rule they started with.
+    #[serde(default)]
+    pub allow_self_approval: MaybeUndefined<bool>,
     /// Replaces every stage; approvals already running keep their copied steps.
     #[serde(default)]
     pub stages: MaybeUndefined<Vec<StageInput>>,
@@ -134,6 +142,7 @@ impl poem_openapi::types::Example for ApprovalTemplatePatch {
         Self {
             name: MaybeUndefined::Value("Invoice sign-off (v2)".into()),
             description: MaybeUndefined::Null,
+            allow_self_approval: MaybeUndefined::Undefined,
             stages: MaybeUndefined::Undefined,
         }
     }
@@ -163,6 +172,9 @@ pub struct ApprovalTemplate {
     /// `invoice`, `task` or `document`.
     pub subject_type: String,
     pub project_id: Option<Uuid>,
+    /// Whether whoever starts an approval may also approve its steps.
+    #[serde(default)]
+    pub allow_self_approval: bool,
     /// Archived templates start no new approvals.
     pub archived_at: Option<DateTime<Utc>>,
     pub stages: Vec<ApprovalStage>,
@@ -276,6 +288,9 @@ pub struct Approval {
     /// `in_progress`, `approved`, `rejected` or `cancelled`.
     pub status: String,
     pub started_by: Option<Uuid>,
+    /// Whether `started_by` may approve its steps (the template's rule when it started).
+    #[serde(default)]
+    pub allow_self_approval: bool,
     pub steps: Vec<ApprovalStep>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -290,6 +305,7 @@ impl Approval {
             subject_id: i.subject_id,
             status: i.status,
             started_by: i.started_by,
+            allow_self_approval: i.allow_self_approval,
             steps: steps.into_iter().map(ApprovalStep::from).collect(),
             created_at: i.created_at,
             completed_at: i.completed_at,
@@ -513,6 +529,7 @@ async fn with_stages<P>(
                 description: t.description,
                 subject_type: t.subject_type,
                 project_id: t.project_id,
+                allow_self_approval: t.allow_self_approval,
                 archived_at: t.archived_at,
                 stages,
                 created_at: t.created_at,
@@ -704,6 +721,18 @@ async fn decide(
             detail: "That step is not the pending one any more; reload the approval.".into(),
         });
     }
+    if approve
+        && !instance.allow_self_approval
+        && instance.started_by.is_some()
+        && instance.started_by == granted.actor().user_id()
+    {
+        return Err(ApiError::Refused {
+            code: "self_approval_refused",
+            detail: "You started this approval, so someone else must approve it (its template \
+                     does not allow self-approval); you may reject or cancel it."
+                .into(),
+        });
+    }
     if !may_decide(&mut tx, granted, current).await? {
         return Err(ApiError::Refused {
             code: "not_an_approver",
@@ -788,6 +817,7 @@ impl ApprovalTemplatesApi {
             description.as_deref(),
             &subject_type,
             body.project_id,
+            body.allow_self_approval.unwrap_or(false),
         )
         .await
         .map_err(|e| match e {
@@ -906,6 +936,14 @@ impl ApprovalTemplatesApi {
             MaybeUndefined::Null => Some(None),
             MaybeUndefined::Undefined => None,
         };
+        let allow_self_approval = match body.allow_self_approval {
+            MaybeUndefined::Value(v) => Some(v),
+            MaybeUndefined::Null => {
+                fields.reject("allow_self_approval", "cannot be null");
+                None
+            }
+            MaybeUndefined::Undefined => None,
+        };
         let stages = match body.stages {
             MaybeUndefined::Value(v) => Some(parse_stages(&mut fields, v)),
             MaybeUndefined::Null => {
@@ -922,6 +960,7 @@ impl ApprovalTemplatesApi {
             id.0,
             name.as_deref(),
             description.as_ref().map(Option::as_deref),
+            allow_self_approval,
         )
         .await?
         {

@@ -33,6 +33,8 @@ pub struct Template {
     pub name: String,
     pub description: Option<String>,
     pub subject_type: String,
+    /// Whether whoever starts an approval may approve its steps (separation of duties).
+    pub allow_self_approval: bool,
     pub archived_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -58,17 +60,20 @@ pub async fn insert_template(
     description: Option<&str>,
     subject_type: &str,
     project_id: Option<Uuid>,
+    allow_self_approval: bool,
 ) -> Result<Uuid, WriteError> {
     sqlx::query_scalar!(
         r#"
-        INSERT INTO approval_pipeline_templates (organization_id, name, description, subject_type, project_id)
-        VALUES ($1, $2, $3, $4, $5) RETURNING id
+        INSERT INTO approval_pipeline_templates
+            (organization_id, name, description, subject_type, project_id, allow_self_approval)
+        VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
         "#,
         proof.organization_id(),
         name,
         description,
         subject_type,
         project_id,
+        allow_self_approval,
     )
     .fetch_one(conn)
     .await
@@ -159,7 +164,8 @@ pub async fn list_templates<P>(
     sqlx::query_as!(
         Template,
         r#"
-        SELECT id, project_id, name, description, subject_type, archived_at, created_at, updated_at
+        SELECT id, project_id, name, description, subject_type, allow_self_approval, archived_at,
+               created_at, updated_at
         FROM approval_pipeline_templates
         WHERE organization_id = $1
           AND ($2::text IS NULL OR subject_type = $2)
@@ -192,7 +198,8 @@ pub async fn get_template<P>(
     sqlx::query_as!(
         Template,
         r#"
-        SELECT id, project_id, name, description, subject_type, archived_at, created_at, updated_at
+        SELECT id, project_id, name, description, subject_type, allow_self_approval, archived_at,
+               created_at, updated_at
         FROM approval_pipeline_templates WHERE organization_id = $1 AND id = $2
         "#,
         proof.organization_id(),
@@ -255,6 +262,7 @@ pub async fn update_template(
     id: Uuid,
     name: Option<&str>,
     description: Option<Option<&str>>,
+    allow_self_approval: Option<bool>,
 ) -> sqlx::Result<bool> {
     // Touches updated_at even with nothing else to change (a stage list replaced).
     sqlx::query!(
@@ -262,6 +270,7 @@ pub async fn update_template(
         UPDATE approval_pipeline_templates SET
             name = coalesce($3, name),
             description = CASE WHEN $4 THEN $5 ELSE description END,
+            allow_self_approval = coalesce($6, allow_self_approval),
             updated_at = now()
         WHERE organization_id = $1 AND id = $2
         "#,
@@ -270,6 +279,7 @@ pub async fn update_template(
         name,
         description.is_some(),
         description.flatten(),
+        allow_self_approval,
     )
     .execute(conn)
     .await
@@ -393,6 +403,8 @@ pub struct Instance {
     pub subject_id: Uuid,
     pub status: String,
     pub started_by: Option<Uuid>,
+    /// Whether `started_by` may approve its steps (copied from the template at the start).
+    pub allow_self_approval: bool,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
 }
@@ -436,10 +448,12 @@ pub async fn start_instance(
 ) -> sqlx::Result<Option<Uuid>> {
     let id = sqlx::query_scalar!(
         r#"
-        INSERT INTO approval_instances (organization_id, template_id, subject_type, subject_id, started_by)
-        VALUES ($1, $2, $3, $4, $5)
+        INSERT INTO approval_instances
+            (organization_id, template_id, subject_type, subject_id, started_by, allow_self_approval)
+        SELECT $1, $2, $3, $4, $5, t.allow_self_approval
+        FROM approval_pipeline_templates t WHERE t.organization_id = $1 AND t.id = $2
         ON CONFLICT (organization_id, subject_type, subject_id) WHERE status = 'in_progress' DO NOTHING
-        RETURNING id
+        RETURNING id AS "id!"
         "#,
         proof.organization_id(),
         template_id,
@@ -493,6 +507,7 @@ pub async fn list_instances<P>(
         Instance,
         r#"
         SELECT id, organization_id, template_id, subject_type, subject_id, status, started_by,
+               allow_self_approval,
                created_at, completed_at
         FROM approval_instances
         WHERE organization_id = $1
@@ -527,6 +542,7 @@ pub async fn get_instance<P>(
         Instance,
         r#"
         SELECT id, organization_id, template_id, subject_type, subject_id, status, started_by,
+               allow_self_approval,
                created_at, completed_at
         FROM approval_instances WHERE organization_id = $1 AND id = $2
         "#,
@@ -551,6 +567,7 @@ pub async fn lock_instance<P>(
         Instance,
         r#"
         SELECT id, organization_id, template_id, subject_type, subject_id, status, started_by,
+               allow_self_approval,
                created_at, completed_at
         FROM approval_instances WHERE organization_id = $1 AND id = $2
         FOR UPDATE
