@@ -131,7 +131,10 @@ pub fn spec_json() -> String {
 /// The complete HTTP application.
 pub fn app(state: AppState) -> impl Endpoint + 'static {
     let service = openapi("/");
-    let docs = service.swagger_ui();
+    let docs = service.swagger_ui().with(
+        poem::middleware::SetHeader::new()
+            .overriding("content-security-policy", middleware::SWAGGER_UI_CSP),
+    );
     let spec = spec_json();
     let spec = poem::endpoint::make_sync(move |_| {
         poem::Response::builder()
@@ -146,12 +149,14 @@ pub fn app(state: AppState) -> impl Endpoint + 'static {
     } else {
         route
     };
+    let origins = state.settings.http.cors_origins.clone();
     route
         .at("/api/v1/events", poem::get(events::events))
         .nest("/dashboard", dashboard::routes())
         .with(rate_limit::RateLimit)
         .with(poem::middleware::CookieJarManager::new())
         .data(state)
+        .with_if(!origins.is_empty(), middleware::cors(origins))
         .with(middleware::RequestContext { hsts })
 }
 

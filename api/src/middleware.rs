@@ -41,8 +41,7 @@ pub struct RequestContextEndpoint<E> {
 
 /// Headers every response carries unless an inner layer chose its own (the dashboard sends a
 /// full Content-Security-Policy): no MIME sniffing, no framing, no referrer, and HSTS when
-/// served over HTTPS in production. No CORS header is sent: browsers of other origins may not
-/// read the API's answers.
+/// served over HTTPS in production. CORS headers only for `ZOARK_CORS_ORIGINS` ([`cors`]).
 fn security_headers(response: &mut Response, hsts: bool) {
     let headers = response.headers_mut();
     for (name, value) in [
@@ -61,6 +60,47 @@ fn security_headers(response: &mut Response, hsts: bool) {
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         );
     }
+}
+
+/// Swagger UI's page (`/docs`): poem-openapi inlines its script and styles, so they are allowed
+/// inline; nothing is loaded from elsewhere and requests go to this origin only.
+pub const SWAGGER_UI_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; img-src 'self' data:; font-src data:; connect-src 'self'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Cross-origin requests from the configured origins only (`ZOARK_CORS_ORIGINS`): the API's
+/// methods and request headers, its response headers exposed, no credentials (cookies) ever.
+pub fn cors(origins: Vec<String>) -> poem::middleware::Cors {
+    use poem::http::Method;
+    poem::middleware::Cors::new()
+        .allow_origins(origins)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "if-match",
+            "if-none-match",
+            "x-request-id",
+        ])
+        .expose_headers([
+            "x-request-id",
+            "etag",
+            "location",
+            "retry-after",
+            "idempotent-replayed",
+            "ratelimit-limit",
+            "ratelimit-remaining",
+            "ratelimit-reset",
+        ])
+        .allow_credentials(false)
+        .max_age(600)
 }
 
 /// Accepts a caller's id when it is short and harmless, so ids can be followed across services.

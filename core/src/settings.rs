@@ -200,6 +200,10 @@ pub struct HttpSettings {
     /// Whether Swagger UI (`/docs`) and the spec (`/openapi.json`) are served (`ZOARK_API_DOCS`,
     /// true).
     pub api_docs: bool,
+    /// The browser origins (`https://app.example.com`) whose pages may call the API
+    /// (`ZOARK_CORS_ORIGINS`, comma-separated; none by default). Credentials (cookies) are never
+    /// shared across origins: such pages send `Authorization: Bearer`.
+    pub cors_origins: Vec<String>,
 }
 
 /// Requests per minute (each with an equal burst), per API replica.
@@ -815,6 +819,7 @@ impl Settings {
                     .filter(|t| !t.is_empty())
                     .map(SecretString::from),
                 api_docs: r.parse_bool_or("ZOARK_API_DOCS", true)?,
+                cors_origins: cors_origins(r.get("ZOARK_CORS_ORIGINS").as_deref())?,
             },
             auth: AuthSettings {
                 jwt_secret: SecretString::from(jwt_secret.unwrap_or_else(|| DEV_JWT_SECRET.into())),
@@ -989,6 +994,31 @@ impl EncryptionKey {
 }
 
 /// A secret production must set, and not to the development value.
+/// `https://app.example.com, http://localhost:3000`: each an origin (scheme, host, optional
+/// port; no path), as browsers send it in `Origin`.
+fn cors_origins(raw: Option<&str>) -> Result<Vec<String>, SettingsError> {
+    let invalid = |reason: String| SettingsError::Invalid {
+        var: "ZOARK_CORS_ORIGINS",
+        reason,
+    };
+    let mut out = Vec::new();
+    for item in raw.unwrap_or_default().split(',').map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        let url =
+            Url::parse(item).map_err(|e| invalid(format!("`{item}` is not an origin: {e}")))?;
+        let origin = url.origin().ascii_serialization();
+        if !matches!(url.scheme(), "http" | "https") || origin != item.trim_end_matches('/') {
+            return Err(invalid(format!(
+                "`{item}` is not an origin like https://app.example.com (no path, no wildcard)"
+            )));
+        }
+        out.push(origin);
+    }
+    Ok(out)
+}
+
 /// Whether the database is this machine (loopback or a Unix socket) or reached with
 /// `sslmode=verify-full` (the certificate checked against the host name).
 fn database_tls_verified(url: &Url) -> bool {

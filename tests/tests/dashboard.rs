@@ -643,3 +643,23 @@ async fn an_operator_sees_every_organization_and_platform_jobs_live_and_pauses_f
     engine.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn swagger_ui_renders_under_its_content_security_policy() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::start().await;
+    browser.open(&app.url("/docs/")).await;
+    // Its inline script ran (the policy allows it), fetched the spec from this origin and drew
+    // the operations.
+    browser
+        .wait_for(".swagger-ui .opblock", Duration::from_secs(20))
+        .await;
+    let title = browser
+        .eval("return document.querySelector('.swagger-ui .info .title').innerText;")
+        .await;
+    assert!(
+        title.as_str().unwrap_or_default().contains("Zoark API"),
+        "{title}"
+    );
+    browser.close().await;
+}

@@ -236,13 +236,101 @@ async fn every_response_carries_the_security_headers_and_no_cors_grant() {
             "no HSTS over plain HTTP in development"
         );
     }
-    // The dashboard keeps its own, stricter policy.
+    // The dashboard keeps its own, stricter policy; Swagger UI has one allowing only its inline
+    // script and styles (its rendering is checked in Chromium by the dashboard's tests).
     let page = app.get("/dashboard/sign-in").await;
     assert!(
         page.headers()["content-security-policy"]
             .to_str()
             .unwrap()
             .contains("default-src 'none'")
+    );
+    let docs = app.get("/docs/").await;
+    let csp = docs.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+}
+
+#[tokio::test]
+async fn production_sends_hsts_and_grants_cors_to_the_configured_origins_only() {
+    let app = TestApp::builder()
+        .env("ZOARK_ENV", "production")
+        .env("ZOARK_PUBLIC_URL", "https://zoark.example.com")
+        .env("ZOARK_BEHIND_PROXY", "true")
+        .env(
+            "ZOARK_JWT_SECRET",
+            "a-very-long-production-secret-of-at-least-32-chars",
+        )
+        .env(
+            "ZOARK_ENCRYPTION_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        )
+        .env(
+            "ZOARK_BACKUP_ENCRYPTION_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        )
+        .env("ZOARK_EMAIL_TRANSPORT", "smtp")
+        .env("ZOARK_SMTP_HOST", "smtp.example.com")
+        .env("ZOARK_EMAIL_FROM", "Zoark <no-reply@example.com>")
+        .env("ZOARK_CORS_ORIGINS", "https://app.example.com")
+        .spawn()
+        .await;
+    let response = app.get("/health/live").await;
+    assert_eq!(
+        response.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/projects"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, idempotency-key",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    let headers = allowed.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"], "https://app.example.com",
+        "{headers:?}"
+    );
+    assert!(!headers.contains_key("access-control-allow-credentials"));
+    assert!(
+        headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("idempotency-key")
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(
+        !refused
+            .headers()
+            .contains_key("access-control-allow-origin"),
+        "{:?}",
+        refused.headers()
+    );
+    // A simple request from the allowed origin may read the answer and its request id.
+    let read = app
+        .client
+        .get(app.url("/health/live"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(
+        read.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-request-id")
     );
 }
 
