@@ -16,6 +16,7 @@
 mod bench;
 mod browser;
 mod cargo;
+mod deny;
 mod dev;
 mod models;
 mod postgres;
@@ -68,6 +69,13 @@ enum Command {
         /// Extra arguments for `st run` (e.g. `--max-examples 5`, `--include-tag Auth`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Supply-chain checks of deny.toml (cargo-deny): bans, licenses, sources, and advisories
+    /// against a local copy of the RustSec database when one is given.
+    Deny {
+        /// A clone of github.com/rustsec/advisory-db (default: `ZOARK_ADVISORY_DB`).
+        #[arg(long)]
+        advisory_db: Option<std::path::PathBuf>,
     },
     /// Manage the project-local Postgres cluster under .zoark/.
     Pg {
@@ -154,6 +162,7 @@ fn run(cli: Cli) -> Result<()> {
             what: BenchKind::Dashboard { args },
         } => bench::dashboard(&root, &args),
         Command::Schemathesis { args } => schemathesis::run(&root, &args),
+        Command::Deny { advisory_db } => deny::run(&root, advisory_db),
         Command::Pg {
             action: PgAction::Start,
         } => {
