@@ -35,6 +35,7 @@ pub async fn api_key(pool: &PgPool, organization_id: Uuid, role: Role) -> String
             key: &key,
             created_by: None,
             expires_at: None,
+            parent_key_id: None,
         },
     )
     .await

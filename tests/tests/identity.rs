@@ -1015,3 +1015,126 @@ async fn fifty_concurrent_sign_ins_succeed_on_a_ten_connection_pool() {
         failed.first()
     );
 }
+
+#[tokio::test]
+async fn api_keys_follow_their_creators_and_an_organization_may_require_them_to_expire() {
+    let app = TestApp::spawn().await;
+    let owner = fixtures::register(&app, "owner@example.com", "Engines").await;
+    let admin = fixtures::member(&app, owner.organization_id, "ops@example.com", Role::Admin).await;
+    let create = |token: String, role: &'static str, expires_at: Option<String>| {
+        let app = &app;
+        async move {
+            call(
+                app,
+                Method::POST,
+                "/api/v1/api-keys",
+                Some(&token),
+                Some(
+                    json!({"name": format!("{role} key"), "role": role, "expires_at": expires_at}),
+                ),
+            )
+            .await
+        }
+    };
+    let (status, first) = create(admin.access_token.clone(), "admin", None).await;
+    assert_eq!(status, 201, "{first}");
+    let first_key = first["key"].as_str().unwrap().to_owned();
+    // A key creating a key: recorded as its parent.
+    let (status, second) = create(first_key.clone(), "manager", None).await;
+    assert_eq!(status, 201, "{second}");
+    let second_key = second["key"].as_str().unwrap().to_owned();
+    let keys = |token: String| {
+        let app = &app;
+        async move {
+            let (status, list) =
+                call(app, Method::GET, "/api/v1/api-keys", Some(&token), None).await;
+            assert_eq!(status, 200, "{list}");
+            list["items"].as_array().unwrap().clone()
+        }
+    };
+    let listed = keys(owner.access_token.clone()).await;
+    let by_id = |list: &[Value], id: &Value| list.iter().find(|k| k["id"] == *id).unwrap().clone();
+    assert_eq!(by_id(&listed, &second["id"])["parent_key_id"], first["id"]);
+
+    // Demoted to lead: both keys come down to lead, and lose the admin's operations.
+    let member = format!("/api/v1/organization/members/{}", admin.user_id);
+    let (status, _) = call(
+        &app,
+        Method::PATCH,
+        &member,
+        Some(&owner.access_token),
+        Some(json!({"role": "lead"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let listed = keys(owner.access_token.clone()).await;
+    assert_eq!(by_id(&listed, &first["id"])["role"], "lead");
+    assert_eq!(by_id(&listed, &second["id"])["role"], "lead");
+    let (status, _) = call(
+        &app,
+        Method::GET,
+        "/api/v1/api-keys",
+        Some(&first_key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        call(
+            &app,
+            Method::GET,
+            "/api/v1/projects",
+            Some(&second_key),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+
+    // Removed: every key they made, and the keys those made, stop working at once.
+    let (status, _) = call(
+        &app,
+        Method::DELETE,
+        &member,
+        Some(&owner.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    for key in [&first_key, &second_key] {
+        assert_eq!(
+            call(&app, Method::GET, "/api/v1/projects", Some(key), None)
+                .await
+                .0,
+            401
+        );
+    }
+    let listed = keys(owner.access_token.clone()).await;
+    for id in [&first["id"], &second["id"]] {
+        assert_eq!(by_id(&listed, id)["revoked_reason"], "creator_removed");
+    }
+
+    // The organization requires keys to expire within 30 days.
+    let (status, org) = call(
+        &app,
+        Method::PATCH,
+        "/api/v1/organization",
+        Some(&owner.access_token),
+        Some(json!({"settings": {"api_key_max_lifetime_days": 30}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{org}");
+    let in_days =
+        |days: i64| Some((chrono::Utc::now() + chrono::Duration::days(days)).to_rfc3339());
+    for expires_at in [None, in_days(40)] {
+        let (status, refused) = create(owner.access_token.clone(), "member", expires_at).await;
+        assert_eq!(
+            (status.as_u16(), refused["errors"][0]["field"].as_str()),
+            (422, Some("expires_at")),
+            "{refused}"
+        );
+    }
+    let (status, _) = create(owner.access_token.clone(), "member", in_days(10)).await;
+    assert_eq!(status, 201);
+}

@@ -6,7 +6,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde::Deserialize;
 use uuid::Uuid;
 use zoark_core::{
-    access::{ManageApiKeys, Role},
+    access::{Actor, ManageApiKeys, Role},
     db::{
         self,
         api_keys::{self, NewKey},
@@ -35,7 +35,8 @@ pub struct NewApiKey {
     pub name: String,
     /// The role the key acts with; at most your own.
     pub role: RoleName,
-    /// When the key stops working; never when absent. Must be in the future.
+    /// When the key stops working; never when absent. Must be in the future, and within the
+    /// organization's `api_key_max_lifetime_days` when it sets one (then it is required).
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -57,12 +58,17 @@ pub struct ApiKey {
     /// The key's first characters (`zk_` + 8), to recognise it.
     pub prefix: String,
     pub role: String,
-    /// The user who created it.
+    /// The user who created it; a key follows its creator (revoked when they leave, no higher
+    /// than their role).
     pub created_by: Option<Uuid>,
+    /// The API key that created it, when a key did.
+    pub parent_key_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// `revoked` (by hand) or `creator_removed`.
+    pub revoked_reason: Option<String>,
 }
 
 /// A key just created: `key` is shown this once.
@@ -130,6 +136,23 @@ impl ApiKeysApi {
         };
         let key = api_keys::generate();
         let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let organization = db::organizations::get(&mut tx, &granted).await?;
+        if let Some(days) = organization.api_key_max_lifetime_days {
+            let latest = Utc::now() + chrono::Duration::days(i64::from(days));
+            if body.expires_at.is_none_or(|at| at > latest) {
+                return Err(ApiError::Validation(vec![FieldError {
+                    field: "expires_at".into(),
+                    message: format!(
+                        "is required, at most {days} days from now (the organization's \
+                         api_key_max_lifetime_days)"
+                    ),
+                }]));
+            }
+        }
+        let parent_key_id = match granted.actor() {
+            Actor::ApiKey { key_id } => Some(key_id),
+            _ => None,
+        };
         let id = api_keys::insert(
             &mut tx,
             granted.organization_id(),
@@ -139,6 +162,7 @@ impl ApiKeysApi {
                 key: &key,
                 created_by: granted.actor().user_id(),
                 expires_at: body.expires_at,
+                parent_key_id,
             },
         )
         .await?;
@@ -182,10 +206,12 @@ impl ApiKeysApi {
                 prefix: k.prefix,
                 role: k.role,
                 created_by: k.created_by,
+                parent_key_id: k.parent_key_id,
                 created_at: k.created_at,
                 expires_at: k.expires_at,
                 last_used_at: k.last_used_at,
                 revoked_at: k.revoked_at,
+                revoked_reason: k.revoked_reason,
             })
             .collect();
         tx.commit().await?;

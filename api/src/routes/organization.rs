@@ -12,6 +12,7 @@ use zoark_core::{
     },
     db::{
         self,
+        api_keys::CreatorChange,
         audit::{self, Entry},
         invitations::InviteError,
         memberships::ChangeError,
@@ -65,6 +66,8 @@ pub struct OrganizationSettings {
     /// `null`: no limit. Each step reserves its estimated cost first; a run that finds no room
     /// ends `budget_exhausted` before asking.
     pub llm_monthly_budget_micros: Option<i64>,
+    /// When set, every new API key must expire within this many days (1 to 3650).
+    pub api_key_max_lifetime_days: Option<i32>,
 }
 
 impl From<db::organizations::Organization> for Organization {
@@ -81,6 +84,7 @@ impl From<db::organizations::Organization> for Organization {
                 time_zone: o.time_zone,
                 default_sender_email_account_id: o.default_sender_email_account_id,
                 llm_monthly_budget_micros: o.llm_monthly_budget_micros,
+                api_key_max_lifetime_days: o.api_key_max_lifetime_days,
             },
             created_at: o.created_at,
             updated_at: o.updated_at,
@@ -114,6 +118,7 @@ impl poem_openapi::types::Example for OrganizationPatch {
                 time_zone: MaybeUndefined::Value("Europe/London".into()),
                 default_sender_email_account_id: MaybeUndefined::Undefined,
                 llm_monthly_budget_micros: MaybeUndefined::Value(50_000_000),
+                api_key_max_lifetime_days: MaybeUndefined::Value(90),
             }),
         }
     }
@@ -139,6 +144,8 @@ pub struct SettingsPatch {
     pub default_sender_email_account_id: MaybeUndefined<Uuid>,
     #[serde(default)]
     pub llm_monthly_budget_micros: MaybeUndefined<i64>,
+    #[serde(default)]
+    pub api_key_max_lifetime_days: MaybeUndefined<i32>,
 }
 
 /// The largest monthly LLM budget: a billion dollars, in millionths.
@@ -240,6 +247,18 @@ fn parse_patch(body: OrganizationPatch) -> Result<Patch, ApiError> {
                     fields.reject(
                         "settings.llm_monthly_budget_micros",
                         "must be between 0 and 1000000000000000 (a billion dollars)",
+                    );
+                    None
+                }
+            };
+            patch.api_key_max_lifetime_days = match s.api_key_max_lifetime_days {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(days) if (1..=3650).contains(&days) => Some(Some(days)),
+                MaybeUndefined::Value(_) => {
+                    fields.reject(
+                        "settings.api_key_max_lifetime_days",
+                        "must be between 1 and 3650",
                     );
                     None
                 }
@@ -555,8 +574,9 @@ impl OrganizationApi {
 
     /// Change a member's role
     ///
-    /// Needs `members.manage` (admin). 409 `last_admin` when it would leave the organization
-    /// without an admin. Audited as `member.role_changed`.
+    /// The API keys they created (and the keys those keys created) come down to the new role
+    /// when they were above it. Needs `members.manage` (admin). 409 `last_admin` when it would
+    /// leave the organization without an admin. Audited as `member.role_changed`.
     #[oai(
         path = "/members/:user_id",
         method = "patch",
@@ -576,12 +596,22 @@ impl OrganizationApi {
         let previous = db::memberships::change_role(&mut tx, &granted, user_id.0, role)
             .await
             .map_err(member_error)?;
+        // Their keys act no higher than they now may.
+        let keys = db::api_keys::follow_creator(
+            &mut tx,
+            granted.organization_id(),
+            user_id.0,
+            CreatorChange::Role(role),
+        )
+        .await?;
         audit::record_granted(
             &mut tx,
             &granted,
             Entry::new("member.role_changed", &client(req, &state.settings))
                 .on("user", user_id.0)
-                .with(serde_json::json!({ "from": previous, "to": role.as_str() })),
+                .with(serde_json::json!({
+                    "from": previous, "to": role.as_str(), "api_keys_downgraded": keys
+                })),
         )
         .await?;
         let member = db::memberships::get(&mut tx, &granted, user_id.0)
@@ -599,8 +629,9 @@ impl OrganizationApi {
 
     /// Remove a member
     ///
-    /// Removes the user from the organization, ends their sessions in it and disables the agents
-    /// they created (their runs act with their role). Needs
+    /// Removes the user from the organization, ends their sessions in it, revokes the API keys
+    /// they created (and the keys those keys created) and disables the agents they created
+    /// (their runs act with their role). Needs
     /// `members.manage` (admin). 409 `last_admin` for the last admin. Audited as
     /// `member.removed`.
     #[oai(
@@ -623,12 +654,22 @@ impl OrganizationApi {
         // Their agents would act for nobody: disabled until someone takes them over.
         let disabled =
             db::agents::disable_created_by(&mut tx, granted.organization_id(), user_id.0).await?;
+        // Their keys, and the keys those keys created, go with them.
+        let keys = db::api_keys::follow_creator(
+            &mut tx,
+            granted.organization_id(),
+            user_id.0,
+            CreatorChange::Removed,
+        )
+        .await?;
         audit::record_granted(
             &mut tx,
             &granted,
             Entry::new("member.removed", &client(req, &state.settings))
                 .on("user", user_id.0)
-                .with(serde_json::json!({ "role": previous, "agents_disabled": disabled })),
+                .with(serde_json::json!({
+                    "role": previous, "agents_disabled": disabled, "api_keys_revoked": keys
+                })),
         )
         .await?;
         tx.commit().await?;
@@ -638,7 +679,7 @@ impl OrganizationApi {
 
 /// The dotted names of the fields that differ.
 fn changed_fields(before: &Organization, after: &Organization) -> Vec<&'static str> {
-    let pairs: [(&'static str, bool); 7] = [
+    let pairs: [(&'static str, bool); 8] = [
         ("name", before.name != after.name),
         (
             "branding.display_name",
@@ -664,6 +705,10 @@ fn changed_fields(before: &Organization, after: &Organization) -> Vec<&'static s
         (
             "settings.llm_monthly_budget_micros",
             before.settings.llm_monthly_budget_micros != after.settings.llm_monthly_budget_micros,
+        ),
+        (
+            "settings.api_key_max_lifetime_days",
+            before.settings.api_key_max_lifetime_days != after.settings.api_key_max_lifetime_days,
         ),
     ];
     pairs

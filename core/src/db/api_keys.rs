@@ -52,8 +52,9 @@ pub async fn insert(
 ) -> sqlx::Result<Uuid> {
     sqlx::query_scalar!(
         r#"
-        INSERT INTO api_keys (organization_id, created_by, name, prefix, key_hash, role, expires_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        INSERT INTO api_keys
+            (organization_id, created_by, name, prefix, key_hash, role, expires_at, parent_key_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         RETURNING id
         "#,
         organization_id,
@@ -63,6 +64,7 @@ pub async fn insert(
         crate::crypto::token_digest(new.key),
         new.role.as_str(),
         new.expires_at,
+        new.parent_key_id,
     )
     .fetch_one(conn)
     .await
@@ -76,6 +78,8 @@ pub struct NewKey<'a> {
     pub key: &'a str,
     pub created_by: Option<Uuid>,
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The key creating this one, when a key does.
+    pub parent_key_id: Option<Uuid>,
 }
 
 /// The visible part of a key (`zk_` + 8 characters), stored to recognise it in lists.
@@ -91,10 +95,13 @@ pub struct KeyInfo {
     pub prefix: String,
     pub role: String,
     pub created_by: Option<Uuid>,
+    pub parent_key_id: Option<Uuid>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `revoked` (by hand) or `creator_removed`.
+    pub revoked_reason: Option<String>,
 }
 
 /// The organization's keys, newest first, revoked ones included.
@@ -108,7 +115,8 @@ pub async fn list(
     sqlx::query_as!(
         KeyInfo,
         r#"
-        SELECT id, name, prefix, role, created_by, created_at, expires_at, last_used_at, revoked_at
+        SELECT id, name, prefix, role, created_by, parent_key_id, created_at, expires_at,
+               last_used_at, revoked_at, revoked_reason
         FROM api_keys WHERE organization_id = $1 ORDER BY created_at DESC, id DESC
         "#,
         proof.organization_id(),
@@ -140,7 +148,10 @@ pub async fn revoke(
         Some(Some(_)) => Ok(Some(false)),
         Some(None) => {
             sqlx::query!(
-                "UPDATE api_keys SET revoked_at = now() WHERE organization_id = $1 AND id = $2",
+                r#"
+                UPDATE api_keys SET revoked_at = now(), revoked_reason = 'revoked'
+                WHERE organization_id = $1 AND id = $2
+                "#,
                 org,
                 id,
             )
@@ -149,6 +160,64 @@ pub async fn revoke(
             Ok(Some(true))
         }
     }
+}
+
+/// What happened to a member whose keys follow them.
+#[derive(Debug, Clone, Copy)]
+pub enum CreatorChange {
+    /// Removed from the organization: their keys are revoked.
+    Removed,
+    /// Given this role: their keys above it come down to it.
+    Role(crate::access::Role),
+}
+
+/// Makes the live keys `user_id` created in the organization, and the keys those keys created
+/// (and so on), follow the member: revoked with them, or no higher than their new role.
+/// Returns how many keys changed.
+///
+/// # Errors
+/// Database errors.
+pub async fn follow_creator(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    user_id: Uuid,
+    change: CreatorChange,
+) -> sqlx::Result<u64> {
+    // Lowest first: a key's role may only move down this list.
+    let ranks: Vec<String> = crate::access::Role::ALL
+        .iter()
+        .rev()
+        .map(|r| r.as_str().to_owned())
+        .collect();
+    let (revoke, role) = match change {
+        CreatorChange::Removed => (true, None),
+        CreatorChange::Role(role) => (false, Some(role.as_str())),
+    };
+    let changed = sqlx::query!(
+        r#"
+        WITH RECURSIVE owned AS (
+            SELECT id FROM api_keys
+            WHERE organization_id = $1 AND created_by = $2 AND revoked_at IS NULL
+            UNION
+            SELECT k.id FROM api_keys k JOIN owned o ON k.parent_key_id = o.id
+            WHERE k.organization_id = $1 AND k.revoked_at IS NULL
+        )
+        UPDATE api_keys SET
+            revoked_at = CASE WHEN $3 THEN now() ELSE revoked_at END,
+            revoked_reason = CASE WHEN $3 THEN 'creator_removed' ELSE revoked_reason END,
+            role = CASE WHEN $3 THEN role ELSE $4 END
+        WHERE organization_id = $1 AND id IN (SELECT id FROM owned)
+          AND ($3 OR array_position($5::text[], role) > array_position($5::text[], $4))
+        "#,
+        organization_id,
+        user_id,
+        revoke,
+        role,
+        &ranks,
+    )
+    .execute(conn)
+    .await?;
+    Ok(changed.rows_affected())
 }
 
 /// A fresh key: `zk_` + 8 characters of visible prefix + 32 random characters.

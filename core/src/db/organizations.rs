@@ -28,6 +28,7 @@ pub struct Organization {
     pub time_zone: String,
     pub default_sender_email_account_id: Option<Uuid>,
     pub llm_monthly_budget_micros: Option<i64>,
+    pub api_key_max_lifetime_days: Option<i32>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -44,7 +45,8 @@ pub async fn get<P>(
         Organization,
         r#"
         SELECT id, name, display_name, logo_url, primary_color, time_zone,
-               default_sender_email_account_id, llm_monthly_budget_micros, created_at, updated_at
+               default_sender_email_account_id, llm_monthly_budget_micros,
+               api_key_max_lifetime_days, created_at, updated_at
         FROM organizations WHERE id = $1 AND deleted_at IS NULL
         "#,
         proof.organization_id(),
@@ -128,6 +130,7 @@ pub struct Patch {
     pub time_zone: Option<String>,
     pub default_sender_email_account_id: Option<Option<Uuid>>,
     pub llm_monthly_budget_micros: Option<Option<i64>>,
+    pub api_key_max_lifetime_days: Option<Option<i32>>,
 }
 
 /// Applies `patch` and returns the organization before and after.
@@ -151,10 +154,12 @@ pub async fn update(
             primary_color = CASE WHEN $7 THEN $8 ELSE primary_color END,
             time_zone = coalesce($9, time_zone),
             default_sender_email_account_id = CASE WHEN $10 THEN $11 ELSE default_sender_email_account_id END,
-            llm_monthly_budget_micros = CASE WHEN $12 THEN $13 ELSE llm_monthly_budget_micros END
+            llm_monthly_budget_micros = CASE WHEN $12 THEN $13 ELSE llm_monthly_budget_micros END,
+            api_key_max_lifetime_days = CASE WHEN $14 THEN $15 ELSE api_key_max_lifetime_days END
         WHERE id = $1 AND deleted_at IS NULL
         RETURNING id, name, display_name, logo_url, primary_color, time_zone,
-                  default_sender_email_account_id, llm_monthly_budget_micros, created_at, updated_at
+                  default_sender_email_account_id, llm_monthly_budget_micros,
+                  api_key_max_lifetime_days, created_at, updated_at
         "#,
         proof.organization_id(),
         patch.name,
@@ -169,6 +174,8 @@ pub async fn update(
         patch.default_sender_email_account_id.flatten(),
         patch.llm_monthly_budget_micros.is_some(),
         patch.llm_monthly_budget_micros.flatten(),
+        patch.api_key_max_lifetime_days.is_some(),
+        patch.api_key_max_lifetime_days.flatten(),
     )
     .fetch_one(conn)
     .await?;
