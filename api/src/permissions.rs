@@ -18,6 +18,8 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ("auth_password_reset", None),
     ("auth_password_reset_confirm", None),
     ("auth_accept_invitation", None),
+    ("auth_verify_email", None),
+    ("auth_verify_email_resend", Some(a::OwnAccount::NAME)),
     ("auth_logout", Some(a::OwnAccount::NAME)),
     ("auth_me", Some(a::OwnAccount::NAME)),
     ("auth_sessions_list", Some(a::OwnAccount::NAME)),

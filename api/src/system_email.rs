@@ -10,17 +10,11 @@ use zoark_jobs::{Opts, email::SystemTemplate};
 
 use crate::error::ApiError;
 
+pub use zoark_jobs::email::when;
+
 /// A link to the web app's `page` carrying `token`.
 pub fn link(settings: &Settings, page: &str, token: &str) -> String {
-    let mut url = settings.http.public_url.clone();
-    url.set_path(page);
-    url.query_pairs_mut().clear().append_pair("token", token);
-    url.to_string()
-}
-
-/// How expiry times read in emails.
-pub fn when(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M UTC").to_string()
+    zoark_jobs::email::link(&settings.http.public_url, page, token)
 }
 
 /// Enqueues `template` to `to` with `params`, in `conn`'s transaction.

@@ -11,6 +11,7 @@ pub mod broadcasts;
 pub mod deliveries;
 pub mod dev_seed;
 pub mod email_accounts;
+pub mod email_verifications;
 pub mod idempotency;
 pub mod inbound_emails;
 pub mod invitations;

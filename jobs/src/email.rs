@@ -20,6 +20,8 @@ pub enum SystemTemplate {
     Invitation,
     /// Params: `name`, `reset_url`, `expires_at`.
     PasswordReset,
+    /// Confirm the account's address. Params: `name`, `verify_url`, `expires_at`.
+    EmailVerification,
     /// Params: `display_name`, `from_address`, `requested_by`.
     AccountTest,
     /// A task was assigned to the recipient. Params: `assignee_name`, `assigner_name`,
@@ -47,6 +49,7 @@ impl SystemTemplate {
         match self {
             Self::Invitation => "invitation",
             Self::PasswordReset => "password_reset",
+            Self::EmailVerification => "email_verification",
             Self::AccountTest => "account_test",
             Self::TaskAssignment => "task_assignment",
             Self::ApprovalRequest => "approval_request",
@@ -68,6 +71,7 @@ impl SystemTemplate {
                 "expires_at",
             ],
             Self::PasswordReset => &["name", "reset_url", "expires_at"],
+            Self::EmailVerification => &["name", "verify_url", "expires_at"],
             Self::AccountTest => &["display_name", "from_address", "requested_by"],
             Self::TaskAssignment => &[
                 "assignee_name",
@@ -188,6 +192,38 @@ impl Job for SendSystemEmail {
     const QUEUE: &'static str = "email";
     const MAX_ATTEMPTS: i32 = 10;
     const TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+/// A link to the web app's `page` carrying `token` (a single-use token of a system email).
+pub fn link(public_url: &url::Url, page: &str, token: &str) -> String {
+    let mut url = public_url.clone();
+    url.set_path(page);
+    url.query_pairs_mut().clear().append_pair("token", token);
+    url.to_string()
+}
+
+/// How expiry times read in emails.
+pub fn when(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// Someone asked for a password reset link for `email` (`POST /auth/password-reset`). The
+/// request only enqueues this, whether the address has an account or not, so that its answer
+/// and its time say nothing about which addresses exist; the worker looks the account up and,
+/// when there is one, sends the link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestPasswordReset {
+    pub email: String,
+    /// The requester's address and user agent, for the account's audit log.
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl Job for RequestPasswordReset {
+    const NAME: &'static str = "auth.password_reset";
+    const QUEUE: &'static str = "email";
+    const MAX_ATTEMPTS: i32 = 5;
+    const TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 /// A test message through one of the organization's sending accounts, to prove its settings.

@@ -1138,3 +1138,159 @@ async fn api_keys_follow_their_creators_and_an_organization_may_require_them_to_
     let (status, _) = create(owner.access_token.clone(), "member", in_days(10)).await;
     assert_eq!(status, 201);
 }
+
+#[tokio::test]
+async fn an_address_is_confirmed_by_its_link_before_the_platform_invites_in_its_name() {
+    let app = TestApp::spawn().await;
+    let (status, registered) = call(
+        &app,
+        Method::POST,
+        "/api/v1/auth/register",
+        None,
+        Some(
+            json!({"email": "Grace@Example.com", "password": PASSWORD, "name": "Grace",
+                    "organization_name": "Cobol"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{registered}");
+    assert_eq!(registered["user"]["email_verified"], false);
+    let token = registered["access_token"].as_str().unwrap().to_owned();
+    // Everything works, except inviting in the name of an unconfirmed address.
+    let invite = || {
+        call(
+            &app,
+            Method::POST,
+            "/api/v1/organization/invitations",
+            Some(&token),
+            Some(json!({"email": "new@example.com", "role": "member"})),
+        )
+    };
+    let (status, refused) = invite().await;
+    assert_eq!(
+        (status.as_u16(), refused["code"].as_str()),
+        (403, Some("email_unverified")),
+        "{refused}"
+    );
+    assert_eq!(
+        call(&app, Method::GET, "/api/v1/projects", Some(&token), None)
+            .await
+            .0,
+        200
+    );
+    // A second link may be asked for; the first still works, once.
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/auth/verify-email/resend",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let links: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE kind = 'email.send_system'
+           AND args->>'template' = 'email_verification'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(links, 2, "one at registration, one on request");
+    // The newest link is the one followed below; the first stays valid until it expires.
+    let link = fixtures::verification_token(&app, "Grace@Example.com").await;
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/auth/verify-email",
+        None,
+        Some(json!({"token": link})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, me) = call(&app, Method::GET, "/api/v1/auth/me", Some(&token), None).await;
+    assert_eq!(me["user"]["email_verified"], true, "{me}");
+    let (status, created) = invite().await;
+    assert_eq!(status, 201, "{created}");
+    // A spent or made-up token is refused, naming the field.
+    for token in [link.as_str(), "not-a-token"] {
+        let (status, again) = call(
+            &app,
+            Method::POST,
+            "/api/v1/auth/verify-email",
+            None,
+            Some(json!({"token": token})),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), again["errors"][0]["field"].as_str()),
+            (422, Some("token"))
+        );
+    }
+    let (status, already) = call(
+        &app,
+        Method::POST,
+        "/api/v1/auth/verify-email/resend",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), already["code"].as_str()),
+        (409, Some("email_already_verified"))
+    );
+}
+
+#[tokio::test]
+async fn a_password_reset_request_does_the_same_work_for_known_and_unknown_addresses() {
+    let app = TestApp::spawn().await;
+    fixtures::register(&app, "ada@example.com", "Engines").await;
+    let request = |email: &'static str| {
+        let app = &app;
+        async move {
+            let started = std::time::Instant::now();
+            let response = app
+                .post_json("/api/v1/auth/password-reset", &json!({"email": email}))
+                .await;
+            assert_eq!(response.status(), 202);
+            started.elapsed()
+        }
+    };
+    // Warm up, then measure in pairs (alternating which goes first), so that both of a pair
+    // see the same machine; the median of the pairs' ratios is what the addresses cost.
+    request("warm@example.com").await;
+    let mut ratios = Vec::new();
+    for i in 0..25 {
+        let (known, unknown) = if i % 2 == 0 {
+            let k = request("ada@example.com").await;
+            (k, request("nobody@example.com").await)
+        } else {
+            let u = request("nobody@example.com").await;
+            (request("ada@example.com").await, u)
+        };
+        ratios.push(known.as_secs_f64() / unknown.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios[ratios.len() / 2];
+    assert!(
+        (ratio - 1.0).abs() < 0.2,
+        "known / unknown = {ratio:.3} (pairs: {ratios:.3?})"
+    );
+    // Each request is one job; the worker sends a link to the known address only.
+    let jobs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE kind = 'auth.password_reset'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(jobs, 51);
+    app.drain_jobs(std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let sent: Vec<String> = sqlx::query_scalar(
+        "SELECT args->>'to' FROM jobs WHERE kind = 'email.send_system'
+           AND args->>'template' = 'password_reset'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(sent, ["ada@example.com"], "one link, at most one a minute");
+}

@@ -9,19 +9,20 @@ use zoark_tests::TestApp;
 
 /// Tables that are not owned by one organization, each for a reason.
 const GLOBAL_TABLES: &[&str] = &[
-    "organizations",         // the tenants themselves
-    "users",                 // one identity may belong to several organizations through memberships
+    "organizations",             // the tenants themselves
+    "users", // one identity may belong to several organizations through memberships
     "password_reset_tokens", // a password belongs to the user, not to one organization
-    "backups",               // whole-database backups are the platform's, not a tenant's
-    "jobs",        // tenant jobs carry organization_id; platform jobs (maintenance) have none
+    "email_verification_tokens", // likewise, an address
+    "backups", // whole-database backups are the platform's, not a tenant's
+    "jobs",  // tenant jobs carry organization_id; platform jobs (maintenance) have none
     "job_workers", // worker processes serve every tenant
-    "cron_ticks",  // the static cron table is the platform's
+    "cron_ticks", // the static cron table is the platform's
     "job_diagnostics", // written by diagnostic job kinds, not tenant data
     "login_throttle", // failed sign-ins are counted before any tenant is known
     "queue_pauses", // an organization's pause, or an operator's for every organization (NULL)
     "job_event_watchers", // whether an operator watches platform job events: the platform's
     "job_tallies", // like jobs: tenant rows carry organization_id, platform rows none
-    "job_counts",  // likewise (folded from job_tallies)
+    "job_counts", // likewise (folded from job_tallies)
     "job_throughput", // likewise
 ];
 

@@ -1118,8 +1118,10 @@ async fn a_task_changing_column_and_a_decided_approval_are_sent_and_a_reorder_is
         Method::POST,
         "/api/v1/approval-templates",
         token,
-        Some(json!({"name": "Sign-off", "subject_type": "task",
-                    "stages": [{"name": "Lead", "approver_email": "lead@engines.test"}]})),
+        Some(
+            json!({"name": "Sign-off", "subject_type": "task", "allow_self_approval": true,
+                    "stages": [{"name": "Lead", "approver_email": "lead@engines.test"}]}),
+        ),
     )
     .await;
     assert_eq!(status, 201, "{template}");

@@ -17,7 +17,10 @@ use zoark_core::{
     identity::{EmailAddress, MAX_PASSWORD_BYTES, Name, NewPassword},
 };
 
-use zoark_jobs::{Opts, email::SystemTemplate};
+use zoark_jobs::{
+    Opts,
+    email::{RequestPasswordReset, SystemTemplate},
+};
 
 use crate::{
     auth::{BearerAuth, client},
@@ -112,6 +115,23 @@ impl poem_openapi::types::Example for PasswordResetRequest {
     }
 }
 
+/// `POST /auth/verify-email`.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(example)]
+pub struct VerifyEmail {
+    /// The token from the verification email's link.
+    pub token: String,
+}
+
+impl poem_openapi::types::Example for VerifyEmail {
+    fn example() -> Self {
+        Self {
+            token: "Q2hlY2sgeW91ciBpbmJveCBmb3IgdGhlIGxpbms".into(),
+        }
+    }
+}
+
 /// `POST /auth/password-reset/confirm`.
 #[derive(Debug, Object, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +187,10 @@ pub struct User {
     pub id: Uuid,
     pub email: String,
     pub name: String,
+    /// Whether the address is confirmed (through the link emailed at registration, an accepted
+    /// invitation or a password reset). Until it is, the platform sends no invitation on the
+    /// account's behalf.
+    pub email_verified: bool,
 }
 
 impl From<db::users::Profile> for User {
@@ -175,8 +199,32 @@ impl From<db::users::Profile> for User {
             id: p.id,
             email: p.email,
             name: p.name,
+            email_verified: p.email_verified,
         }
     }
+}
+
+/// Emails `user_id` a link confirming their address, in `tx`.
+async fn send_verification(
+    tx: &mut sqlx::PgConnection,
+    state: &AppState,
+    user_id: Uuid,
+) -> Result<(), ApiError> {
+    let (token, expires_at) = db::email_verifications::create(tx, user_id).await?;
+    let profile = db::users::profile(tx, user_id).await?;
+    system_email::enqueue(
+        tx,
+        &state.settings,
+        &profile.email,
+        SystemTemplate::EmailVerification,
+        &serde_json::json!({
+            "name": profile.name,
+            "verify_url": system_email::link(&state.settings, "/verify-email", &token),
+            "expires_at": system_email::when(expires_at),
+        }),
+        Opts::platform(),
+    )
+    .await
 }
 
 /// An organization, briefly.
@@ -488,6 +536,7 @@ impl AuthApi {
         )
         .await?;
         db::users::touch_login(&mut tx, user_id).await?;
+        send_verification(&mut tx, &state, user_id).await?;
         let actor = Actor::User {
             user_id,
             session_id: refresh.session_id,
@@ -506,6 +555,7 @@ impl AuthApi {
                 id: user_id,
                 email: email.to_string(),
                 name: name.as_str().to_owned(),
+                email_verified: false,
             },
             OrganizationRef {
                 id: organization_id,
@@ -649,39 +699,71 @@ impl AuthApi {
         req: &Request,
         body: JsonBody<PasswordResetRequest>,
     ) -> Result<Accepted, ApiError> {
+        // The same work for every address, known or not: one job, which the worker looks up.
         let client = client(req, &state.settings);
-        let mut tx = tenant::system(&state.pool).await?;
-        let user = match EmailAddress::parse(&body.0.email) {
-            Ok(email) => db::users::for_login(&mut tx, email.as_str()).await?,
-            Err(_) => None,
+        let job = RequestPasswordReset {
+            email: body.0.email.trim().chars().take(320).collect(),
+            ip: client.ip,
+            user_agent: client.user_agent().map(str::to_owned),
         };
-        if let Some(user) = user.filter(|u| !u.disabled)
-            && let Some((token, expires_at)) = password_resets::create(&mut tx, user.id).await?
-        {
-            let profile = db::users::profile(&mut tx, user.id).await?;
-            system_email::enqueue(
-                &mut tx,
-                &state.settings,
-                &profile.email,
-                SystemTemplate::PasswordReset,
-                &serde_json::json!({
-                    "name": profile.name,
-                    "reset_url": system_email::link(&state.settings, "/reset-password", &token),
-                    "expires_at": system_email::when(expires_at),
-                }),
-                Opts::platform(),
-            )
-            .await?;
-            if let Some(home) = db::memberships::for_login(&mut tx, user.id, None).await? {
-                audit::record(
-                    &mut tx,
-                    home.organization_id,
-                    None,
-                    Entry::new("auth.password_reset_requested", &client).on("user", user.id),
-                )
-                .await?;
-            }
+        let mut conn = state.pool.acquire().await?;
+        zoark_jobs::enqueue(&mut conn, &job, Opts::platform())
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        Ok(Accepted::Accepted)
+    }
+
+    /// Confirm your email address
+    ///
+    /// Spends the token of the link emailed at registration (or by `verify-email/resend`) and
+    /// marks the address it was sent to as confirmed. 422 naming `token` for an unknown, used or
+    /// expired token, or one sent to an address the account no longer has.
+    #[oai(
+        path = "/verify-email",
+        method = "post",
+        operation_id = "auth_verify_email"
+    )]
+    async fn verify_email(
+        &self,
+        state: Data<&AppState>,
+        body: JsonBody<VerifyEmail>,
+    ) -> Result<NoContent, ApiError> {
+        let mut tx = tenant::system(&state.pool).await?;
+        db::email_verifications::consume(&mut tx, &body.0.token)
+            .await?
+            .ok_or_else(|| invalid_token("email verification"))?;
+        tx.commit().await?;
+        Ok(NoContent::NoContent)
+    }
+
+    /// Email me a new confirmation link
+    ///
+    /// Sends a new link confirming the signed-in user's address (links live 48 hours). 409
+    /// `email_already_verified` when it is confirmed. Not for API keys.
+    #[oai(
+        path = "/verify-email/resend",
+        method = "post",
+        operation_id = "auth_verify_email_resend"
+    )]
+    async fn verify_email_resend(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+    ) -> Result<Accepted, ApiError> {
+        let granted = auth.grant::<OwnAccount>(&state).await?;
+        let Some(user_id) = granted.actor().user_id() else {
+            return Err(ApiError::Forbidden(
+                "an API key has no email address to confirm".into(),
+            ));
+        };
+        let mut tx = tenant::system(&state.pool).await?;
+        if db::email_verifications::is_verified(&mut tx, user_id).await? {
+            return Err(ApiError::Conflict {
+                code: "email_already_verified",
+                detail: "Your address is already confirmed.".into(),
+            });
         }
+        send_verification(&mut tx, &state, user_id).await?;
         tx.commit().await?;
         Ok(Accepted::Accepted)
     }
@@ -731,6 +813,8 @@ impl AuthApi {
             return Err(invalid_token("password reset"));
         }
         db::users::set_password(&mut tx, user_id, &hash).await?;
+        // The link reached the mailbox: the address is the user's.
+        db::email_verifications::mark_verified(&mut tx, user_id).await?;
         let revoked = sessions::revoke_all_of_user(&mut tx, user_id, "password_reset").await?;
         login_throttle::clear_account(&mut tx, &profile.email).await?;
         if let Some(home) = db::memberships::for_login(&mut tx, user_id, None).await? {
@@ -853,6 +937,8 @@ impl AuthApi {
             Err(e) => return Err(e.into()),
         }
         db::invitations::mark_accepted(&mut tx, invitation.id, user_id).await?;
+        // The invitation reached the mailbox: the address is the user's.
+        db::email_verifications::mark_verified(&mut tx, user_id).await?;
         let refresh = sessions::create(
             &mut tx,
             invitation.organization_id,
@@ -928,14 +1014,7 @@ impl AuthApi {
                 session_id,
             } => {
                 let p = db::users::profile(&mut tx, user_id).await?;
-                (
-                    Some(User {
-                        id: p.id,
-                        email: p.email,
-                        name: p.name,
-                    }),
-                    Some(session_id),
-                )
+                (Some(User::from(p)), Some(session_id))
             }
             Actor::ApiKey { .. } | Actor::Agent { .. } => (None, None),
         };

@@ -466,7 +466,8 @@ impl OrganizationApi {
     /// Invite someone
     ///
     /// Emails a single-use link (valid 7 days) that joins the organization with `role`, at most
-    /// your own. 409 `already_member` or `invitation_pending` for that address. Needs
+    /// your own. 409 `already_member` or `invitation_pending` for that address; 403
+    /// `email_unverified` until the inviter has confirmed their own address. Needs
     /// `members.invite` (manager). Audited as `member.invited`.
     #[oai(
         path = "/invitations",
@@ -492,6 +493,17 @@ impl OrganizationApi {
             return Err(ApiError::Internal(anyhow::anyhow!("parsed email missing")));
         };
         let mut tx = tenant::begin(&state.pool, &granted).await?;
+        // No invitation goes out in the name of an address nobody has proved to own.
+        if let Some(user_id) = granted.actor().user_id()
+            && !db::email_verifications::is_verified(&mut tx, user_id).await?
+        {
+            return Err(ApiError::Refused {
+                code: "email_unverified",
+                detail: "Confirm your email address first (the link we emailed you, or POST \
+                         /api/v1/auth/verify-email/resend for a new one); then invite."
+                    .into(),
+            });
+        }
         let created = db::invitations::create(&mut tx, &granted, email.as_str(), role)
             .await
             .map_err(|e| match e {

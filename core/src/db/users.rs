@@ -73,6 +73,8 @@ pub struct Profile {
     pub id: Uuid,
     pub email: String,
     pub name: String,
+    /// Whether the account proved it receives mail at `email`.
+    pub email_verified: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub last_login_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -84,7 +86,11 @@ pub struct Profile {
 pub async fn profile(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<Profile> {
     sqlx::query_as!(
         Profile,
-        "SELECT id, email, name, created_at, last_login_at FROM users WHERE id = $1",
+        r#"
+        SELECT id, email, name, email_verified_at IS NOT NULL AS "email_verified!", created_at,
+               last_login_at
+        FROM users WHERE id = $1
+        "#,
         user_id,
     )
     .fetch_one(conn)

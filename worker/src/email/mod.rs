@@ -38,6 +38,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/password_reset.txt"),
     ),
     (
+        "email_verification.html",
+        include_str!("templates/email_verification.html"),
+    ),
+    (
+        "email_verification.txt",
+        include_str!("templates/email_verification.txt"),
+    ),
+    (
         "account_test.html",
         include_str!("templates/account_test.html"),
     ),
@@ -88,6 +96,7 @@ fn subject_template(template: SystemTemplate) -> &'static str {
             "{{ inviter_name }} invited you to {{ organization_name }} on Zoark"
         }
         SystemTemplate::PasswordReset => "Reset your Zoark password",
+        SystemTemplate::EmailVerification => "Confirm your email address for Zoark",
         SystemTemplate::AccountTest => "Zoark test message from {{ display_name }}",
         SystemTemplate::TaskAssignment => "{{ assigner_name }} assigned you: {{ task_title }}",
         SystemTemplate::ApprovalRequest => {
@@ -256,6 +265,11 @@ mod tests {
                 json!({"recipient_name": "Grace", "title": "Renew the lease",
                        "body": HOSTILE, "due_at": "2026-12-24 09:00 UTC",
                        "url": "https://zoark.example/reminders/1"}),
+            ),
+            (
+                SystemTemplate::EmailVerification,
+                json!({"name": HOSTILE, "verify_url": "https://zoark.example/verify-email?token=t",
+                       "expires_at": "2026-12-07 10:00 UTC"}),
             ),
             (
                 SystemTemplate::TimesheetReminder,

@@ -1,12 +1,16 @@
 //! `email.send_system`: opens the sealed parameters, renders the template with the branding of
 //! the job's organization (Zoark's own for platform jobs such as password resets), sends it.
+//! `auth.password_reset`: a reset link requested for an address, sent when it has an account.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use uuid::Uuid;
 use zoark_core::db::organizations::{self, Branding};
-use zoark_jobs::email::SendSystemEmail;
+use zoark_jobs::{
+    Opts,
+    email::{RequestPasswordReset, SendSystemEmail, SystemTemplate},
+};
 
 use crate::{
     WorkerContext,
@@ -15,6 +19,10 @@ use crate::{
 };
 
 pub fn register(registry: Registry, ctx: &WorkerContext) -> Registry {
+    let resets = ctx.clone();
+    let registry = registry.register(move |job: RequestPasswordReset, _run: JobContext| {
+        password_reset(resets.clone(), job)
+    });
     // One transport (and SMTP connection pool) per worker process.
     let mailer = Mailer::from_settings(&ctx.settings.email).map(Arc::new);
     let ctx = ctx.clone();
@@ -60,4 +68,64 @@ pub(crate) async fn branding(
         .await
         .context("loading the organization's branding")?
         .unwrap_or_else(Branding::zoark))
+}
+
+/// Sends a reset link when the address has an enabled account (at most one a minute); an
+/// unknown address ends the job quietly, as the request's answer did.
+async fn password_reset(ctx: WorkerContext, job: RequestPasswordReset) -> crate::engine::JobResult {
+    use zoark_core::db::{audit, memberships, password_resets, users};
+    let Ok(email) = zoark_core::identity::EmailAddress::parse(&job.email) else {
+        return Ok(());
+    };
+    let mut tx = ctx.pool.begin().await.context("beginning a transaction")?;
+    let user = users::for_login(&mut tx, email.as_str())
+        .await
+        .context("looking the account up")?;
+    let Some(user) = user.filter(|u| !u.disabled) else {
+        return Ok(());
+    };
+    let Some((token, expires_at)) = password_resets::create(&mut tx, user.id)
+        .await
+        .context("creating the reset link")?
+    else {
+        // One was sent less than a minute ago.
+        return Ok(());
+    };
+    let profile = users::profile(&mut tx, user.id)
+        .await
+        .context("loading the account")?;
+    let params = serde_json::json!({
+        "name": profile.name,
+        "reset_url": zoark_jobs::email::link(&ctx.settings.http.public_url, "/reset-password", &token),
+        "expires_at": zoark_jobs::email::when(expires_at),
+    });
+    zoark_jobs::email::enqueue_system(
+        &mut tx,
+        &ctx.settings.encryption_key,
+        &profile.email,
+        SystemTemplate::PasswordReset,
+        &params,
+        Opts::platform(),
+    )
+    .await
+    .context("enqueueing the reset email")?;
+    if let Some(home) = memberships::for_login(&mut tx, user.id, None)
+        .await
+        .context("finding the account's organization")?
+    {
+        let client = audit::Client {
+            ip: job.ip,
+            user_agent: job.user_agent.clone(),
+        };
+        audit::record(
+            &mut tx,
+            home.organization_id,
+            None,
+            audit::Entry::new("auth.password_reset_requested", &client).on("user", user.id),
+        )
+        .await
+        .context("recording the request")?;
+    }
+    tx.commit().await.context("committing")?;
+    Ok(())
 }
