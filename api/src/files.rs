@@ -2,9 +2,12 @@
 //!
 //! An upload is a `multipart/form-data` body that [`UploadBody`] does not read until the handler
 //! has authorized the caller (so a 401/403/404 never costs reading 50 MB). [`UploadBody::read`]
-//! then enforces `ZOARK_MAX_UPLOAD_BYTES` while reading (413, nothing stored), sniffs the bytes
-//! against the allow-list of `zoark_core::files` (415) and hashes them; [`put`] writes the object
-//! under an unguessable per-organization key. [`FileBody`] serves a file back as an attachment.
+//! then takes one of the replica's upload slots (`ZOARK_MAX_CONCURRENT_UPLOADS`; 503 after 5 s
+//! without one), streams the file to a temporary file while it enforces
+//! `ZOARK_MAX_UPLOAD_BYTES` (413, nothing stored), sniffs it chunk by chunk against the
+//! allow-list of `zoark_core::files` (415) and hashes it; [`put`] streams it to the object store
+//! under an unguessable per-organization key. No upload is ever held whole in memory.
+//! [`FileBody`] serves a file back as an attachment.
 
 use std::{
     collections::{BTreeMap, btree_map::Entry},
@@ -24,9 +27,9 @@ use poem_openapi::{
     registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry},
 };
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
-use zoark_core::files::{self, Accept, FileType};
+use zoark_core::files::{self, Accept, FileType, Sniffer};
 
 use crate::{
     error::{ApiError, FieldError},
@@ -117,16 +120,88 @@ impl<'a, T: Payload + Send> ApiExtractor<'a> for UploadBody<T> {
     }
 }
 
-/// A file received, checked and hashed, with the form's text fields.
+/// A file received, checked and hashed, with the form's text fields. The file waits in a
+/// temporary file, removed (and the upload slot freed) when this is dropped.
 #[derive(Debug)]
 pub struct Received {
     /// Sanitised: no path, no control characters, at most 255 characters.
     pub filename: String,
-    pub bytes: Bytes,
+    spool: tempfile::TempPath,
+    /// Bytes of the file.
+    pub size: u64,
     pub sha256: [u8; 32],
     pub file_type: FileType,
     /// The text fields that were sent, by name.
     pub fields: BTreeMap<String, String>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How long a request waits for an upload slot before it is told to come back.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A file field as it streamed to disk.
+struct Spooled {
+    filename: String,
+    spool: tempfile::TempPath,
+    sniffer: Sniffer,
+    sha256: [u8; 32],
+}
+
+/// Streams `reader` to a new temporary file, at most `limit` bytes (`None` when there were
+/// more), hashing and sniffing it on the way.
+async fn spool(
+    reader: impl tokio::io::AsyncRead + Send,
+    filename: String,
+    limit: u64,
+) -> Result<Option<Spooled>, ApiError> {
+    let failed =
+        |e: std::io::Error| ApiError::Internal(anyhow::Error::new(e).context("spooling an upload"));
+    let (file, path) = tempfile::NamedTempFile::new().map_err(failed)?.into_parts();
+    let mut out = tokio::fs::File::from_std(file);
+    let mut reader = std::pin::pin!(reader);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut hasher = Sha256::new();
+    let mut sniffer = Sniffer::default();
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| bad_form(format!("the body could not be read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        sniffer.feed(chunk);
+        if sniffer.size() > limit {
+            return Ok(None);
+        }
+        hasher.update(chunk);
+        out.write_all(chunk).await.map_err(failed)?;
+    }
+    out.flush().await.map_err(failed)?;
+    Ok(Some(Spooled {
+        filename,
+        spool: path,
+        sniffer,
+        sha256: hasher.finalize().into(),
+    }))
+}
+
+/// Whether the file at `path` (after a UTF-8 byte order mark) is one JSON value, read as a
+/// stream.
+fn json_file_parses(path: &std::path::Path) -> bool {
+    use std::io::BufRead as _;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut reader = std::io::BufReader::new(file);
+    if reader
+        .fill_buf()
+        .is_ok_and(|head| head.starts_with(b"\xEF\xBB\xBF"))
+    {
+        reader.consume(3);
+    }
+    serde_json::from_reader::<_, serde::de::IgnoredAny>(reader).is_ok()
 }
 
 fn bad_form(message: impl Into<String>) -> ApiError {
@@ -169,10 +244,11 @@ impl<T> UploadBody<T> {
     /// 422 for a missing or empty file or an unknown or repeated field, 400 for a broken body.
     pub async fn read(
         self,
-        max_bytes: u64,
+        state: &AppState,
         text_fields: &[&str],
         accept: Accept,
     ) -> Result<Received, ApiError> {
+        let max_bytes = state.settings.storage.max_upload_bytes;
         let too_large = ApiError::PayloadTooLarge { limit: max_bytes };
         // A declared length far beyond the limit is refused before reading anything; the form's
         // own framing gets a generous allowance.
@@ -182,8 +258,17 @@ impl<T> UploadBody<T> {
         {
             return Err(too_large);
         }
+        let slot = tokio::time::timeout(SLOT_WAIT, state.upload_slots.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| ApiError::Unavailable {
+                code: "uploads_busy",
+                detail: "This server is receiving as many uploads as it may; retry in a moment."
+                    .into(),
+            })?;
         let mut multipart = self.multipart.map_err(multipart_error)?;
-        let mut file: Option<(String, Vec<u8>)> = None;
+        let mut file: Option<Spooled> = None;
         let mut fields = BTreeMap::new();
         let mut problems = crate::error::Fields::default();
         while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
@@ -194,10 +279,10 @@ impl<T> UploadBody<T> {
                     continue;
                 }
                 let filename = files::safe_filename(field.file_name().unwrap_or_default());
-                let bytes = read_bounded(field.into_async_read(), max_bytes)
+                let spooled = spool(field.into_async_read(), filename, max_bytes)
                     .await?
                     .ok_or(ApiError::PayloadTooLarge { limit: max_bytes })?;
-                file = Some((filename, bytes));
+                file = Some(spooled);
             } else if !text_fields.contains(&name.as_str()) {
                 problems.reject(&name, "unknown field");
             } else {
@@ -215,8 +300,8 @@ impl<T> UploadBody<T> {
                 }
             }
         }
-        let (filename, bytes) = match file {
-            Some((_, bytes)) if bytes.is_empty() => {
+        let file = match file {
+            Some(file) if file.sniffer.size() == 0 => {
                 problems.reject(FILE_FIELD, "is empty");
                 return Err(problems.finish().err().unwrap_or_else(|| bad_form("empty")));
             }
@@ -230,9 +315,29 @@ impl<T> UploadBody<T> {
             }
         };
         problems.finish()?;
-        let file_type = files::sniff_accepted(&bytes, &filename, accept).map_err(|e| {
-            ApiError::UnsupportedMediaType(match (accept, files::sniff(&bytes, &filename)) {
-                (Accept::Only(only), Ok(found)) => format!(
+        // The type: from the file's first bytes and what streaming saw; JSON read back from disk.
+        let Spooled {
+            filename,
+            spool,
+            sniffer,
+            sha256,
+        } = file;
+        let (spool, sniffer, checked) = tokio::task::spawn_blocking(move || {
+            let checked = sniffer.accepted(&filename, accept, || json_file_parses(&spool));
+            let refused_as = checked
+                .is_err()
+                .then(|| sniffer.file_type(&filename, || json_file_parses(&spool)));
+            (
+                spool,
+                sniffer,
+                checked.map(|t| (t, filename)).map_err(|e| (e, refused_as)),
+            )
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+        let (file_type, filename) = checked.map_err(|(e, found)| {
+            ApiError::UnsupportedMediaType(match (accept, found) {
+                (Accept::Only(only), Some(Ok(found))) => format!(
                     "the file must be {}; its bytes are {}",
                     only.mime(),
                     found.mime()
@@ -240,13 +345,14 @@ impl<T> UploadBody<T> {
                 _ => format!("the file is not accepted: {e}"),
             })
         })?;
-        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
         Ok(Received {
             filename,
-            bytes: Bytes::from(bytes),
+            spool,
+            size: sniffer.size(),
             sha256,
             file_type,
             fields,
+            _slot: slot,
         })
     }
 }
@@ -274,7 +380,7 @@ pub async fn put(
         .full_key(&files::new_object_name(organization_id));
     state
         .uploads
-        .put(&key, file.bytes.clone())
+        .put_file(&key, &file.spool)
         .await
         .map_err(storage_error)?;
     Ok(key)

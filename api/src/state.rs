@@ -26,6 +26,9 @@ impl AppState {
         let uploads = zoark_core::storage::uploads(&settings.storage)?;
         let embedder = zoark_embed::provider::Embedder::from_settings(&settings.embeddings)?;
         Ok(Self {
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(
+                settings.storage.max_concurrent_uploads as usize,
+            )),
             uploads,
             embedder,
             events: crate::events::EventHub::start(pool.clone()),
@@ -55,6 +58,8 @@ pub struct AppState {
     pub tenant_http: reqwest::Client,
     /// Where uploaded files go: `ZOARK_STORAGE_DIR`, or the S3 bucket when configured.
     pub uploads: zoark_core::storage::Location,
+    /// One permit per upload being received (`ZOARK_MAX_CONCURRENT_UPLOADS`).
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
     /// Embeds search queries: the provider the documents were indexed with.
     pub embedder: zoark_embed::provider::Embedder,
 }

@@ -58,49 +58,185 @@ pub struct Unsupported(pub &'static str);
 /// # Errors
 /// [`Unsupported`] for anything off the allow-list.
 pub fn sniff(bytes: &[u8], filename: &str) -> Result<FileType, Unsupported> {
-    const OLE: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
-    // Stricter than readers that look anywhere in the first KiB: the header comes first.
-    if bytes.starts_with(b"%PDF-") {
-        return Ok(FileType::Pdf);
+    let mut sniffer = Sniffer::default();
+    sniffer.feed(bytes);
+    sniffer.file_type(filename, || json_parses(bytes))
+}
+
+/// Whether `bytes` (after a UTF-8 byte order mark) are one JSON value.
+fn json_parses(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes.strip_prefix(BOM).unwrap_or(bytes))
+        .is_ok()
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// How many leading bytes decide a binary type.
+pub const HEAD_BYTES: usize = 64 * 1024;
+/// Tags that make text a page a browser would run (matched case-insensitively anywhere).
+const MARKUP: [&[u8]; 5] = [b"<!doctype html", b"<html", b"<script", b"<svg", b"<iframe"];
+/// The longest of [`MARKUP`], less one: what a chunk keeps for a tag cut across chunks.
+const MARKUP_OVERLAP: usize = 13;
+
+/// [`sniff`] over a file that arrives in chunks, holding only its first [`HEAD_BYTES`] and a
+/// few bytes of state: uploads stream to storage instead of being held whole in memory.
+#[derive(Debug, Default)]
+pub struct Sniffer {
+    head: Vec<u8>,
+    size: u64,
+    invalid_utf8: bool,
+    /// An incomplete UTF-8 sequence at the end of the last chunk.
+    pending: Vec<u8>,
+    nul: bool,
+    markup: bool,
+    /// The last bytes seen, lower-cased, for a tag cut across chunks.
+    window: Vec<u8>,
+}
+
+impl Sniffer {
+    /// Takes the next chunk of the file.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let room = HEAD_BYTES.saturating_sub(self.head.len());
+        self.head
+            .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        self.size += chunk.len() as u64;
+        if !self.invalid_utf8 {
+            let mut bytes = std::mem::take(&mut self.pending);
+            bytes.extend_from_slice(chunk);
+            if let Err(e) = std::str::from_utf8(&bytes) {
+                match e.error_len() {
+                    Some(_) => self.invalid_utf8 = true,
+                    None => {
+                        self.pending = bytes.get(e.valid_up_to()..).unwrap_or_default().to_vec();
+                    }
+                }
+            }
+        }
+        self.nul |= chunk.contains(&0);
+        if !self.markup {
+            let mut scan = std::mem::take(&mut self.window);
+            scan.extend(chunk.iter().map(u8::to_ascii_lowercase));
+            self.markup = MARKUP
+                .iter()
+                .any(|tag| scan.windows(tag.len()).any(|w| w == *tag));
+            let keep = scan.len().saturating_sub(MARKUP_OVERLAP);
+            self.window = scan.split_off(keep);
+        }
     }
-    if bytes.starts_with(&OLE) {
-        return if infer::doc::is_doc(bytes) {
-            Ok(FileType::Doc)
-        } else if infer::doc::is_xls(bytes) {
-            Ok(FileType::Xls)
-        } else {
-            Err(Unsupported(
-                "an OLE compound file that is neither a Word nor an Excel document",
-            ))
-        };
+
+    /// Bytes fed so far.
+    pub fn size(&self) -> u64 {
+        self.size
     }
-    if infer::archive::is_zip(bytes) {
-        return Ok(if infer::doc::is_docx(bytes) {
-            FileType::Docx
-        } else if infer::doc::is_xlsx(bytes) {
-            FileType::Xlsx
-        } else {
-            FileType::Zip
-        });
+
+    /// Whether every byte so far was UTF-8 text without NUL.
+    fn is_text(&self) -> bool {
+        !self.invalid_utf8 && self.pending.is_empty() && !self.nul
     }
-    let text = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
-        .map_err(|_| Unsupported("not PDF, Word, Excel, ZIP or UTF-8 text"))?;
-    if text.contains('\0') {
-        return Err(Unsupported("text must not contain NUL characters"));
+
+    /// The allow-listed type of the whole file; `json_parses` is asked (once, at most) whether
+    /// the file is one JSON value when its name says `.json` and it is text.
+    ///
+    /// # Errors
+    /// [`Unsupported`] for anything off the allow-list.
+    pub fn file_type(
+        &self,
+        filename: &str,
+        json_parses: impl FnOnce() -> bool,
+    ) -> Result<FileType, Unsupported> {
+        const OLE: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+        let head = self.head.as_slice();
+        // Stricter than readers that look anywhere in the first KiB: the header comes first.
+        if head.starts_with(b"%PDF-") {
+            return Ok(FileType::Pdf);
+        }
+        if head.starts_with(&OLE) {
+            return if infer::doc::is_doc(head) {
+                Ok(FileType::Doc)
+            } else if infer::doc::is_xls(head) {
+                Ok(FileType::Xls)
+            } else {
+                Err(Unsupported(
+                    "an OLE compound file that is neither a Word nor an Excel document",
+                ))
+            };
+        }
+        if infer::archive::is_zip(head) {
+            return Ok(if infer::doc::is_docx(head) {
+                FileType::Docx
+            } else if infer::doc::is_xlsx(head) {
+                FileType::Xlsx
+            } else {
+                FileType::Zip
+            });
+        }
+        if self.invalid_utf8 || !self.pending.is_empty() {
+            return Err(Unsupported("not PDF, Word, Excel, ZIP or UTF-8 text"));
+        }
+        if self.nul {
+            return Err(Unsupported("text must not contain NUL characters"));
+        }
+        if self.markup {
+            return Err(Unsupported("HTML and SVG are not accepted"));
+        }
+        let extension = extension(filename);
+        Ok(match extension.as_str() {
+            "csv" => FileType::Csv,
+            "json" if json_parses() => FileType::Json,
+            "xml"
+                if String::from_utf8_lossy(head.strip_prefix(BOM).unwrap_or(head))
+                    .trim_start()
+                    .starts_with('<') =>
+            {
+                FileType::Xml
+            }
+            _ => FileType::Text,
+        })
     }
-    if looks_like_markup(text) {
-        return Err(Unsupported("HTML and SVG are not accepted"));
+
+    /// The file's type if `accept` takes it (see [`sniff_accepted`]).
+    ///
+    /// # Errors
+    /// [`Unsupported`] for anything `accept` does not take.
+    pub fn accepted(
+        &self,
+        filename: &str,
+        accept: Accept,
+        json_parses: impl FnOnce() -> bool,
+    ) -> Result<FileType, Unsupported> {
+        const DOCUMENTS: &str =
+            "the knowledge base indexes PDF, DOCX, HTML, Markdown, plain text, CSV and JSON";
+        let found = self.file_type(filename, json_parses);
+        match accept {
+            Accept::Uploads => found,
+            Accept::Only(only) => match found? {
+                found if found == only => Ok(found),
+                _ => Err(Unsupported("the file is not of the one accepted type")),
+            },
+            Accept::Documents => match found {
+                Ok(FileType::Text) if matches!(extension(filename).as_str(), "md" | "markdown") => {
+                    Ok(FileType::Markdown)
+                }
+                Ok(
+                    found @ (FileType::Pdf
+                    | FileType::Docx
+                    | FileType::Text
+                    | FileType::Csv
+                    | FileType::Json),
+                ) => Ok(found),
+                Ok(_) => Err(Unsupported(DOCUMENTS)),
+                // HTML is read for its text only and served back as an attachment.
+                Err(_) if self.is_text() && self.markup => Ok(FileType::Html),
+                Err(refused) => Err(refused),
+            },
+        }
     }
-    let extension = filename
+}
+
+fn extension(filename: &str) -> String {
+    filename
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    Ok(match extension.as_str() {
-        "csv" => FileType::Csv,
-        "json" if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => FileType::Json,
-        "xml" if text.trim_start().starts_with('<') => FileType::Xml,
-        _ => FileType::Text,
-    })
+        .unwrap_or_default()
 }
 
 /// What an upload endpoint accepts.
@@ -125,53 +261,9 @@ pub fn sniff_accepted(
     filename: &str,
     accept: Accept,
 ) -> Result<FileType, Unsupported> {
-    const DOCUMENTS: &str =
-        "the knowledge base indexes PDF, DOCX, HTML, Markdown, plain text, CSV and JSON";
-    let extension = filename
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    match accept {
-        Accept::Uploads => sniff(bytes, filename),
-        Accept::Only(only) => {
-            let found = sniff(bytes, filename)?;
-            if found == only {
-                Ok(found)
-            } else {
-                Err(Unsupported("the file is not of the one accepted type"))
-            }
-        }
-        Accept::Documents => match sniff(bytes, filename) {
-            Ok(FileType::Text) if matches!(extension.as_str(), "md" | "markdown") => {
-                Ok(FileType::Markdown)
-            }
-            Ok(
-                found @ (FileType::Pdf
-                | FileType::Docx
-                | FileType::Text
-                | FileType::Csv
-                | FileType::Json),
-            ) => Ok(found),
-            Ok(_) => Err(Unsupported(DOCUMENTS)),
-            Err(refused) => {
-                let text =
-                    std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes));
-                match text {
-                    Ok(text) if !text.contains('\0') && looks_like_markup(text) => {
-                        Ok(FileType::Html)
-                    }
-                    _ => Err(refused),
-                }
-            }
-        },
-    }
-}
-
-fn looks_like_markup(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    ["<!doctype html", "<html", "<script", "<svg", "<iframe"]
-        .iter()
-        .any(|tag| lower.contains(tag))
+    let mut sniffer = Sniffer::default();
+    sniffer.feed(bytes);
+    sniffer.accepted(filename, accept, || json_parses(bytes))
 }
 
 /// The filename an upload is stored and downloaded under: the last path component, without
@@ -238,6 +330,41 @@ mod tests {
         assert_eq!(sniff(b"<a>1</a>", "x.xml"), Ok(FileType::Xml));
         assert_eq!(sniff("héllo".as_bytes(), "x.pdf"), Ok(FileType::Text));
         assert_eq!(sniff(b"\xEF\xBB\xBFhello", "x"), Ok(FileType::Text));
+    }
+
+    #[test]
+    fn a_file_fed_in_chunks_of_any_size_sniffs_as_it_does_whole() {
+        let page = format!("{}<ScRiPt>x</script>", "a".repeat(100_000));
+        let text = "héllo wörld ✓ ".repeat(20_000);
+        let cases: [(&[u8], &str); 6] = [
+            (text.as_bytes(), "notes.txt"),
+            (page.as_bytes(), "notes.txt"),
+            (b"a,b\n\x00", "data.csv"),
+            (b"%PDF-1.7\n...", "x.pdf"),
+            ("{\"a\": \"\u{e9}\"}".as_bytes(), "x.json"),
+            (&[0xe2, 0x9c], "cut.txt"),
+        ];
+        for (bytes, name) in cases {
+            let whole = sniff(bytes, name);
+            let html = sniff_accepted(bytes, name, Accept::Documents);
+            for size in [1, 2, 3, 7, 4096] {
+                let mut sniffer = Sniffer::default();
+                for chunk in bytes.chunks(size) {
+                    sniffer.feed(chunk);
+                }
+                assert_eq!(sniffer.size(), bytes.len() as u64);
+                assert_eq!(
+                    sniffer.file_type(name, || json_parses(bytes)),
+                    whole,
+                    "{name}/{size}"
+                );
+                assert_eq!(
+                    sniffer.accepted(name, Accept::Documents, || json_parses(bytes)),
+                    html,
+                    "{name}/{size}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -317,6 +317,10 @@ pub struct StorageSettings {
     pub local_dir: String,
     pub s3: Option<S3Settings>,
     pub max_upload_bytes: u64,
+    /// Uploads one API replica receives at once (`ZOARK_MAX_CONCURRENT_UPLOADS`, 8); each is
+    /// spooled to a temporary file, so this bounds the disk and bandwidth they take. A request
+    /// finding none free for 5 s gets 503 with `Retry-After`.
+    pub max_concurrent_uploads: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -899,6 +903,15 @@ impl Settings {
                     .unwrap_or_else(|| ".zoark/storage".into()),
                 s3,
                 max_upload_bytes: r.parse_or("ZOARK_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)?,
+                max_concurrent_uploads: match r.parse_or("ZOARK_MAX_CONCURRENT_UPLOADS", 8u32)? {
+                    0 => {
+                        return Err(SettingsError::Invalid {
+                            var: "ZOARK_MAX_CONCURRENT_UPLOADS",
+                            reason: "must be at least 1".into(),
+                        });
+                    }
+                    n => n,
+                },
             },
             backup: BackupSettings {
                 destination: backup_destination,

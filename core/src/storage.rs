@@ -42,6 +42,8 @@ pub enum StorageError {
     },
     #[error(transparent)]
     Store(#[from] object_store::Error),
+    #[error("reading the file to store: {0}")]
+    Read(#[from] std::io::Error),
 }
 
 impl Location {
@@ -144,6 +146,36 @@ impl Location {
     /// Storage errors.
     pub async fn put(&self, key: &str, bytes: bytes::Bytes) -> Result<(), StorageError> {
         self.store.put(&Path::from(key), bytes.into()).await?;
+        Ok(())
+    }
+
+    /// Stores the file at `path` under the full `key`, streamed: one `PUT` when it fits in
+    /// 8 MiB, an S3 multipart upload of 8 MiB parts beyond; the file is never held whole in
+    /// memory. A failed upload is aborted.
+    ///
+    /// # Errors
+    /// Storage errors, or reading the file.
+    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), StorageError> {
+        use tokio::io::AsyncWriteExt as _;
+        /// Buffered before a part goes out (S3 parts are 5 MiB at least, the last one aside).
+        const PART: usize = 8 * 1024 * 1024;
+        let mut writer = object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            Path::from(key),
+            PART,
+        );
+        let written = async {
+            let mut file = tokio::fs::File::open(path).await?;
+            tokio::io::copy(&mut file, &mut writer).await?;
+            writer.shutdown().await
+        }
+        .await;
+        if let Err(e) = written {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(error = %abort, "aborting a failed upload failed");
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 

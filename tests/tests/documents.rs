@@ -810,3 +810,104 @@ async fn an_orphan_whose_object_storage_refuses_the_delete_keeps_its_row_for_the
         "the row waits for the object"
     );
 }
+
+/// Sends a document upload by hand over TCP: the first `held` bytes of the body, then waits for
+/// `release` before the rest; returns the status line and body of the answer.
+async fn upload_held(
+    app: &TestApp,
+    token: &str,
+    member: Uuid,
+    form: &Form,
+    held: usize,
+    release: tokio::sync::oneshot::Receiver<()>,
+) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let body = form.body();
+    let head = format!(
+        "POST /api/v1/team-members/{member}/documents HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        form.content_type(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..held]).await.unwrap();
+    release.await.unwrap();
+    stream.write_all(&body[held..]).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn uploads_stream_through_and_a_replica_receives_a_bounded_number_at_once() {
+    let app = TestApp::builder()
+        .env("ZOARK_MAX_CONCURRENT_UPLOADS", "1")
+        .spawn()
+        .await;
+    let (admin, member) = setup(&app).await;
+    // A 3 MB text file, much larger than the sniffer's head and the read buffers, with a
+    // multi-byte character on every line.
+    let text: String = (0..60_000)
+        .map(|i| format!("line {i:06} – ✓ ok\n"))
+        .collect();
+    let big = Form::new()
+        .file("file", "log.txt", "text/plain", text.as_bytes())
+        .text("name", "Log")
+        .text("kind", "report");
+    let (release, held) = tokio::sync::oneshot::channel();
+    let first = {
+        let (app, token) = (&app, admin.access_token.clone());
+        let big = &big;
+        async move { upload_held(app, &token, member, big, 1_000_000, held).await }
+    };
+    let second = async {
+        // The first holds the only slot, half sent: the second waits 5 s, then is turned away.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let small = Form::new()
+            .file("file", "a.txt", "text/plain", b"hello")
+            .text("name", "A")
+            .text("kind", "report");
+        let started = std::time::Instant::now();
+        let response = app
+            .upload(
+                Method::POST,
+                &format!("/api/v1/team-members/{member}/documents"),
+                Some(&admin.access_token),
+                &small,
+                None,
+            )
+            .await;
+        let waited = started.elapsed();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let (status, body) = json_of(response).await;
+        release.send(()).unwrap();
+        (status, body, retry_after, waited)
+    };
+    let (answer, (status, body, retry_after, waited)) = tokio::join!(first, second);
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (503, Some("uploads_busy")),
+        "{body}"
+    );
+    assert!(retry_after.is_some());
+    assert!(waited >= std::time::Duration::from_secs(4), "{waited:?}");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let document: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(document["size_bytes"], text.len());
+    assert_eq!(
+        document["sha256"],
+        hex::encode(Sha256::digest(text.as_bytes()))
+    );
+    // Stored byte for byte; and with the slot free again, the next upload is taken.
+    let stored = std::fs::read(object_path(&app, &storage_key(&app, &document).await)).unwrap();
+    assert!(stored == text.as_bytes());
+    let small = Form::new()
+        .file("file", "b.txt", "text/plain", b"world")
+        .text("name", "B")
+        .text("kind", "report");
+    let (status, _) = upload(&app, &admin.access_token, member, &small, None).await;
+    assert_eq!(status, 201);
+}

@@ -230,11 +230,7 @@ impl DocumentsApi {
             tx.commit().await?;
         }
         let file = body
-            .read(
-                state.settings.storage.max_upload_bytes,
-                &["name", "kind"],
-                Accept::Uploads,
-            )
+            .read(&state, &["name", "kind"], Accept::Uploads)
             .await?;
         let (name, kind) = parse_form(&file)?;
         let key = idempotency::Key::parse(
@@ -258,7 +254,7 @@ impl DocumentsApi {
                     storage_key: &object,
                     filename: &file.filename,
                     content_type: file.file_type.mime(),
-                    size_bytes: i64::try_from(file.bytes.len()).unwrap_or(i64::MAX),
+                    size_bytes: i64::try_from(file.size).unwrap_or(i64::MAX),
                     sha256: &file.sha256,
                 },
             )

@@ -684,13 +684,7 @@ impl InvoicesApi {
                 .ok_or_else(not_found)?;
             tx.commit().await?;
         }
-        let file = body
-            .read(
-                state.settings.storage.max_upload_bytes,
-                &[],
-                Accept::Only(FileType::Pdf),
-            )
-            .await?;
+        let file = body.read(&state, &[], Accept::Only(FileType::Pdf)).await?;
         let object = files::put(&state, organization_id, &file).await?;
         let result = async {
             let mut tx = tenant::begin(&state.pool, &granted).await?;
@@ -704,7 +698,7 @@ impl InvoicesApi {
                     storage_key: &object,
                     filename: &file.filename,
                     content_type: file.file_type.mime(),
-                    size_bytes: i64::try_from(file.bytes.len()).unwrap_or(i64::MAX),
+                    size_bytes: i64::try_from(file.size).unwrap_or(i64::MAX),
                     sha256: &file.sha256,
                 },
             )

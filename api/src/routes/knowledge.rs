@@ -278,11 +278,7 @@ impl KnowledgeApi {
         let granted = auth.grant::<ManageKnowledge>(&state).await?;
         let organization_id = granted.organization_id();
         let file = body
-            .read(
-                state.settings.storage.max_upload_bytes,
-                &["title", "language"],
-                Accept::Documents,
-            )
+            .read(&state, &["title", "language"], Accept::Documents)
             .await?;
         let (title, language) = parse_form(&file)?;
         let key = idempotency::Key::parse(
@@ -315,7 +311,7 @@ impl KnowledgeApi {
                     storage_key: &object,
                     filename: &file.filename,
                     content_type: file.file_type.mime(),
-                    size_bytes: i64::try_from(file.bytes.len()).unwrap_or(i64::MAX),
+                    size_bytes: i64::try_from(file.size).unwrap_or(i64::MAX),
                     sha256: &file.sha256,
                 },
             )
