@@ -123,8 +123,22 @@ pub async fn exchange(
 pub struct Identity {
     pub sub: Option<String>,
     pub email: Option<String>,
+    /// Google sends a boolean; some providers a string; Microsoft usually none.
+    #[serde(default)]
+    email_verified: Option<serde_json::Value>,
     pub preferred_username: Option<String>,
     pub name: Option<String>,
+}
+
+impl Identity {
+    /// Whether the provider vouches for the address: `None` when it says nothing.
+    pub fn email_verified(&self) -> Option<bool> {
+        match self.email_verified.as_ref()? {
+            serde_json::Value::Bool(b) => Some(*b),
+            serde_json::Value::String(s) => Some(s.eq_ignore_ascii_case("true")),
+            _ => None,
+        }
+    }
 }
 
 /// The identity in `id_token`.

@@ -42,6 +42,10 @@ pub const OPERATIONS: &[(&str, Option<&str>)] = &[
     ),
     // The provider's redirect carries no bearer token; the single-use `state` proves the user.
     ("email_accounts_oauth_callback", None),
+    (
+        "email_accounts_oauth_complete",
+        Some(a::ManageEmailAccounts::NAME),
+    ),
     ("email_accounts_list", Some(a::ReadEmailAccounts::NAME)),
     ("email_accounts_get", Some(a::ReadEmailAccounts::NAME)),
     ("email_accounts_update", Some(a::ManageEmailAccounts::NAME)),

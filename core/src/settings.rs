@@ -300,6 +300,10 @@ pub struct OAuthClient {
 pub struct OAuthSettings {
     pub google: OAuthClient,
     pub microsoft: OAuthClient,
+    /// The web app's page the provider's callback sends the browser on to, with `provider`,
+    /// `code` and `state`: it completes the connection with the signed-in user's credentials
+    /// (`ZOARK_OAUTH_RETURN_URL`, default `<ZOARK_PUBLIC_URL>/email-accounts/connect`).
+    pub return_url: Url,
 }
 
 #[derive(Debug, Clone)]
@@ -808,7 +812,7 @@ impl Settings {
             http: HttpSettings {
                 host: r.parse_or("ZOARK_HOST", IpAddr::from([0, 0, 0, 0]))?,
                 port,
-                public_url,
+                public_url: public_url.clone(),
                 behind_proxy,
                 shutdown_timeout: Duration::from_secs(
                     r.parse_or("ZOARK_HTTP_SHUTDOWN_TIMEOUT_SECS", 30)?,
@@ -896,6 +900,9 @@ impl Settings {
                         "https://graph.microsoft.com/v1.0/",
                     ),
                 )?,
+                return_url: r.parse_or_else("ZOARK_OAUTH_RETURN_URL", || {
+                    public_url.join("/email-accounts/connect")
+                })?,
             },
             storage: StorageSettings {
                 local_dir: r

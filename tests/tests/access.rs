@@ -59,6 +59,7 @@ fn valid_body(operation_id: &str) -> Option<Value> {
             "from_address": "ops@example.com", "host": "smtp.example.com", "port": 587, "security": "starttls"})),
         "email_accounts_update" => Some(json!({"display_name": "Renamed"})),
         "email_accounts_test" => Some(json!({})),
+        "email_accounts_oauth_complete" => Some(json!({"code": "c", "state": "s"})),
         "llm_credentials_create" => Some(
             json!({"name": "OpenAI", "base_url": "https://api.openai.com/v1",
             "api_key": "sk-secret-of-a", "default_model": "gpt-4o-mini"}),

@@ -55,11 +55,35 @@ fn query(url: &str) -> HashMap<String, String> {
         .collect()
 }
 
-async fn callback(app: &TestApp, provider: &str, params: &str) -> (u16, Value) {
+/// The browser coming back from the provider with `params`: the callback passes it on to the
+/// web app (303), whose page completes the connection with the signed-in user's `token`.
+async fn callback(app: &TestApp, token: &str, provider: &str, params: &str) -> (u16, Value) {
     let response = app
-        .get(&format!(
+        .client
+        .get(app.url(&format!(
             "/api/v1/email-accounts/oauth/{provider}/callback?{params}"
-        ))
+        )))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    if status != 303 {
+        return (status, response.json().await.unwrap_or(Value::Null));
+    }
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("http://localhost:8080/email-accounts/connect?"),
+        "{location}"
+    );
+    let q = query(&location);
+    assert_eq!(q["provider"], provider);
+    let response = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/email-accounts/oauth/{provider}/complete"),
+            Some(token),
+            Some(&json!({"code": q["code"], "state": q["state"]})),
+        )
         .await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
@@ -116,8 +140,23 @@ async fn a_gmail_account_connects_with_pkce_and_its_tokens_are_sealed() {
     .unwrap();
     assert_eq!(stored, 1, "the state is stored hashed");
 
-    let (status, connected) =
-        callback(&app, "gmail", &format!("code=4%2F0Adeu5B&state={state}")).await;
+    // Someone else who opened the link and consented connects nothing: the state belongs to
+    // the admin's sign-in (and stays usable by it).
+    let other = fixtures::member(
+        &app,
+        admin.organization_id,
+        "manager@example.com",
+        zoark_core::access::Role::Manager,
+    )
+    .await;
+    let params = format!("code=4%2F0Adeu5B&state={state}");
+    let (status, body) = callback(&app, &other.access_token, "gmail", &params).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str()),
+        (422, Some("state")),
+        "{body}"
+    );
+    let (status, connected) = callback(&app, &admin.access_token, "gmail", &params).await;
     assert_eq!(status, 200, "{connected}");
     assert_eq!(connected["from_address"], "ada.sender@gmail.com");
     assert_eq!(connected["provider"], "gmail");
@@ -165,10 +204,16 @@ async fn a_gmail_account_connects_with_pkce_and_its_tokens_are_sealed() {
     assert!(!list.to_string().contains("ya29"));
 
     // The state works once.
-    let (status, body) = callback(&app, "gmail", &format!("code=again&state={state}")).await;
+    let (status, body) = callback(
+        &app,
+        &admin.access_token,
+        "gmail",
+        &format!("code=again&state={state}"),
+    )
+    .await;
     assert_eq!(
         (status, body["errors"][0]["field"].as_str()),
-        (400, Some("state"))
+        (422, Some("state"))
     );
     let actions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM audit_log WHERE action LIKE 'email_account.%'")
@@ -200,21 +245,34 @@ async fn refused_consent_unknown_state_and_a_refused_code_are_clear_errors() {
         "{scopes:?}"
     );
 
-    let (status, body) = callback(&app, "outlook", "error=access_denied&state=x").await;
+    let token = admin.access_token.as_str();
+    let (status, body) = callback(&app, token, "outlook", "error=access_denied&state=x").await;
     assert_eq!(
         (status, body["errors"][0]["field"].as_str()),
         (400, Some("error"))
     );
-    let (status, body) = callback(&app, "outlook", "code=c&state=never-issued").await;
+    let (status, body) = callback(&app, token, "outlook", "code=c&state=never-issued").await;
     assert_eq!(
         (status, body["errors"][0]["field"].as_str()),
-        (400, Some("state"))
+        (422, Some("state"))
     );
-    let (status, body) = callback(&app, "gmail", &format!("code=c&state={}", q["state"])).await;
-    assert_eq!(status, 400, "a state is bound to its provider: {body}");
-    let (_, again) = start(&app, &admin.access_token, "outlook").await;
+    let (status, body) = callback(
+        &app,
+        token,
+        "gmail",
+        &format!("code=c&state={}", q["state"]),
+    )
+    .await;
+    assert_eq!(status, 422, "a state is bound to its provider: {body}");
+    let (_, again) = start(&app, token, "outlook").await;
     let state = query(again["authorization_url"].as_str().unwrap())["state"].clone();
-    let (status, body) = callback(&app, "outlook", &format!("code=expired&state={state}")).await;
+    let (status, body) = callback(
+        &app,
+        token,
+        "outlook",
+        &format!("code=expired&state={state}"),
+    )
+    .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (502, Some("oauth_exchange_failed")),
@@ -242,6 +300,66 @@ async fn refused_consent_unknown_state_and_a_refused_code_are_clear_errors() {
         (status, body["errors"][0]["field"].as_str()),
         (400, Some("authorization"))
     );
+}
+
+#[tokio::test]
+async fn an_unverified_address_or_another_provider_account_is_not_connected() {
+    let peers = Peers::start().await;
+    let app = TestApp::builder().peers(&peers).spawn().await;
+    let admin = fixtures::register(&app, "admin@example.com", "Engines").await;
+    let token = admin.access_token.as_str();
+    let answer = |claims: Value| {
+        ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "ya29.access-token", "refresh_token": "1//refresh-token",
+            "expires_in": 3599, "token_type": "Bearer",
+            "scope": "openid email https://www.googleapis.com/auth/gmail.send",
+            "id_token": unsigned_jwt(&claims),
+        }))
+    };
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(answer(json!({"sub": "1", "email": "ada.sender@gmail.com",
+                                    "email_verified": false})))
+        .up_to_n_times(1)
+        .mount(&peers.google)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(answer(
+            json!({"sub": "someone-else", "email": "ada.sender@gmail.com",
+                                    "email_verified": true}),
+        ))
+        .mount(&peers.google)
+        .await;
+    let connect = || async {
+        let (_, started) = start(&app, token, "gmail").await;
+        let state = query(started["authorization_url"].as_str().unwrap())["state"].clone();
+        callback(&app, token, "gmail", &format!("code=c&state={state}")).await
+    };
+    let (status, body) = connect().await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("oauth_email_unverified")),
+        "{body}"
+    );
+    // The address is connected already, through another Google account: never overwritten.
+    let existing = connected(
+        &app,
+        &admin,
+        "gmail",
+        "ada.sender@gmail.com",
+        ("ya29.mine", "1//mine"),
+        chrono::Duration::hours(1),
+    )
+    .await;
+    let (status, body) = connect().await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("oauth_account_mismatch")),
+        "{body}"
+    );
+    let (access, _, _) = stored_tokens(&app, existing).await;
+    assert_eq!(access, "ya29.mine");
 }
 
 // Sending through connected accounts.
@@ -279,6 +397,7 @@ async fn connected(
         },
     )
     .await
+    .unwrap()
     .unwrap()
 }
 

@@ -13,7 +13,7 @@ use poem_openapi::{
 use serde::Deserialize;
 use uuid::Uuid;
 use zoark_core::{
-    access::{Granted, ManageEmailAccounts, Permission as _, ReadEmailAccounts},
+    access::{Actor, Granted, ManageEmailAccounts, ReadEmailAccounts},
     crypto,
     db::{
         self,
@@ -231,6 +231,34 @@ pub struct OAuthStart {
     pub authorization_url: String,
 }
 
+/// `POST /email-accounts/oauth/{provider}/complete`: what the callback passed on.
+#[derive(Debug, Object, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[oai(example)]
+pub struct OAuthComplete {
+    /// The authorization code.
+    pub code: String,
+    /// The `state` of the start.
+    pub state: String,
+}
+
+impl poem_openapi::types::Example for OAuthComplete {
+    fn example() -> Self {
+        Self {
+            code: "4/0Adeu5BW".into(),
+            state: "Zq3c9yYbq2dYQz8kV0m3Ww".into(),
+        }
+    }
+}
+
+/// The callback passes the browser on to the web app.
+#[derive(ApiResponse)]
+pub enum CallbackRedirect {
+    /// On to `ZOARK_OAUTH_RETURN_URL` with `provider`, `code` and `state`.
+    #[oai(status = 303)]
+    SeeOther(#[oai(header = "Location")] String),
+}
+
 /// The account a completed OAuth connection stored.
 #[derive(Debug, Object)]
 pub struct Connected {
@@ -418,7 +446,11 @@ impl EmailAccountsApi {
         provider: Path<OAuthProvider>,
     ) -> Result<Json<OAuthStart>, ApiError> {
         let granted = auth.grant::<ManageEmailAccounts>(&state).await?;
-        let Some(user_id) = granted.actor().user_id() else {
+        let Actor::User {
+            user_id,
+            session_id,
+        } = granted.actor()
+        else {
             return Err(ApiError::InvalidParameter(FieldError {
                 field: "authorization".into(),
                 message: "connecting an account needs a user's access token, not an API key".into(),
@@ -435,7 +467,7 @@ impl EmailAccountsApi {
         email_accounts::insert_oauth_state(
             &mut tx,
             &granted,
-            user_id,
+            (user_id, session_id),
             provider.0.as_str(),
             &csrf,
             &sealed,
@@ -447,22 +479,19 @@ impl EmailAccountsApi {
 
     /// OAuth callback
     ///
-    /// Where Google or Microsoft send the browser back: spends the `state`, exchanges the code
-    /// (with the PKCE verifier) for tokens, and stores the account with the tokens sealed (a
-    /// reconnection of the same address replaces its tokens and makes it active again). No
-    /// bearer token: the `state` proves who started it. 400 for a refused consent or an
-    /// unknown, used or expired `state`; 502 `oauth_exchange_failed` when the provider refuses
-    /// the code. Audited as `email_account.connected`.
+    /// Where Google or Microsoft send the browser back. Nothing is spent or stored here: a 303
+    /// sends the browser on to the web app (`ZOARK_OAUTH_RETURN_URL`) with `provider`, `code`
+    /// and `state`, which completes the connection as the signed-in user
+    /// (`POST …/oauth/{provider}/complete`), so a consent given by someone else who opened the
+    /// link connects nothing. 400 for a refused consent or a missing `code` or `state`.
     #[oai(
         path = "/oauth/:provider/callback",
         method = "get",
         operation_id = "email_accounts_oauth_callback"
     )]
-    #[allow(clippy::too_many_arguments)]
     async fn oauth_callback(
         &self,
         state: Data<&AppState>,
-        req: &Request,
         provider: Path<OAuthProvider>,
         /// The authorization code.
         code: Query<Option<String>>,
@@ -471,7 +500,7 @@ impl EmailAccountsApi {
         oauth_state: Query<Option<String>>,
         /// Set by the provider when the user refused or something failed.
         error: Query<Option<String>>,
-    ) -> Result<Json<Connected>, ApiError> {
+    ) -> Result<CallbackRedirect, ApiError> {
         let parameter = |field: &str, message: String| {
             ApiError::InvalidParameter(FieldError {
                 field: field.into(),
@@ -487,11 +516,67 @@ impl EmailAccountsApi {
         let (Some(code), Some(csrf)) = (code.0, oauth_state.0) else {
             return Err(parameter("code", "`code` and `state` are required".into()));
         };
+        let mut url = state.settings.oauth.return_url.clone();
+        url.query_pairs_mut()
+            .append_pair("provider", provider.0.as_str())
+            .append_pair("code", &code)
+            .append_pair("state", &csrf);
+        Ok(CallbackRedirect::SeeOther(url.to_string()))
+    }
+
+    /// Complete a Gmail or Outlook connection
+    ///
+    /// The web app's page the callback sent the browser to posts the `code` and `state` here
+    /// with the signed-in user's access token. The `state` must have been issued to this user's
+    /// session by `…/start` (single use, 10 minutes). Exchanges the code (with the PKCE
+    /// verifier) for tokens and stores the account with the tokens sealed (a reconnection of the
+    /// same address and provider account replaces its tokens and makes it active again). 422
+    /// naming `state` for a state unknown, used, expired or issued to another sign-in; 409
+    /// `oauth_email_unverified` when the provider says the address is not verified, 409
+    /// `oauth_account_mismatch` when the address is connected through another account of the
+    /// provider; 502 `oauth_exchange_failed` when the provider refuses the code. Needs
+    /// `email_accounts.manage` (manager). Audited as `email_account.connected`.
+    #[oai(
+        path = "/oauth/:provider/complete",
+        method = "post",
+        operation_id = "email_accounts_oauth_complete"
+    )]
+    async fn oauth_complete(
+        &self,
+        auth: BearerAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        provider: Path<OAuthProvider>,
+        body: JsonBody<OAuthComplete>,
+    ) -> Result<Json<Connected>, ApiError> {
+        let granted = auth.grant::<ManageEmailAccounts>(&state).await?;
+        let Actor::User {
+            user_id,
+            session_id,
+        } = granted.actor()
+        else {
+            return Err(ApiError::InvalidParameter(FieldError {
+                field: "authorization".into(),
+                message: "connecting an account needs a user's access token, not an API key".into(),
+            }));
+        };
         let provider = provider.0;
-        let mut tx = tenant::system(&state.pool).await?;
-        let pending = email_accounts::consume_oauth_state(&mut tx, provider.as_str(), &csrf)
-            .await?
-            .ok_or_else(|| parameter("state", "is unknown, used or expired".into()))?;
+        let invalid_state = || {
+            ApiError::Validation(vec![FieldError {
+                field: "state".into(),
+                message: "is unknown, used, expired, or was issued to another sign-in".into(),
+            }])
+        };
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        let pending = email_accounts::consume_oauth_state(
+            &mut tx,
+            &granted,
+            (user_id, session_id),
+            provider.as_str(),
+            &body.0.state,
+        )
+        .await?
+        .ok_or_else(invalid_state)?;
         tx.commit().await?;
         let verifier = crypto::open(&state.settings.encryption_key, &pending.sealed_verifier)
             .map_err(|e| ApiError::Internal(e.into()))?;
@@ -503,13 +588,21 @@ impl EmailAccountsApi {
             &state.settings,
             &state.http,
             provider,
-            &code,
+            &body.0.code,
             String::from_utf8_lossy(&verifier).into_owned(),
         )
         .await
         .map_err(|e| upstream(e.to_string()))?;
         let (identity, email) = oauth::identity(tokens.extra_fields().id_token.as_deref())
             .map_err(|e| upstream(e.to_string()))?;
+        if identity.email_verified() == Some(false) {
+            return Err(ApiError::Conflict {
+                code: "oauth_email_unverified",
+                detail: format!(
+                    "The provider says {email} is not verified; verify it with the provider first."
+                ),
+            });
+        }
         let refresh = tokens.refresh_token().ok_or_else(|| {
             upstream(
                 "the provider sent no refresh token; remove Zoark's access in your account \
@@ -537,34 +630,30 @@ impl EmailAccountsApi {
                 .map(|s| s.iter().map(|s| s.to_string()).collect())
                 .unwrap_or_default(),
         };
-        let mut tx = tenant::system(&state.pool).await?;
-        // The user must still be allowed to manage accounts in that organization.
-        let membership =
-            db::memberships::for_login(&mut tx, pending.user_id, Some(pending.organization_id))
-                .await?
-                .filter(|m| m.role.includes(ManageEmailAccounts::MIN_ROLE))
-                .ok_or_else(|| {
-                    ApiError::Forbidden(
-                        "you may no longer manage this organization's email accounts".into(),
-                    )
-                })?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
         let id = email_accounts::upsert_oauth(
             &mut tx,
-            membership.organization_id,
+            pending.organization_id,
             pending.user_id,
             &stored,
         )
-        .await?;
-        audit::record(
+        .await?
+        .ok_or_else(|| ApiError::Conflict {
+            code: "oauth_account_mismatch",
+            detail: format!(
+                "{email} is already connected through another {} account; remove that \
+                 connection first.",
+                provider.as_str()
+            ),
+        })?;
+        audit::record_granted(
             &mut tx,
-            membership.organization_id,
-            None,
+            &granted,
             Entry::new("email_account.connected", &client(req, &state.settings))
                 .on("email_account", id)
                 .with(serde_json::json!({
                     "provider": provider.as_str(),
                     "from_address": email,
-                    "user_id": pending.user_id,
                 })),
         )
         .await?;

@@ -296,18 +296,20 @@ pub async fn smtp_for_sending(
 pub async fn insert_oauth_state(
     conn: &mut PgConnection,
     proof: &Granted<ManageEmailAccounts>,
-    user_id: Uuid,
+    (user_id, session_id): (Uuid, Uuid),
     provider: &str,
     state: &str,
     sealed_verifier: &[u8],
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"
-        INSERT INTO oauth_states (organization_id, user_id, provider, state_hash, pkce_verifier_ciphertext, expires_at)
-        VALUES ($1, $2, $3, $4, $5, now() + interval '10 minutes')
+        INSERT INTO oauth_states (organization_id, user_id, session_id, provider, state_hash,
+                                  pkce_verifier_ciphertext, expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6, now() + interval '10 minutes')
         "#,
         proof.organization_id(),
         user_id,
+        session_id,
         provider,
         crate::crypto::token_digest(state),
         sealed_verifier,
@@ -325,12 +327,15 @@ pub struct OAuthState {
     pub sealed_verifier: Vec<u8>,
 }
 
-/// Spends a live state of `provider` (single use, 10 minutes).
+/// Spends a live state of `provider` (single use, 10 minutes) issued to this organization's
+/// user in this session; `None` for any other.
 ///
 /// # Errors
 /// Database errors.
 pub async fn consume_oauth_state(
     conn: &mut PgConnection,
+    proof: &Granted<ManageEmailAccounts>,
+    (user_id, session_id): (Uuid, Uuid),
     provider: &str,
     state: &str,
 ) -> sqlx::Result<Option<OAuthState>> {
@@ -339,10 +344,14 @@ pub async fn consume_oauth_state(
         r#"
         UPDATE oauth_states SET consumed_at = now()
         WHERE state_hash = $1 AND provider = $2 AND consumed_at IS NULL AND expires_at > now()
+          AND organization_id = $3 AND user_id = $4 AND session_id = $5
         RETURNING organization_id, user_id, pkce_verifier_ciphertext AS sealed_verifier
         "#,
         crate::crypto::token_digest(state),
         provider,
+        proof.organization_id(),
+        user_id,
+        session_id,
     )
     .fetch_optional(conn)
     .await
@@ -362,7 +371,8 @@ pub struct OAuthTokens {
 }
 
 /// Stores a connected account, or refreshes the tokens of the one with the same provider and
-/// address (a reconnection makes it active again). Returns its id.
+/// address (a reconnection makes it active again). Returns its id; `None` when that address is
+/// connected to another account of the provider (another OAuth subject): never overwritten.
 ///
 /// # Errors
 /// Database errors.
@@ -371,7 +381,7 @@ pub async fn upsert_oauth(
     organization_id: Uuid,
     created_by: Uuid,
     tokens: &OAuthTokens,
-) -> sqlx::Result<Uuid> {
+) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar!(
         r#"
         INSERT INTO email_accounts (organization_id, provider, display_name, from_address, oauth_subject,
@@ -386,6 +396,8 @@ pub async fn upsert_oauth(
             oauth_scopes = EXCLUDED.oauth_scopes,
             status = 'active',
             status_reason = NULL
+        WHERE email_accounts.oauth_subject IS NULL
+           OR email_accounts.oauth_subject = EXCLUDED.oauth_subject
         RETURNING id
         "#,
         organization_id,
@@ -399,7 +411,7 @@ pub async fn upsert_oauth(
         &tokens.scopes,
         created_by,
     )
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
 }
 
