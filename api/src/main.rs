@@ -24,6 +24,11 @@ enum Command {
     /// Create the development organization and admin user if they do not exist; prints the
     /// credentials once. Refused when ZOARK_ENV=production.
     DevSeed,
+    /// Re-seal every stored secret (SMTP passwords, OAuth tokens, LLM keys, webhook secrets,
+    /// queued system emails) under the current ZOARK_ENCRYPTION_KEY, printing each column's
+    /// progress; afterwards the keys of ZOARK_ENCRYPTION_OLD_KEYS can be retired. Safe to run
+    /// beside the live platform, and again.
+    RotateKeys,
 }
 
 #[tokio::main]
@@ -49,6 +54,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve => zoark_api::serve(settings, zoark_core::shutdown::signal()).await,
         Command::Migrate => migrate(&settings).await,
         Command::DevSeed => dev_seed(&settings).await,
+        Command::RotateKeys => rotate_keys(&settings).await,
         Command::Openapi | Command::Permissions => Ok(()),
     };
     process::exit("zoark-api", result)
@@ -58,6 +64,28 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let pool = zoark_core::db::pool(settings)?;
     zoark_core::db::migrate_all(&pool).await?;
     tracing::info!("migrations applied");
+    pool.close().await;
+    Ok(())
+}
+
+async fn rotate_keys(settings: &Settings) -> anyhow::Result<()> {
+    let pool = zoark_core::db::pool(settings)?;
+    println!(
+        "Re-sealing stored secrets under key {}:",
+        settings.encryption_key.id()
+    );
+    let done = zoark_core::db::rotation::reseal_all(&pool, &settings.encryption_key, |r| {
+        println!(
+            "  {:<48} {:>7} re-sealed, {:>7} already current, {:>5} changed meanwhile",
+            r.what, r.resealed, r.current, r.changed
+        );
+    })
+    .await?;
+    let total: u64 = done.iter().map(|r| r.resealed).sum();
+    println!(
+        "Done: {total} re-sealed. Keep the old keys until queued jobs and idempotent replays \
+         made before now are past (24 hours), then remove them from ZOARK_ENCRYPTION_OLD_KEYS."
+    );
     pool.close().await;
     Ok(())
 }

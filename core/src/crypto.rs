@@ -16,6 +16,8 @@ pub enum CryptoError {
     Hash(String),
     #[error("the ciphertext is malformed or was sealed under another key")]
     Open,
+    #[error("sealed under key {0}, which is not in the keyring (ZOARK_ENCRYPTION_OLD_KEYS)")]
+    UnknownKey(u8),
     #[error("sealing failed")]
     Seal,
 }
@@ -57,14 +59,14 @@ pub fn token_digest(token: &str) -> Vec<u8> {
 
 /// HMAC-SHA256 keyed for `purpose` with a key derived from `key` (one key per use, so a
 /// signature made for one purpose is worthless for another).
-fn mac(key: &EncryptionKey, purpose: &str) -> hmac::Hmac<Sha256> {
+fn mac(key: &[u8; 32], purpose: &str) -> hmac::Hmac<Sha256> {
     use hmac::{KeyInit as _, Mac as _};
     // HMAC takes keys of any length: `new_from_slice` cannot fail.
     let keyed = |k: &[u8]| {
         hmac::Hmac::<Sha256>::new_from_slice(k)
             .unwrap_or_else(|_| hmac::Hmac::<Sha256>::new(&Default::default()))
     };
-    let mut derive = keyed(key.bytes());
+    let mut derive = keyed(key);
     derive.update(purpose.as_bytes());
     keyed(&derive.finalize().into_bytes())
 }
@@ -72,20 +74,28 @@ fn mac(key: &EncryptionKey, purpose: &str) -> hmac::Hmac<Sha256> {
 /// HMAC-SHA256 of `message` for `purpose`.
 pub fn sign(key: &EncryptionKey, purpose: &str, message: &[u8]) -> [u8; 32] {
     use hmac::Mac as _;
-    let mut mac = mac(key, purpose);
+    let mut mac = mac(key.bytes(), purpose);
     mac.update(message);
     mac.finalize().into_bytes().into()
 }
 
-/// Whether `signature` is [`sign`]'s for `message` and `purpose`, compared in constant time.
+/// Whether `signature` is [`sign`]'s for `message` and `purpose` under a key of the ring (links
+/// signed before a rotation keep working), compared in constant time.
 pub fn verify(key: &EncryptionKey, purpose: &str, message: &[u8], signature: &[u8]) -> bool {
     use hmac::Mac as _;
-    let mut mac = mac(key, purpose);
-    mac.update(message);
-    mac.verify_slice(signature).is_ok()
+    key.all().any(|k| {
+        let mut mac = mac(k, purpose);
+        mac.update(message);
+        mac.verify_slice(signature).is_ok()
+    })
 }
 
-/// Seals `plaintext` with AES-256-GCM; the output is `nonce || ciphertext`.
+/// What every value [`seal`] writes starts with, then the id of the key that sealed it.
+const SEALED_MAGIC: &[u8; 3] = b"zk\x01";
+
+/// Seals `plaintext` with AES-256-GCM under the keyring's current key; the output is
+/// `"zk\x01" || key id || nonce || ciphertext`, so that after a rotation the old key that
+/// sealed it is known ([`open`]).
 ///
 /// # Errors
 /// Only on an internal AEAD failure.
@@ -94,7 +104,9 @@ pub fn seal(key: &EncryptionKey, plaintext: &[u8]) -> Result<Vec<u8>, CryptoErro
     let mut nonce_bytes = [0u8; 12];
     rand::rng().fill(&mut nonce_bytes[..]);
     let nonce = Nonce::from(nonce_bytes);
-    let mut out = nonce_bytes.to_vec();
+    let mut out = SEALED_MAGIC.to_vec();
+    out.push(key.id());
+    out.extend_from_slice(&nonce_bytes);
     out.extend(
         cipher
             .encrypt(&nonce, plaintext)
@@ -103,20 +115,44 @@ pub fn seal(key: &EncryptionKey, plaintext: &[u8]) -> Result<Vec<u8>, CryptoErro
     Ok(out)
 }
 
-/// Opens what [`seal`] produced.
+/// The id of the key that sealed `sealed`; `None` for values sealed before keys had ids.
+pub fn sealed_with(sealed: &[u8]) -> Option<u8> {
+    sealed
+        .strip_prefix(SEALED_MAGIC)
+        .filter(|rest| rest.len() > 13)
+        .and_then(|rest| rest.first().copied())
+}
+
+fn open_with(key: &[u8; 32], nonce_and_ciphertext: &[u8]) -> Option<Vec<u8>> {
+    if nonce_and_ciphertext.len() < 12 {
+        return None;
+    }
+    let (nonce, ciphertext) = nonce_and_ciphertext.split_at(12);
+    let nonce: [u8; 12] = nonce.try_into().ok()?;
+    Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key))
+        .decrypt(&Nonce::from(nonce), ciphertext)
+        .ok()
+}
+
+/// Opens what [`seal`] produced, with the key of the ring that sealed it; a value sealed
+/// before keys had ids (`nonce || ciphertext`) is tried with every key of the ring.
 ///
 /// # Errors
-/// When the data was tampered with, truncated, or sealed under another key.
+/// When the data was tampered with or truncated, or its key is not in the ring.
 pub fn open(key: &EncryptionKey, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if sealed.len() < 12 {
-        return Err(CryptoError::Open);
+    if let Some(id) = sealed_with(sealed) {
+        let rest = sealed.get(SEALED_MAGIC.len() + 1..).unwrap_or_default();
+        if let Some(plain) = key.by_id(id).and_then(|k| open_with(k, rest)) {
+            return Ok(plain);
+        }
+        if key.by_id(id).is_none() && key.all().all(|k| open_with(k, sealed).is_none()) {
+            return Err(CryptoError::UnknownKey(id));
+        }
     }
-    let (nonce, ciphertext) = sealed.split_at(12);
-    let nonce: [u8; 12] = nonce.try_into().map_err(|_| CryptoError::Open)?;
-    let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key.bytes()));
-    cipher
-        .decrypt(&Nonce::from(nonce), ciphertext)
-        .map_err(|_| CryptoError::Open)
+    // Sealed before key ids (a legacy nonce may start like the header, rarely: tried too).
+    key.all()
+        .find_map(|k| open_with(k, sealed))
+        .ok_or(CryptoError::Open)
 }
 
 /// [`seal`], as base64 text (for JSON payloads).

@@ -24,6 +24,7 @@ pub mod organizations;
 pub mod password_resets;
 pub mod projects;
 pub mod reminders;
+pub mod rotation;
 pub mod sessions;
 pub mod stored_files;
 pub mod tasks;

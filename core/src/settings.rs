@@ -232,15 +232,57 @@ pub struct AuthSettings {
 
 /// The AES-256-GCM key for secrets at rest.
 #[derive(Clone)]
-pub struct EncryptionKey([u8; 32]);
+pub struct EncryptionKey {
+    /// Which key this is: recorded with every value it seals.
+    id: u8,
+    key: [u8; 32],
+    /// Keys that sealed earlier values: they still open them, never seal.
+    older: Vec<(u8, [u8; 32])>,
+}
 
 impl EncryptionKey {
+    /// A key with id 1 and no older keys.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        Self::with_id(1, bytes)
     }
 
+    /// A key with its id (`ZOARK_ENCRYPTION_KEY_ID`).
+    pub fn with_id(id: u8, bytes: [u8; 32]) -> Self {
+        Self {
+            id,
+            key: bytes,
+            older: Vec::new(),
+        }
+    }
+
+    /// This key, also opening what `older` (with its id) sealed.
+    #[must_use]
+    pub fn and_older(mut self, id: u8, bytes: [u8; 32]) -> Self {
+        self.older.push((id, bytes));
+        self
+    }
+
+    /// The key that seals.
     pub fn bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.key
+    }
+
+    /// Its id.
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// The key with `id`: this one or an older one.
+    pub fn by_id(&self, id: u8) -> Option<&[u8; 32]> {
+        if id == self.id {
+            return Some(&self.key);
+        }
+        self.older.iter().find(|(i, _)| *i == id).map(|(_, k)| k)
+    }
+
+    /// Every key, this one first.
+    pub fn all(&self) -> impl Iterator<Item = &[u8; 32]> {
+        std::iter::once(&self.key).chain(self.older.iter().map(|(_, k)| k))
     }
 }
 
@@ -638,10 +680,8 @@ impl Settings {
             }
         }
 
-        let encryption_key = EncryptionKey::parse(
-            "ZOARK_ENCRYPTION_KEY",
-            encryption_key.as_deref().unwrap_or(DEV_ENCRYPTION_KEY),
-        )?;
+        let encryption_key =
+            EncryptionKey::ring(&r, encryption_key.as_deref().unwrap_or(DEV_ENCRYPTION_KEY))?;
 
         let sentry_dsn = match r.get("SENTRY_DSN") {
             None => None,
@@ -1009,7 +1049,40 @@ impl EncryptionKey {
                 var,
                 reason: format!("must decode to 32 bytes, got {}", b.len()),
             })?;
-        Ok(Self(key))
+        Ok(Self::from_bytes(key))
+    }
+
+    /// The keyring of `ZOARK_ENCRYPTION_KEY` (id `ZOARK_ENCRYPTION_KEY_ID`, default 1) and
+    /// `ZOARK_ENCRYPTION_OLD_KEYS` (`id:base64,…`: keys that sealed earlier values and still
+    /// open them until `zoark-api rotate-keys` has re-sealed everything).
+    fn ring(r: &Reader<'_>, key: &str) -> Result<Self, SettingsError> {
+        let id: u8 = r.parse_or("ZOARK_ENCRYPTION_KEY_ID", 1u8)?;
+        let mut ring = Self::with_id(id, *Self::parse("ZOARK_ENCRYPTION_KEY", key)?.bytes());
+        for item in r
+            .get("ZOARK_ENCRYPTION_OLD_KEYS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            let invalid = |reason: String| SettingsError::Invalid {
+                var: "ZOARK_ENCRYPTION_OLD_KEYS",
+                reason,
+            };
+            let (old_id, b64) = item
+                .split_once(':')
+                .ok_or_else(|| invalid(format!("`{item}` is not id:base64")))?;
+            let old_id: u8 = old_id
+                .trim()
+                .parse()
+                .map_err(|e| invalid(format!("`{old_id}` is not a key id (0-255): {e}")))?;
+            if ring.by_id(old_id).is_some() {
+                return Err(invalid(format!("key id {old_id} is given twice")));
+            }
+            let old = Self::parse("ZOARK_ENCRYPTION_OLD_KEYS", b64)?;
+            ring = ring.and_older(old_id, *old.bytes());
+        }
+        Ok(ring)
     }
 }
 
