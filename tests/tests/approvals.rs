@@ -115,6 +115,24 @@ async fn etag(
     }
 }
 
+/// POSTs `action` (`approve`, `reject`, `cancel`) on `approval` with `body`.
+async fn act(
+    app: &TestApp,
+    approval: &Value,
+    action: &str,
+    token: &str,
+    body: Value,
+) -> (reqwest::StatusCode, Value) {
+    call(
+        app,
+        Method::POST,
+        &path(approval, action),
+        token,
+        Some(body),
+    )
+    .await
+}
+
 fn path(approval: &Value, action: &str) -> String {
     format!(
         "/api/v1/approvals/{}/{action}",
@@ -498,24 +516,24 @@ async fn an_invoice_passes_two_stages_and_each_stage_s_approvers_are_emailed() {
     );
 
     // A lead is below the manager stage and not the CFO: not an approver.
-    let (status, problem) = call(
+    let (status, problem) = act(
         &app,
-        Method::POST,
-        &path(&approval, "approve"),
+        &approval,
+        "approve",
         &bystander.access_token,
-        Some(json!({})),
+        json!({}),
     )
     .await;
     assert_eq!(
         (status.as_u16(), problem["code"].as_str()),
         (403, Some("not_an_approver"))
     );
-    let (status, moved) = call(
+    let (status, moved) = act(
         &app,
-        Method::POST,
-        &path(&approval, "approve"),
+        &approval,
+        "approve",
         &finance1.access_token,
-        Some(json!({"comment": "Numbers check out"})),
+        json!({"comment": "Numbers check out"}),
     )
     .await;
     assert_eq!(status, 200, "{moved}");
@@ -538,40 +556,19 @@ async fn an_invoice_passes_two_stages_and_each_stage_s_approvers_are_emailed() {
     assert_eq!(sent[2].2["stage_name"], "CFO");
     // The CFO holds the member role only, but is the named address; having started this
     // approval, though, the CFO may not approve it (separation of duties, the default).
-    let (status, problem) = call(
-        &app,
-        Method::POST,
-        &path(&approval, "approve"),
-        &cfo.access_token,
-        Some(json!({})),
-    )
-    .await;
+    let (status, problem) = act(&app, &approval, "approve", &cfo.access_token, json!({})).await;
     assert_eq!(
         (status.as_u16(), problem["code"].as_str()),
         (403, Some("self_approval_refused")),
         "{problem}"
     );
-    let (status, done) = call(
-        &app,
-        Method::POST,
-        &path(&approval, "approve"),
-        token,
-        Some(json!({})),
-    )
-    .await;
+    let (status, done) = act(&app, &approval, "approve", token, json!({})).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["status"], "approved");
     assert!(done["completed_at"].is_string());
     assert_eq!(invoice_status(&app, invoice).await, "approved");
     assert_eq!(emails(&app).await.len(), 3, "nobody left to ask");
-    let (status, problem) = call(
-        &app,
-        Method::POST,
-        &path(&approval, "approve"),
-        token,
-        Some(json!({})),
-    )
-    .await;
+    let (status, problem) = act(&app, &approval, "approve", token, json!({})).await;
     assert_eq!(
         (status.as_u16(), problem["code"].as_str()),
         (409, Some("approval_finished"))
@@ -687,12 +684,12 @@ async fn a_rejection_needs_a_comment_and_rejects_the_invoice_and_viewers_stay_ou
         );
     }
     // A member neither decides a step named for the admin nor cancels what they did not start.
-    let (status, problem) = call(
+    let (status, problem) = act(
         &app,
-        Method::POST,
-        &path(&approval, "reject"),
+        &approval,
+        "reject",
         &member.access_token,
-        Some(json!({"comment": "no"})),
+        json!({"comment": "no"}),
     )
     .await;
     assert_eq!(
@@ -725,12 +722,12 @@ async fn a_rejection_needs_a_comment_and_rejects_the_invoice_and_viewers_stay_ou
             (422, vec!["comment".to_owned()])
         );
     }
-    let (status, rejected) = call(
+    let (status, rejected) = act(
         &app,
-        Method::POST,
-        &path(&approval, "reject"),
+        &approval,
+        "reject",
         token,
-        Some(json!({"comment": "Wrong vendor"})),
+        json!({"comment": "Wrong vendor"}),
     )
     .await;
     assert_eq!(status, 200, "{rejected}");
@@ -1101,14 +1098,7 @@ async fn whoever_started_an_approval_may_approve_it_only_where_its_template_allo
     let invoice = new_invoice(&app, admin.organization_id, "INV-SELF-1").await;
     let approval = start(&app, token, &strict, "invoice", invoice).await;
     // Even an admin, who may decide every step, may not approve their own request...
-    let (status, problem) = call(
-        &app,
-        Method::POST,
-        &path(&approval, "approve"),
-        token,
-        Some(json!({})),
-    )
-    .await;
+    let (status, problem) = act(&app, &approval, "approve", token, json!({})).await;
     assert_eq!(
         (status.as_u16(), problem["code"].as_str()),
         (403, Some("self_approval_refused")),
@@ -1130,22 +1120,15 @@ async fn whoever_started_an_approval_may_approve_it_only_where_its_template_allo
         (status.as_u16(), patched["allow_self_approval"].as_bool()),
         (200, Some(true))
     );
-    let (status, _) = call(
-        &app,
-        Method::POST,
-        &path(&approval, "approve"),
-        token,
-        Some(json!({})),
-    )
-    .await;
+    let (status, _) = act(&app, &approval, "approve", token, json!({})).await;
     assert_eq!(status, 403);
     // Rejecting one's own request stays possible.
-    let (status, rejected) = call(
+    let (status, rejected) = act(
         &app,
-        Method::POST,
-        &path(&approval, "reject"),
+        &approval,
+        "reject",
         token,
-        Some(json!({"comment": "Withdrawn"})),
+        json!({"comment": "Withdrawn"}),
     )
     .await;
     assert_eq!(
@@ -1157,14 +1140,7 @@ async fn whoever_started_an_approval_may_approve_it_only_where_its_template_allo
     let invoice = new_invoice(&app, admin.organization_id, "INV-SELF-2").await;
     let approval = start(&app, token, &strict, "invoice", invoice).await;
     assert_eq!(approval["allow_self_approval"], true);
-    let (status, done) = call(
-        &app,
-        Method::POST,
-        &path(&approval, "approve"),
-        token,
-        Some(json!({})),
-    )
-    .await;
+    let (status, done) = act(&app, &approval, "approve", token, json!({})).await;
     assert_eq!(
         (status.as_u16(), done["status"].as_str()),
         (200, Some("approved"))

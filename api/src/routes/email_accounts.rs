@@ -283,6 +283,21 @@ pub enum TestAccepted {
     Accepted(Json<TestQueued>),
 }
 
+/// The user and session of a signed-in caller: an OAuth connection is bound to both, and an API
+/// key has neither.
+fn signed_in(granted: &Granted<ManageEmailAccounts>) -> Result<(Uuid, Uuid), ApiError> {
+    match granted.actor() {
+        Actor::User {
+            user_id,
+            session_id,
+        } => Ok((user_id, session_id)),
+        _ => Err(ApiError::InvalidParameter(FieldError {
+            field: "authorization".into(),
+            message: "connecting an account needs a user's access token, not an API key".into(),
+        })),
+    }
+}
+
 /// A host the platform's outbound policy lets an organization's account reach.
 fn host(policy: &OutboundPolicy, raw: &str) -> Result<String, Invalid> {
     let host = raw.trim();
@@ -446,16 +461,7 @@ impl EmailAccountsApi {
         provider: Path<OAuthProvider>,
     ) -> Result<Json<OAuthStart>, ApiError> {
         let granted = auth.grant::<ManageEmailAccounts>(&state).await?;
-        let Actor::User {
-            user_id,
-            session_id,
-        } = granted.actor()
-        else {
-            return Err(ApiError::InvalidParameter(FieldError {
-                field: "authorization".into(),
-                message: "connecting an account needs a user's access token, not an API key".into(),
-            }));
-        };
+        let (user_id, session_id) = signed_in(&granted)?;
         let (authorization_url, csrf, verifier) = oauth::start(&state.settings, provider.0)
             .map_err(|e| ApiError::Conflict {
                 code: "oauth_not_configured",
@@ -550,16 +556,7 @@ impl EmailAccountsApi {
         body: JsonBody<OAuthComplete>,
     ) -> Result<Json<Connected>, ApiError> {
         let granted = auth.grant::<ManageEmailAccounts>(&state).await?;
-        let Actor::User {
-            user_id,
-            session_id,
-        } = granted.actor()
-        else {
-            return Err(ApiError::InvalidParameter(FieldError {
-                field: "authorization".into(),
-                message: "connecting an account needs a user's access token, not an API key".into(),
-            }));
-        };
+        let (user_id, session_id) = signed_in(&granted)?;
         let provider = provider.0;
         let invalid_state = || {
             ApiError::Validation(vec![FieldError {

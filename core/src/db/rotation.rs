@@ -83,13 +83,11 @@ async fn reseal_column(
         for row in rows {
             let id: Uuid = row.try_get("id")?;
             let sealed: Vec<u8> = row.try_get("sealed")?;
-            if crypto::sealed_with(&sealed) == Some(key.id()) {
+            let Some(resealed) = reseal(key, &sealed, || format!("{table}.{column} of {id}"))?
+            else {
                 done.current += 1;
                 continue;
-            }
-            let plain = crypto::open(key, &sealed)
-                .map_err(|e| anyhow::anyhow!("{table}.{column} of {id}: {e}"))?;
-            let resealed = crypto::seal(key, &plain)?;
+            };
             let updated = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {table} SET {column} = $2 WHERE id = $1 AND {column} = $3"
             )))
@@ -98,11 +96,31 @@ async fn reseal_column(
             .bind(&sealed)
             .execute(pool)
             .await?;
-            if updated.rows_affected() == 1 {
-                done.resealed += 1;
-            } else {
-                done.changed += 1;
-            }
+            done.count(updated.rows_affected());
+        }
+    }
+}
+
+/// `sealed` under the current key, or `None` when it is already.
+fn reseal(
+    key: &EncryptionKey,
+    sealed: &[u8],
+    what: impl FnOnce() -> String,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    if crypto::sealed_with(sealed) == Some(key.id()) {
+        return Ok(None);
+    }
+    let plain = crypto::open(key, sealed).map_err(|e| anyhow::anyhow!("{}: {e}", what()))?;
+    Ok(Some(crypto::seal(key, &plain)?))
+}
+
+impl Resealed {
+    /// One compare-and-set update: it replaced the value, or the value had changed.
+    fn count(&mut self, rows_affected: u64) {
+        if rows_affected == 1 {
+            self.resealed += 1;
+        } else {
+            self.changed += 1;
         }
     }
 }
@@ -124,28 +142,23 @@ async fn reseal_system_email_jobs(pool: &PgPool, key: &EncryptionKey) -> anyhow:
     for row in rows {
         let id: Uuid = row.try_get("id")?;
         let sealed: String = row.try_get("sealed")?;
-        let bytes = b64.decode(&sealed).unwrap_or_default();
-        if crypto::sealed_with(&bytes) == Some(key.id()) {
+        let bytes = b64
+            .decode(&sealed)
+            .map_err(|e| anyhow::anyhow!("the parameters of job {id}: {e}"))?;
+        let Some(resealed) = reseal(key, &bytes, || format!("the parameters of job {id}"))? else {
             done.current += 1;
             continue;
-        }
-        let plain = crypto::open_text(key, &sealed)
-            .map_err(|e| anyhow::anyhow!("the parameters of job {id}: {e}"))?;
-        let resealed = crypto::seal_text(key, &plain)?;
+        };
         let updated = sqlx::query(
             "UPDATE jobs SET args = jsonb_set(args, '{sealed_params}', to_jsonb($2::text))
              WHERE id = $1 AND args->>'sealed_params' = $3",
         )
         .bind(id)
-        .bind(&resealed)
+        .bind(b64.encode(resealed))
         .bind(&sealed)
         .execute(pool)
         .await?;
-        if updated.rows_affected() == 1 {
-            done.resealed += 1;
-        } else {
-            done.changed += 1;
-        }
+        done.count(updated.rows_affected());
     }
     Ok(done)
 }
