@@ -235,6 +235,14 @@ impl Account {
         let access = session["access_token"]
             .as_str()
             .context("login returned no access_token")?;
+        // The fuzzing may have made the organization require keys to expire: lift that first.
+        send(
+            self.port,
+            "PATCH",
+            "/api/v1/organization",
+            Some(access),
+            &serde_json::json!({ "settings": { "api_key_max_lifetime_days": null } }),
+        )?;
         let key = post(
             self.port,
             "/api/v1/api-keys",
@@ -255,10 +263,21 @@ fn post(
     bearer: Option<&str>,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value> {
+    send(port, "POST", path, bearer, body)
+}
+
+/// `method` `path` with a JSON `body`; the JSON answer of a 2xx, else [`Refused`].
+fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value> {
     let body = body.to_string();
     let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!(
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\n\
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
