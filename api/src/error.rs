@@ -122,6 +122,14 @@ impl ApiError {
             detail: "Every database connection is busy; retry in a moment.".into(),
         }
     }
+
+    /// An internal error whose cause is an exhausted connection pool: [`ApiError::busy`] is what
+    /// the client should see (a handler that wrapped the sqlx error in context still gets 503).
+    pub fn is_pool_exhausted(&self) -> bool {
+        matches!(self, Self::Internal(cause) if cause
+            .chain()
+            .any(|e| matches!(e.downcast_ref(), Some(sqlx::Error::PoolTimedOut))))
+    }
 }
 
 impl ApiError {
@@ -267,11 +275,7 @@ impl ResponseError for ApiError {
 
 /// Renders an error as `application/problem+json`, logging internal errors once.
 pub fn problem_response(err: &ApiError, request_id: Option<&str>) -> Response {
-    if let ApiError::Internal(cause) = err
-        && cause
-            .chain()
-            .any(|e| matches!(e.downcast_ref(), Some(sqlx::Error::PoolTimedOut)))
-    {
+    if err.is_pool_exhausted() {
         return problem_response(&ApiError::busy(), request_id);
     }
     if let ApiError::Internal(cause) = err {

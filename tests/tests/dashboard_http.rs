@@ -387,3 +387,66 @@ async fn the_sign_in_form_shares_the_address_budget_of_the_api_sign_in_routes() 
         .unwrap();
     assert_eq!(api.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn an_exhausted_connection_pool_is_503_with_retry_after_on_pages_and_api_never_500() {
+    let app = TestApp::spawn().await;
+    let admin = fixtures::register(&app, "admin@a.example", "A").await;
+    let session = sign_in(&app, "admin@a.example").await;
+    // Another client holds the organizations table: every request of the API that reads it
+    // keeps its connection waiting, and the pool (5) runs dry.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE organizations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let page = |path: &'static str| {
+        let (app, cookie) = (&app, session.cookie.clone());
+        async move { get(app, path, Some(&cookie)).await }
+    };
+    let api = |path: &'static str| {
+        let (app, token) = (&app, admin.access_token.clone());
+        async move {
+            app.client
+                .get(app.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let requests = (0..6)
+        .map(|_| futures_util::future::Either::Left(page("/dashboard")))
+        .chain((0..6).map(|_| futures_util::future::Either::Right(api("/api/v1/organization"))));
+    let release = async {
+        // Longer than the acquire timeout (2 s), then let the waiting ones finish.
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        blocker.rollback().await.unwrap();
+    };
+    let (responses, ()) = tokio::join!(futures_util::future::join_all(requests), release);
+    let answers: Vec<(u16, bool, String)> = responses
+        .iter()
+        .map(|r| {
+            let retry = r.headers().contains_key("retry-after");
+            (r.status().as_u16(), retry, r.url().path().to_owned())
+        })
+        .collect();
+    assert!(
+        answers
+            .iter()
+            .all(|(status, _, _)| matches!(status, 200 | 503)),
+        "{answers:?}"
+    );
+    let busy: Vec<_> = answers
+        .iter()
+        .filter(|(status, _, _)| *status == 503)
+        .collect();
+    assert!(!busy.is_empty(), "the pool ran dry: {answers:?}");
+    assert!(busy.iter().all(|(_, retry, _)| *retry), "{answers:?}");
+    assert!(
+        busy.iter()
+            .any(|(_, _, path)| path.starts_with("/dashboard"))
+            && busy.iter().any(|(_, _, path)| path.starts_with("/api")),
+        "{answers:?}"
+    );
+}

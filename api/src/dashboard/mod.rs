@@ -203,6 +203,9 @@ fn error_page(error: &ApiError, request_id: Option<&str>) -> Response {
     if matches!(error, ApiError::Unauthorized) {
         return see_other("/dashboard/sign-in");
     }
+    if error.is_pool_exhausted() {
+        return error_page(&ApiError::busy(), request_id);
+    }
     if let ApiError::Internal(cause) = error {
         tracing::error!(error = format!("{cause:#}"), "dashboard request failed");
     }
@@ -213,12 +216,17 @@ fn error_page(error: &ApiError, request_id: Option<&str>) -> Response {
         detail => problem.detail,
         request_id => request_id,
     };
-    render_status(error.status(), "error.html", context).unwrap_or_else(|_| {
+    let mut page = render_status(error.status(), "error.html", context).unwrap_or_else(|_| {
         Response::builder()
             .status(error.status())
             .content_type("text/plain; charset=utf-8")
             .body(problem.title)
-    })
+    });
+    if matches!(error, ApiError::Unavailable { .. }) {
+        page.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    page
 }
 
 #[cfg(test)]
