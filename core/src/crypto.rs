@@ -115,10 +115,115 @@ pub fn seal(key: &EncryptionKey, plaintext: &[u8]) -> Result<Vec<u8>, CryptoErro
     Ok(out)
 }
 
+/// What values [`seal_bound`] writes start with, then the key's id.
+const BOUND_MAGIC: &[u8; 3] = b"zk\x02";
+
+/// Where a stored secret lives. [`seal_bound`] binds it into the value (AES-GCM associated
+/// data), so that a value copied into another row, column or organization does not open.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding {
+    pub table: &'static str,
+    pub column: &'static str,
+    pub organization_id: uuid::Uuid,
+    pub row_id: uuid::Uuid,
+}
+
+impl Binding {
+    pub fn new(
+        (table, column): (&'static str, &'static str),
+        organization_id: uuid::Uuid,
+        row_id: uuid::Uuid,
+    ) -> Self {
+        Self {
+            table,
+            column,
+            organization_id,
+            row_id,
+        }
+    }
+
+    fn associated_data(&self) -> String {
+        format!(
+            "zoark:{}.{}:{}:{}",
+            self.table, self.column, self.organization_id, self.row_id
+        )
+    }
+}
+
+/// [`seal`], bound to where the value is stored: `"zk\x02" || key id || nonce || ciphertext`.
+///
+/// # Errors
+/// Only on an internal AEAD failure.
+pub fn seal_bound(
+    key: &EncryptionKey,
+    plaintext: &[u8],
+    binding: &Binding,
+) -> Result<Vec<u8>, CryptoError> {
+    use aes_gcm::aead::Payload;
+    let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key.bytes()));
+    let mut nonce_bytes = [0u8; 12];
+    rand::rng().fill(&mut nonce_bytes[..]);
+    let aad = binding.associated_data();
+    let mut out = BOUND_MAGIC.to_vec();
+    out.push(key.id());
+    out.extend_from_slice(&nonce_bytes);
+    out.extend(
+        cipher
+            .encrypt(
+                &Nonce::from(nonce_bytes),
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| CryptoError::Seal)?,
+    );
+    Ok(out)
+}
+
+/// Opens what [`seal_bound`] sealed for exactly this `binding`; a value sealed before values
+/// were bound ([`seal`], or older) still opens, until `zoark-api rotate-keys` re-seals it bound.
+///
+/// # Errors
+/// When the value was sealed for another place, tampered with, or its key is not in the ring.
+pub fn open_bound(
+    key: &EncryptionKey,
+    sealed: &[u8],
+    binding: &Binding,
+) -> Result<Vec<u8>, CryptoError> {
+    use aes_gcm::aead::Payload;
+    let Some(rest) = sealed.strip_prefix(BOUND_MAGIC) else {
+        return open(key, sealed);
+    };
+    let (&id, rest) = rest.split_first().ok_or(CryptoError::Open)?;
+    let key = key.by_id(id).ok_or(CryptoError::UnknownKey(id))?;
+    if rest.len() < 12 {
+        return Err(CryptoError::Open);
+    }
+    let (nonce, ciphertext) = rest.split_at(12);
+    let nonce: [u8; 12] = nonce.try_into().map_err(|_| CryptoError::Open)?;
+    let aad = binding.associated_data();
+    Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key))
+        .decrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: aad.as_bytes(),
+            },
+        )
+        .map_err(|_| CryptoError::Open)
+}
+
+/// Whether `sealed` was sealed with [`seal_bound`].
+pub fn is_bound(sealed: &[u8]) -> bool {
+    sealed.starts_with(BOUND_MAGIC)
+}
+
 /// The id of the key that sealed `sealed`; `None` for values sealed before keys had ids.
 pub fn sealed_with(sealed: &[u8]) -> Option<u8> {
     sealed
         .strip_prefix(SEALED_MAGIC)
+        .or_else(|| sealed.strip_prefix(BOUND_MAGIC))
         .filter(|rest| rest.len() > 13)
         .and_then(|rest| rest.first().copied())
 }

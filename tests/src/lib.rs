@@ -436,3 +436,20 @@ fn init_test_logging() {
             .try_init();
     }
 }
+
+/// Opens a secret stored in `column` of the row `id` of `organization_id`, as the platform does
+/// (the value is bound to that place).
+///
+/// # Panics
+/// When it does not open there.
+pub fn open_stored(
+    app: &TestApp,
+    column: (&'static str, &'static str),
+    organization_id: uuid::Uuid,
+    id: uuid::Uuid,
+    sealed: &[u8],
+) -> Vec<u8> {
+    let binding = zoark_core::crypto::Binding::new(column, organization_id, id);
+    zoark_core::crypto::open_bound(&app.settings.encryption_key, sealed, &binding)
+        .unwrap_or_else(|e| panic!("{}.{} of {id}: {e}", column.0, column.1))
+}

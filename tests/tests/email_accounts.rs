@@ -40,9 +40,22 @@ async fn an_smtp_account_keeps_its_password_sealed_and_sends_a_test_message() {
         !stored.windows(8).any(|w| w == b"smtp-sec"),
         "sealed at rest"
     );
-    let opened = zoark_core::crypto::open(&app.settings.encryption_key, &stored).unwrap();
-    assert_eq!(opened, b"smtp-secret-password");
     let id = created["id"].as_str().unwrap().to_owned();
+    let row: uuid::Uuid = id.parse().unwrap();
+    let column = zoark_core::db::email_accounts::SMTP_PASSWORD;
+    let opened = zoark_tests::open_stored(&app, column, admin.organization_id, row, &stored);
+    assert_eq!(opened, b"smtp-secret-password");
+    // Bound to its row: copied into another row (or organization) it does not open.
+    for (organization, other_row) in [
+        (admin.organization_id, uuid::Uuid::now_v7()),
+        (uuid::Uuid::now_v7(), row),
+    ] {
+        let elsewhere = zoark_core::crypto::Binding::new(column, organization, other_row);
+        assert!(
+            zoark_core::crypto::open_bound(&app.settings.encryption_key, &stored, &elsewhere)
+                .is_err()
+        );
+    }
 
     // The same address twice is a conflict; bad settings name their fields.
     let (status, body) = call(

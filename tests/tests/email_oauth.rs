@@ -180,13 +180,26 @@ async fn a_gmail_account_connects_with_pkce_and_its_tokens_are_sealed() {
     .await
     .unwrap();
     assert!(!String::from_utf8_lossy(&access).contains("ya29"));
-    let key = &app.settings.encryption_key;
+    let account: Uuid = connected["id"].as_str().unwrap().parse().unwrap();
+    let org = admin.organization_id;
     assert_eq!(
-        zoark_core::crypto::open(key, &access).unwrap(),
+        zoark_tests::open_stored(
+            &app,
+            email_accounts::OAUTH_ACCESS_TOKEN,
+            org,
+            account,
+            &access
+        ),
         b"ya29.access-token"
     );
     assert_eq!(
-        zoark_core::crypto::open(key, &refresh).unwrap(),
+        zoark_tests::open_stored(
+            &app,
+            email_accounts::OAUTH_REFRESH_TOKEN,
+            org,
+            account,
+            &refresh
+        ),
         b"1//refresh-token"
     );
     let (_, list) = {
@@ -386,6 +399,7 @@ async fn connected(
         admin.organization_id,
         admin.user_id,
         &OAuthTokens {
+            id: Uuid::now_v7(),
             provider: provider.into(),
             display_name: "Ada Sender".into(),
             from_address: address.into(),
@@ -425,23 +439,29 @@ async fn get(app: &TestApp, token: &str, path: &str) -> Value {
 
 /// The account's tokens, opened, and when the access token expires.
 async fn stored_tokens(app: &TestApp, account: Uuid) -> (String, String, DateTime<Utc>) {
-    let (access, refresh, expires_at): (Vec<u8>, Vec<u8>, DateTime<Utc>) = sqlx::query_as(
-        "SELECT oauth_access_token_ciphertext, oauth_refresh_token_ciphertext, oauth_expires_at
-         FROM email_accounts WHERE id = $1",
-    )
-    .bind(account)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    let open = |sealed: &[u8]| {
-        let plain = zoark_core::crypto::open(&app.settings.encryption_key, sealed).unwrap();
+    let (org, access, refresh, expires_at): (Uuid, Vec<u8>, Vec<u8>, DateTime<Utc>) =
+        sqlx::query_as(
+            "SELECT organization_id, oauth_access_token_ciphertext,
+                    oauth_refresh_token_ciphertext, oauth_expires_at
+             FROM email_accounts WHERE id = $1",
+        )
+        .bind(account)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let open = |column, sealed: &[u8]| {
+        let plain = zoark_tests::open_stored(app, column, org, account, sealed);
         assert!(
             !sealed.windows(plain.len()).any(|w| w == plain.as_slice()),
             "sealed at rest"
         );
         String::from_utf8(plain).unwrap()
     };
-    (open(&access), open(&refresh), expires_at)
+    (
+        open(email_accounts::OAUTH_ACCESS_TOKEN, &access),
+        open(email_accounts::OAUTH_REFRESH_TOKEN, &refresh),
+        expires_at,
+    )
 }
 
 fn form(body: &[u8]) -> HashMap<String, String> {

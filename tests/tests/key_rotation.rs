@@ -17,16 +17,21 @@ fn key(b64: &str) -> [u8; 32] {
     *EncryptionKey::parse("test", b64).unwrap().bytes()
 }
 
-async fn sealed_values(app: &TestApp) -> Vec<Vec<u8>> {
+/// Every stored secret with where it is bound.
+async fn sealed_values(app: &TestApp) -> Vec<(crypto::Binding, Vec<u8>)> {
     let mut out = Vec::new();
     for (table, column) in zoark_core::db::rotation::SEALED_COLUMNS {
-        let values: Vec<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT {column} FROM {table} WHERE {column} IS NOT NULL"
-        )))
+        let rows: Vec<(uuid::Uuid, uuid::Uuid, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(
+            format!("SELECT id, organization_id, {column} FROM {table} WHERE {column} IS NOT NULL"),
+        ))
         .fetch_all(&app.pool)
         .await
         .unwrap();
-        out.extend(values);
+        out.extend(
+            rows.into_iter().map(|(id, org, sealed)| {
+                (crypto::Binding::new((*table, *column), org, id), sealed)
+            }),
+        );
     }
     out
 }
@@ -58,7 +63,11 @@ async fn rotate_keys_reseals_every_secret_under_the_new_key_and_the_old_one_can_
     }
     let before = sealed_values(&app).await;
     assert_eq!(before.len(), 3);
-    assert!(before.iter().all(|v| crypto::sealed_with(v) == Some(1)));
+    assert!(
+        before
+            .iter()
+            .all(|(_, v)| crypto::sealed_with(v) == Some(1))
+    );
 
     let output = std::process::Command::new(binary("zoark-api"))
         .arg("rotate-keys")
@@ -88,10 +97,11 @@ async fn rotate_keys_reseals_every_secret_under_the_new_key_and_the_old_one_can_
     assert_eq!(after.len(), 3);
     let mut opened: Vec<String> = after
         .iter()
-        .map(|v| {
+        .map(|(binding, v)| {
             assert_eq!(crypto::sealed_with(v), Some(2));
-            assert!(crypto::open(&old_only, v).is_err());
-            String::from_utf8(crypto::open(&new_only, v).unwrap()).unwrap()
+            assert!(crypto::is_bound(v));
+            assert!(crypto::open_bound(&old_only, v, binding).is_err());
+            String::from_utf8(crypto::open_bound(&new_only, v, binding).unwrap()).unwrap()
         })
         .collect();
     opened.sort();

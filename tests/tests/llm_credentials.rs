@@ -64,7 +64,13 @@ async fn a_credential_keeps_its_key_sealed_and_its_test_asks_the_provider_for_mo
         "sealed at rest"
     );
     assert_eq!(
-        zoark_core::crypto::open(&app.settings.encryption_key, &stored).unwrap(),
+        zoark_tests::open_stored(
+            &app,
+            zoark_core::db::llm_credentials::API_KEY,
+            admin.organization_id,
+            created["id"].as_str().unwrap().parse().unwrap(),
+            &stored
+        ),
         b"sk-good"
     );
     let id = created["id"].as_str().unwrap().to_owned();

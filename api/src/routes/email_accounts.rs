@@ -335,11 +335,19 @@ fn port(port: u16) -> Result<u16, Invalid> {
     }
 }
 
-fn password(state: &AppState, raw: &str) -> Result<Vec<u8>, Invalid> {
+/// The password sealed for account `id` of the organization.
+fn password(
+    state: &AppState,
+    granted: &Granted<ManageEmailAccounts>,
+    id: Uuid,
+    raw: &str,
+) -> Result<Vec<u8>, Invalid> {
     if raw.is_empty() || raw.len() > MAX_PASSWORD_BYTES {
         return Err(Invalid(format!("must be 1 to {MAX_PASSWORD_BYTES} bytes")));
     }
-    crypto::seal(&state.settings.encryption_key, raw.as_bytes())
+    let binding =
+        crypto::Binding::new(email_accounts::SMTP_PASSWORD, granted.organization_id(), id);
+    crypto::seal_bound(&state.settings.encryption_key, raw.as_bytes(), &binding)
         .map_err(|e| Invalid(format!("could not be sealed: {e}")))
 }
 
@@ -404,8 +412,11 @@ impl EmailAccountsApi {
             fields.take("security", security(policy, body.security.as_str(), host));
         }
         let port = fields.take("port", port(body.port));
+        let id = Uuid::now_v7();
         let sealed_password = match body.password.as_deref() {
-            Some(raw) => fields.take("password", password(&state, raw)).map(Some),
+            Some(raw) => fields
+                .take("password", password(&state, &granted, id, raw))
+                .map(Some),
             None => Some(None),
         };
         fields.finish()?;
@@ -415,10 +426,11 @@ impl EmailAccountsApi {
             return Err(ApiError::Internal(anyhow::anyhow!("parsed fields missing")));
         };
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        let id = email_accounts::insert_smtp(
+        email_accounts::insert_smtp(
             &mut tx,
             &granted,
             &Smtp {
+                id,
                 display_name: display_name.as_str().to_owned(),
                 from_address: from_address.to_string(),
                 host,
@@ -467,12 +479,23 @@ impl EmailAccountsApi {
                 code: "oauth_not_configured",
                 detail: e.to_string(),
             })?;
-        let sealed = crypto::seal(&state.settings.encryption_key, verifier.as_bytes())
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        let state_id = Uuid::now_v7();
+        let binding = crypto::Binding::new(
+            email_accounts::PKCE_VERIFIER,
+            granted.organization_id(),
+            state_id,
+        );
+        let sealed = crypto::seal_bound(
+            &state.settings.encryption_key,
+            verifier.as_bytes(),
+            &binding,
+        )
+        .map_err(|e| ApiError::Internal(e.into()))?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         email_accounts::insert_oauth_state(
             &mut tx,
             &granted,
+            state_id,
             (user_id, session_id),
             provider.0.as_str(),
             &csrf,
@@ -575,8 +598,17 @@ impl EmailAccountsApi {
         .await?
         .ok_or_else(invalid_state)?;
         tx.commit().await?;
-        let verifier = crypto::open(&state.settings.encryption_key, &pending.sealed_verifier)
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        let binding = crypto::Binding::new(
+            email_accounts::PKCE_VERIFIER,
+            pending.organization_id,
+            pending.id,
+        );
+        let verifier = crypto::open_bound(
+            &state.settings.encryption_key,
+            &pending.sealed_verifier,
+            &binding,
+        )
+        .map_err(|e| ApiError::Internal(e.into()))?;
         let upstream = |detail: String| ApiError::Upstream {
             code: "oauth_exchange_failed",
             detail,
@@ -607,9 +639,22 @@ impl EmailAccountsApi {
                     .into(),
             )
         })?;
+        let mut tx = tenant::begin(&state.pool, &granted).await?;
+        // The account's id, found (and its address locked for this transaction) or new: the
+        // tokens are sealed for that row.
+        let account_id = email_accounts::oauth_account_id(
+            &mut tx,
+            pending.organization_id,
+            provider.as_str(),
+            &email,
+        )
+        .await?
+        .unwrap_or_else(Uuid::now_v7);
         let key = &state.settings.encryption_key;
-        let seal = |secret: &str| {
-            crypto::seal(key, secret.as_bytes()).map_err(|e| ApiError::Internal(e.into()))
+        let seal = |column, secret: &str| {
+            let binding = crypto::Binding::new(column, pending.organization_id, account_id);
+            crypto::seal_bound(key, secret.as_bytes(), &binding)
+                .map_err(|e| ApiError::Internal(e.into()))
         };
         let expires_at = tokens
             .expires_in()
@@ -619,15 +664,18 @@ impl EmailAccountsApi {
             display_name: identity.name.clone().unwrap_or_else(|| email.clone()),
             from_address: email.clone(),
             subject: identity.sub.clone(),
-            sealed_access_token: seal(tokens.access_token().secret())?,
-            sealed_refresh_token: seal(refresh.secret())?,
+            id: account_id,
+            sealed_access_token: seal(
+                email_accounts::OAUTH_ACCESS_TOKEN,
+                tokens.access_token().secret(),
+            )?,
+            sealed_refresh_token: seal(email_accounts::OAUTH_REFRESH_TOKEN, refresh.secret())?,
             expires_at,
             scopes: tokens
                 .scopes()
                 .map(|s| s.iter().map(|s| s.to_string()).collect())
                 .unwrap_or_default(),
         };
-        let mut tx = tenant::begin(&state.pool, &granted).await?;
         let id = email_accounts::upsert_oauth(
             &mut tx,
             pending.organization_id,
@@ -791,7 +839,9 @@ impl EmailAccountsApi {
         }
         match body.password {
             MaybeUndefined::Value(v) => {
-                patch.sealed_password = fields.take("password", password(&state, &v)).map(Some);
+                patch.sealed_password = fields
+                    .take("password", password(&state, &granted, id.0, &v))
+                    .map(Some);
                 changed.push("password");
             }
             MaybeUndefined::Null => {

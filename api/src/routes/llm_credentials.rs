@@ -168,20 +168,27 @@ fn base_url(policy: &OutboundPolicy, raw: &str) -> Result<String, Invalid> {
     Ok(url)
 }
 
-fn api_key(state: &AppState, raw: &str) -> Result<Vec<u8>, Invalid> {
+/// The key sealed for credential `binding` names.
+fn api_key(state: &AppState, binding: &crypto::Binding, raw: &str) -> Result<Vec<u8>, Invalid> {
     let key = raw.trim();
     if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
         return Err(Invalid(format!(
             "must be 1 to {MAX_KEY_BYTES} bytes without control characters"
         )));
     }
-    crypto::seal(&state.settings.encryption_key, key.as_bytes())
+    crypto::seal_bound(&state.settings.encryption_key, key.as_bytes(), binding)
         .map_err(|e| Invalid(format!("could not be sealed: {e}")))
+}
+
+/// Where credential `id` of the caller's organization seals its key.
+fn binding(granted: &Granted<ManageLlmCredentials>, id: Uuid) -> crypto::Binding {
+    crypto::Binding::new(db::API_KEY, granted.organization_id(), id)
 }
 
 /// Parses the present fields; `changed` names them (for the audit log, never their values).
 fn columns(
     state: &AppState,
+    binding: &crypto::Binding,
     patch: LlmCredentialPatch,
 ) -> Result<(Columns, Vec<&'static str>), ApiError> {
     let mut fields = Fields::default();
@@ -202,7 +209,7 @@ fn columns(
             .and_then(|v| fields.take("base_url", base_url(&state.settings.outbound, &v))),
         sealed_api_key: patch
             .api_key
-            .and_then(|v| fields.take("api_key", api_key(state, &v))),
+            .and_then(|v| fields.take("api_key", api_key(state, binding, &v))),
         default_model: patch
             .default_model
             .and_then(|v| fields.take("default_model", text(200)(&v))),
@@ -267,8 +274,10 @@ impl LlmCredentialsApi {
     ) -> Result<CredentialCreated, ApiError> {
         let granted = auth.grant::<ManageLlmCredentials>(&state).await?;
         let body = body.0;
+        let id = Uuid::now_v7();
         let (columns, _) = columns(
             &state,
+            &binding(&granted, id),
             LlmCredentialPatch {
                 name: Some(body.name),
                 base_url: Some(body.base_url),
@@ -277,7 +286,7 @@ impl LlmCredentialsApi {
             },
         )?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        let id = db::insert(&mut tx, &granted, columns)
+        db::insert(&mut tx, &granted, id, columns)
             .await
             .map_err(write_error)?;
         let credential = load(&mut tx, &granted, id).await?;
@@ -350,7 +359,7 @@ impl LlmCredentialsApi {
         body: JsonBody<LlmCredentialPatch>,
     ) -> Result<Json<LlmCredential>, ApiError> {
         let granted = auth.grant::<ManageLlmCredentials>(&state).await?;
-        let (columns, changed) = columns(&state, body.0)?;
+        let (columns, changed) = columns(&state, &binding(&granted, id.0), body.0)?;
         let mut tx = tenant::begin(&state.pool, &granted).await?;
         db::update(&mut tx, &granted, id.0, columns)
             .await
@@ -423,8 +432,12 @@ impl LlmCredentialsApi {
             .await?
             .ok_or_else(not_found)?;
         tx.commit().await?;
-        let key = crypto::open(&state.settings.encryption_key, &sealed.sealed_api_key)
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        let key = crypto::open_bound(
+            &state.settings.encryption_key,
+            &sealed.sealed_api_key,
+            &crypto::Binding::new(db::API_KEY, granted.organization_id(), sealed.id),
+        )
+        .map_err(|e| ApiError::Internal(e.into()))?;
         let key = String::from_utf8(key).map_err(|e| ApiError::Internal(e.into()))?;
         if let Err(refused) = checked_url(&state.settings.outbound, &sealed.base_url) {
             return Ok(Json(LlmCredentialTest {

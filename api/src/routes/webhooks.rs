@@ -351,8 +351,15 @@ fn not_found() -> ApiError {
     }
 }
 
-fn seal(state: &AppState, secret: &str) -> Result<Vec<u8>, ApiError> {
-    crypto::seal(&state.settings.encryption_key, secret.as_bytes())
+/// `secret` sealed for webhook `id` of the organization.
+fn seal(
+    state: &AppState,
+    organization_id: Uuid,
+    id: Uuid,
+    secret: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let binding = crypto::Binding::new(webhooks::SECRET, organization_id, id);
+    crypto::seal_bound(&state.settings.encryption_key, secret.as_bytes(), &binding)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("sealing a webhook secret: {e}")))
 }
 
@@ -449,7 +456,9 @@ impl WebhooksApi {
         }
         let fields = parse(body.into(), true, policy(&state))?;
         let secret = new_secret();
-        let id = webhooks::insert(&mut tx, &granted, &fields, &seal(&state, &secret)?).await?;
+        let id = Uuid::now_v7();
+        let sealed = seal(&state, organization_id, id, &secret)?;
+        webhooks::insert(&mut tx, &granted, id, &fields, &sealed).await?;
         audit::record_granted(
             &mut tx,
             &granted,
@@ -622,7 +631,8 @@ impl WebhooksApi {
         let granted = auth.grant::<ManageWebhooks>(&state).await?;
         let secret = new_secret();
         let mut tx = tenant::begin(&state.pool, &granted).await?;
-        if !webhooks::set_secret(&mut tx, &granted, id.0, &seal(&state, &secret)?).await? {
+        let sealed = seal(&state, granted.organization_id(), id.0, &secret)?;
+        if !webhooks::set_secret(&mut tx, &granted, id.0, &sealed).await? {
             return Err(not_found());
         }
         audit::record_granted(

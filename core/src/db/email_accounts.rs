@@ -58,9 +58,19 @@ pub struct Account {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Where SMTP passwords are sealed (bound to their account: [`crate::crypto::Binding`]).
+pub const SMTP_PASSWORD: (&str, &str) = ("email_accounts", "smtp_password_ciphertext");
+/// Where OAuth access tokens are sealed.
+pub const OAUTH_ACCESS_TOKEN: (&str, &str) = ("email_accounts", "oauth_access_token_ciphertext");
+/// Where OAuth refresh tokens are sealed.
+pub const OAUTH_REFRESH_TOKEN: (&str, &str) = ("email_accounts", "oauth_refresh_token_ciphertext");
+/// Where PKCE verifiers of pending connections are sealed.
+pub const PKCE_VERIFIER: (&str, &str) = ("oauth_states", "pkce_verifier_ciphertext");
+
 /// An SMTP account's settings, the password still sealed.
 #[derive(Debug, Clone)]
 pub struct Smtp {
+    pub id: Uuid,
     pub display_name: String,
     pub from_address: String,
     pub host: String,
@@ -105,10 +115,10 @@ pub async fn insert_smtp(
 ) -> Result<Uuid, WriteError> {
     sqlx::query_scalar!(
         r#"
-        INSERT INTO email_accounts (organization_id, provider, display_name, from_address, smtp_host,
-                                    smtp_port, smtp_security, smtp_username, smtp_password_ciphertext,
-                                    created_by)
-        VALUES ($1, 'smtp', $2, $3, $4, $5, $6, $7, $8, $9)
+        INSERT INTO email_accounts (id, organization_id, provider, display_name, from_address,
+                                    smtp_host, smtp_port, smtp_security, smtp_username,
+                                    smtp_password_ciphertext, created_by)
+        VALUES ($10, $1, 'smtp', $2, $3, $4, $5, $6, $7, $8, $9)
         RETURNING id
         "#,
         proof.organization_id(),
@@ -120,6 +130,7 @@ pub async fn insert_smtp(
         smtp.username,
         smtp.sealed_password,
         proof.actor().user_id(),
+        smtp.id,
     )
     .fetch_one(conn)
     .await
@@ -279,6 +290,7 @@ pub async fn smtp_for_sending(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|r| Smtp {
+        id,
         display_name: r.display_name,
         from_address: r.from_address,
         host: r.host,
@@ -296,6 +308,7 @@ pub async fn smtp_for_sending(
 pub async fn insert_oauth_state(
     conn: &mut PgConnection,
     proof: &Granted<ManageEmailAccounts>,
+    id: Uuid,
     (user_id, session_id): (Uuid, Uuid),
     provider: &str,
     state: &str,
@@ -303,9 +316,9 @@ pub async fn insert_oauth_state(
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"
-        INSERT INTO oauth_states (organization_id, user_id, session_id, provider, state_hash,
+        INSERT INTO oauth_states (id, organization_id, user_id, session_id, provider, state_hash,
                                   pkce_verifier_ciphertext, expires_at)
-        VALUES ($1, $2, $3, $4, $5, $6, now() + interval '10 minutes')
+        VALUES ($7, $1, $2, $3, $4, $5, $6, now() + interval '10 minutes')
         "#,
         proof.organization_id(),
         user_id,
@@ -313,6 +326,7 @@ pub async fn insert_oauth_state(
         provider,
         crate::crypto::token_digest(state),
         sealed_verifier,
+        id,
     )
     .execute(conn)
     .await
@@ -322,6 +336,7 @@ pub async fn insert_oauth_state(
 /// A consumed OAuth state: whose connection it was.
 #[derive(Debug, Clone)]
 pub struct OAuthState {
+    pub id: Uuid,
     pub organization_id: Uuid,
     pub user_id: Uuid,
     pub sealed_verifier: Vec<u8>,
@@ -345,7 +360,7 @@ pub async fn consume_oauth_state(
         UPDATE oauth_states SET consumed_at = now()
         WHERE state_hash = $1 AND provider = $2 AND consumed_at IS NULL AND expires_at > now()
           AND organization_id = $3 AND user_id = $4 AND session_id = $5
-        RETURNING organization_id, user_id, pkce_verifier_ciphertext AS sealed_verifier
+        RETURNING id, organization_id, user_id, pkce_verifier_ciphertext AS sealed_verifier
         "#,
         crate::crypto::token_digest(state),
         provider,
@@ -360,6 +375,8 @@ pub async fn consume_oauth_state(
 /// A connected OAuth account's tokens, sealed.
 #[derive(Debug, Clone)]
 pub struct OAuthTokens {
+    /// The account's id: [`oauth_account_id`]'s, or a new one.
+    pub id: Uuid,
     pub provider: String,
     pub display_name: String,
     pub from_address: String,
@@ -368,6 +385,40 @@ pub struct OAuthTokens {
     pub sealed_refresh_token: Vec<u8>,
     pub expires_at: Option<DateTime<Utc>>,
     pub scopes: Vec<String>,
+}
+
+/// The id of the organization's `provider` account for `address`, if there is one; the address
+/// stays locked for the transaction (a concurrent connection of it waits), so that tokens sealed
+/// for this id are stored in this row.
+///
+/// # Errors
+/// Database errors.
+pub async fn oauth_account_id(
+    conn: &mut PgConnection,
+    organization_id: Uuid,
+    provider: &str,
+    address: &str,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        format!(
+            "oauth:{organization_id}:{provider}:{}",
+            address.to_lowercase()
+        ),
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_scalar!(
+        r#"
+        SELECT id FROM email_accounts
+        WHERE organization_id = $1 AND provider = $2 AND lower(from_address) = lower($3)
+        "#,
+        organization_id,
+        provider,
+        address,
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// Stores a connected account, or refreshes the tokens of the one with the same provider and
@@ -384,10 +435,11 @@ pub async fn upsert_oauth(
 ) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar!(
         r#"
-        INSERT INTO email_accounts (organization_id, provider, display_name, from_address, oauth_subject,
-                                    oauth_access_token_ciphertext, oauth_refresh_token_ciphertext,
-                                    oauth_expires_at, oauth_scopes, created_by)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        INSERT INTO email_accounts (id, organization_id, provider, display_name, from_address,
+                                    oauth_subject, oauth_access_token_ciphertext,
+                                    oauth_refresh_token_ciphertext, oauth_expires_at, oauth_scopes,
+                                    created_by)
+        VALUES ($11, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         ON CONFLICT (organization_id, provider, lower(from_address)) DO UPDATE SET
             oauth_subject = EXCLUDED.oauth_subject,
             oauth_access_token_ciphertext = EXCLUDED.oauth_access_token_ciphertext,
@@ -410,6 +462,7 @@ pub async fn upsert_oauth(
         tokens.expires_at,
         &tokens.scopes,
         created_by,
+        tokens.id,
     )
     .fetch_optional(conn)
     .await

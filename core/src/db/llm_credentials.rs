@@ -31,9 +31,13 @@ pub struct Fields {
     pub default_model: Option<String>,
 }
 
+/// Where API keys are sealed (bound to their credential: [`crate::crypto::Binding`]).
+pub const API_KEY: (&str, &str) = ("llm_credentials", "api_key_ciphertext");
+
 /// A credential for calling its provider: the key still sealed.
 #[derive(Debug, Clone)]
 pub struct Sealed {
+    pub id: Uuid,
     pub base_url: String,
     pub sealed_api_key: Vec<u8>,
     pub default_model: String,
@@ -71,6 +75,7 @@ fn write_error(e: sqlx::Error) -> WriteError {
 pub async fn insert(
     conn: &mut PgConnection,
     proof: &Granted<ManageLlmCredentials>,
+    id: Uuid,
     fields: Fields,
 ) -> Result<Uuid, WriteError> {
     let (Some(name), Some(base_url), Some(key), Some(model)) = (
@@ -83,8 +88,9 @@ pub async fn insert(
     };
     sqlx::query_scalar!(
         r#"
-        INSERT INTO llm_credentials (organization_id, name, base_url, api_key_ciphertext, default_model, created_by)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        INSERT INTO llm_credentials
+            (id, organization_id, name, base_url, api_key_ciphertext, default_model, created_by)
+        VALUES ($7, $1, $2, $3, $4, $5, $6)
         RETURNING id
         "#,
         proof.organization_id(),
@@ -93,6 +99,7 @@ pub async fn insert(
         key,
         model,
         proof.actor().user_id(),
+        id,
     )
     .fetch_one(conn)
     .await
@@ -213,7 +220,7 @@ pub async fn for_calling(
     sqlx::query_as!(
         Sealed,
         r#"
-        SELECT base_url, api_key_ciphertext AS sealed_api_key, default_model
+        SELECT id, base_url, api_key_ciphertext AS sealed_api_key, default_model
         FROM llm_credentials WHERE organization_id = $1 AND ($2::uuid IS NULL OR id = $2)
         ORDER BY created_at, id
         LIMIT 1

@@ -1,5 +1,6 @@
 //! `zoark-api rotate-keys`: every stored secret re-sealed under the current
-//! `ZOARK_ENCRYPTION_KEY`, so that the keys of `ZOARK_ENCRYPTION_OLD_KEYS` can be retired.
+//! `ZOARK_ENCRYPTION_KEY` and bound to its row ([`crypto::seal_bound`]), so that the keys of
+//! `ZOARK_ENCRYPTION_OLD_KEYS` can be retired and no unbound value is left.
 //! Each value is replaced only if it did not change meanwhile (compare and set), so the command
 //! runs safely beside the live platform and can be run again.
 
@@ -10,6 +11,7 @@ use crate::{crypto, settings::EncryptionKey};
 
 /// Every column that holds a [`crypto::seal`]ed value, by table.
 pub const SEALED_COLUMNS: &[(&str, &str)] = &[
+    // Each table has `id` and `organization_id`: the binding of its values.
     ("email_accounts", "smtp_password_ciphertext"),
     ("email_accounts", "oauth_access_token_ciphertext"),
     ("email_accounts", "oauth_refresh_token_ciphertext"),
@@ -59,8 +61,8 @@ pub async fn reseal_all(
 async fn reseal_column(
     pool: &PgPool,
     key: &EncryptionKey,
-    table: &str,
-    column: &str,
+    table: &'static str,
+    column: &'static str,
 ) -> anyhow::Result<Resealed> {
     let mut done = Resealed {
         what: format!("{table}.{column}"),
@@ -69,7 +71,7 @@ async fn reseal_column(
     let mut after = Uuid::nil();
     loop {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT id, {column} AS sealed FROM {table}
+            "SELECT id, organization_id, {column} AS sealed FROM {table}
              WHERE {column} IS NOT NULL AND id > $1 ORDER BY id LIMIT $2"
         )))
         .bind(after)
@@ -82,12 +84,16 @@ async fn reseal_column(
         after = last.try_get("id")?;
         for row in rows {
             let id: Uuid = row.try_get("id")?;
+            let organization_id: Uuid = row.try_get("organization_id")?;
             let sealed: Vec<u8> = row.try_get("sealed")?;
-            let Some(resealed) = reseal(key, &sealed, || format!("{table}.{column} of {id}"))?
-            else {
+            let binding = crypto::Binding::new((table, column), organization_id, id);
+            if crypto::is_bound(&sealed) && crypto::sealed_with(&sealed) == Some(key.id()) {
                 done.current += 1;
                 continue;
-            };
+            }
+            let plain = crypto::open_bound(key, &sealed, &binding)
+                .map_err(|e| anyhow::anyhow!("{table}.{column} of {id}: {e}"))?;
+            let resealed = crypto::seal_bound(key, &plain, &binding)?;
             let updated = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {table} SET {column} = $2 WHERE id = $1 AND {column} = $3"
             )))

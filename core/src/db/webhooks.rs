@@ -8,6 +8,9 @@ use uuid::Uuid;
 
 use crate::access::{Granted, ManageWebhooks, ReadWebhooks};
 
+/// Where signing secrets are sealed (bound to their endpoint: [`crate::crypto::Binding`]).
+pub const SECRET: (&str, &str) = ("webhooks", "secret_ciphertext");
+
 /// An endpoint as stored, the secret still sealed.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -37,14 +40,15 @@ pub struct Fields {
 pub async fn insert(
     conn: &mut PgConnection,
     proof: &Granted<ManageWebhooks>,
+    id: Uuid,
     fields: &Fields,
     sealed_secret: &[u8],
 ) -> sqlx::Result<Uuid> {
     sqlx::query_scalar!(
         r#"
-        INSERT INTO webhooks (organization_id, url, description, event_types, secret_ciphertext,
-                              enabled, created_by)
-        VALUES ($1, $2, $3, $4, $5, coalesce($6, true), $7)
+        INSERT INTO webhooks (id, organization_id, url, description, event_types,
+                              secret_ciphertext, enabled, created_by)
+        VALUES ($8, $1, $2, $3, $4, $5, coalesce($6, true), $7)
         RETURNING id
         "#,
         proof.organization_id(),
@@ -54,6 +58,7 @@ pub async fn insert(
         sealed_secret,
         fields.enabled,
         proof.actor().user_id(),
+        id,
     )
     .fetch_one(conn)
     .await

@@ -206,8 +206,14 @@ pub async fn llm_for(
     let sealed = llm_credentials::for_calling(conn, organization_id, def.llm_credential_id).await?;
     let (endpoint, default_model, http) = match sealed {
         Some(sealed) => {
-            let key = crypto::open(&ctx.settings.encryption_key, &sealed.sealed_api_key)
-                .context("opening the LLM provider's key")?;
+            let binding =
+                crypto::Binding::new(llm_credentials::API_KEY, organization_id, sealed.id);
+            let key = crypto::open_bound(
+                &ctx.settings.encryption_key,
+                &sealed.sealed_api_key,
+                &binding,
+            )
+            .context("opening the LLM provider's key")?;
             // An address literal is connected to without resolving: check it here; names are
             // checked by the tenant client's resolver.
             let url: url::Url = sealed

@@ -92,7 +92,11 @@ impl OAuthSender {
             id: account_id,
             provider: usable(&account)?,
         };
-        let stored = self.open(account.sealed_access_token.as_deref())?;
+        let stored = self.open(
+            &target,
+            email_accounts::OAUTH_ACCESS_TOKEN,
+            account.sealed_access_token.as_deref(),
+        )?;
         let access = match stored {
             Some(access) if !expires_soon(account.expires_at) => access,
             _ => self.refresh(target, None).await?,
@@ -141,7 +145,11 @@ impl OAuthSender {
                 .map_err(database)?
                 .ok_or_else(gone)?;
         usable(&locked)?;
-        if let Some(current) = self.open(locked.sealed_access_token.as_deref())? {
+        if let Some(current) = self.open(
+            &target,
+            email_accounts::OAUTH_ACCESS_TOKEN,
+            locked.sealed_access_token.as_deref(),
+        )? {
             let refreshed_meanwhile = match stale {
                 None => !expires_soon(locked.expires_at),
                 Some(stale) => current.expose_secret() != stale.expose_secret(),
@@ -150,7 +158,12 @@ impl OAuthSender {
                 return Ok(current);
             }
         }
-        let Some(refresh_token) = self.open(locked.sealed_refresh_token.as_deref())? else {
+        let Some(refresh_token) = self.open(
+            &target,
+            email_accounts::OAUTH_REFRESH_TOKEN,
+            locked.sealed_refresh_token.as_deref(),
+        )?
+        else {
             let reason = "no refresh token is stored";
             return Err(self.needs_reauth(tx, target, reason).await);
         };
@@ -172,11 +185,15 @@ impl OAuthSender {
             }
             Err(e @ RefreshError::Other(_)) => return Err(SendError::Transient(e.to_string())),
         };
-        let sealed_access = self.seal(&tokens.access_token)?;
+        let sealed_access = self.seal(
+            &target,
+            email_accounts::OAUTH_ACCESS_TOKEN,
+            &tokens.access_token,
+        )?;
         let sealed_refresh = tokens
             .refresh_token
             .as_ref()
-            .map(|t| self.seal(t))
+            .map(|t| self.seal(&target, email_accounts::OAUTH_REFRESH_TOKEN, t))
             .transpose()?;
         email_accounts::store_refreshed_tokens(
             &mut tx,
@@ -286,10 +303,16 @@ impl OAuthSender {
         }
     }
 
-    fn open(&self, sealed: Option<&[u8]>) -> Result<Option<SecretString>, SendError> {
+    fn open(
+        &self,
+        target: &Target,
+        column: (&'static str, &'static str),
+        sealed: Option<&[u8]>,
+    ) -> Result<Option<SecretString>, SendError> {
+        let binding = crypto::Binding::new(column, target.organization_id, target.id);
         sealed
             .map(|sealed| {
-                crypto::open(&self.settings.encryption_key, sealed)
+                crypto::open_bound(&self.settings.encryption_key, sealed, &binding)
                     .map(|plain| SecretString::from(String::from_utf8_lossy(&plain).into_owned()))
                     .map_err(|e| {
                         SendError::Permanent(format!("a stored token cannot be opened: {e}"))
@@ -298,10 +321,17 @@ impl OAuthSender {
             .transpose()
     }
 
-    fn seal(&self, token: &SecretString) -> Result<Vec<u8>, SendError> {
-        crypto::seal(
+    fn seal(
+        &self,
+        target: &Target,
+        column: (&'static str, &'static str),
+        token: &SecretString,
+    ) -> Result<Vec<u8>, SendError> {
+        let binding = crypto::Binding::new(column, target.organization_id, target.id);
+        crypto::seal_bound(
             &self.settings.encryption_key,
             token.expose_secret().as_bytes(),
+            &binding,
         )
         .map_err(|e| SendError::Transient(format!("sealing the refreshed token: {e}")))
     }

@@ -200,13 +200,19 @@ impl Mailer {
     /// [`SendError::Permanent`]: a password sealed under another key, unusable settings.
     pub fn for_account(
         settings: &zoark_core::Settings,
+        organization_id: uuid::Uuid,
         account: &zoark_core::db::email_accounts::Smtp,
     ) -> Result<Self, SendError> {
         let key = &settings.encryption_key;
+        let binding = zoark_core::crypto::Binding::new(
+            zoark_core::db::email_accounts::SMTP_PASSWORD,
+            organization_id,
+            account.id,
+        );
         let password = account
             .sealed_password
             .as_deref()
-            .map(|sealed| zoark_core::crypto::open(key, sealed))
+            .map(|sealed| zoark_core::crypto::open_bound(key, sealed, &binding))
             .transpose()
             .map_err(|e| {
                 SendError::Permanent(format!("the stored password cannot be opened: {e}"))

@@ -348,7 +348,7 @@ impl Senders {
                     SendError::Permanent("the sending account no longer exists".into())
                 })?
         };
-        Mailer::for_account(&self.ctx.settings, &smtp).map(Sender::Transport)
+        Mailer::for_account(&self.ctx.settings, organization_id, &smtp).map(Sender::Transport)
     }
 }
 

@@ -73,7 +73,8 @@ async fn send_smtp(
     account: email_accounts::Smtp,
     branding: &Branding,
 ) -> JobResult {
-    let mailer = Mailer::for_account(&ctx.settings, &account).map_err(SendError::into_job_error)?;
+    let mailer = Mailer::for_account(&ctx.settings, organization_id, &account)
+        .map_err(SendError::into_job_error)?;
     let message = test_message(job, &account.display_name, &account.from_address, branding)?;
     match mailer.send(&job.to, &message).await {
         Ok(message_id) => {

@@ -107,7 +107,7 @@ async fn deliver(
         }
     };
     let started = Instant::now();
-    let attempted = attempt(&ctx, http, &target).await;
+    let attempted = attempt(&ctx, http, organization_id, &target).await;
     let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
     let succeeded = attempted
         .response_status
@@ -182,7 +182,12 @@ async fn record(
     Ok(())
 }
 
-async fn attempt(ctx: &WorkerContext, http: &reqwest::Client, target: &Target) -> Attempted {
+async fn attempt(
+    ctx: &WorkerContext,
+    http: &reqwest::Client,
+    organization_id: uuid::Uuid,
+    target: &Target,
+) -> Attempted {
     let failed = |error: String, permanent: bool| Attempted {
         response_status: None,
         excerpt: None,
@@ -193,7 +198,12 @@ async fn attempt(ctx: &WorkerContext, http: &reqwest::Client, target: &Target) -
         Ok(url) => url,
         Err(e) => return failed(format!("the endpoint URL {}", e.0), true),
     };
-    let secret = match crypto::open(&ctx.settings.encryption_key, &target.secret_ciphertext) {
+    let binding = crypto::Binding::new(db::SECRET, organization_id, target.webhook_id);
+    let secret = match crypto::open_bound(
+        &ctx.settings.encryption_key,
+        &target.secret_ciphertext,
+        &binding,
+    ) {
         Ok(secret) => String::from_utf8_lossy(&secret).into_owned(),
         Err(e) => return failed(format!("the signing secret cannot be opened: {e}"), true),
     };
