@@ -11,6 +11,35 @@ use zoark_core::access::Role;
 use zoark_tests::call;
 use zoark_tests::{TestApp, field_names, fixtures, smtp::SmtpSink};
 
+/// Queues a test message through account `id` (`body`: `{}` or `{"to": …}`), runs the jobs, and
+/// returns the queue answer and the job as the API shows it.
+async fn test_message(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    body: serde_json::Value,
+) -> (serde_json::Value, serde_json::Value) {
+    let (status, queued) = call(
+        app,
+        Method::POST,
+        &format!("/api/v1/email-accounts/{id}/test"),
+        token,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
+    let (_, job) = call(
+        app,
+        Method::GET,
+        &format!("/api/v1/jobs/{}", queued["job_id"].as_str().unwrap()),
+        token,
+        None,
+    )
+    .await;
+    (queued, job)
+}
+
 #[tokio::test]
 async fn an_smtp_account_keeps_its_password_sealed_and_sends_a_test_message() {
     let smtp = SmtpSink::start().await;
@@ -153,25 +182,8 @@ async fn an_smtp_account_keeps_its_password_sealed_and_sends_a_test_message() {
     assert_eq!(status, 200);
 
     // The test message goes out through the account, as a job.
-    let (status, queued) = call(
-        &app,
-        Method::POST,
-        &format!("{path}/test"),
-        token,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(status, 202, "{queued}");
+    let (queued, job) = test_message(&app, token, &id, json!({})).await;
     assert_eq!(queued["to"], "admin@example.com");
-    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
-    let (_, job) = call(
-        &app,
-        Method::GET,
-        &format!("/api/v1/jobs/{}", queued["job_id"].as_str().unwrap()),
-        token,
-        None,
-    )
-    .await;
     assert_eq!(job["state"], "completed", "{job}");
     let messages = smtp.messages();
     assert_eq!(messages.len(), 1);
@@ -231,26 +243,12 @@ async fn a_test_message_to_an_unreachable_server_retries_with_its_error() {
         })),
     )
     .await;
-    let path = format!(
-        "/api/v1/email-accounts/{}/test",
-        created["id"].as_str().unwrap()
-    );
-    let (status, queued) = call(
+    let id = created["id"].as_str().unwrap();
+    let (_, job) = test_message(
         &app,
-        Method::POST,
-        &path,
         &admin.access_token,
-        Some(json!({"to": "x@example.com"})),
-    )
-    .await;
-    assert_eq!(status, 202);
-    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
-    let (_, job) = call(
-        &app,
-        Method::GET,
-        &format!("/api/v1/jobs/{}", queued["job_id"].as_str().unwrap()),
-        &admin.access_token,
-        None,
+        id,
+        json!({"to": "x@example.com"}),
     )
     .await;
     assert_eq!(job["state"], "retryable", "{job}");
@@ -328,24 +326,7 @@ async fn smtp_accounts_cannot_reach_the_platforms_own_network() {
     .await
     .unwrap();
     let path = format!("/api/v1/email-accounts/{id}");
-    let (status, queued) = call(
-        &app,
-        Method::POST,
-        &format!("{path}/test"),
-        token,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(status, 202, "{queued}");
-    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
-    let (_, job) = call(
-        &app,
-        Method::GET,
-        &format!("/api/v1/jobs/{}", queued["job_id"].as_str().unwrap()),
-        token,
-        None,
-    )
-    .await;
+    let (_, job) = test_message(&app, token, id, json!({})).await;
     assert_eq!(job["state"], "discarded", "{job}");
     let error = job["errors"][0]["error"].as_str().unwrap();
     assert!(error.contains("not public"), "{error}");
@@ -369,17 +350,8 @@ async fn an_operator_may_allow_a_private_relay_and_development_allows_loopback()
     assert_eq!(status, 422, "only the named host: {body}");
     let (status, account) = create_account(&app, token, "localhost", smtp.port, "none").await;
     assert_eq!(status, 201, "{account}");
-    let id = account["id"].as_str().unwrap();
-    let (status, _) = call(
-        &app,
-        Method::POST,
-        &format!("/api/v1/email-accounts/{id}/test"),
-        token,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(status, 202);
-    app.drain_jobs(Duration::from_secs(30)).await.unwrap();
+    let (_, job) = test_message(&app, token, account["id"].as_str().unwrap(), json!({})).await;
+    assert_eq!(job["state"], "completed", "{job}");
     assert_eq!(smtp.received(), 1, "the named relay received the test");
 
     // Development's default: loopback (a local mail sink), and nothing else private.
