@@ -323,21 +323,20 @@ impl<T> UploadBody<T> {
             sha256,
         } = file;
         let (spool, sniffer, checked) = tokio::task::spawn_blocking(move || {
-            let checked = sniffer.accepted(&filename, accept, || json_file_parses(&spool));
-            let refused_as = checked
-                .is_err()
-                .then(|| sniffer.file_type(&filename, || json_file_parses(&spool)));
+            // The file is read back (for JSON) at most once.
+            let found = sniffer.file_type(&filename, || json_file_parses(&spool));
+            let checked = sniffer.accepted_as(found.clone(), &filename, accept);
             (
                 spool,
                 sniffer,
-                checked.map(|t| (t, filename)).map_err(|e| (e, refused_as)),
+                checked.map(|t| (t, filename)).map_err(|e| (e, found)),
             )
         })
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
         let (file_type, filename) = checked.map_err(|(e, found)| {
             ApiError::UnsupportedMediaType(match (accept, found) {
-                (Accept::Only(only), Some(Ok(found))) => format!(
+                (Accept::Only(only), Ok(found)) => format!(
                     "the file must be {}; its bytes are {}",
                     only.mime(),
                     found.mime()

@@ -203,9 +203,21 @@ impl Sniffer {
         accept: Accept,
         json_parses: impl FnOnce() -> bool,
     ) -> Result<FileType, Unsupported> {
+        self.accepted_as(self.file_type(filename, json_parses), filename, accept)
+    }
+
+    /// [`Sniffer::accepted`], given what [`Sniffer::file_type`] found.
+    ///
+    /// # Errors
+    /// [`Unsupported`] for anything `accept` does not take.
+    pub fn accepted_as(
+        &self,
+        found: Result<FileType, Unsupported>,
+        filename: &str,
+        accept: Accept,
+    ) -> Result<FileType, Unsupported> {
         const DOCUMENTS: &str =
             "the knowledge base indexes PDF, DOCX, HTML, Markdown, plain text, CSV and JSON";
-        let found = self.file_type(filename, json_parses);
         match accept {
             Accept::Uploads => found,
             Accept::Only(only) => match found? {

@@ -35,6 +35,23 @@ async fn provider() -> MockServer {
     server
 }
 
+/// Creating a credential with `url` is refused, naming `base_url` only.
+async fn assert_base_url_refused(app: &TestApp, token: &str, url: &str) {
+    let (status, body) = call(
+        app,
+        Method::POST,
+        "/api/v1/llm-credentials",
+        token,
+        Some(json!({"name": "X", "base_url": url, "api_key": "sk-good", "default_model": "m"})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), field_names(&body)),
+        (422, vec!["base_url".to_owned()]),
+        "{url}: {body}"
+    );
+}
+
 #[tokio::test]
 async fn a_credential_keeps_its_key_sealed_and_its_test_asks_the_provider_for_models() {
     let server = provider().await;
@@ -169,19 +186,7 @@ async fn bad_fields_are_named_names_are_unique_and_a_credential_in_use_stays() {
         "https://api.example.com/v1?key=x",
         "not a url",
     ] {
-        let (status, body) = call(
-            &app,
-            Method::POST,
-            "/api/v1/llm-credentials",
-            token,
-            Some(json!({"name": "X", "base_url": url, "api_key": "k", "default_model": "m"})),
-        )
-        .await;
-        assert_eq!(
-            (status.as_u16(), field_names(&body)),
-            (422, vec!["base_url".to_owned()]),
-            "{url}: {body}"
-        );
+        assert_base_url_refused(&app, token, url).await;
     }
 
     let new = json!({"name": "OpenAI", "base_url": "https://api.openai.com/v1",
@@ -298,19 +303,7 @@ async fn a_provider_on_the_platforms_own_network_is_refused_when_saved_and_when_
         "https://localhost/v1".to_owned(),
         "https://llm.internal/v1".to_owned(),
     ] {
-        let (status, body) = call(
-            &app,
-            Method::POST,
-            "/api/v1/llm-credentials",
-            token,
-            Some(json!({"name": "X", "base_url": url, "api_key": "sk-good", "default_model": "m"})),
-        )
-        .await;
-        assert_eq!(
-            (status.as_u16(), field_names(&body)),
-            (422, vec!["base_url".to_owned()]),
-            "{url}: {body}"
-        );
+        assert_base_url_refused(&app, token, url.as_ref()).await;
     }
     // One stored before the rules is refused when called, before any connection (a name that
     // resolves inward later is refused by the resolver: core's outbound tests).
